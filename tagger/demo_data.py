@@ -1,0 +1,187 @@
+"""A synthetic dataset in the Kaggle layout, so everything runs offline.
+
+41 classes with the FSDKaggle2018 label names. Class k is a sound family
+(k % 8: tone, harmonic stack, chirp, noise band, click train, AM, FM, decays)
+in an octave band (k // 8: base pitch 100 Hz * 2**band), so classes differ
+clearly in the log-mel while each clip varies in pitch (+-1/4 octave), gain,
+background noise, duration (log-normal, median 4 s, 0.3 s to 30 s) and
+leading/trailing silence. Deterministic by seed.
+
+Layout written:
+  train.csv (fname,label,manually_verified), audio_train/*.wav,
+  sample_submission.csv (fname,label), audio_test/*.wav,
+  test_labels.csv (fname,label): the test answers, for scoring.
+One test clip is an empty WAV, as in the real set.
+"""
+
+import csv
+import dataclasses
+import io
+import os
+from typing import List
+
+import numpy as np
+
+FSD_KAGGLE_2018_LABELS = (
+    "Acoustic_guitar", "Applause", "Bark", "Bass_drum",
+    "Burping_or_eructation", "Bus", "Cello", "Chime", "Clarinet",
+    "Computer_keyboard", "Cough", "Cowbell", "Double_bass",
+    "Drawer_open_or_close", "Electric_piano", "Fart", "Finger_snapping",
+    "Fireworks", "Flute", "Glockenspiel", "Gong", "Gunshot_or_gunfire",
+    "Harmonica", "Hi-hat", "Keys_jangling", "Knock", "Laughter", "Meow",
+    "Microwave_oven", "Oboe", "Saxophone", "Scissors", "Shatter",
+    "Snare_drum", "Squeak", "Tambourine", "Tearing", "Telephone", "Trumpet",
+    "Violin_or_fiddle", "Writing")
+FAMILIES = ("tone", "harmonic_stack", "chirp", "noise_band", "click_train",
+            "am", "fm", "decays")
+SAMPLE_RATE = 44100
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoSpec:
+  train_per_class: int = 16
+  test_per_class: int = 4
+  seed: int = 0
+  median_duration_s: float = 4.0
+  duration_sigma: float = 0.7
+  min_duration_s: float = 0.3
+  max_duration_s: float = 30.0
+
+
+def class_recipe(class_index: int):
+  """(family, base frequency Hz) of a class."""
+  return FAMILIES[class_index % 8], 100.0 * 2.0**(class_index // 8)
+
+
+def _band_noise(rng, n, low_hz, high_hz):
+  spectrum = np.fft.rfft(rng.standard_normal(n))
+  freqs = np.fft.rfftfreq(n, 1.0 / SAMPLE_RATE)
+  spectrum[(freqs < low_hz) | (freqs > high_hz)] = 0
+  out = np.fft.irfft(spectrum, n)
+  return out / (np.abs(out).max() + 1e-9)
+
+
+def synthesize(family: str, f0: float, n: int, rng) -> np.ndarray:
+  """One clip's sound [n] in [-1, 1] (before gain, noise and silence)."""
+  t = np.arange(n) / SAMPLE_RATE
+  if family == "tone":
+    vibrato = 0.004 * np.sin(2 * np.pi * rng.uniform(3, 6) * t)
+    return np.sin(2 * np.pi * f0 * t * (1 + vibrato))
+  if family == "harmonic_stack":
+    return sum(np.sin(2 * np.pi * h * f0 * t + rng.uniform(0, 6.3)) / h
+               for h in range(1, 9)) / 2.7
+  if family == "chirp":
+    span = max(t[-1], 1e-3)
+    sweep = f0 * 4.0**(t / span)  # two octaves up over the clip
+    return np.sin(2 * np.pi * np.cumsum(sweep) / SAMPLE_RATE)
+  if family == "noise_band":
+    return _band_noise(rng, n, f0 * 3.2, f0 * 4.8)
+  if family == "click_train":
+    out = np.zeros(n)
+    period = max(1, int(SAMPLE_RATE / (4 + f0 / 25)))
+    out[rng.integers(0, period)::period] = 1.0
+    ring = np.exp(-np.arange(800) / 120.0) * np.sin(
+        2 * np.pi * 3 * f0 * np.arange(800) / SAMPLE_RATE)
+    out = np.convolve(out, ring)[:n]
+    return out / (np.abs(out).max() + 1e-9)
+  if family == "am":
+    rate = 2.0 + f0 / 100.0
+    return (0.5 + 0.5 * np.sin(2 * np.pi * rate * t)) * np.sin(
+        2 * np.pi * 2 * f0 * t)
+  if family == "fm":
+    return np.sin(2 * np.pi * 2 * f0 * t +
+                  (f0 / 12.0) * np.sin(2 * np.pi * 6.0 * t))
+  if family == "decays":
+    out = np.zeros(n)
+    step = int(SAMPLE_RATE * rng.uniform(0.35, 0.6))
+    length = min(n, step)
+    note = np.exp(-np.arange(length) / (0.08 * SAMPLE_RATE)) * np.sin(
+        2 * np.pi * 2 * f0 * np.arange(length) / SAMPLE_RATE)
+    for start in range(0, n, step):
+      stop = min(n, start + length)
+      out[start:stop] += note[:stop - start]
+    return out
+  raise ValueError(f"unknown family {family!r}")
+
+
+def make_clip(class_index: int, rng, spec: DemoSpec) -> np.ndarray:
+  """A whole clip, int16-ready float32 [n] with silence at both ends."""
+  family, f0 = class_recipe(class_index)
+  f0 *= 2.0**rng.uniform(-0.25, 0.25)
+  duration = float(np.clip(
+      spec.median_duration_s * np.exp(spec.duration_sigma *
+                                      rng.standard_normal()),
+      spec.min_duration_s, spec.max_duration_s))
+  n = int(duration * SAMPLE_RATE)
+  sound = synthesize(family, f0, n, rng)
+  fade = min(n // 2, int(0.01 * SAMPLE_RATE))
+  if fade:
+    ramp = np.linspace(0, 1, fade)
+    sound[:fade] *= ramp
+    sound[n - fade:] *= ramp[::-1]
+  gain = 10.0**(rng.uniform(-20, -1) / 20)
+  noise = 10.0**(-rng.uniform(15, 40) / 20) * rng.standard_normal(n)
+  clip = gain * (0.9 * sound + noise * 0.9)
+  lead, tail = (int(rng.uniform(0, 0.5) * SAMPLE_RATE) for _ in range(2))
+  return np.concatenate([np.zeros(lead), clip,
+                         np.zeros(tail)]).astype(np.float32)
+
+
+def _wav_bytes(waveform: np.ndarray) -> bytes:
+  import soundfile as sf  # pylint: disable=g-import-not-at-top
+  buffer = io.BytesIO()
+  sf.write(buffer, np.clip(waveform, -1, 1), SAMPLE_RATE, subtype="PCM_16",
+           format="WAV")
+  return buffer.getvalue()
+
+
+def _write_csv(path: str, header: List[str], rows: List[list]) -> None:
+  with open(path, "w", newline="", encoding="utf-8") as f:
+    writer = csv.writer(f, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+
+
+def make_demo_data(output_dir: str, spec: DemoSpec = DemoSpec()) -> dict:
+  """Writes the demo dataset; returns counts. Local directory only.
+
+  Demo data is made where the user runs it; shards, manifests and models,
+  which may live on remote filesystems, go through tf.io.gfile elsewhere.
+  """
+  rng = np.random.default_rng(spec.seed)
+  num_classes = len(FSD_KAGGLE_2018_LABELS)
+  names = rng.choice(16**8, size=num_classes * (spec.train_per_class +
+                                                spec.test_per_class) + 1,
+                     replace=False)
+  fnames = iter(f"{int(x):08x}.wav" for x in names)
+  counts = {}
+  for split, per_class in (("train", spec.train_per_class),
+                           ("test", spec.test_per_class)):
+    audio_dir = os.path.join(output_dir, f"audio_{split}")
+    os.makedirs(audio_dir, exist_ok=True)
+    classes = np.repeat(np.arange(num_classes), per_class)
+    rng.shuffle(classes)
+    rows = []
+    for k in classes:
+      fname = next(fnames)
+      with open(os.path.join(audio_dir, fname), "wb") as f:
+        f.write(_wav_bytes(make_clip(int(k), rng, spec)))
+      rows.append([fname, FSD_KAGGLE_2018_LABELS[k],
+                   int(rng.uniform() < 0.6)])
+    if split == "train":
+      _write_csv(os.path.join(output_dir, "train.csv"),
+                 ["fname", "label", "manually_verified"], rows)
+    else:
+      # As in the real set, one test file holds no audio at all.
+      empty = next(fnames)
+      with open(os.path.join(audio_dir, empty), "wb") as f:
+        f.write(_wav_bytes(np.zeros(0, np.float32)))
+      rows.append([empty, FSD_KAGGLE_2018_LABELS[int(rng.integers(
+          num_classes))], 1])
+      placeholder = " ".join(FSD_KAGGLE_2018_LABELS[:3])
+      _write_csv(os.path.join(output_dir, "sample_submission.csv"),
+                 ["fname", "label"], [[r[0], placeholder] for r in rows])
+      _write_csv(os.path.join(output_dir, "test_labels.csv"),
+                 ["fname", "label"], [[r[0], r[1]] for r in rows])
+    counts[split] = len(rows)
+  return counts

@@ -1,0 +1,91 @@
+"""File access through tf.io.gfile, so s3://, gs://, hdfs:// paths work.
+
+Every path to shards, manifests and model dirs goes through here. Writes are
+atomic: data goes to a temporary name beside the target, then is renamed, so
+a killed process never leaves a partial file under the final name.
+"""
+
+import io
+import json
+import os
+import uuid
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+TMP_MARK = ".tmp-"
+
+
+def join(*parts: str) -> str:
+  return os.path.join(*parts)  # tf.io.gfile paths use '/' on every scheme
+
+
+def exists(path: str) -> bool:
+  return tf.io.gfile.exists(path)
+
+
+def makedirs(path: str) -> None:
+  tf.io.gfile.makedirs(path)
+
+
+def listdir(path: str) -> list:
+  return sorted(tf.io.gfile.listdir(path)) if exists(path) else []
+
+
+def read_bytes(path: str) -> bytes:
+  with tf.io.gfile.GFile(path, "rb") as f:
+    return f.read()
+
+
+def read_text(path: str) -> str:
+  return read_bytes(path).decode("utf-8")
+
+
+def temp_name(path: str) -> str:
+  return f"{path}{TMP_MARK}{uuid.uuid4().hex[:8]}"
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+  tmp = temp_name(path)
+  with tf.io.gfile.GFile(tmp, "wb") as f:
+    f.write(data)
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+  atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str, value: Any) -> None:
+  atomic_write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str) -> Any:
+  return json.loads(read_text(path))
+
+
+def write_npz(path: str, **arrays: np.ndarray) -> None:
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_npz(path: str) -> dict:
+  with np.load(io.BytesIO(read_bytes(path)), allow_pickle=False) as data:
+    return {k: data[k] for k in data.files}
+
+
+def remove_temp_files(directory: str) -> int:
+  """Deletes leftovers of interrupted atomic writes; returns how many."""
+  count = 0
+  for name in listdir(directory):
+    if TMP_MARK in name:
+      tf.io.gfile.remove(join(directory, name))
+      count += 1
+  return count
+
+
+def remove_tree(path: str) -> None:
+  if exists(path):
+    tf.io.gfile.rmtree(path)

@@ -1,0 +1,70 @@
+"""Feature parameters: one frozen object shared by sharding, training, scoring.
+
+Field names carry their units. The defaults are the reference recipe
+(SEED-FACTS.md, "Features"); the object is written into every manifest so the
+same numbers are used wherever features are computed or read.
+"""
+
+import dataclasses
+from typing import Any, Dict
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureParams:
+  """Every constant of feature extraction."""
+
+  # Decoding and trimming (librosa.effects.trim defaults).
+  load_sample_rate_hz: int = 44100
+  trim_top_db: float = 60.0
+  trim_frame_length: int = 2048
+  trim_hop_length: int = 512
+
+  # Log-mel spectrogram, computed at a lower rate.
+  mel_sample_rate_hz: int = 22050
+  mel_fft_length: int = 1764
+  mel_hop_length: int = 220
+  mel_bands: int = 64
+  mel_min_hz: float = 0.0
+  mel_max_hz: float = 11025.0  # mel_sample_rate_hz / 2
+  mel_power: float = 2.0
+  # librosa >= 0.10 pads centred frames with zeros; 'reflect' was its 2018
+  # default. Zeros are safer for clips shorter than half a window.
+  stft_pad_mode: str = "constant"
+  db_ref: float = 1.0
+  db_amin: float = 1e-10
+  db_top_db: float = 80.0
+
+  # Fixed bounds mapping dB to [0, 1]: (x - min_db) / (max_db - min_db).
+  norm_min_db: float = -90.5
+  norm_max_db: float = 39.21
+
+  # Summary features (all at load_sample_rate_hz on the trimmed waveform).
+  summary_fft_length: int = 2048
+  summary_hop_length: int = 512
+  summary_mel_bands: int = 128
+  summary_mfcc: int = 40
+  hpss_kernel: int = 31
+  envelope_window: int = 2000
+  spectrum_window: int = 2000
+  spectrum_offset: int = 100
+  spectrum_bins: int = 1000
+
+  @property
+  def mel_frames_per_second(self) -> float:
+    return self.mel_sample_rate_hz / self.mel_hop_length
+
+  def to_dict(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, values: Dict[str, Any]) -> "FeatureParams":
+    """Builds params from a manifest; unknown keys are an error, not ignored."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+      raise ValueError(f"unknown feature parameters {unknown}; this manifest "
+                       "was written by a newer tagger")
+    return cls(**values)
+
+
+SUMMARY_FEATURE_COUNT = 1133  # 985 + 12 + 64 + 72

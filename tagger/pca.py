@@ -1,0 +1,67 @@
+"""StandardScaler + PCA of the summary features: fit on train, apply anywhere.
+
+Saved as plain arrays (pca.npz), not pickles, so a fit made by one version of
+scikit-learn is applied identically by any other, in numpy or TF.
+"""
+
+import dataclasses
+
+from absl import logging
+import numpy as np
+
+from tagger import fileio
+
+
+@dataclasses.dataclass(frozen=True)
+class PcaFit:
+  """x -> ((x - scale_mean) / scale - pca_mean) @ components.T."""
+  scale_mean: np.ndarray  # [F]
+  scale: np.ndarray  # [F]
+  pca_mean: np.ndarray  # [F]
+  components: np.ndarray  # [P, F]
+  explained_variance_ratio: np.ndarray  # [P]
+
+  @property
+  def dim(self) -> int:
+    return self.components.shape[0]
+
+  def apply(self, x: np.ndarray) -> np.ndarray:
+    """[N, F] summary features -> [N, P] float32 PCA vectors."""
+    x = np.asarray(x, np.float64)
+    scaled = (x - self.scale_mean) / self.scale
+    return ((scaled - self.pca_mean) @ self.components.T).astype(np.float32)
+
+  def save(self, path: str) -> None:
+    fileio.write_npz(path, **dataclasses.asdict(self))
+
+  @classmethod
+  def load(cls, path: str) -> "PcaFit":
+    if not fileio.exists(path):
+      raise FileNotFoundError(f"{path}: no PCA fit here (run make_tfrecords "
+                              "--split=train first and point --pca_from at "
+                              "its output_dir)")
+    arrays = fileio.read_npz(path)
+    return cls(**{f.name: arrays[f.name] for f in dataclasses.fields(cls)})
+
+
+def fit_pca(features: np.ndarray, components: int) -> PcaFit:
+  """Fits StandardScaler then PCA on [N, F] train features.
+
+  Keeps `components` components, or fewer (with a warning) when the data has
+  fewer clips or features than that.
+  """
+  from sklearn.decomposition import PCA  # pylint: disable=g-import-not-at-top
+  from sklearn.preprocessing import StandardScaler  # pylint: disable=g-import-not-at-top
+  num_clips, num_features = features.shape
+  kept = min(components, num_clips, num_features)
+  if kept < components:
+    logging.warning(
+        "PCA: %d components asked, but the train split has %d clips and %d "
+        "features; keeping %d components. The model's PCA input will be %d "
+        "wide.", components, num_clips, num_features, kept, kept)
+  scaler = StandardScaler().fit(features.astype(np.float64))
+  scaled = scaler.transform(features.astype(np.float64))
+  pca = PCA(n_components=kept, svd_solver="full").fit(scaled)
+  return PcaFit(scale_mean=scaler.mean_, scale=scaler.scale_,
+                pca_mean=pca.mean_, components=pca.components_,
+                explained_variance_ratio=pca.explained_variance_ratio_)

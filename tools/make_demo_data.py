@@ -1,0 +1,34 @@
+r"""Writes the synthetic Kaggle-layout demo dataset.
+
+  python -m tools.make_demo_data --output_dir=demo_data --seed=0
+"""
+
+from absl import app
+from absl import flags
+
+from tagger import demo_data
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("output_dir", "demo_data", "Where the dataset goes.")
+flags.DEFINE_integer("train_per_class", 16, "Train clips per class.")
+flags.DEFINE_integer("test_per_class", 4, "Test clips per class.")
+flags.DEFINE_integer("seed", 0, "Same seed, same files.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  counts = demo_data.make_demo_data(FLAGS.output_dir, demo_data.DemoSpec(
+      train_per_class=FLAGS.train_per_class,
+      test_per_class=FLAGS.test_per_class, seed=FLAGS.seed))
+  print(f"demo data in {FLAGS.output_dir}: {counts['train']} train clips, "
+        f"{counts['test']} test clips, "
+        f"{len(demo_data.FSD_KAGGLE_2018_LABELS)} classes")
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
