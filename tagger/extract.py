@@ -103,3 +103,9 @@ def init_worker(params_dict: dict) -> None:
 
 def extract_in_worker(task: ClipTask) -> ClipFeatures:
   return extract_clip(task, _worker_params)
+
+
+def heavy_modules_loaded(_=None) -> tuple:
+  """Which of (tensorflow, keras) this process has imported (diagnostics)."""
+  import sys  # pylint: disable=g-import-not-at-top
+  return tuple(m for m in ("tensorflow", "keras") if m in sys.modules)

@@ -16,6 +16,7 @@ redoes neither.
 
 import collections
 import concurrent.futures
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -24,7 +25,9 @@ import json
 import math
 import multiprocessing
 import os
+import sys
 import time
+import types
 from typing import Dict, Iterator, List, Optional, Sequence
 
 from absl import logging
@@ -192,7 +195,7 @@ def ordered_parallel_map(fn, items: Iterator, num_workers: int,
     yield from map(fn, items)
     return
   context = multiprocessing.get_context("spawn")  # TF is not fork-safe
-  with concurrent.futures.ProcessPoolExecutor(
+  with _workers_skip_main_module(), concurrent.futures.ProcessPoolExecutor(
       num_workers, mp_context=context, initializer=initializer,
       initargs=initargs) as pool:
     pending = collections.deque()
@@ -202,6 +205,19 @@ def ordered_parallel_map(fn, items: Iterator, num_workers: int,
         yield pending.popleft().result()
     while pending:
       yield pending.popleft().result()
+
+
+@contextlib.contextmanager
+def _workers_skip_main_module():
+  """Spawned workers re-import the parent's __main__ (a tool, which imports
+  TensorFlow: ~600 MB and seconds per worker). They need only fn's module,
+  so while the pool starts processes __main__ is a bare module."""
+  real_main = sys.modules["__main__"]
+  sys.modules["__main__"] = types.ModuleType("__main__")
+  try:
+    yield
+  finally:
+    sys.modules["__main__"] = real_main
 
 
 def _chunk_path(staging: str, chunk: int) -> str:

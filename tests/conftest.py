@@ -1,0 +1,47 @@
+"""Shared helpers: tiny real audio files made in the test."""
+
+import io
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+SR = 44100
+
+
+def tone(seconds: float, freq: float = 440.0, sr: int = SR, amp=0.3,
+         seed: int = 0) -> np.ndarray:
+  rng = np.random.default_rng(seed)
+  t = np.arange(int(seconds * sr)) / sr
+  return (amp * np.sin(2 * np.pi * freq * t) +
+          0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def wav_bytes(waveform, sr=SR, subtype="PCM_16", fmt="WAV") -> bytes:
+  buffer = io.BytesIO()
+  sf.write(buffer, waveform, sr, subtype=subtype, format=fmt)
+  return buffer.getvalue()
+
+
+def write_dataset(root, clips, csv_name="train.csv", audio="audio_train",
+                  header=("fname", "label", "manually_verified")):
+  """clips: list of (fname, label, bytes or None). None: no file written."""
+  audio_dir = os.path.join(root, audio)
+  os.makedirs(audio_dir, exist_ok=True)
+  lines = [",".join(header)]
+  for fname, label, data in clips:
+    if data is not None:
+      with open(os.path.join(audio_dir, fname), "wb") as f:
+        f.write(data)
+    lines.append(",".join([fname, label, "1"][:len(header)]))
+  with open(os.path.join(root, csv_name), "w", encoding="utf-8") as f:
+    f.write("\n".join(lines) + "\n")
+  return os.path.join(root, csv_name), audio_dir
+
+
+@pytest.fixture
+def params():
+  from tagger.params import FeatureParams
+  return FeatureParams()

@@ -1,0 +1,66 @@
+import numpy as np
+import tensorflow as tf
+
+from tagger import records
+
+
+def _example(frames=7, pca_dim=5):
+  log_mel = np.random.default_rng(0).uniform(-90, 30, (64, frames))
+  return log_mel, records.serialize_example(
+      fname="a.wav", label=3, label_name="Bark", fold=2, manually_verified=1,
+      log_mel_db=log_mel, pca=np.arange(pca_dim, dtype=np.float32))
+
+
+def test_round_trip_through_the_package_parser():
+  log_mel, data = _example()
+  parsed = records.example_to_numpy(data, pca_dim=5)
+  assert parsed["fname"] == "a.wav" and parsed["label_name"] == "Bark"
+  assert parsed["label"] == 3 and parsed["fold"] == 2
+  assert parsed["empty"] == 0 and parsed["num_frames"] == 7
+  assert parsed["log_mel"].shape == (64, 7)
+  # float16 storage: within half a unit in the last place at 64 (0.03 dB).
+  np.testing.assert_allclose(parsed["log_mel"], log_mel, atol=0.032)
+  np.testing.assert_array_equal(parsed["pca"], np.arange(5))
+
+
+def test_plain_tensorflow_reads_it_as_tfrecords_readme_says(tmp_path):
+  """The snippet of tfrecords/README.md, without this package's parser."""
+  log_mel, data = _example(frames=11, pca_dim=350)
+  path = str(tmp_path / "x.tfrecord")
+  with tf.io.TFRecordWriter(path) as w:
+    w.write(data)
+  spec = {
+      "fname": tf.io.FixedLenFeature([], tf.string),
+      "label": tf.io.FixedLenFeature([], tf.int64),
+      "num_mels": tf.io.FixedLenFeature([], tf.int64),
+      "num_frames": tf.io.FixedLenFeature([], tf.int64),
+      "log_mel": tf.io.FixedLenFeature([], tf.string),
+      "pca": tf.io.FixedLenFeature([350], tf.float32),
+  }
+
+  def parse(record):
+    ex = tf.io.parse_single_example(record, spec)
+    mel = tf.io.decode_raw(ex["log_mel"], tf.float16)
+    mel = tf.reshape(mel, [ex["num_mels"], ex["num_frames"]])
+    return ex["fname"], tf.cast(mel, tf.float32), ex["pca"]
+
+  fname, mel, pca = next(iter(tf.data.TFRecordDataset(path).map(parse)))
+  assert fname.numpy() == b"a.wav"
+  np.testing.assert_allclose(mel.numpy(), log_mel, atol=0.032)
+  assert pca.shape == (350,)
+
+
+def test_empty_clip_has_zero_frames_and_the_flag():
+  data = records.serialize_example(
+      fname="e.wav", label=-1, label_name="", fold=-1, manually_verified=1,
+      log_mel_db=np.zeros((64, 0)), pca=np.zeros(3))
+  parsed = records.example_to_numpy(data, pca_dim=3)
+  assert parsed["empty"] == 1 and parsed["log_mel"].shape == (64, 0)
+
+
+def test_parse_inside_dataset_map():
+  _, data = _example()
+  ds = tf.data.Dataset.from_tensors(data).map(
+      lambda x: records.parse_example(x, 5))
+  out = next(iter(ds))
+  assert out["log_mel"].dtype == tf.float32 and out["log_mel"].shape[1] == 7

@@ -1,0 +1,48 @@
+r"""Speed of make_tfrecords: clips/s and real-time factor (last line).
+
+  python -m tools.benchmark_make_tfrecords                # synthetic data
+  python -m tools.benchmark_make_tfrecords --csv=train.csv --audio_dir=audio_train
+
+The real-time factor is seconds of (untrimmed) audio per second of wall time
+for the whole run: decode, trim, log-mel, the 1,133 summary features, PCA,
+folds and writing shards.
+"""
+
+from absl import app
+from absl import flags
+
+from tagger import benchmarks
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("csv", "", "Train CSV (default: make synthetic data).")
+flags.DEFINE_string("audio_dir", "", "Its audio folder.")
+flags.DEFINE_integer("num_workers", 0, "Feature processes (0: all cores).")
+flags.DEFINE_integer("per_class", 6, "Synthetic clips per class (41 classes).")
+flags.DEFINE_integer("reference_clips", 0, "Also time the straightforward "
+                     "librosa summary features on this many clips, 1 core.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  r = benchmarks.benchmark_make_tfrecords(
+      FLAGS.csv, FLAGS.audio_dir, FLAGS.num_workers, FLAGS.per_class,
+      FLAGS.reference_clips)
+  print(f"{r['clips']} clips, {r['audio_s'] / 60:.1f} min of audio in "
+        f"{r['wall_s']:.1f} s with {r['num_workers']} workers")
+  print(f"peak resident memory: main process "
+        f"{r['peak_rss_mb']['main']:.0f} MB, largest worker "
+        f"{r['peak_rss_mb']['largest_worker']:.0f} MB")
+  if "reference_realtime_factor_1core" in r:
+    print("reference (straightforward librosa, 1 core): "
+          f"{r['reference_realtime_factor_1core']:.1f}x real time")
+  print(f"clips_per_sec={r['clips_per_sec']:.2f} "
+        f"realtime_factor={r['realtime_factor']:.1f}")
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,27 @@
+r"""Runs the whole demo offline: make demo data, shard it, (train, score).
+
+  python -m tools.demo --workdir=runs/demo
+"""
+
+from absl import app
+from absl import flags
+
+from tagger import demo
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", "runs/demo", "Where data, shards and runs go.")
+flags.DEFINE_integer("num_workers", 0, "Feature processes (0: all cores).")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  demo.run_demo(FLAGS.workdir, num_workers=FLAGS.num_workers)
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
