@@ -30,8 +30,8 @@ def main(argv):
       FLAGS.reference_clips)
   print(f"{r['clips']} clips, {r['audio_s'] / 60:.1f} min of audio in "
         f"{r['wall_s']:.1f} s with {r['num_workers']} workers")
-  print(f"peak resident memory: main process "
-        f"{r['peak_rss_mb']['main']:.0f} MB, largest worker "
+  print(f"peak resident memory: all processes together "
+        f"{r['peak_rss_mb']['total']:.0f} MB, largest worker "
         f"{r['peak_rss_mb']['largest_worker']:.0f} MB")
   if "reference_realtime_factor_1core" in r:
     print("reference (straightforward librosa, 1 core): "
