@@ -1,0 +1,160 @@
+"""Batch augmentation as TF ops: crop/pad, shift, flip, erasing, mixup.
+
+All ops work on a whole batch with stateless random numbers from a [2] int
+seed, so they run inside a replica's compiled step (or in tf.data) and are
+deterministic given the seed. Crop/pad, shift and flip only move frames along
+time, so they are composed into one index tensor [B, L] and applied with a
+single gather (`time_indices`, `gather_time`).
+"""
+
+from typing import Tuple
+
+import tensorflow as tf
+
+PAD_MODES = ("symmetric", "constant", "wrap")
+
+
+def split_seed(seed: tf.Tensor, count: int) -> tf.Tensor:
+  """[count, 2] independent seeds from one [2] seed."""
+  return tf.random.experimental.stateless_split(seed, count)
+
+
+def reflect_index(position: tf.Tensor, length: tf.Tensor,
+                  mode: str) -> Tuple[tf.Tensor, tf.Tensor]:
+  """Maps positions (any integer) into [0, length) as numpy.pad would.
+
+  Args:
+    position: int32 [B, L] positions relative to the clip start.
+    length: int32 [B, 1] clip lengths (>= 1).
+    mode: 'symmetric' (d c b a | a b c d | d c b a, the reference's), 'wrap'
+      or 'constant' (then the mask marks positions outside the clip).
+
+  Returns:
+    (index [B, L] in [0, length), inside [B, L] bool: position was in the
+    clip; always True except for 'constant').
+  """
+  inside = (position >= 0) & (position < length)
+  if mode == "symmetric":
+    period = tf.math.floormod(position, 2 * length)
+    index = tf.where(period < length, period, 2 * length - 1 - period)
+    return index, tf.ones_like(inside)
+  if mode == "wrap":
+    return tf.math.floormod(position, length), tf.ones_like(inside)
+  if mode == "constant":
+    return tf.clip_by_value(position, 0, length - 1), inside
+  raise ValueError(f"pad mode must be one of {PAD_MODES}, not {mode!r}")
+
+
+def time_indices(lengths: tf.Tensor, target_length: tf.Tensor, seed: tf.Tensor,
+                 *, pad_mode: str = "symmetric", shift_fraction: float = 0.0,
+                 flip_probability: float = 0.0):
+  """Source frame of every output frame after crop/pad, shift and flip.
+
+  Crop/pad: a clip longer than target_length gives a random window; a shorter
+  one is placed at a random offset and padded (pad_mode). Shift: the window
+  moves by up to shift_fraction of its width, edges repeat the nearest frame
+  (Keras' width_shift_range with fill_mode='nearest'). Flip: time reversed
+  with flip_probability.
+
+  Args:
+    lengths: int [B] frames of each clip.
+    target_length: int scalar L.
+    seed: int [2].
+
+  Returns:
+    (index [B, L] int32 into each clip, valid [B, L] bool: False where
+    'constant' padding puts zeros).
+  """
+  lengths = tf.maximum(tf.cast(lengths, tf.int32), 1)[:, None]
+  # lengths: [B, 1]
+  target_length = tf.cast(target_length, tf.int32)
+  batch = tf.shape(lengths)[0]
+  seeds = split_seed(seed, 4)
+  u_offset = tf.random.stateless_uniform([batch, 1], seeds[0])
+  u_shift = tf.random.stateless_uniform([batch, 1], seeds[1], -1.0, 1.0)
+  u_flip = tf.random.stateless_uniform([batch, 1], seeds[2])
+  slack = tf.abs(lengths - target_length)
+  # Longer clips: window start in [0, n - L]; shorter: pad before, [0, L - n].
+  offset = tf.cast(tf.floor(u_offset * tf.cast(slack + 1, tf.float32)),
+                   tf.int32)
+  offset = tf.where(lengths >= target_length, offset, -offset)
+  frames = tf.range(target_length)[None, :]
+  # frames: [1, L]
+  if shift_fraction > 0:
+    shift = tf.cast(tf.round(u_shift * shift_fraction *
+                             tf.cast(target_length, tf.float32)), tf.int32)
+    frames = tf.clip_by_value(frames - shift, 0, target_length - 1)
+  if flip_probability > 0:
+    frames = tf.where(u_flip < flip_probability, target_length - 1 - frames,
+                      frames)
+  # frames: [B, L] (or [1, L]) output frame -> window frame
+  return reflect_index(offset + frames, lengths, pad_mode)
+
+
+def gather_time(mel: tf.Tensor, index: tf.Tensor, valid: tf.Tensor,
+                fill: float = 0.0) -> tf.Tensor:
+  """mel [B, M, T] -> [B, M, L] taking frame index[b, j] for output j."""
+  out = tf.gather(mel, index, axis=2, batch_dims=1)
+  # out: [B, M, L]
+  return tf.where(valid[:, None, :], out, tf.cast(fill, out.dtype))
+
+
+def random_erasing(mel: tf.Tensor, seed: tf.Tensor, *, probability: float = 0.5,
+                   area_range=(0.02, 0.4), aspect_range=(0.3, 1 / 0.3),
+                   fill_range=(0.0, 1.0)) -> tf.Tensor:
+  """Fills one random rectangle per example with one uniform value.
+
+  As the reference's random eraser (p, area 2-40%, aspect 0.3-3.33), with the
+  rectangle's sides clipped to the image instead of re-drawn until it fits.
+  """
+  batch, height, width = tf.unstack(tf.shape(mel)[:3])
+  seeds = split_seed(seed, 6)
+  h_f, w_f = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+  area = tf.random.stateless_uniform([batch], seeds[0], *area_range) * h_f * w_f
+  log_aspect = tf.random.stateless_uniform(
+      [batch], seeds[1], tf.math.log(aspect_range[0]),
+      tf.math.log(aspect_range[1]))
+  aspect = tf.exp(log_aspect)
+  rect_h = tf.clip_by_value(tf.cast(tf.round(tf.sqrt(area * aspect)),
+                                    tf.int32), 1, height)
+  rect_w = tf.clip_by_value(tf.cast(tf.round(tf.sqrt(area / aspect)),
+                                    tf.int32), 1, width)
+  top = tf.cast(tf.random.stateless_uniform([batch], seeds[2]) *
+                tf.cast(height - rect_h + 1, tf.float32), tf.int32)
+  left = tf.cast(tf.random.stateless_uniform([batch], seeds[3]) *
+                 tf.cast(width - rect_w + 1, tf.float32), tf.int32)
+  fill = tf.random.stateless_uniform([batch], seeds[4], *fill_range)
+  apply = tf.random.stateless_uniform([batch], seeds[5]) < probability
+  rows = tf.range(height)[None, :, None]
+  cols = tf.range(width)[None, None, :]
+  inside = ((rows >= top[:, None, None]) &
+            (rows < (top + rect_h)[:, None, None]) &
+            (cols >= left[:, None, None]) &
+            (cols < (left + rect_w)[:, None, None]) &
+            apply[:, None, None])
+  # inside: [B, M, L]
+  return tf.where(inside, tf.cast(fill, mel.dtype)[:, None, None], mel)
+
+
+def sample_beta(shape, alpha: float, seed: tf.Tensor) -> tf.Tensor:
+  """Beta(alpha, alpha) samples as X / (X + Y) of two Gamma(alpha)."""
+  seeds = split_seed(seed, 2)
+  x = tf.random.stateless_gamma(shape, seeds[0], alpha)
+  y = tf.random.stateless_gamma(shape, seeds[1], alpha)
+  return x / tf.maximum(x + y, 1e-12)
+
+
+def mixup(primary: dict, partner: dict, weight: tf.Tensor) -> dict:
+  """weight * primary + (1 - weight) * partner for every tensor of a batch.
+
+  Args:
+    primary, partner: dicts of float tensors with batch dimension first
+      (log-mel [B, M, L], PCA [B, P], one-hot labels [B, C], ...).
+    weight: [B] mixing weights in [0, 1].
+  """
+  out = {}
+  for key, value in primary.items():
+    w = tf.reshape(tf.cast(weight, value.dtype),
+                   [-1] + [1] * (len(value.shape) - 1))
+    out[key] = w * value + (1 - w) * tf.cast(partner[key], value.dtype)
+  return out

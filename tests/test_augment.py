@@ -1,0 +1,119 @@
+"""Batch augmentation ops, checked by value, eagerly and inside Dataset.map."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tagger import augment
+
+SEED = tf.constant([3, 7], tf.int64)
+
+
+def run_both_ways(fn, *args):
+  """fn(*args) eagerly and inside tf.data's map; both results."""
+  eager = fn(*args)
+  ds = tf.data.Dataset.from_tensors(tuple(args)).map(lambda *a: fn(*a))
+  return eager, next(iter(ds))
+
+
+@pytest.mark.parametrize("mode", ["symmetric", "wrap"])
+def test_padding_reproduces_numpy(mode):
+  lengths = tf.constant([3, 5, 1])
+  for target in (7, 12):
+    index, valid = augment.time_indices(lengths, target, SEED, pad_mode=mode)
+    for b, n in enumerate(lengths.numpy()):
+      clip = np.arange(n)
+      row = index[b].numpy()
+      # The output is a window of numpy.pad(clip, ..., mode) that holds the
+      # whole clip in order (placed at some offset).
+      padded = np.pad(clip, (target, target), mode=mode)
+      windows = np.lib.stride_tricks.sliding_window_view(padded, target)
+      assert (windows == row).all(axis=1).any()
+      holds = np.lib.stride_tricks.sliding_window_view(row, n)
+      assert (holds == clip).all(axis=1).any()
+      assert valid[b].numpy().all()
+      assert np.isin(np.arange(n), row).all()  # the whole clip is in
+
+
+def test_constant_padding_masks_outside():
+  index, valid = augment.time_indices(tf.constant([4]), 10, SEED,
+                                      pad_mode="constant")
+  mel = tf.ones([1, 2, 4])
+  out = augment.gather_time(mel, index, valid).numpy()
+  assert out.sum() == 2 * 4 and valid.numpy().sum() == 4
+
+
+def test_crop_windows_lie_inside_the_clip_and_vary():
+  lengths = tf.constant([900, 500, 263])
+  starts = set()
+  for s in range(20):
+    index, valid = augment.time_indices(lengths, 263, tf.constant([s, 1]))
+    idx = index.numpy()
+    for b, n in enumerate(lengths.numpy()):
+      assert idx[b].min() >= 0 and idx[b].max() < n
+      assert np.array_equal(np.diff(idx[b]), np.ones(262))  # contiguous
+    starts.add(int(idx[0, 0]))
+  assert len(starts) > 5
+
+
+def test_shift_and_flip():
+  lengths = tf.constant([10] * 64)
+  index, _ = augment.time_indices(lengths, 10, SEED, flip_probability=1.0)
+  assert (index.numpy() == np.arange(10)[::-1]).all()
+  index, _ = augment.time_indices(lengths, 10, SEED, shift_fraction=0.6)
+  idx = index.numpy()
+  shifted = [row for row in idx if row[0] != 0 or row[-1] != 9]
+  assert shifted  # some rows moved; edges repeat the nearest frame
+  for row in idx:
+    assert np.all(np.diff(row) >= 0) and np.all(np.diff(row) <= 1)
+
+
+def test_probability_zero_is_identity():
+  mel = tf.random.uniform([4, 8, 16], seed=1)
+  index, valid = augment.time_indices(tf.constant([16] * 4), 16, SEED,
+                                      flip_probability=0.0)
+  np.testing.assert_array_equal(augment.gather_time(mel, index, valid), mel)
+  np.testing.assert_array_equal(
+      augment.random_erasing(mel, SEED, probability=0.0), mel)
+
+
+def test_random_erasing_area_and_fill_within_bounds():
+  mel = tf.fill([256, 64, 300], -1.0)
+  eager, mapped = run_both_ways(
+      lambda m, s: augment.random_erasing(m, s, probability=1.0), mel, SEED)
+  for out in (eager.numpy(), mapped.numpy()):
+    for example in out:
+      erased = example != -1.0
+      area = erased.mean()
+      assert 0.015 <= area <= 0.41
+      values = np.unique(example[erased])
+      assert values.size == 1 and 0.0 <= values[0] <= 1.0
+      rows, cols = np.nonzero(erased)
+      assert erased[rows.min():rows.max() + 1,
+                    cols.min():cols.max() + 1].all()  # a rectangle
+  np.testing.assert_array_equal(eager, mapped)  # same seed, same result
+
+
+def test_mixup_weights_and_labels():
+  weight = augment.sample_beta([1000], 0.5, SEED)
+  w = weight.numpy()
+  assert (w >= 0).all() and (w <= 1).all() and 0.4 < w.mean() < 0.6
+  labels = tf.one_hot(tf.range(1000) % 7, 7)
+  partner = tf.one_hot((tf.range(1000) + 3) % 7, 7)
+  mel = tf.random.uniform([1000, 4, 5])
+  out = augment.mixup({"label": labels, "mel": mel},
+                      {"label": partner, "mel": 1 - mel}, weight)
+  np.testing.assert_allclose(out["label"].numpy().sum(axis=1), 1.0,
+                             rtol=1e-6)
+  np.testing.assert_allclose(
+      out["mel"].numpy(),
+      w[:, None, None] * mel.numpy() + (1 - w[:, None, None]) *
+      (1 - mel.numpy()), rtol=1e-5, atol=1e-6)
+
+
+def test_same_seed_same_indices_inside_tf_function():
+  fn = tf.function(lambda s: augment.time_indices(
+      tf.constant([300, 800]), 500, s, shift_fraction=0.6,
+      flip_probability=0.5)[0])
+  np.testing.assert_array_equal(fn(SEED), fn(SEED))
+  assert not np.array_equal(fn(SEED), fn(tf.constant([4, 7], tf.int64)))
