@@ -49,7 +49,9 @@ def decode_audio(data: bytes, name: str,
     audio, sample_rate = sf.read(io.BytesIO(data), dtype="float32",
                                  always_2d=True)
   except (sf.LibsndfileError, RuntimeError, ValueError, EOFError) as e:
-    raise AudioError(f"{name}: unreadable audio ({e})") from e
+    # libsndfile says "Error opening <_io.BytesIO object at 0x..>: why".
+    why = re.sub(r"^Error opening <[^>]*>:\s*", "", str(e))
+    raise AudioError(f"{name}: unreadable audio ({why})") from e
   truncated = bool(_TRUNCATED_WAV.search(info.extra_info or ""))
   # audio: [num_samples, channels]
   waveform = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]

@@ -295,7 +295,10 @@ class Staged:
 
 
 def collect_staged(rows: Sequence[Row], options: Options, staging: str):
-  """Reads chunk metadata; decides per clip: write, write flagged, or skip."""
+  """Reads chunk metadata; decides per clip: write, write flagged, or skip.
+
+  Returns (Staged, or None when no clip can be written; the Problems).
+  """
   by_index = {row.index: row for row in rows}
   keep, problems = collections.defaultdict(list), []
   num_chunks = math.ceil(len(rows) / options.chunk_size)
@@ -322,8 +325,7 @@ def collect_staged(rows: Sequence[Row], options: Options, staging: str):
       keep["empty"].append(status in (extract.EMPTY, extract.FAILED))
       keep["duration_s"].append(float(chunk["duration_s"][j]))
   if not keep["rows"]:
-    raise ShardingError(f"no clip of {options.csv} could be written; see the "
-                        "reasons above and in errors.csv")
+    return None, problems
   staged = Staged(
       rows=keep["rows"], chunk=np.array(keep["chunk"]),
       offset=np.array(keep["offset"]),
@@ -560,6 +562,11 @@ def make_tfrecords(options: Options) -> dict:
   for p in clip_problems:
     logging.warning("%s [%s]", p.reason, p.action)
   problems += clip_problems
+  errors_path = fileio.join(options.output_dir, ERRORS)
+  fileio.atomic_write_text(errors_path, _errors_csv(problems))
+  if staged is None:
+    raise ShardingError(f"no clip of {options.csv} could be written; the "
+                        f"reasons are above and in {errors_path}")
 
   if options.split == "train":
     fit = pca_lib.fit_pca(staged.summary, options.pca_components)
@@ -575,8 +582,6 @@ def make_tfrecords(options: Options) -> dict:
                                options, staging)
   fileio.atomic_write_text(fileio.join(options.output_dir, LABELS),
                            "\n".join(vocabulary) + "\n")
-  fileio.atomic_write_text(fileio.join(options.output_dir, ERRORS),
-                           _errors_csv(problems))
   manifest = build_manifest(options, staged, folds, vocabulary, fit, names,
                             shards, problems, started, audio_seconds,
                             extract_time)
