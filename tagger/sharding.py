@@ -398,27 +398,27 @@ def write_shards(staged: Staged, pca_vectors: np.ndarray, folds: np.ndarray,
       compression_type="GZIP" if options.compression == "gzip" else "")
   for start in range(0, len(todo), per_group):
     group = todo[start:start + per_group]
-    wanted = {int(c) for i in group for c in staged.chunk[shards[i]]}
+    records_of_chunk = collections.defaultdict(list)
+    for i in group:
+      for n in shards[i]:
+        records_of_chunk[int(staged.chunk[n])].append(n)
+    is_train = options.split == "train"
     serialized = {}
-    for k in sorted(wanted):
+    for k in sorted(records_of_chunk):
       chunk = fileio.read_npz(_chunk_path(staging, k))
       starts = np.concatenate([[0], np.cumsum(chunk["num_frames"])])
-      for i in group:
-        for n in shards[i]:
-          if staged.chunk[n] != k:
-            continue
-          j = staged.offset[n]
-          row = staged.rows[n]
-          log_mel = chunk["log_mel"][:, starts[j]:starts[j + 1]]
-          if staged.empty[n]:
-            log_mel = log_mel[:, :0]
-          is_train = options.split == "train"
-          serialized[n] = records.serialize_example(
-              fname=row.fname,
-              label=label_index[row.label] if is_train else -1,
-              label_name=row.label if is_train else "",
-              fold=int(folds[n]), manually_verified=row.manually_verified,
-              log_mel_db=log_mel, pca=pca_vectors[n])
+      for n in records_of_chunk[k]:
+        j = staged.offset[n]
+        row = staged.rows[n]
+        log_mel = chunk["log_mel"][:, starts[j]:starts[j + 1]]
+        if staged.empty[n]:
+          log_mel = log_mel[:, :0]
+        serialized[n] = records.serialize_example(
+            fname=row.fname,
+            label=label_index[row.label] if is_train else -1,
+            label_name=row.label if is_train else "",
+            fold=int(folds[n]), manually_verified=row.manually_verified,
+            log_mel_db=log_mel, pca=pca_vectors[n])
     for i in group:
       path = fileio.join(options.output_dir, names[i])
       tmp = fileio.temp_name(path)
