@@ -109,3 +109,17 @@ def heavy_modules_loaded(_=None) -> tuple:
   """Which of (tensorflow, keras) this process has imported (diagnostics)."""
   import sys  # pylint: disable=g-import-not-at-top
   return tuple(m for m in ("tensorflow", "keras") if m in sys.modules)
+
+
+def warm_up(params: FeatureParams) -> None:
+  """Runs the feature code once on a short tone in this process.
+
+  librosa's numba functions compile on first use and write numba's on-disk
+  cache; workers compiling at the same moment in a fresh install can corrupt
+  that cache (seen: a segfault in piptrack on every later run). Compiling
+  here first, before any worker starts, leaves them a complete cache.
+  """
+  t = np.arange(params.load_sample_rate_hz // 2) / params.load_sample_rate_hz
+  waveform = (0.3 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)
+  features.waveform_to_log_mel(waveform, params)
+  summary_features.summary_features(waveform, params)

@@ -259,6 +259,8 @@ def extract_to_staging(rows: Sequence[Row], options: Options,
                  len(rows))
   num_workers = options.num_workers or os.cpu_count() or 1
   todo_rows = [row for k in todo for row in chunks[k]]
+  if todo_rows:
+    extract.warm_up(options.params)  # before workers: see warm_up
   results_iter = ordered_parallel_map(
       extract.extract_in_worker, _clip_tasks(todo_rows, options.audio_dir),
       num_workers, extract.init_worker, (options.params.to_dict(),))
