@@ -13,9 +13,16 @@ One tf.train.Example per clip:
                               (test clips only: train clips are skipped)
   num_mels           int64    rows of log_mel (64)
   num_frames         int64    columns of log_mel, T (0 when empty)
-  log_mel            bytes    float16 little-endian [num_mels, T], row-major,
+  log_mel            bytes    float16 little-endian [T, num_mels], time-major,
                               in dB (normalise with the manifest's bounds)
   pca                float32  [pca_dim] the clip's PCA vector (zeros if empty)
+
+Layout (RECORD_FORMAT 2): the log-mel is stored time-major and its bytes are
+the last T * num_mels * 2 bytes of every serialized record, so a reader can
+cut a time window straight out of the raw record (`parse_windows`) without
+copying the whole clip through the proto parser. The writer guarantees this
+by appending a second serialized Example that holds only `log_mel` (protobuf
+concatenation is a merge, so any proto parser still reads one Example).
 """
 
 from typing import Dict, Mapping
@@ -33,8 +40,10 @@ NUM_MELS = "num_mels"
 NUM_FRAMES = "num_frames"
 LOG_MEL = "log_mel"
 PCA = "pca"
+WINDOW_FRAMES = "window_frames"  # not stored: parse_windows' valid frames
 
 LOG_MEL_DTYPE = np.dtype("<f2")  # float16: dB values in [-100, 60] keep 0.03 dB
+RECORD_FORMAT = 2  # 2: time-major log-mel as the record's last bytes
 
 
 def _int64(value: int) -> tf.train.Feature:
@@ -57,10 +66,11 @@ def serialize_example(*, fname: str, label: int, label_name: str, fold: int,
     fold: fold index, -1 for test clips.
     manually_verified: 1 or 0.
     log_mel_db: [num_mels, T] log-mel in dB; T == 0 marks an empty clip.
+      Stored transposed, [T, num_mels].
     pca: [pca_dim] PCA vector.
   """
   num_mels, num_frames = log_mel_db.shape
-  features = {
+  head = {
       FNAME: _bytes(fname.encode("utf-8")),
       LABEL: _int64(label),
       LABEL_NAME: _bytes(label_name.encode("utf-8")),
@@ -69,17 +79,19 @@ def serialize_example(*, fname: str, label: int, label_name: str, fold: int,
       EMPTY: _int64(num_frames == 0),
       NUM_MELS: _int64(num_mels),
       NUM_FRAMES: _int64(num_frames),
-      LOG_MEL: _bytes(np.ascontiguousarray(
-          log_mel_db, dtype=LOG_MEL_DTYPE).tobytes()),
       PCA: tf.train.Feature(float_list=tf.train.FloatList(
           value=np.asarray(pca, np.float32).tolist())),
   }
-  return tf.train.Example(
-      features=tf.train.Features(feature=features)).SerializeToString()
+  tail = {LOG_MEL: _bytes(np.ascontiguousarray(
+      np.asarray(log_mel_db).T, dtype=LOG_MEL_DTYPE).tobytes())}
+  # Two Examples back to back parse as one; the log-mel bytes end the record.
+  return b"".join(
+      tf.train.Example(features=tf.train.Features(feature=f)).
+      SerializeToString() for f in (head, tail))
 
 
-def feature_spec(pca_dim: int) -> Dict[str, tf.io.FixedLenFeature]:
-  """The tf.io spec of a record; pca_dim comes from the manifest."""
+def header_spec(pca_dim: int) -> Dict[str, tf.io.FixedLenFeature]:
+  """The tf.io spec of every key but the log-mel."""
   return {
       FNAME: tf.io.FixedLenFeature([], tf.string),
       LABEL: tf.io.FixedLenFeature([], tf.int64),
@@ -89,9 +101,13 @@ def feature_spec(pca_dim: int) -> Dict[str, tf.io.FixedLenFeature]:
       EMPTY: tf.io.FixedLenFeature([], tf.int64),
       NUM_MELS: tf.io.FixedLenFeature([], tf.int64),
       NUM_FRAMES: tf.io.FixedLenFeature([], tf.int64),
-      LOG_MEL: tf.io.FixedLenFeature([], tf.string),
       PCA: tf.io.FixedLenFeature([pca_dim], tf.float32),
   }
+
+
+def feature_spec(pca_dim: int) -> Dict[str, tf.io.FixedLenFeature]:
+  """The tf.io spec of a record; pca_dim comes from the manifest."""
+  return {**header_spec(pca_dim), LOG_MEL: tf.io.FixedLenFeature([], tf.string)}
 
 
 def parse_example(serialized: tf.Tensor,
@@ -99,11 +115,50 @@ def parse_example(serialized: tf.Tensor,
   """Serialized Example -> dict of tensors; log_mel as float32 [mels, T]."""
   parsed = tf.io.parse_single_example(serialized, feature_spec(pca_dim))
   log_mel = tf.io.decode_raw(parsed[LOG_MEL], tf.float16, little_endian=True)
-  # log_mel: [num_mels * T]
-  parsed[LOG_MEL] = tf.cast(
-      tf.reshape(log_mel, tf.stack([parsed[NUM_MELS], parsed[NUM_FRAMES]])),
-      tf.float32)
+  # log_mel: [T * num_mels]
+  log_mel = tf.reshape(log_mel, tf.stack([parsed[NUM_FRAMES],
+                                          parsed[NUM_MELS]]))
+  # log_mel: [T, num_mels]
+  parsed[LOG_MEL] = tf.cast(tf.transpose(log_mel), tf.float32)
   # log_mel: [num_mels, T]
+  return parsed
+
+
+def parse_windows(serialized: tf.Tensor, pca_dim: int, num_mels: int,
+                  start: tf.Tensor, length: tf.Tensor) -> Dict[str, tf.Tensor]:
+  """A batch of records with a time window of each log-mel, zero padded.
+
+  Cuts the window out of the raw record bytes (the log-mel ends the record),
+  so only the window is copied: the costly step of a fast input pipeline.
+
+  Args:
+    serialized: string [B] records.
+    pca_dim: width of the PCA vector.
+    num_mels: mel bands of every record (the manifest's).
+    start: int32 [B] first frame of each window (clipped to the clip).
+    length: int32 scalar L, frames of the output.
+
+  Returns:
+    The header keys as parse_example gives them, batched, plus
+    log_mel float16 [B, L, num_mels] (time-major, dB, zeros after the clip)
+    and window_frames int32 [B]: valid frames of each window (<= L).
+  """
+  parsed = tf.io.parse_example(serialized, header_spec(pca_dim))
+  frames = tf.cast(parsed[NUM_FRAMES], tf.int32)
+  start = tf.clip_by_value(start, 0, tf.maximum(frames - 1, 0))
+  valid = tf.clip_by_value(frames - start, 0, length)
+  frame_bytes = num_mels * LOG_MEL_DTYPE.itemsize
+  first = tf.strings.length(serialized) - frames * frame_bytes
+  window = tf.strings.substr(serialized, first + start * frame_bytes,
+                             valid * frame_bytes)
+  # DecodePaddedRaw has no float16 kernel: decode the bits, then bitcast.
+  bits = tf.io.decode_raw(window, tf.uint16, little_endian=True,
+                          fixed_length=length * frame_bytes)
+  # bits: [B, L * num_mels]
+  log_mel = tf.reshape(tf.bitcast(bits, tf.float16), [-1, length, num_mels])
+  # log_mel: [B, L, num_mels]
+  parsed[LOG_MEL] = log_mel
+  parsed[WINDOW_FRAMES] = valid
   return parsed
 
 

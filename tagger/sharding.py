@@ -358,12 +358,12 @@ def assign_folds(labels: Sequence[str], num_folds: int, seed: int):
 # Step 3: deal records to shards and write them.
 
 
-def record_order(num_records: int, split: str, seed: int) -> np.ndarray:
+def record_order(indices: np.ndarray, split: str, seed: int) -> np.ndarray:
   """Train records in a seeded random order (shards mix labels even when the
   CSV is sorted by label); test records in CSV order."""
   if split == "train":
-    return np.random.default_rng(seed).permutation(num_records)
-  return np.arange(num_records)
+    return np.random.default_rng(seed).permutation(indices)
+  return np.asarray(indices)
 
 
 def plan_shards(record_bytes: np.ndarray, shard_mb: float,
@@ -377,6 +377,26 @@ def plan_shards(record_bytes: np.ndarray, shard_mb: float,
   return [s for s in np.split(np.arange(len(record_bytes)), cuts)]
 
 
+def plan_fold_shards(record_bytes: np.ndarray, folds: np.ndarray,
+                     split: str, options: Options):
+  """(record indices, fold) of every shard; train shards hold one fold each.
+
+  One fold per train shard lets a reader pick a fold's records by file, so
+  the input pipeline never parses a record only to drop it.
+  """
+  fold_values = sorted(set(folds.tolist())) if split == "train" else [-1]
+  per_fold_min = math.ceil(options.min_shards / len(fold_values))
+  plan = []
+  for fold in fold_values:
+    members = np.flatnonzero(folds == fold) if split == "train" else \
+        np.arange(len(folds))
+    order = record_order(members, split, options.fold_seed + fold + 1)
+    for part in plan_shards(record_bytes[order], options.shard_mb,
+                            per_fold_min):
+      plan.append((order[part], fold))
+  return plan
+
+
 def shard_name(split: str, index: int, count: int) -> str:
   return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
 
@@ -384,11 +404,10 @@ def shard_name(split: str, index: int, count: int) -> str:
 def write_shards(staged: Staged, pca_vectors: np.ndarray, folds: np.ndarray,
                  vocabulary: Sequence[str], options: Options, staging: str):
   """Writes every shard that is not there yet; returns shard file names."""
-  order = record_order(len(staged.rows), options.split, options.fold_seed)
   record_bytes = (staged.num_frames * options.params.mel_bands * 2 +
-                  pca_vectors.shape[1] * 4 + 256)[order]
-  shards = [order[s] for s in plan_shards(record_bytes, options.shard_mb,
-                                          options.min_shards)]
+                  pca_vectors.shape[1] * 4 + 256)
+  plan = plan_fold_shards(record_bytes, folds, options.split, options)
+  shards = [members for members, _ in plan]
   names = [shard_name(options.split, i, len(shards))
            for i in range(len(shards))]
   todo = [i for i, name in enumerate(names)
@@ -429,7 +448,7 @@ def write_shards(staged: Staged, pca_vectors: np.ndarray, folds: np.ndarray,
           writer.write(serialized[n])
       tf.io.gfile.rename(tmp, path, overwrite=True)
       logging.info("wrote %s (%d records)", names[i], len(shards[i]))
-  return names, shards
+  return names, shards, [fold for _, fold in plan]
 
 
 def sha256_of(path: str) -> str:
@@ -580,12 +599,12 @@ def make_tfrecords(options: Options) -> dict:
   pca_vectors = fit.apply(staged.summary)
   pca_vectors[staged.empty] = 0.0
 
-  names, shards = write_shards(staged, pca_vectors, folds, vocabulary,
-                               options, staging)
+  names, shards, shard_folds = write_shards(staged, pca_vectors, folds,
+                                            vocabulary, options, staging)
   fileio.atomic_write_text(fileio.join(options.output_dir, LABELS),
                            "\n".join(vocabulary) + "\n")
   manifest = build_manifest(options, staged, folds, vocabulary, fit, names,
-                            shards, problems, started, audio_seconds,
+                            shards, shard_folds, problems, started, audio_seconds,
                             extract_time)
   fileio.write_json(fileio.join(options.output_dir, MANIFEST), manifest)
   if not options.keep_staging:
@@ -594,7 +613,7 @@ def make_tfrecords(options: Options) -> dict:
 
 
 def build_manifest(options, staged, folds, vocabulary, fit, names, shards,
-                   problems, started, audio_seconds, extract_time) -> dict:
+                   shard_folds, problems, started, audio_seconds, extract_time) -> dict:
   """Everything a reader of the shards needs to know, as JSON."""
   labels_written = [r.label for r, e in zip(staged.rows, staged.empty)
                     if not e]
@@ -603,15 +622,17 @@ def build_manifest(options, staged, folds, vocabulary, fit, names, shards,
   per_fold = collections.Counter(int(f) for f in folds if f >= 0)
   frames = _frame_stats(staged.num_frames)
   shard_entries = []
-  for name, members in zip(names, shards):
+  for name, members, fold in zip(names, shards, shard_folds):
     path = fileio.join(options.output_dir, name)
-    shard_entries.append({"file": name, "records": int(len(members)),
+    shard_entries.append({"file": name, "fold": int(fold),
+                          "records": int(len(members)),
                           "bytes": int(tf.io.gfile.stat(path).length),
                           "sha256": sha256_of(path)})
   params = options.params
   return {
       "tool": "tagger.make_tfrecords",
       "version": tagger.__version__,
+      "record_format": records.RECORD_FORMAT,
       "split": options.split,
       "created_unix": int(time.time()),
       "run_time_s": round(time.time() - started, 2),
@@ -627,7 +648,7 @@ def build_manifest(options, staged, folds, vocabulary, fit, names, shards,
       "labels": list(vocabulary),
       "num_classes": len(vocabulary),
       "feature_params": params.to_dict(),
-      "log_mel": {"dtype": "float16", "layout": "[num_mels, num_frames]",
+      "log_mel": {"dtype": "float16", "layout": "[num_frames, num_mels]",
                   "units": "dB", "num_mels": params.mel_bands,
                   "frames_per_second": params.mel_frames_per_second},
       "normalization": {"min_db": params.norm_min_db,

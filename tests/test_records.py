@@ -41,8 +41,8 @@ def test_plain_tensorflow_reads_it_as_tfrecords_readme_says(tmp_path):
   def parse(record):
     ex = tf.io.parse_single_example(record, spec)
     mel = tf.io.decode_raw(ex["log_mel"], tf.float16)
-    mel = tf.reshape(mel, [ex["num_mels"], ex["num_frames"]])
-    return ex["fname"], tf.cast(mel, tf.float32), ex["pca"]
+    mel = tf.reshape(mel, [ex["num_frames"], ex["num_mels"]])
+    return ex["fname"], tf.transpose(tf.cast(mel, tf.float32)), ex["pca"]
 
   fname, mel, pca = next(iter(tf.data.TFRecordDataset(path).map(parse)))
   assert fname.numpy() == b"a.wav"
@@ -64,3 +64,24 @@ def test_parse_inside_dataset_map():
       lambda x: records.parse_example(x, 5))
   out = next(iter(ds))
   assert out["log_mel"].dtype == tf.float32 and out["log_mel"].shape[1] == 7
+
+
+def test_parse_windows_cuts_the_same_frames_as_the_full_parser():
+  rng = np.random.default_rng(1)
+  mels = [rng.uniform(-90, 30, (64, t)) for t in (5, 40, 17, 1)]
+  data = [records.serialize_example(
+      fname=f"{i}.wav", label=i, label_name="x", fold=0, manually_verified=1,
+      log_mel_db=m, pca=np.full(3, i, np.float32)) for i, m in enumerate(mels)]
+  start = tf.constant([2, 30, 0, 0], tf.int32)
+  out = records.parse_windows(tf.constant(data), 3, 64, start,
+                              tf.constant(12))
+  assert out["log_mel"].shape == (4, 12, 64)
+  np.testing.assert_array_equal(out["window_frames"], [3, 10, 12, 1])
+  np.testing.assert_array_equal(out["num_frames"], [5, 40, 17, 1])
+  np.testing.assert_array_equal(out["label"], [0, 1, 2, 3])
+  for i, m in enumerate(mels):
+    full = records.example_to_numpy(data[i], 3)["log_mel"]  # [64, T]
+    s, v = int(start[i]), int(out["window_frames"][i])
+    window = out["log_mel"][i].numpy().astype(np.float32)  # [12, 64]
+    np.testing.assert_array_equal(window[:v], full[:, s:s + v].T)
+    assert not window[v:].any()

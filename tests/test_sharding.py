@@ -80,13 +80,18 @@ def test_train_outputs(train_run):
   assert manifest["per_class_counts"] == {"high": 6, "low": 6, "mid": 6}
   assert manifest["per_fold_counts"] == {"0": 6, "1": 6, "2": 6}
   assert manifest["pca"]["dim"] == 18  # fewer clips than 350 components
-  assert len(manifest["shards"]) == 2
+  # One fold per train shard (min_shards=2 < 3 folds gives one each).
+  assert [s["fold"] for s in manifest["shards"]] == [0, 1, 2]
+  assert manifest["record_format"] == 2
   for name in ("labels.txt", "pca.npz", "errors.csv", "manifest.json"):
     assert os.path.exists(os.path.join(out, name))
   assert not os.path.exists(os.path.join(out, sharding.STAGING))
   examples = read_all(out, manifest)
   assert sorted(e["fname"] for e in examples) == sorted(
       c[0] for c in good_clips())
+  for shard in manifest["shards"]:
+    in_shard = read_all(out, {**manifest, "shards": [shard]})
+    assert {e["fold"] for e in in_shard} == {shard["fold"]}
   for e in examples:
     assert e["label_name"] == manifest["labels"][e["label"]]
     assert e["log_mel"].shape == (64, e["num_frames"]) and e["empty"] == 0
