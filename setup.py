@@ -11,7 +11,7 @@ with open("tagger/__init__.py", encoding="utf-8") as f:
   VERSION = re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
 
 TOOLS = ("make_demo_data", "make_tfrecords", "benchmark_make_tfrecords",
-         "demo")
+         "demo", "benchmark_pipeline", "show_batch")
 
 setuptools.setup(
     name="tagger",
@@ -35,6 +35,7 @@ setuptools.setup(
         "absl-py==2.5.1",
         "tqdm==4.70.1",
         "ml-collections==1.1.0",
+        "matplotlib==3.11.2",
     ],
     extras_require={"test": ["pytest==9.2.0"]},
     entry_points={"console_scripts": [

@@ -93,10 +93,10 @@ def time_indices(lengths: tf.Tensor, target_length: tf.Tensor, seed: tf.Tensor,
 
 def gather_time(mel: tf.Tensor, index: tf.Tensor, valid: tf.Tensor,
                 fill: float = 0.0) -> tf.Tensor:
-  """mel [B, M, T] -> [B, M, L] taking frame index[b, j] for output j."""
-  out = tf.gather(mel, index, axis=2, batch_dims=1)
-  # out: [B, M, L]
-  return tf.where(valid[:, None, :], out, tf.cast(fill, out.dtype))
+  """Time-major mel [B, T, M] -> [B, L, M] taking frame index[b, j] for j."""
+  out = tf.gather(mel, index, axis=1, batch_dims=1)
+  # out: [B, L, M]
+  return tf.where(valid[:, :, None], out, tf.cast(fill, out.dtype))
 
 
 def random_erasing(mel: tf.Tensor, seed: tf.Tensor, *, probability: float = 0.5,
@@ -125,15 +125,52 @@ def random_erasing(mel: tf.Tensor, seed: tf.Tensor, *, probability: float = 0.5,
                  tf.cast(width - rect_w + 1, tf.float32), tf.int32)
   fill = tf.random.stateless_uniform([batch], seeds[4], *fill_range)
   apply = tf.random.stateless_uniform([batch], seeds[5]) < probability
-  rows = tf.range(height)[None, :, None]
-  cols = tf.range(width)[None, None, :]
-  inside = ((rows >= top[:, None, None]) &
-            (rows < (top + rect_h)[:, None, None]) &
-            (cols >= left[:, None, None]) &
-            (cols < (left + rect_w)[:, None, None]) &
-            apply[:, None, None])
+  rows = tf.range(height)[None, :]
+  cols = tf.range(width)[None, :]
+  in_rows = (rows >= top[:, None]) & (rows < (top + rect_h)[:, None])
+  in_cols = ((cols >= left[:, None]) & (cols < (left + rect_w)[:, None]) &
+             apply[:, None])
+  # in_rows: [B, M], in_cols: [B, L]; one full-size op below.
+  inside = in_rows[:, :, None] & in_cols[:, None, :]
   # inside: [B, M, L]
   return tf.where(inside, tf.cast(fill, mel.dtype)[:, None, None], mel)
+
+
+def spec_augment(mel: tf.Tensor, seed: tf.Tensor, *, freq_masks: int = 0,
+                 freq_width: int = 8, time_masks: int = 0,
+                 time_fraction: float = 0.05, fill: float = 0.0) -> tf.Tensor:
+  """SpecAugment's frequency and time masking on mel [B, M, L].
+
+  Each of freq_masks bands has a width uniform in [0, freq_width] mel bins;
+  each of time_masks stretches a width uniform in [0, time_fraction * L]
+  frames; masked cells take the value fill.
+  """
+  if freq_masks <= 0 and time_masks <= 0:
+    return mel
+  batch, height, width = tf.unstack(tf.shape(mel)[:3])
+  seeds = split_seed(seed, 2)
+
+  def band_mask(count, size, max_width, axis_seed):
+    # -> [B, size] True inside any of `count` random bands.
+    if count <= 0:
+      return tf.zeros([batch, size], tf.bool)
+    s = split_seed(axis_seed, 2)
+    widths = tf.floor(tf.random.stateless_uniform([batch, count], s[0]) *
+                      (tf.cast(max_width, tf.float32) + 1))
+    starts = tf.floor(tf.random.stateless_uniform([batch, count], s[1]) *
+                      (tf.cast(size, tf.float32) - widths + 1))
+    pos = tf.cast(tf.range(size), tf.float32)[None, None, :]
+    # pos: [1, 1, size]
+    inside = (pos >= starts[..., None]) & (pos < (starts + widths)[..., None])
+    return tf.reduce_any(inside, axis=1)
+
+  max_time = tf.cast(time_fraction * tf.cast(width, tf.float32), tf.int32)
+  freq = band_mask(freq_masks, height, tf.minimum(freq_width, height),
+                   seeds[0])
+  time = band_mask(time_masks, width, max_time, seeds[1])
+  masked = freq[:, :, None] | time[:, None, :]
+  # masked: [B, M, L]
+  return tf.where(masked, tf.cast(fill, mel.dtype), mel)
 
 
 def sample_beta(shape, alpha: float, seed: tf.Tensor) -> tf.Tensor:
@@ -156,5 +193,6 @@ def mixup(primary: dict, partner: dict, weight: tf.Tensor) -> dict:
   for key, value in primary.items():
     w = tf.reshape(tf.cast(weight, value.dtype),
                    [-1] + [1] * (len(value.shape) - 1))
-    out[key] = w * value + (1 - w) * tf.cast(partner[key], value.dtype)
+    other = tf.cast(partner[key], value.dtype)
+    out[key] = other + w * (value - other)  # = w * value + (1 - w) * other
   return out

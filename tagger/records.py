@@ -125,7 +125,8 @@ def parse_example(serialized: tf.Tensor,
 
 
 def parse_windows(serialized: tf.Tensor, pca_dim: int, num_mels: int,
-                  start: tf.Tensor, length: tf.Tensor) -> Dict[str, tf.Tensor]:
+                  start_fraction: tf.Tensor, length: tf.Tensor,
+                  keys=None) -> Dict[str, tf.Tensor]:
   """A batch of records with a time window of each log-mel, zero padded.
 
   Cuts the window out of the raw record bytes (the log-mel ends the record),
@@ -135,18 +136,26 @@ def parse_windows(serialized: tf.Tensor, pca_dim: int, num_mels: int,
     serialized: string [B] records.
     pca_dim: width of the PCA vector.
     num_mels: mel bands of every record (the manifest's).
-    start: int32 [B] first frame of each window (clipped to the clip).
+    start_fraction: float32 [B] in [0, 1): a clip of T > L frames gets the
+      window starting at floor(start_fraction * (T - L + 1)); a shorter clip
+      is taken whole.
     length: int32 scalar L, frames of the output.
+    keys: header keys to parse besides num_frames (default: all).
 
   Returns:
     The header keys as parse_example gives them, batched, plus
     log_mel float16 [B, L, num_mels] (time-major, dB, zeros after the clip)
     and window_frames int32 [B]: valid frames of each window (<= L).
   """
-  parsed = tf.io.parse_example(serialized, header_spec(pca_dim))
+  spec = header_spec(pca_dim)
+  if keys is not None:
+    spec = {k: spec[k] for k in set(keys) | {NUM_FRAMES}}
+  parsed = tf.io.parse_example(serialized, spec)
   frames = tf.cast(parsed[NUM_FRAMES], tf.int32)
-  start = tf.clip_by_value(start, 0, tf.maximum(frames - 1, 0))
-  valid = tf.clip_by_value(frames - start, 0, length)
+  slack = tf.maximum(frames - length, 0)
+  start = tf.minimum(tf.cast(tf.floor(
+      start_fraction * tf.cast(slack + 1, tf.float32)), tf.int32), slack)
+  valid = tf.minimum(frames, length)
   frame_bytes = num_mels * LOG_MEL_DTYPE.itemsize
   first = tf.strings.length(serialized) - frames * frame_bytes
   window = tf.strings.substr(serialized, first + start * frame_bytes,

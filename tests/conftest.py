@@ -11,6 +11,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 SR = 44100
 
 
+def _two_logical_cpus():
+  """Two logical CPU devices, so tf.distribute code runs on 2 replicas.
+
+  Must happen before TensorFlow initialises its devices, hence at import.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  cpu = tf.config.list_physical_devices("CPU")[0]
+  tf.config.set_logical_device_configuration(
+      cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+
+_two_logical_cpus()
+
+
 def tone(seconds: float, freq: float = 440.0, sr: int = SR, amp=0.3,
          seed: int = 0) -> np.ndarray:
   rng = np.random.default_rng(seed)

@@ -38,7 +38,7 @@ def test_padding_reproduces_numpy(mode):
 def test_constant_padding_masks_outside():
   index, valid = augment.time_indices(tf.constant([4]), 10, SEED,
                                       pad_mode="constant")
-  mel = tf.ones([1, 2, 4])
+  mel = tf.ones([1, 4, 2])  # [B, T, M]
   out = augment.gather_time(mel, index, valid).numpy()
   assert out.sum() == 2 * 4 and valid.numpy().sum() == 4
 
@@ -72,7 +72,10 @@ def test_probability_zero_is_identity():
   mel = tf.random.uniform([4, 8, 16], seed=1)
   index, valid = augment.time_indices(tf.constant([16] * 4), 16, SEED,
                                       flip_probability=0.0)
-  np.testing.assert_array_equal(augment.gather_time(mel, index, valid), mel)
+  time_major = tf.transpose(mel, [0, 2, 1])
+  np.testing.assert_array_equal(
+      augment.gather_time(time_major, index, valid), time_major)
+  np.testing.assert_array_equal(augment.spec_augment(mel, SEED), mel)
   np.testing.assert_array_equal(
       augment.random_erasing(mel, SEED, probability=0.0), mel)
 
@@ -117,3 +120,19 @@ def test_same_seed_same_indices_inside_tf_function():
       flip_probability=0.5)[0])
   np.testing.assert_array_equal(fn(SEED), fn(SEED))
   assert not np.array_equal(fn(SEED), fn(tf.constant([4, 7], tf.int64)))
+
+
+def test_spec_augment_masks_whole_bands_within_bounds():
+  mel = tf.ones([16, 64, 200])
+  out = augment.spec_augment(mel, SEED, freq_masks=2, freq_width=8,
+                             time_masks=2, time_fraction=0.1).numpy()
+  for example in out:
+    rows = np.flatnonzero((example == 0).all(axis=1))  # masked mel bins
+    cols = np.flatnonzero((example == 0).all(axis=0))  # masked frames
+    assert len(rows) <= 16 and len(cols) <= 40
+    # Every zero lies in a masked row or column: masks are whole bands.
+    zeros = example == 0
+    zeros[rows, :] = False
+    zeros[:, cols] = False
+    assert not zeros.any()
+  assert (out == 0).any()

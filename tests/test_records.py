@@ -72,16 +72,18 @@ def test_parse_windows_cuts_the_same_frames_as_the_full_parser():
   data = [records.serialize_example(
       fname=f"{i}.wav", label=i, label_name="x", fold=0, manually_verified=1,
       log_mel_db=m, pca=np.full(3, i, np.float32)) for i, m in enumerate(mels)]
-  start = tf.constant([2, 30, 0, 0], tf.int32)
-  out = records.parse_windows(tf.constant(data), 3, 64, start,
+  # Slack (T - L) is 0, 28, 5, 0: starts floor(u * (slack + 1)).
+  fraction = tf.constant([0.9, 0.999, 0.5, 0.3])
+  start = [0, 28, 3, 0]
+  out = records.parse_windows(tf.constant(data), 3, 64, fraction,
                               tf.constant(12))
   assert out["log_mel"].shape == (4, 12, 64)
-  np.testing.assert_array_equal(out["window_frames"], [3, 10, 12, 1])
+  np.testing.assert_array_equal(out["window_frames"], [5, 12, 12, 1])
   np.testing.assert_array_equal(out["num_frames"], [5, 40, 17, 1])
   np.testing.assert_array_equal(out["label"], [0, 1, 2, 3])
   for i, m in enumerate(mels):
     full = records.example_to_numpy(data[i], 3)["log_mel"]  # [64, T]
-    s, v = int(start[i]), int(out["window_frames"][i])
+    s, v = start[i], int(out["window_frames"][i])
     window = out["log_mel"][i].numpy().astype(np.float32)  # [12, 64]
     np.testing.assert_array_equal(window[:v], full[:, s:s + v].T)
     assert not window[v:].any()

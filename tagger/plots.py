@@ -1,0 +1,79 @@
+"""PNG pictures: batches of log-mels and confusion matrices.
+
+matplotlib with the Agg backend (no display needed); figures are rendered to
+PNG bytes, so callers write them with fileio (any filesystem) or hand them to
+tf.summary.image.
+"""
+
+import io
+from typing import Sequence
+
+import numpy as np
+
+
+def _pyplot():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def _png(fig) -> bytes:
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png", dpi=100)
+  _pyplot().close(fig)
+  return buffer.getvalue()
+
+
+def batch_grid(columns: Sequence[np.ndarray], column_titles: Sequence[str],
+               row_titles: Sequence[str], title: str = "") -> bytes:
+  """A grid of log-mels: one column per stage, one row per example.
+
+  Args:
+    columns: per column a float array [rows, mels, frames] in [0, 1]
+      (frames may differ between columns).
+    column_titles: one per column.
+    row_titles: one per row (e.g. the label, or the mix).
+    title: figure title.
+  """
+  plt = _pyplot()
+  rows = len(row_titles)
+  fig, axes = plt.subplots(rows, len(columns), squeeze=False,
+                           figsize=(3.2 * len(columns), 1.3 * rows + 0.6))
+  for c, (images, name) in enumerate(zip(columns, column_titles)):
+    for r in range(rows):
+      ax = axes[r][c]
+      ax.imshow(images[r], origin="lower", aspect="auto", cmap="magma",
+                vmin=0.0, vmax=1.0, interpolation="nearest")
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if r == 0:
+        ax.set_title(name, fontsize=9)
+      if c == 0:
+        ax.set_ylabel(row_titles[r], fontsize=7, rotation=0, ha="right",
+                      va="center")
+  if title:
+    fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  return _png(fig)
+
+
+def confusion_matrix(matrix: np.ndarray, labels: Sequence[str],
+                     title: str = "") -> bytes:
+  """Row-normalised confusion matrix [true, predicted] with label names."""
+  plt = _pyplot()
+  matrix = np.asarray(matrix, np.float64)
+  rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+  size = max(6.0, 0.22 * len(labels) + 2)
+  fig, ax = plt.subplots(figsize=(size, size))
+  ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+  ax.set_xticks(range(len(labels)))
+  ax.set_yticks(range(len(labels)))
+  ax.set_xticklabels(labels, rotation=90, fontsize=6)
+  ax.set_yticklabels(labels, fontsize=6)
+  ax.set_xlabel("predicted")
+  ax.set_ylabel("true")
+  if title:
+    ax.set_title(title)
+  fig.tight_layout()
+  return _png(fig)
