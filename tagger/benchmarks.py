@@ -184,10 +184,12 @@ def benchmark_pipeline(data_dir: str = "", num_records: int = 4000,
 
     reader_config = ip.InputConfig(batch_size=batch_size, seed=seed)
     ds = ip.train_dataset(info, folds, reader_config)
+    before = PeakMemory._rss_mb(os.getpid())  # pylint: disable=protected-access
     with PeakMemory() as memory:
       results["host_only_examples_per_sec"] = _rate(
           iter(ds), lambda b: b, warmup, steps, batch_size)
     results["host_only_peak_rss_mb"] = memory.peak_total_mb
+    results["host_only_pipeline_mb"] = memory.peak_total_mb - before
     for name, placement, aug in (("device_full", "device", full),
                                  ("device_no_augment", "device", plain),
                                  ("host_full", "host", full),

@@ -368,7 +368,7 @@ def _epoch_pairs(info: DataInfo, folds, config: InputConfig, epoch,
     block = max(b, config.pairing_block // b * b)
     # prefetch(1): the next block is read while this one is consumed.
     pairs = _shuffled_records(files, info, config, base, shard).batch(
-        block, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        block, num_parallel_calls=2, deterministic=True
     ).prefetch(1).enumerate().flat_map(
             lambda k, records_: _block_pairs(records_, b,
                                              tf.stack([base + 1, k])))
@@ -421,7 +421,14 @@ def train_dataset(info: DataInfo, folds, config: InputConfig,
   last = None if num_epochs is None else start_epoch + num_epochs
   epochs = (tf.data.Dataset.range(start_epoch, last) if last is not None
             else tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max))
-  ds = epochs.flat_map(epoch_batches)
+  # Two epochs open at once, each yielding exactly its `steps` batches in
+  # turn: the next epoch's readers fill their buffers while this one runs
+  # (no stall at epoch starts), and the order is still epoch after epoch.
+  # The experimental form is the one whose per-epoch buffer can be bounded
+  # (2 batches); Dataset.interleave's autotuned buffer held a whole epoch.
+  ds = epochs.apply(tf.data.experimental.parallel_interleave(
+      epoch_batches, cycle_length=2, block_length=layout.steps,
+      sloppy=False, buffer_output_elements=2, prefetch_input_elements=0))
   ds = ds.map(host_batch, num_parallel_calls=tf.data.AUTOTUNE,
               deterministic=True)
   if config.placement == "host":

@@ -38,7 +38,8 @@ def main(argv):
         f"target lengths in {r['length_range']}")
   print(f"host side of placement 'device' (read, pair, bucket, window): "
         f"{r['host_only_examples_per_sec']:.0f} examples/s, peak RSS "
-        f"{r['host_only_peak_rss_mb']:.0f} MB")
+        f"{r['host_only_peak_rss_mb']:.0f} MB (+{r['host_only_pipeline_mb']:.0f}"
+        " MB while the pipeline ran)")
   for name in ("device_full", "device_no_augment", "host_full",
                "host_no_augment"):
     print(f"{name:>18}: {r[name + '_examples_per_sec']:8.0f} examples/s, "

@@ -1,0 +1,143 @@
+"""Stage-1 (mel) and stage-2 (mel + PCA) MobileNetV2 taggers.
+
+As SEED-FACTS.md "Model": log-mel [64, T, 1] -> BatchNorm -> Conv 1x1 (10,
+relu) -> Conv 1x1 (3, relu) -> MobileNetV2 (alpha 1, no top) -> global
+average pool [-> concat BatchNorm(PCA)] -> Dense 1536 relu -> BatchNorm ->
+Dense 384 relu -> BatchNorm -> Dense C softmax (float32 under mixed
+precision). With 41 classes and 350 PCA inputs: 4,839,330 and 5,378,330
+parameters (5,339,676 trainable).
+
+Layers carry fixed names, so weights move between stages by name
+(`transfer_weights`).
+"""
+
+import os
+from typing import Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tagger import fileio
+from tagger import records
+
+BACKBONE = "backbone"
+IMAGENET_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+
+
+class ModelError(ValueError):
+  """A model setting that cannot work; the message says why."""
+
+
+def _imagenet_weights(path: str) -> str:
+  """A local ImageNet weights file: the given path, or Keras' cache."""
+  if path and path != "imagenet":
+    candidates = [path]
+  else:
+    cache = os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras"))
+    candidates = [os.path.join(cache, "models", IMAGENET_FILE)]
+  for candidate in candidates:
+    if fileio.exists(candidate):
+      return candidate
+  raise ModelError(
+      f"ImageNet weights for MobileNetV2 not found at {candidates[0]}. This "
+      "machine has no internet: fetch "
+      f"https://storage.googleapis.com/tensorflow/keras-applications/"
+      f"mobilenet_v2/{IMAGENET_FILE} elsewhere, copy it here and pass its "
+      "path as --config.model.backbone_weights=/path/to/it (or put it in "
+      "~/.keras/models/).")
+
+
+def build_model(num_classes: int, pca_dim: int = 0, *, num_mels: int = 64,
+                backbone_weights: str = "none",
+                bn_momentum: Optional[float] = None) -> keras.Model:
+  """Stage 1 when pca_dim == 0, else stage 2. Inputs: dict log_mel
+  [B, num_mels, T, 1] (T free) and, for stage 2, pca [B, pca_dim]."""
+  log_mel = keras.Input((num_mels, None, 1), name=records.LOG_MEL)
+  x = keras.layers.BatchNormalization(name="mel_bn")(log_mel)
+  x = keras.layers.Conv2D(10, 1, activation="relu", name="mel_conv10")(x)
+  x = keras.layers.Conv2D(3, 1, activation="relu", name="mel_conv3")(x)
+  # Keras rejects (64, None, 3) but takes (None, None, 3) (BUILD.md).
+  weights = None
+  if backbone_weights not in ("", "none", None):
+    weights = _imagenet_weights(backbone_weights)
+  backbone = keras.applications.MobileNetV2(
+      input_shape=(None, None, 3), alpha=1.0, include_top=False,
+      weights=weights)
+  backbone.name = BACKBONE
+  x = backbone(x)
+  x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+  inputs = {records.LOG_MEL: log_mel}
+  if pca_dim:
+    pca = keras.Input((pca_dim,), name=records.PCA)
+    inputs[records.PCA] = pca
+    p = keras.layers.BatchNormalization(name="pca_bn")(pca)
+    x = keras.layers.Concatenate(name="concat")([x, p])
+  x = keras.layers.Dense(1536, activation="relu", name="fc1536")(x)
+  x = keras.layers.BatchNormalization(name="fc1536_bn")(x)
+  x = keras.layers.Dense(384, activation="relu", name="fc384")(x)
+  x = keras.layers.BatchNormalization(name="fc384_bn")(x)
+  probs = keras.layers.Dense(num_classes, activation="softmax",
+                             dtype="float32", name="probs")(x)
+  model = keras.Model(inputs, probs,
+                      name=f"tagger_stage{2 if pca_dim else 1}")
+  if bn_momentum is not None:
+    set_bn_momentum(model, bn_momentum)
+  return model
+
+
+def set_bn_momentum(model: keras.Model, momentum: float) -> int:
+  """Sets every BatchNormalization's momentum (backbone's 0.999 included);
+  returns how many layers it changed."""
+  changed = 0
+  for layer in _all_layers(model):
+    if isinstance(layer, keras.layers.BatchNormalization):
+      layer.momentum = float(momentum)
+      changed += 1
+  return changed
+
+
+def _all_layers(model):
+  for layer in model.layers:
+    yield layer
+    if isinstance(layer, keras.Model):
+      yield from _all_layers(layer)
+
+
+def transfer_weights(source: keras.Model, target: keras.Model) -> list:
+  """Copies every layer's weights whose name and shapes match; returns the
+  names of the layers copied (stage 1 -> stage 2: all but fc1536)."""
+  copied = []
+  by_name = {layer.name: layer for layer in source.layers}
+  for layer in target.layers:
+    other = by_name.get(layer.name)
+    if other is None or not layer.weights:
+      continue
+    mine, theirs = layer.get_weights(), other.get_weights()
+    if len(mine) == len(theirs) and all(
+        a.shape == b.shape for a, b in zip(mine, theirs)):
+      layer.set_weights(theirs)
+      copied.append(layer.name)
+  return copied
+
+
+def parameter_counts(model: keras.Model) -> dict:
+  trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+  total = int(sum(np.prod(w.shape) for w in model.weights))
+  return {"total": total, "trainable": trainable}
+
+
+def model_inputs(batch: dict, pca: bool) -> dict:
+  """The model's input dict from a model batch (input_pipeline keys)."""
+  inputs = {records.LOG_MEL: batch[records.LOG_MEL]}
+  if pca:
+    inputs[records.PCA] = batch[records.PCA]
+  return inputs
+
+
+def tensor_spec(num_mels: int, pca_dim: int) -> dict:
+  spec = {records.LOG_MEL: tf.TensorSpec([None, num_mels, None, 1],
+                                         tf.float32)}
+  if pca_dim:
+    spec[records.PCA] = tf.TensorSpec([None, pca_dim], tf.float32)
+  return spec
