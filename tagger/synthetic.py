@@ -28,11 +28,14 @@ def write_synthetic_shards(output_dir: str, num_records: int, *,
                            num_classes: int = 41, num_folds: int = 10,
                            pca_dim: int = 350, median_frames: float = 500,
                            sigma: float = 0.7, shards_per_fold: int = 1,
-                           seed: int = 0, lengths=None) -> dict:
+                           seed: int = 0, lengths=None,
+                           learnable: bool = False) -> dict:
   """Writes train shards (one fold per shard group) and manifest.json.
 
   Label i % num_classes, fold i % num_folds; log-mel uniform in dB over
-  the normalisation range. Returns the manifest.
+  the normalisation range, or (learnable) quiet noise with a loud band of
+  mel rows that depends on the class, which a model learns in a few steps.
+  Returns the manifest.
   """
   params = FeatureParams()
   rng = np.random.default_rng(seed)
@@ -51,8 +54,15 @@ def write_synthetic_shards(output_dir: str, num_records: int, *,
       path = fileio.join(output_dir, name)
       with tf.io.TFRecordWriter(path) as writer:
         for i in chunk:
-          mel = rng.uniform(params.norm_min_db, params.norm_max_db,
-                            (params.mel_bands, lengths[i])).astype(np.float16)
+          shape = (params.mel_bands, lengths[i])
+          if learnable:
+            mel = rng.uniform(-80, -60, shape)
+            rows = params.mel_bands // num_classes
+            c = i % num_classes
+            mel[c * rows:(c + 1) * rows] += 70
+          else:
+            mel = rng.uniform(params.norm_min_db, params.norm_max_db, shape)
+          mel = mel.astype(np.float16)
           pca = rng.normal(size=pca_dim).astype(np.float32)
           pca[0] = i
           writer.write(records.serialize_example(

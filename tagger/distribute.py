@@ -1,0 +1,73 @@
+"""Strategy and precision: one place decides where and how training runs."""
+
+import json
+import os
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+
+
+class DistributeError(ValueError):
+  """A strategy or precision that cannot run here; the message says why."""
+
+
+def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
+  """auto: MirroredStrategy over all visible GPUs when there are several,
+  else one device (the GPU, or the CPU). mirrored on a machine without GPUs
+  mirrors over its logical CPU devices. multi_worker reads TF_CONFIG."""
+  if name not in STRATEGIES:
+    raise DistributeError(f"strategy must be one of {STRATEGIES}, not "
+                          f"{name!r}")
+  if name == "multi_worker":
+    if "TF_CONFIG" not in os.environ:
+      raise DistributeError(
+          "--strategy=multi_worker needs TF_CONFIG (the cluster and this "
+          "task), e.g. TF_CONFIG='{\"cluster\": {\"worker\": [\"host1:2222\","
+          " \"host2:2222\"]}, \"task\": {\"type\": \"worker\", \"index\": 0}}'")
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  gpus = tf.config.list_logical_devices("GPU")
+  if name == "auto":
+    name = "mirrored" if len(gpus) > 1 else "one_device"
+  if name == "mirrored":
+    devices = gpus or tf.config.list_logical_devices("CPU")
+    return tf.distribute.MirroredStrategy([d.name for d in devices])
+  return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+
+
+def choose_precision(name: str = "auto") -> str:
+  """auto: mixed_float16 (with loss scaling) on GPUs, float32 on CPUs."""
+  if name not in PRECISIONS:
+    raise DistributeError(f"precision must be one of {PRECISIONS}, not "
+                          f"{name!r}")
+  if name == "auto":
+    return "mixed_float16" if tf.config.list_logical_devices("GPU") \
+        else "float32"
+  return name
+
+
+def set_precision(policy: str) -> None:
+  keras.mixed_precision.set_global_policy(policy)
+  logging.info("precision policy: %s", policy)
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+  """True on the one task that writes files (always, but in multi-worker
+  runs: the chief, or worker 0 when the cluster has no chief)."""
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return True
+  config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+  task = config.get("task", {})
+  task_type, index = task.get("type"), task.get("index", 0)
+  if task_type == "chief":
+    return True
+  has_chief = "chief" in config.get("cluster", {})
+  return task_type in (None, "worker") and index == 0 and not has_chief
+
+
+def describe(strategy: tf.distribute.Strategy) -> str:
+  return (f"{type(strategy).__name__} with "
+          f"{strategy.num_replicas_in_sync} replica(s)")

@@ -1,0 +1,656 @@
+"""The distributed, mixed-precision, resumable two-stage trainer.
+
+One fold's run (`train_fold`):
+  phase 0  triangular cyclic LR (base..max, step one epoch), up to
+           cyclic_epochs epochs;
+  phase 1  from the best weights, LR fine_tune_lrs[0] with reduce-on-plateau
+           and early stopping;
+  phase 2  from the best weights, LR fine_tune_lrs[1], the same way.
+The best weights (lowest validation loss over all phases) are kept. After
+every epoch the model, the optimizer and this loop's own state (phase, epoch,
+LR, plateau counters, history) are saved atomically, so a killed run started
+again with the same command goes on from the last finished epoch.
+
+Each replica's step takes its slice of a host batch, runs the input
+pipeline's augment_batch on its device (placement 'device'), and applies
+gradients of the loss summed over its examples divided by the global batch.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import time
+from typing import Optional
+
+import keras
+import ml_collections
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tagger import distribute
+from tagger import fileio
+from tagger import input_pipeline as ip
+from tagger import metrics
+from tagger import model as model_lib
+from tagger import plots
+from tagger import records
+from tagger import schedules
+
+STATE = "state.json"
+CONFIG = "config.json"
+HISTORY = "history.csv"
+SUMMARY = "summary.json"
+BEST = "best.weights.h5"
+CONFUSION = "confusion_matrix.png"
+CHECKPOINTS = "checkpoints"
+TENSORBOARD = "tensorboard"
+PAIRING = "pairing"
+PHASES = ("cyclic", "fine_tune_1", "fine_tune_2")
+HISTORY_KEYS = ("phase", "epoch", "lr", "train_loss", "val_loss",
+                "val_accuracy", "val_map3", "examples_per_sec", "seconds")
+
+
+class TrainError(ValueError):
+  """A run that cannot start or go on; the message says why."""
+
+
+# ---------------------------------------------------------------------------
+# Configuration.
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every training setting with the reference's value (stage 1); configs/
+  change what differs. Each field is overridable from the command line:
+  --config.fold=3 --config.input.batch_size=128."""
+  from ml_collections import config_dict  # pylint: disable=g-import-not-at-top
+  c = ml_collections.ConfigDict()
+  c.stage = 1                  # 1: log-mel only; 2: log-mel + PCA
+  c.fold = "0"                 # 'k', 'all' (each in turn), 'none' (no val)
+  c.seed = 0
+  c.strategy = "auto"          # auto | mirrored | multi_worker | one_device
+  c.precision = "auto"         # auto | float32 | mixed_float16 | ..bfloat16
+  c.deterministic = False      # tf op determinism (slower; for tests)
+  c.input = ml_collections.ConfigDict({
+      f.name: f.default for f in dataclasses.fields(ip.InputConfig)
+      if f.name != "seed"})
+  c.input.length_range = config_dict.placeholder(tuple)
+  c.augment = ml_collections.ConfigDict({
+      f.name: f.default for f in dataclasses.fields(ip.AugmentConfig)})
+  c.model = ml_collections.ConfigDict()
+  c.model.backbone_weights = "none"  # none | imagenet | path to a .h5
+  c.model.init_from = ""             # stage 2: 'runs/stage1/fold{fold}'
+  # None keeps Keras' own (backbone 0.999, head 0.99); short runs need ~0.9.
+  c.model.bn_momentum = config_dict.placeholder(float)
+  c.schedule = ml_collections.ConfigDict()
+  c.schedule.cyclic_epochs = 100
+  c.schedule.base_lr = 1e-4
+  c.schedule.max_lr = 1e-3
+  c.schedule.cycle_step_epochs = 1.0
+  c.schedule.fine_tune_lrs = (1e-5, 1e-4)
+  c.schedule.fine_tune_max_epochs = 100
+  c.schedule.plateau_factor = 0.1
+  c.schedule.plateau_patience = 3
+  c.schedule.plateau_min_delta = 1e-4
+  c.schedule.early_stop_patience = 10
+  c.class_weights = False      # stage 2: weights 1 / class count
+  c.verified_weight = 1.0      # loss weight of manually verified clips
+  c.eval_batch_size = 128
+  c.max_steps_per_epoch = 0    # 0: whole epochs
+  c.log_pairing = False        # write each epoch's pairing table (CSV)
+  c.tensorboard_images = 6
+  return c
+
+
+def input_config(config) -> ip.InputConfig:
+  values = {**config.input.to_dict(), "seed": config.seed}
+  if values.get("length_range") is None:
+    values.pop("length_range", None)
+  return ip.from_mapping(ip.InputConfig, values)
+
+
+def augment_config(config) -> ip.AugmentConfig:
+  return ip.from_mapping(ip.AugmentConfig, config.augment.to_dict())
+
+
+def _config_json(config) -> str:
+  return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
+
+
+def class_weights(info: ip.DataInfo) -> np.ndarray:
+  """[C] weights proportional to 1 / class count, normalised so that the
+  mean weight over the training clips is 1."""
+  counts = info.class_counts().astype(np.float64)
+  weights = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
+  return (weights * counts.sum() / max((weights * counts).sum(), 1e-12)
+          ).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------
+# Run state, checkpoints and outputs.
+
+
+@dataclasses.dataclass
+class RunState:
+  """Everything besides weights that a resumed run needs."""
+  phase: int = 0
+  phase_epoch: int = 0
+  epoch: int = 0             # epochs finished over all phases (input seed)
+  step: int = 0
+  lr: float = 0.0
+  plateau: Optional[dict] = None
+  best_val_loss: float = math.inf
+  best: Optional[dict] = None
+  checkpoint: str = ""
+  done: bool = False
+  history: list = dataclasses.field(default_factory=list)
+
+  def to_json(self) -> str:
+    value = dataclasses.asdict(self)
+    value["best_val_loss"] = (None if math.isinf(self.best_val_loss)
+                              else self.best_val_loss)
+    return json.dumps(value, indent=1)
+
+  @classmethod
+  def from_json(cls, text: str) -> "RunState":
+    value = json.loads(text)
+    if value.get("best_val_loss") is None:
+      value["best_val_loss"] = math.inf
+    return cls(**value)
+
+
+def save_checkpoint(path: str, model: keras.Model,
+                    optimizer: keras.optimizers.Optimizer) -> None:
+  arrays = {f"model_{i:04d}": w for i, w in enumerate(model.get_weights())}
+  arrays.update({f"opt_{i:04d}": np.asarray(v.numpy())
+                 for i, v in enumerate(optimizer.variables)})
+  fileio.write_npz(path, **arrays)
+
+
+def restore_checkpoint(path: str, model: keras.Model,
+                       optimizer: keras.optimizers.Optimizer) -> None:
+  arrays = fileio.read_npz(path)
+  model.set_weights([arrays[k] for k in sorted(arrays)
+                     if k.startswith("model_")])
+  values = [arrays[k] for k in sorted(arrays) if k.startswith("opt_")]
+  if len(values) != len(optimizer.variables):
+    raise TrainError(f"{path}: {len(values)} optimizer values for "
+                     f"{len(optimizer.variables)} variables")
+  for variable, value in zip(optimizer.variables, values):
+    variable.assign(value)
+
+
+def save_weights(model: keras.Model, path: str) -> None:
+  """model.save_weights to any filesystem, atomically."""
+  with tempfile.TemporaryDirectory() as tmp:
+    local = os.path.join(tmp, "w.weights.h5")
+    model.save_weights(local)
+    target = fileio.temp_name(path)
+    tf.io.gfile.copy(local, target, overwrite=True)
+    tf.io.gfile.rename(target, path, overwrite=True)
+
+
+def load_weights(model: keras.Model, path: str) -> None:
+  with tempfile.TemporaryDirectory() as tmp:
+    local = os.path.join(tmp, "w.weights.h5")
+    tf.io.gfile.copy(path, local, overwrite=True)
+    model.load_weights(local)
+
+
+def _history_csv(rows) -> str:
+  lines = [",".join(HISTORY_KEYS)]
+  for row in rows:
+    lines.append(",".join(str(row.get(k, "")) for k in HISTORY_KEYS))
+  return "\n".join(lines) + "\n"
+
+
+def _reset_optimizer(optimizer) -> None:
+  """A fresh Adam for a new phase: moments and step counter to zero."""
+  for variable in optimizer.variables:
+    variable.assign(tf.zeros(variable.shape, variable.dtype))
+
+
+# ---------------------------------------------------------------------------
+# The fold's run.
+
+
+class FoldRun:
+  """One fold: datasets, model, compiled steps, phases."""
+
+  def __init__(self, config, data_dir: str, model_dir: str,
+               strategy: tf.distribute.Strategy, fold):
+    self.config = config
+    self.model_dir = model_dir
+    self.strategy = strategy
+    self.chief = distribute.is_chief(strategy)
+    self.info = ip.load_data_info(data_dir)
+    self.fold = fold
+    self.train_folds = ip.select_folds(self.info, fold, "train")
+    self.val_folds = ip.select_folds(self.info, fold, "validation")
+    self.input = input_config(config)
+    self.augment = augment_config(config)
+    self.stage2 = int(config.stage) == 2
+    self.eval_lengths = ip.eval_lengths(self.info, self.input)
+    self.replicas = strategy.num_replicas_in_sync
+    self.steps_per_epoch = ip.steps_per_epoch(
+        self.info, self.train_folds, self.input, self.replicas,
+        getattr(strategy.extended, "_num_workers", 1) or 1)
+    if config.max_steps_per_epoch:
+      self.steps_per_epoch = min(self.steps_per_epoch,
+                                 int(config.max_steps_per_epoch))
+    self.weights = (class_weights(self.info) if config.class_weights
+                    else np.ones(self.info.num_classes, np.float32))
+    self.traces = {"train": 0, "eval": 0}
+
+  # -- building ------------------------------------------------------------
+
+  def build(self):
+    cfg = self.config.model
+    with self.strategy.scope():
+      self.model = model_lib.build_model(
+          self.info.num_classes, self.info.pca_dim if self.stage2 else 0,
+          num_mels=self.info.num_mels,
+          backbone_weights=cfg.backbone_weights,
+          bn_momentum=cfg.bn_momentum)
+      optimizer = keras.optimizers.Adam(learning_rate=1e-4)
+      if keras.mixed_precision.global_policy().name == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+      optimizer.build(self.model.trainable_variables)
+      self.optimizer = optimizer
+      self.class_weight_vector = tf.constant(self.weights)
+    counts = model_lib.parameter_counts(self.model)
+    logging.info("model %s: %d parameters (%d trainable)", self.model.name,
+                 counts["total"], counts["trainable"])
+
+  def init_from(self) -> list:
+    """Stage 2: the stage-1 weights of the same fold for shared layers."""
+    source = self.config.model.init_from
+    if not source:
+      return []
+    source = source.format(fold=self.fold)
+    path = source if source.endswith(".h5") else fileio.join(source, BEST)
+    if not fileio.exists(path):
+      raise TrainError(f"init_from: {path} not found (train stage 1 of fold "
+                       f"{self.fold} first, or fix --config.model.init_from)")
+    stage1 = model_lib.build_model(self.info.num_classes, 0,
+                                   num_mels=self.info.num_mels)
+    load_weights(stage1, path)
+    copied = model_lib.transfer_weights(stage1, self.model)
+    logging.info("initialised %s from %s: %s", self.model.name, path,
+                 ", ".join(copied))
+    return copied
+
+  def datasets(self, start_epoch: int):
+    def train_fn(context):
+      return ip.train_dataset(self.info, self.train_folds, self.input,
+                              self.augment, start_epoch=start_epoch,
+                              input_context=context)
+    self.train_data = self.strategy.distribute_datasets_from_function(
+        train_fn)
+    self.eval_data = None
+    if self.val_folds:
+      self.eval_data = ip.eval_dataset(
+          self.info, self.val_folds, self.input, self.eval_lengths,
+          batch_size=int(self.config.eval_batch_size), seed=self.config.seed)
+
+  def compile_steps(self):
+    model, optimizer, strategy = self.model, self.optimizer, self.strategy
+    global_batch = float(self.input.batch_size)
+    device_augment = self.input.placement == "device"
+    verified_weight = float(self.config.verified_weight)
+
+    def replica_step(batch):
+      if device_augment:
+        batch = ip.augment_batch(batch, self.info, self.augment)
+      inputs = model_lib.model_inputs(batch, self.stage2)
+      target = batch[ip.TARGET]
+      weight = tf.linalg.matvec(target, self.class_weight_vector)
+      weight *= 1.0 + (verified_weight - 1.0) * batch[ip.WEIGHT]
+      with tf.GradientTape() as tape:
+        probs = model(inputs, training=True)
+        loss_per_example = keras.losses.categorical_crossentropy(
+            target, probs)
+        loss = tf.reduce_sum(loss_per_example * weight) / global_batch
+        scaled = optimizer.scale_loss(loss)
+      grads = tape.gradient(scaled, model.trainable_variables)
+      optimizer.apply(grads, model.trainable_variables)
+      return loss
+
+    @tf.function(input_signature=[self.train_data.element_spec,
+                                  tf.TensorSpec([], tf.float32)])
+    def train_step(batch, lr):
+      self.traces["train"] += 1  # Python: runs once per trace
+      optimizer.learning_rate = lr
+      losses = strategy.run(replica_step, args=(batch,))
+      return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+
+    self.train_step = train_step
+    if self.eval_data is not None:
+      @tf.function(input_signature=[self.eval_data.element_spec])
+      def eval_step(batch):
+        self.traces["eval"] += 1
+        if device_augment:
+          batch = ip.prepare_eval_batch(batch, self.info,
+                                        self.augment.pad_mode)
+        probs = model(model_lib.model_inputs(batch, self.stage2),
+                      training=False)
+        return probs, batch[ip.TARGET]
+      self.eval_step = eval_step
+
+  # -- evaluation ------------------------------------------------------------
+
+  def predict_validation(self):
+    """(probabilities [lengths, N, C], labels [N]) of the validation clips."""
+    probs, targets = [], []
+    for batch in self.eval_data:
+      p, t = self.eval_step(batch)
+      probs.append(p.numpy())
+      targets.append(t.numpy())
+    probs = np.concatenate(probs).reshape(len(self.eval_lengths), -1,
+                                          self.info.num_classes)
+    labels = np.concatenate(targets).argmax(axis=1)[:probs.shape[1]]
+    return probs, labels
+
+  def evaluate(self) -> dict:
+    probs, labels = self.predict_validation()
+    clipped = np.clip(probs, 1e-7, 1.0)
+    loss = float(-np.log(np.take_along_axis(
+        clipped, labels[None, :, None], axis=2)).mean())
+    mean_log = np.log(clipped).mean(axis=0)  # over lengths: geometric mean
+    return {"val_loss": loss,
+            "val_accuracy": metrics.accuracy(probs.reshape(
+                -1, probs.shape[2]), np.tile(labels, len(probs))),
+            "val_map3": metrics.map_at_3(mean_log, labels),
+            "_scores": mean_log, "_labels": labels}
+
+  # -- summaries ---------------------------------------------------------------
+
+  def writer(self):
+    if not hasattr(self, "_writer"):
+      self._writer = (tf.summary.create_file_writer(
+          fileio.join(self.model_dir, TENSORBOARD)) if self.chief
+                      else tf.summary.create_noop_writer())
+    return self._writer
+
+  def log_batch_images(self, epoch: int):
+    count = int(self.config.tensorboard_images)
+    if not count or not self.chief:
+      return
+    small = dataclasses.replace(self.input, batch_size=max(count, 2),
+                                placement="device", pairing_block=64,
+                                shuffle_buffer=64)
+    batch = next(iter(ip.train_dataset(self.info, self.train_folds, small,
+                                       self.augment, start_epoch=epoch,
+                                       num_epochs=1)))
+    images = ip.augment_batch(batch, self.info, self.augment)[records.LOG_MEL]
+    # images: [b, M, L, 1]; low frequencies at the bottom.
+    with self.writer().as_default():
+      tf.summary.image("augmented_log_mel", tf.reverse(images, [1])[:count],
+                       step=epoch, max_outputs=count)
+
+  def log_epoch(self, row: dict, epoch: int):
+    with self.writer().as_default():
+      for key in HISTORY_KEYS[2:]:
+        if row.get(key) is not None:
+          tf.summary.scalar(key, row[key], step=epoch)
+    self.writer().flush()
+
+  # -- the loop ------------------------------------------------------------
+
+  def _save_state(self, state: RunState):
+    if not self.chief:
+      return
+    fileio.atomic_write_text(fileio.join(self.model_dir, STATE),
+                             state.to_json())
+    fileio.atomic_write_text(fileio.join(self.model_dir, HISTORY),
+                             _history_csv(state.history))
+
+  def _checkpoint(self, state: RunState):
+    if not self.chief:
+      return
+    name = f"epoch-{state.epoch:05d}.npz"
+    path = fileio.join(self.model_dir, CHECKPOINTS, name)
+    fileio.makedirs(fileio.join(self.model_dir, CHECKPOINTS))
+    save_checkpoint(path, self.model, self.optimizer)
+    previous = state.checkpoint
+    state.checkpoint = name
+    self._save_state(state)
+    if previous and previous != name:
+      old = fileio.join(self.model_dir, CHECKPOINTS, previous)
+      if fileio.exists(old):
+        tf.io.gfile.remove(old)
+
+  def _phase_lr(self, state: RunState, step_in_epoch: int) -> float:
+    sched = self.config.schedule
+    if state.phase == 0:
+      step_size = max(1, int(round(sched.cycle_step_epochs *
+                                   self.steps_per_epoch)))
+      return schedules.triangular_lr(
+          state.phase_epoch * self.steps_per_epoch + step_in_epoch,
+          step_size, sched.base_lr, sched.max_lr)
+    return state.lr
+
+  def _phase_length(self, phase: int) -> int:
+    sched = self.config.schedule
+    return int(sched.cyclic_epochs if phase == 0 else
+               sched.fine_tune_max_epochs)
+
+  def _start_phase(self, state: RunState):
+    """From the best weights with a fresh optimizer (phases 1 and 2)."""
+    sched = self.config.schedule
+    best = fileio.join(self.model_dir, BEST)
+    if fileio.exists(best):
+      load_weights(self.model, best)
+    _reset_optimizer(self.optimizer)
+    state.lr = float(sched.fine_tune_lrs[state.phase - 1])
+    state.plateau = dataclasses.asdict(schedules.Plateau(
+        lr=state.lr, factor=sched.plateau_factor,
+        patience=sched.plateau_patience, min_delta=sched.plateau_min_delta,
+        stop_patience=sched.early_stop_patience))
+    logging.info("phase %s: from the best weights, LR %g",
+                 PHASES[state.phase], state.lr)
+
+  def run_epoch(self, state: RunState, iterator) -> dict:
+    started = time.perf_counter()
+    losses = []
+    for j in range(self.steps_per_epoch):
+      lr = self._phase_lr(state, j)
+      losses.append(self.train_step(next(iterator), tf.constant(lr,
+                                                                tf.float32)))
+      state.step += 1
+    train_loss = float(np.mean([l.numpy() for l in losses]))
+    train_time = time.perf_counter() - started
+    row = {"phase": PHASES[state.phase], "epoch": state.epoch,
+           "lr": float(f"{self._phase_lr(state, self.steps_per_epoch - 1):.6g}"),
+           "train_loss": round(train_loss, 6),
+           "examples_per_sec": round(self.steps_per_epoch *
+                                     self.input.batch_size / train_time, 1)}
+    if self.eval_data is not None:
+      result = self.evaluate()
+      row.update({k: round(v, 6) for k, v in result.items()
+                  if not k.startswith("_")})
+    row["seconds"] = round(time.perf_counter() - started, 2)
+    if not np.isfinite(train_loss):
+      raise TrainError(f"training loss became {train_loss} at epoch "
+                       f"{state.epoch}; lower the learning rate")
+    return row
+
+  def _end_epoch(self, state: RunState, row: dict) -> bool:
+    """Best weights, plateau counters, checkpoint; True when the phase
+    ends."""
+    monitored = row.get("val_loss", row["train_loss"])
+    if monitored < state.best_val_loss:
+      state.best_val_loss = monitored
+      state.best = {k: row.get(k) for k in ("phase", "epoch", "val_loss",
+                                            "val_accuracy", "val_map3",
+                                            "train_loss")}
+      if self.chief:
+        save_weights(self.model, fileio.join(self.model_dir, BEST))
+    stop = False
+    if state.phase > 0:
+      plateau = schedules.Plateau(**state.plateau)
+      stop = plateau.update(monitored)
+      state.plateau = dataclasses.asdict(plateau)
+      state.lr = plateau.lr
+    state.history.append(row)
+    state.epoch += 1
+    state.phase_epoch += 1
+    logging.info(
+        "%s epoch %d/%d (%d): loss %.4f%s, %.0f examples/s, %.1f s",
+        row["phase"], state.phase_epoch, self._phase_length(state.phase),
+        row["epoch"], row["train_loss"],
+        "" if "val_loss" not in row else
+        f", val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f} "
+        f"MAP@3 {row['val_map3']:.3f}", row["examples_per_sec"],
+        row["seconds"])
+    return stop or state.phase_epoch >= self._phase_length(state.phase)
+
+  def train(self) -> dict:
+    fileio.makedirs(self.model_dir)
+    config_path = fileio.join(self.model_dir, CONFIG)
+    config_text = _config_json(self.config)
+    state_path = fileio.join(self.model_dir, STATE)
+    self.build()
+    copied = []
+    if fileio.exists(state_path):
+      if fileio.exists(config_path) and fileio.read_text(
+          config_path) != config_text:
+        raise TrainError(
+            f"{self.model_dir} holds a run with another config (see "
+            f"{config_path}); use a new --model_dir to start over")
+      state = RunState.from_json(fileio.read_text(state_path))
+      if state.done:
+        logging.info("%s is finished; nothing to do", self.model_dir)
+        return fileio.read_json(fileio.join(self.model_dir, SUMMARY))
+      if state.checkpoint:
+        restore_checkpoint(fileio.join(self.model_dir, CHECKPOINTS,
+                                       state.checkpoint),
+                           self.model, self.optimizer)
+      logging.info("resuming %s: phase %s, epoch %d", self.model_dir,
+                   PHASES[state.phase], state.epoch)
+    else:
+      copied = self.init_from()
+      state = RunState()
+      if self.chief:
+        fileio.atomic_write_text(config_path, config_text)
+        self._save_state(state)
+    self.datasets(state.epoch)
+    self.compile_steps()
+    iterator = iter(self.train_data)
+    logging.info("%s, %d steps of %d per epoch, validation at lengths %s",
+                 distribute.describe(self.strategy), self.steps_per_epoch,
+                 self.input.batch_size, list(self.eval_lengths))
+    while state.phase < len(PHASES):
+      if self._phase_length(state.phase) <= 0:
+        state.phase, state.phase_epoch = state.phase + 1, 0
+        continue
+      if state.phase_epoch == 0:
+        if state.phase > 0:
+          self._start_phase(state)
+        self.log_batch_images(state.epoch)
+        if self.config.log_pairing and self.chief:
+          self.write_pairing(state.epoch)
+      row = self.run_epoch(state, iterator)
+      self.log_epoch(row, row["epoch"])
+      if self._end_epoch(state, row):
+        state.phase, state.phase_epoch = state.phase + 1, 0
+      elif self.config.log_pairing and self.chief:
+        self.write_pairing(state.epoch)
+      self._checkpoint(state)
+    return self.finish(state, copied)
+
+  def write_pairing(self, epoch: int):
+    table = ip.pairing_table(self.info, self.train_folds, self.input, epoch)
+    text = "primary,partner\n" + "".join(f"{a},{b}\n" for a, b in table)
+    fileio.makedirs(fileio.join(self.model_dir, PAIRING))
+    fileio.atomic_write_text(
+        fileio.join(self.model_dir, PAIRING, f"epoch-{epoch:05d}.csv"), text)
+
+  def finish(self, state: RunState, copied) -> dict:
+    best_path = fileio.join(self.model_dir, BEST)
+    load_weights(self.model, best_path)
+    summary = {"fold": str(self.fold), "stage": int(self.config.stage),
+               "best": state.best, "epochs": state.epoch,
+               "steps": state.step, "best_weights": best_path,
+               "parameters": model_lib.parameter_counts(self.model),
+               "strategy": distribute.describe(self.strategy),
+               "precision": keras.mixed_precision.global_policy().name,
+               "traces": dict(self.traces)}
+    if copied:
+      summary["initialised_from"] = {"path": self.config.model.init_from,
+                                     "layers": copied}
+    if self.eval_data is not None:
+      result = self.evaluate()
+      matrix = metrics.confusion(result["_scores"], result["_labels"],
+                                 self.info.num_classes)
+      summary["best_model_validation"] = {
+          k: round(v, 6) for k, v in result.items() if not k.startswith("_")}
+      if self.chief:
+        png = plots.confusion_matrix(
+            matrix, self.info.labels,
+            f"fold {self.fold}, stage {self.config.stage}: best model, "
+            f"MAP@3 {result['val_map3']:.3f}")
+        fileio.atomic_write_bytes(fileio.join(self.model_dir, CONFUSION), png)
+        with self.writer().as_default():
+          tf.summary.image("confusion_matrix_best",
+                           tf.io.decode_png(png)[None], step=state.epoch)
+    if self.chief:
+      self.writer().flush()
+      fileio.write_json(fileio.join(self.model_dir, SUMMARY), summary)
+      state.done = True
+      self._save_state(state)
+    return summary
+
+
+# ---------------------------------------------------------------------------
+# Entry point for tools/train.
+
+
+def setup(config, strategy_name: str = "", precision_name: str = ""):
+  """Strategy first (multi-worker must start before other TF work), then
+  precision, seeds and determinism."""
+  strategy = distribute.make_strategy(strategy_name or config.strategy)
+  distribute.set_precision(distribute.choose_precision(
+      precision_name or config.precision))
+  if config.deterministic:
+    tf.config.experimental.enable_op_determinism()
+  return strategy
+
+
+def train(config: ml_collections.ConfigDict, data_dir: str, model_dir: str,
+          strategy: tf.distribute.Strategy) -> dict:
+  """Trains config.fold ('k'; 'all': every fold in turn into
+  model_dir/fold{k}; 'none': every clip, no validation)."""
+  fold = str(config.fold)
+  if fold == "all":
+    info = ip.load_data_info(data_dir)
+    results = {}
+    for k in info.folds:
+      fold_config = ml_collections.ConfigDict(config.to_dict())
+      fold_config.fold = str(k)
+      results[str(k)] = train(fold_config, data_dir,
+                              fileio.join(model_dir, f"fold{k}"), strategy)
+    return results
+  keras.utils.set_random_seed(int(config.seed))  # initial weights
+  # ...but no TF global seed: tf.data ops take tensor seeds (per epoch),
+  # which a global seed breaks; everything random here is seeded itself.
+  tf.random.set_seed(None)
+  run = FoldRun(config, data_dir, model_dir, strategy,
+                None if fold == "none" else int(fold))
+  return run.train()
+
+
+def describe_summary(summary: dict) -> str:
+  """One line per fold: best epoch and validation figures."""
+  if "best" not in summary:  # several folds
+    return "\n".join(describe_summary(s) for s in summary.values())
+  best = summary.get("best") or {}
+  val = summary.get("best_model_validation") or {}
+  return (f"fold {summary['fold']} stage {summary['stage']}: best epoch "
+          f"{best.get('epoch')} ({best.get('phase')}), val loss "
+          f"{val.get('val_loss', float('nan')):.4f}, MAP@3 "
+          f"{val.get('val_map3', float('nan')):.3f}, accuracy "
+          f"{val.get('val_accuracy', float('nan')):.3f} -> "
+          f"{summary['best_weights']}")
