@@ -69,5 +69,7 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 
 def describe(strategy: tf.distribute.Strategy) -> str:
-  return (f"{type(strategy).__name__} with "
-          f"{strategy.num_replicas_in_sync} replica(s)")
+  name = type(strategy).__name__
+  if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    name = "MultiWorkerMirroredStrategy"  # its class is named differently
+  return f"{name} with {strategy.num_replicas_in_sync} replica(s)"

@@ -22,6 +22,7 @@ from tagger import fileio
 from tagger import records
 
 BACKBONE = "backbone"
+MIN_FRAMES = 32  # MobileNetV2 downsamples 32x: shorter inputs pool nothing
 IMAGENET_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 
 

@@ -233,6 +233,13 @@ class FoldRun:
     self.augment = augment_config(config)
     self.stage2 = int(config.stage) == 2
     self.eval_lengths = ip.eval_lengths(self.info, self.input)
+    shortest = min(self.eval_lengths + (ip.length_range(
+        self.info, self.input)[0],))
+    if shortest < model_lib.MIN_FRAMES:
+      raise TrainError(
+          f"input length {shortest} is below {model_lib.MIN_FRAMES} frames, "
+          "the shortest MobileNetV2 can pool; raise config.input."
+          "length_range / eval_lengths")
     self.replicas = strategy.num_replicas_in_sync
     self.steps_per_epoch = ip.steps_per_epoch(
         self.info, self.train_folds, self.input, self.replicas,
@@ -422,6 +429,16 @@ class FoldRun:
       if fileio.exists(old):
         tf.io.gfile.remove(old)
 
+  def _load_best(self):
+    """The best weights: from memory (identical on every worker), or after
+    a restart from the best file."""
+    if getattr(self, "best_snapshot", None) is not None:
+      self.model.set_weights(self.best_snapshot)
+      return
+    best = fileio.join(self.model_dir, BEST)
+    if fileio.exists(best):
+      load_weights(self.model, best)
+
   def _phase_lr(self, state: RunState, step_in_epoch: int) -> float:
     sched = self.config.schedule
     if state.phase == 0:
@@ -440,9 +457,7 @@ class FoldRun:
   def _start_phase(self, state: RunState):
     """From the best weights with a fresh optimizer (phases 1 and 2)."""
     sched = self.config.schedule
-    best = fileio.join(self.model_dir, BEST)
-    if fileio.exists(best):
-      load_weights(self.model, best)
+    self._load_best()
     _reset_optimizer(self.optimizer)
     state.lr = float(sched.fine_tune_lrs[state.phase - 1])
     state.plateau = dataclasses.asdict(schedules.Plateau(
@@ -477,15 +492,26 @@ class FoldRun:
                        f"{state.epoch}; lower the learning rate")
     return row
 
+  def _agree(self, value: float) -> float:
+    """The mean of value over all workers: every worker then takes the same
+    decisions (best, plateau, stop), so mirrored weights stay in step."""
+    if not isinstance(self.strategy,
+                      tf.distribute.MultiWorkerMirroredStrategy):
+      return value
+    per_replica = self.strategy.run(lambda: tf.constant(value, tf.float64))
+    return float(self.strategy.reduce(tf.distribute.ReduceOp.MEAN,
+                                      per_replica, axis=None))
+
   def _end_epoch(self, state: RunState, row: dict) -> bool:
     """Best weights, plateau counters, checkpoint; True when the phase
     ends."""
-    monitored = row.get("val_loss", row["train_loss"])
+    monitored = self._agree(row.get("val_loss", row["train_loss"]))
     if monitored < state.best_val_loss:
       state.best_val_loss = monitored
       state.best = {k: row.get(k) for k in ("phase", "epoch", "val_loss",
                                             "val_accuracy", "val_map3",
                                             "train_loss")}
+      self.best_snapshot = self.model.get_weights()  # on every worker
       if self.chief:
         save_weights(self.model, fileio.join(self.model_dir, BEST))
     stop = False
@@ -570,7 +596,7 @@ class FoldRun:
 
   def finish(self, state: RunState, copied) -> dict:
     best_path = fileio.join(self.model_dir, BEST)
-    load_weights(self.model, best_path)
+    self._load_best()
     summary = {"fold": str(self.fold), "stage": int(self.config.stage),
                "best": state.best, "epochs": state.epoch,
                "steps": state.step, "best_weights": best_path,
@@ -581,21 +607,20 @@ class FoldRun:
     if copied:
       summary["initialised_from"] = {"path": self.config.model.init_from,
                                      "layers": copied}
-    if self.eval_data is not None:
+    if self.eval_data is not None and self.chief:
       result = self.evaluate()
       matrix = metrics.confusion(result["_scores"], result["_labels"],
                                  self.info.num_classes)
       summary["best_model_validation"] = {
           k: round(v, 6) for k, v in result.items() if not k.startswith("_")}
-      if self.chief:
-        png = plots.confusion_matrix(
-            matrix, self.info.labels,
-            f"fold {self.fold}, stage {self.config.stage}: best model, "
-            f"MAP@3 {result['val_map3']:.3f}")
-        fileio.atomic_write_bytes(fileio.join(self.model_dir, CONFUSION), png)
-        with self.writer().as_default():
-          tf.summary.image("confusion_matrix_best",
-                           tf.io.decode_png(png)[None], step=state.epoch)
+      png = plots.confusion_matrix(
+          matrix, self.info.labels,
+          f"fold {self.fold}, stage {self.config.stage}: best model, "
+          f"MAP@3 {result['val_map3']:.3f}")
+      fileio.atomic_write_bytes(fileio.join(self.model_dir, CONFUSION), png)
+      with self.writer().as_default():
+        tf.summary.image("confusion_matrix_best",
+                         tf.io.decode_png(png)[None], step=state.epoch)
     if self.chief:
       self.writer().flush()
       fileio.write_json(fileio.join(self.model_dir, SUMMARY), summary)
