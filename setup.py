@@ -11,7 +11,8 @@ with open("tagger/__init__.py", encoding="utf-8") as f:
   VERSION = re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
 
 TOOLS = ("make_demo_data", "make_tfrecords", "benchmark_make_tfrecords",
-         "demo", "benchmark_pipeline", "show_batch", "train")
+         "demo", "benchmark_pipeline", "show_batch", "train",
+         "benchmark_train")
 
 setuptools.setup(
     name="tagger",
