@@ -24,6 +24,11 @@ def clip_lengths(count: int, rng: np.random.Generator,
                  lo, hi).astype(np.int64)
 
 
+def synthetic_fold(index, num_classes: int, num_folds: int):
+  """The fold of record `index`: (index // num_classes) % num_folds."""
+  return (np.asarray(index) // num_classes) % num_folds
+
+
 def write_synthetic_shards(output_dir: str, num_records: int, *,
                            num_classes: int = 41, num_folds: int = 10,
                            pca_dim: int = 350, median_frames: float = 500,
@@ -32,9 +37,11 @@ def write_synthetic_shards(output_dir: str, num_records: int, *,
                            learnable: bool = False) -> dict:
   """Writes train shards (one fold per shard group) and manifest.json.
 
-  Label i % num_classes, fold i % num_folds; log-mel uniform in dB over
+  Label i % num_classes, fold synthetic_fold(i) (every fold holds every
+  class); log-mel uniform in dB over
   the normalisation range, or (learnable) quiet noise with a loud band of
-  mel rows that depends on the class, which a model learns in a few steps.
+  mel rows that depends on the class (and a PCA vector shifted by class),
+  which a model learns in a few steps.
   Returns the manifest.
   """
   params = FeatureParams()
@@ -47,7 +54,7 @@ def write_synthetic_shards(output_dir: str, num_records: int, *,
   shards, index = [], np.arange(num_records)
   count = num_folds * shards_per_fold
   for fold in range(num_folds):
-    members = index[index % num_folds == fold]
+    members = index[synthetic_fold(index, num_classes, num_folds) == fold]
     for part, chunk in enumerate(np.array_split(members, shards_per_fold)):
       name = (f"train-{fold * shards_per_fold + part:05d}-of-"
               f"{count:05d}.tfrecord")
@@ -64,6 +71,8 @@ def write_synthetic_shards(output_dir: str, num_records: int, *,
             mel = rng.uniform(params.norm_min_db, params.norm_max_db, shape)
           mel = mel.astype(np.float16)
           pca = rng.normal(size=pca_dim).astype(np.float32)
+          if learnable:  # the class moves the PCA vector too, as real ones
+            pca[1 + (i % num_classes) % max(pca_dim - 1, 1)] += 4.0
           pca[0] = i
           writer.write(records.serialize_example(
               fname=f"clip_{i:06d}.wav", label=int(i % num_classes),
@@ -88,7 +97,8 @@ def write_synthetic_shards(output_dir: str, num_records: int, *,
       "folds": {"num_folds": num_folds},
       "per_class_counts": {l: int(np.sum(index % num_classes == c))
                            for c, l in enumerate(labels)},
-      "per_fold_counts": {str(f): int(np.sum(index % num_folds == f))
+      "per_fold_counts": {str(f): int(np.sum(
+          synthetic_fold(index, num_classes, num_folds) == f))
                           for f in range(num_folds)},
       "compression": "none",
       "shards": shards,

@@ -44,6 +44,8 @@ CONFIG = "config.json"
 HISTORY = "history.csv"
 SUMMARY = "summary.json"
 BEST = "best.weights.h5"
+DATA = "data.json"        # what scoring and export need to know of the data
+PCA_FIT = "pca.npz"       # the train split's PCA fit (scoring raw audio)
 CONFUSION = "confusion_matrix.png"
 CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
@@ -561,6 +563,7 @@ class FoldRun:
       state = RunState()
       if self.chief:
         fileio.atomic_write_text(config_path, config_text)
+        self.write_data_description()
         self._save_state(state)
     self.datasets(state.epoch)
     self.compile_steps()
@@ -586,6 +589,24 @@ class FoldRun:
         self.write_pairing(state.epoch)
       self._checkpoint(state)
     return self.finish(state, copied)
+
+  def write_data_description(self):
+    """data.json and pca.npz: a model dir is enough to score and export."""
+    manifest = self.info.manifest
+    fileio.write_json(fileio.join(self.model_dir, DATA), {
+        "data_dir": self.info.data_dir, "stage": int(self.config.stage),
+        "labels": list(self.info.labels),
+        "class_counts": self.info.class_counts().tolist(),
+        "pca_dim": self.info.pca_dim, "num_mels": self.info.num_mels,
+        "normalization": manifest["normalization"],
+        "crop_range": manifest.get("crop_range"),
+        "eval_lengths": list(self.eval_lengths),
+        "pad_mode": self.augment.pad_mode,
+        "feature_params": manifest.get("feature_params")})
+    fit = fileio.join(self.info.data_dir, PCA_FIT)
+    if fileio.exists(fit):
+      tf.io.gfile.copy(fit, fileio.join(self.model_dir, PCA_FIT),
+                       overwrite=True)
 
   def write_pairing(self, epoch: int):
     table = ip.pairing_table(self.info, self.train_folds, self.input, epoch)

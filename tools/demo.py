@@ -1,6 +1,9 @@
-r"""Runs the whole demo offline: make demo data, shard it, (train, score).
+r"""Runs the whole demo offline: demo data, shards, training, TTA scoring.
 
   python -m tools.demo --workdir=runs/demo
+
+Prints MAP@3 on the demo test split last and writes runs/demo/submission.csv.
+Re-running resumes where a killed run stopped.
 """
 
 from absl import app

@@ -1,0 +1,371 @@
+"""Batched offline test-time augmentation: folds x lengths x tries.
+
+For every clip, each fold model sees it at each length (the training's
+validation lengths by default) in `tries` random crops/pads; the class
+scores are the mean of all those log-probabilities (a geometric mean of
+probabilities), and the top 3 labels are the prediction.
+
+Speed: the host reads each clip once per length and cuts all its tries at
+once (`tries` rows per clip in one batch); every model, loaded once, runs on
+the same batch under the distribution strategy, in large batches; the host
+prepares the next batch while the models run.
+"""
+
+import csv
+import dataclasses
+import io
+import os
+from typing import Dict, List, Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tagger import distribute
+from tagger import fileio
+from tagger import input_pipeline as ip
+from tagger import metrics
+from tagger import model as model_lib
+from tagger import plots
+from tagger import records
+from tagger import trainer
+
+DEFAULT_TRIES = 5
+
+
+class ScoreError(ValueError):
+  """Inputs the scorer cannot use; the message says why."""
+
+
+@dataclasses.dataclass
+class LoadedModel:
+  model_dir: str
+  data: dict                 # the model dir's data.json
+  model: keras.Model         # outputs (probabilities, pooled embedding)
+  stage2: bool
+
+
+def find_model_dirs(pattern: str) -> List[str]:
+  """Model dirs matching a glob (comma-separated globs allowed) that hold
+  best weights, sorted."""
+  found = []
+  for part in pattern.split(","):
+    part = part.strip()
+    if not part:
+      continue
+    matches = tf.io.gfile.glob(part) or []
+    found += [m for m in matches
+              if fileio.exists(fileio.join(m, trainer.BEST))]
+  found = sorted(set(found))
+  if not found:
+    raise ScoreError(f"no model dir with {trainer.BEST} matches "
+                     f"{pattern!r}; train first (tools/train)")
+  return found
+
+
+def load_model(model_dir: str) -> LoadedModel:
+  data_path = fileio.join(model_dir, trainer.DATA)
+  if not fileio.exists(data_path):
+    raise ScoreError(f"{data_path} not found: {model_dir} was not written "
+                     "by this tagger's tools/train")
+  data = fileio.read_json(data_path)
+  stage2 = int(data["stage"]) == 2
+  base = model_lib.build_model(len(data["labels"]),
+                               data["pca_dim"] if stage2 else 0,
+                               num_mels=data["num_mels"])
+  trainer.load_weights(base, fileio.join(model_dir, trainer.BEST))
+  pooled = base.get_layer("concat" if stage2 else "pool").output
+  model = keras.Model(base.inputs, [base.output, pooled])
+  return LoadedModel(model_dir, data, model, stage2)
+
+
+def check_compatible(models: Sequence[LoadedModel], info_labels=None):
+  first = models[0].data
+  for m in models[1:]:
+    for key in ("labels", "num_mels", "normalization"):
+      if m.data[key] != first[key]:
+        raise ScoreError(f"{m.model_dir} and {models[0].model_dir} differ in "
+                         f"{key}; score models of one dataset together")
+  if info_labels is not None and list(info_labels) != list(first["labels"]):
+    raise ScoreError("the test shards' labels differ from the models' "
+                     "(were they made with --pca_from the same train split?)")
+
+
+@dataclasses.dataclass
+class Scores:
+  """What scoring produced, per clip in input order."""
+  fnames: List[str]
+  log_probs: np.ndarray      # [N, C] mean log-probability
+  embeddings: Optional[np.ndarray]  # [N, D] mean pooled features
+  empty: np.ndarray          # [N] bool: no audio; ranked by class priors
+  labels: List[str]
+
+
+def _read_headers(dataset: tf.data.Dataset):
+  """fname, empty and num_frames of every record, in order."""
+  spec = {k: records.feature_spec(1)[k] for k in
+          (records.FNAME, records.EMPTY, records.NUM_FRAMES)}
+  names, empty = [], []
+  for batch in dataset.batch(1024).map(
+      lambda s: tf.io.parse_example(s, spec)).as_numpy_iterator():
+    names += [n.decode("utf-8") for n in batch[records.FNAME]]
+    empty += (batch[records.EMPTY].astype(bool) |
+              (batch[records.NUM_FRAMES] == 0)).tolist()
+  return names, np.array(empty, bool)
+
+
+def _host_batches(serialized: tf.data.Dataset, info, length: int, tries: int,
+                  clips_per_batch: int, seed: int, index: int):
+  """Batches of clips_per_batch clips x tries rows at one length."""
+  def cut(j, batch):
+    repeated = tf.repeat(batch, tries)
+    key = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + index, j])
+    out = ip._window_batch(repeated, info, tf.constant(length), key)  # pylint: disable=protected-access
+    out[ip.SEED] = ip._row_seeds(key, 0, tf.shape(repeated)[0])  # pylint: disable=protected-access
+    return out
+  return serialized.batch(clips_per_batch).enumerate().map(
+      cut, num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=True).prefetch(2)
+
+
+def score_records(serialized: tf.data.Dataset, models: Sequence[LoadedModel],
+                  strategy: tf.distribute.Strategy, *,
+                  lengths: Optional[Sequence[int]] = None,
+                  tries: int = DEFAULT_TRIES, batch_size: int = 256,
+                  seed: int = 0, embeddings: bool = False,
+                  progress: bool = True) -> Scores:
+  """Scores a dataset of serialized records (test shards, or records made
+  from raw audio) with every model at every length x tries."""
+  check_compatible(models)
+  data = models[0].data
+  info = ip.DataInfo("", {
+      "labels": data["labels"], "pca": {"dim": data["pca_dim"]},
+      "log_mel": {"num_mels": data["num_mels"]},
+      "normalization": data["normalization"], "compression": "none",
+      "shards": []})
+  lengths = [int(x) for x in (lengths or data["eval_lengths"])]
+  if min(lengths) < model_lib.MIN_FRAMES:
+    raise ScoreError(f"lengths must be >= {model_lib.MIN_FRAMES} frames")
+  fnames, empty = _read_headers(serialized)
+  n, c = len(fnames), len(data["labels"])
+  clips_per_batch = max(1, batch_size // tries)
+  pad_mode = data.get("pad_mode", "symmetric")
+  stage2 = [m.stage2 for m in models]
+
+  with strategy.scope():
+    wrapped = [m.model for m in models]
+
+  @tf.function(reduce_retracing=True)
+  def forward(batch):
+    def replica(b):
+      model_batch = ip.prepare_eval_batch(b, info, pad_mode)
+      outs = []
+      for model, pca in zip(wrapped, stage2):
+        probs, pooled = model(model_lib.model_inputs(model_batch, pca),
+                              training=False)
+        outs.append((tf.math.log(tf.clip_by_value(probs, 1e-7, 1.0)),
+                     pooled if embeddings else tf.zeros([tf.shape(probs)[0],
+                                                         0])))
+      log_probs = tf.add_n([o[0] for o in outs]) / len(outs)
+      pooled = tf.add_n([o[1] for o in outs]) / len(outs)
+      return log_probs, pooled
+    per_replica = strategy.run(replica, args=(batch,))
+    return (strategy.gather(per_replica[0], axis=0),
+            strategy.gather(per_replica[1], axis=0))
+
+  total = np.zeros((n, c), np.float64)
+  pooled_sum = None
+  bar = trainer_progress(n * len(lengths), progress, "clips x lengths")
+  for index, length in enumerate(lengths):
+    start = 0
+    batches = _host_batches(serialized, info, length, tries, clips_per_batch,
+                            seed, index)
+    for batch in strategy.experimental_distribute_dataset(batches):
+      log_probs, pooled = forward(batch)
+      log_probs = log_probs.numpy().reshape(-1, tries, c).sum(axis=1)
+      count = log_probs.shape[0]
+      total[start:start + count] += log_probs
+      if embeddings:
+        pooled = pooled.numpy()
+        pooled = pooled.reshape(count, tries, -1).sum(axis=1)
+        if pooled_sum is None:
+          pooled_sum = np.zeros((n, pooled.shape[1]), np.float64)
+        pooled_sum[start:start + count] += pooled
+      start += count
+      bar.update(count)
+  bar.close()
+  views = len(lengths) * tries
+  log_probs = total / views
+  prior = np.log(np.maximum(np.asarray(data["class_counts"], np.float64),
+                            1e-3) / max(sum(data["class_counts"]), 1))
+  log_probs[empty] = prior
+  emb = None if pooled_sum is None else (pooled_sum / views).astype(np.float32)
+  if emb is not None:
+    emb[empty] = 0.0
+  return Scores(fnames, log_probs, emb, empty, list(data["labels"]))
+
+
+def trainer_progress(total: int, enabled: bool, unit: str):
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  return tqdm(total=total, unit=" " + unit, disable=not enabled,
+              mininterval=1.0, dynamic_ncols=True)
+
+
+# ---------------------------------------------------------------------------
+# Inputs: test shards, or raw audio.
+
+
+def shard_records(data_dir: str) -> tf.data.Dataset:
+  """The records of a shard folder (test split) in CSV order."""
+  info = ip.load_data_info(data_dir)
+  files = [fileio.join(data_dir, s["file"]) for s in info.manifest["shards"]]
+  return tf.data.TFRecordDataset(files, info.compression, buffer_size=8 << 20)
+
+
+def audio_records(audio_dir: str, model_dir: str, num_workers: int = 0,
+                  csv_path: str = "") -> tf.data.Dataset:
+  """Records made in memory from raw audio files with the feature code of
+  the shards: the files of csv_path's fname column, or every file in
+  audio_dir (sorted). Unreadable files become empty records (reported)."""
+  from tagger import extract  # pylint: disable=g-import-not-at-top
+  from tagger import pca as pca_lib  # pylint: disable=g-import-not-at-top
+  from tagger import sharding  # pylint: disable=g-import-not-at-top
+  from tagger.params import FeatureParams  # pylint: disable=g-import-not-at-top
+  data = fileio.read_json(fileio.join(model_dir, trainer.DATA))
+  params = FeatureParams.from_dict(data["feature_params"])
+  fit = pca_lib.PcaFit.load(fileio.join(model_dir, trainer.PCA_FIT))
+  if csv_path:
+    names = [r.fname for r in sharding.read_csv_rows(csv_path, "test")]
+  else:
+    names = sorted(n for n in fileio.listdir(audio_dir)
+                   if not n.endswith("/") and not n.startswith("."))
+  if not names:
+    raise ScoreError(f"no audio files in {audio_dir}")
+  rows = [sharding.Row(i, name, "", 1) for i, name in enumerate(names)]
+  extract.warm_up(params)
+  results = sharding.ordered_parallel_map(
+      extract.extract_in_worker, sharding._clip_tasks(rows, audio_dir),  # pylint: disable=protected-access
+      num_workers or os.cpu_count() or 1, extract.init_worker,
+      (params.to_dict(),))
+  serialized = []
+  bar = trainer_progress(len(rows), True, "files")
+  for row, result in zip(rows, results):
+    bar.update(1)
+    mel = result.log_mel_db
+    if result.status not in (extract.OK, extract.TRUNCATED):
+      logging.warning("%s (scored from class frequencies)", result.reason)
+      mel = mel[:, :0]
+    pca = fit.apply(result.summary[None])[0] if mel.shape[1] else np.zeros(
+        fit.dim, np.float32)
+    serialized.append(records.serialize_example(
+        fname=row.fname, label=-1, label_name="", fold=-1,
+        manually_verified=1, log_mel_db=mel, pca=pca))
+  bar.close()
+  return tf.data.Dataset.from_tensor_slices(serialized)
+
+
+# ---------------------------------------------------------------------------
+# Outputs.
+
+
+def submission_csv(scores: Scores) -> str:
+  """fname,label with the top 3 labels, space separated (Kaggle format)."""
+  top = metrics.top_k(scores.log_probs, 3)
+  lines = ["fname,label"]
+  for name, row in zip(scores.fnames, top):
+    lines.append(f"{name},{' '.join(scores.labels[i] for i in row)}")
+  return "\n".join(lines) + "\n"
+
+
+def probabilities_csv(scores: Scores) -> str:
+  buffer = io.StringIO()
+  writer = csv.writer(buffer, lineterminator="\n")
+  writer.writerow(["fname"] + scores.labels)
+  probs = np.exp(scores.log_probs)
+  probs /= probs.sum(axis=1, keepdims=True)
+  for name, row in zip(scores.fnames, probs):
+    writer.writerow([name] + [f"{p:.6g}" for p in row])
+  return buffer.getvalue()
+
+
+def read_labels_csv(path: str) -> Dict[str, str]:
+  reader = csv.DictReader(io.StringIO(fileio.read_text(path)))
+  if not reader.fieldnames or not {"fname", "label"} <= set(
+      reader.fieldnames):
+    raise ScoreError(f"{path}: needs the columns fname,label")
+  return {r["fname"]: r["label"] for r in reader}
+
+
+def evaluate(scores: Scores, truth: Dict[str, str]) -> dict:
+  """MAP@3, top-1 accuracy, per-class accuracy and the confusion matrix of
+  the clips that have a known label."""
+  index = {l: i for i, l in enumerate(scores.labels)}
+  rows = [i for i, f in enumerate(scores.fnames) if truth.get(f) in index]
+  unknown = sorted({truth[f] for f in scores.fnames
+                    if f in truth and truth[f] not in index})
+  missing = sum(f not in truth for f in scores.fnames)
+  labels = np.array([index[truth[scores.fnames[i]]] for i in rows])
+  s = scores.log_probs[rows]
+  matrix = metrics.confusion(s, labels, len(scores.labels))
+  return {"clips": len(rows), "map3": metrics.map_at_3(s, labels),
+          "accuracy": metrics.accuracy(s, labels),
+          "per_class_accuracy": dict(zip(
+              scores.labels, metrics.per_class_accuracy(matrix).round(4)
+              .tolist())),
+          "confusion": matrix, "unknown_labels": unknown,
+          "without_label": missing}
+
+
+def score(*, model_dirs: str, output: str, data_dir: str = "",
+          audio_dir: str = "", audio_csv: str = "",
+          lengths: Optional[Sequence[int]] = None,
+          tries: int = DEFAULT_TRIES, batch_size: int = 256, seed: int = 0,
+          probs_out: str = "", embeddings_out: str = "",
+          labels_csv: str = "", confusion_png: str = "",
+          strategy_name: str = "auto", num_workers: int = 0,
+          progress: bool = True) -> dict:
+  """tools/score: writes the submission (and the optional outputs)."""
+  if bool(data_dir) == bool(audio_dir):
+    raise ScoreError("give exactly one of --data_dir (test shards) and "
+                     "--audio_dir (raw audio files)")
+  strategy = distribute.make_strategy(strategy_name)
+  dirs = find_model_dirs(model_dirs)
+  logging.info("scoring with %d model(s): %s", len(dirs), ", ".join(dirs))
+  with strategy.scope():
+    models = [load_model(d) for d in dirs]
+  if data_dir:
+    info = ip.load_data_info(data_dir)
+    check_compatible(models, info.labels)
+    serialized = shard_records(data_dir)
+  else:
+    serialized = audio_records(audio_dir, dirs[0], num_workers, audio_csv)
+  scores = score_records(serialized, models, strategy, lengths=lengths,
+                         tries=tries, batch_size=batch_size, seed=seed,
+                         embeddings=bool(embeddings_out), progress=progress)
+  fileio.atomic_write_text(output, submission_csv(scores))
+  result = {"clips": len(scores.fnames), "models": dirs,
+            "empty": int(scores.empty.sum()), "output": output}
+  if scores.empty.any():
+    logging.warning("%d clip(s) had no audio and are ranked by the training "
+                    "class frequencies: %s", scores.empty.sum(),
+                    ", ".join(np.array(scores.fnames)[scores.empty][:10]))
+  if probs_out:
+    fileio.atomic_write_text(probs_out, probabilities_csv(scores))
+  if embeddings_out:
+    buffer = io.BytesIO()
+    np.savez(buffer, fname=np.array(scores.fnames),
+             embedding=scores.embeddings)
+    fileio.atomic_write_bytes(embeddings_out, buffer.getvalue())
+  if labels_csv:
+    report = evaluate(scores, read_labels_csv(labels_csv))
+    png = plots.confusion_matrix(report["confusion"], scores.labels,
+                                 f"MAP@3 {report['map3']:.3f} over "
+                                 f"{report['clips']} clips")
+    confusion_png = confusion_png or os.path.splitext(output)[0] + \
+        "_confusion.png"
+    fileio.atomic_write_bytes(confusion_png, png)
+    report["confusion_png"] = confusion_png
+    report.pop("confusion")
+    result["evaluation"] = report
+  return result

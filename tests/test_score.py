@@ -1,0 +1,162 @@
+"""TTA scoring, evaluation and export, with a tiny trained model."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tagger import export as export_lib
+from tagger import metrics
+from tagger import records
+from tagger import score
+from tagger import synthetic
+from tagger import trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """(data_dir, model_dir) of a stage-2 model trained for a few steps."""
+  keras.mixed_precision.set_global_policy("float32")
+  root = tmp_path_factory.mktemp("score")
+  data_dir = str(root / "shards")
+  synthetic.write_synthetic_shards(
+      data_dir, 128, num_classes=4, num_folds=2, pca_dim=6, median_frames=40,
+      sigma=0.2, seed=2, learnable=True)
+  config = trainer.default_config()
+  config.stage = 2
+  config.input.batch_size = 16
+  config.input.length_range = (32, 48)
+  config.input.length_quantum = 16
+  config.input.eval_lengths = (32, 48)
+  config.input.pairing_block = 32
+  config.input.shuffle_buffer = 32
+  config.model.bn_momentum = 0.9
+  config.schedule.cyclic_epochs = 6
+  config.schedule.fine_tune_max_epochs = 0
+  config.augment.mixup_alpha = 0.0
+  config.augment.erase_probability = 0.0
+  config.schedule.max_lr = 3e-3
+  config.tensorboard_images = 0
+  model_dir = str(root / "run" / "fold0")
+  trainer.train(config, data_dir, model_dir, tf.distribute.get_strategy())
+  return data_dir, model_dir
+
+
+def _records(data_dir):
+  return score.shard_records(data_dir)
+
+
+def test_full_clip_at_its_own_length_is_the_plain_model_output(trained):
+  data_dir, model_dir = trained
+  loaded = score.load_model(model_dir)
+  rng = np.random.default_rng(0)
+  mel = rng.uniform(-80, 20, (64, 48))
+  record = records.serialize_example(
+      fname="x.wav", label=-1, label_name="", fold=-1, manually_verified=1,
+      log_mel_db=mel, pca=np.arange(6, dtype=np.float32))
+  result = score.score_records(
+      tf.data.Dataset.from_tensors(record), [loaded],
+      tf.distribute.get_strategy(), lengths=[48], tries=1, progress=False)
+  lo, hi = loaded.data["normalization"]["min_db"], \
+      loaded.data["normalization"]["max_db"]
+  x = ((mel.astype(np.float16).astype(np.float32) - lo) / (hi - lo))
+  probs, _ = loaded.model({"log_mel": x[None, :, :, None],
+                           "pca": np.arange(6, dtype=np.float32)[None]})
+  np.testing.assert_allclose(result.log_probs[0],
+                             np.log(np.clip(probs[0], 1e-7, 1)), atol=1e-4)
+
+
+def test_rows_in_input_order_empty_clips_ranked_by_class_frequency(trained):
+  data_dir, model_dir = trained
+  loaded = score.load_model(model_dir)
+  good = list(_records(data_dir).take(5).as_numpy_iterator())
+  empty = records.serialize_example(
+      fname="empty.wav", label=-1, label_name="", fold=-1,
+      manually_verified=1, log_mel_db=np.zeros((64, 0)), pca=np.zeros(6))
+  data = tf.data.Dataset.from_tensor_slices(good[:2] + [empty] + good[2:])
+  a = score.score_records(data, [loaded], tf.distribute.get_strategy(),
+                          progress=False, embeddings=True)
+  b = score.score_records(data, [loaded], tf.distribute.get_strategy(),
+                          progress=False)
+  names = [records.example_to_numpy(r, 6)["fname"] for r in good]
+  assert a.fnames == names[:2] + ["empty.wav"] + names[2:]
+  np.testing.assert_array_equal(a.log_probs, b.log_probs)  # deterministic
+  assert a.empty.tolist() == [False, False, True, False, False, False]
+  counts = np.array(loaded.data["class_counts"], float)
+  np.testing.assert_allclose(np.exp(a.log_probs[2]), counts / counts.sum())
+  assert a.embeddings.shape == (6, 1280 + 6) and not a.embeddings[2].any()
+  c = score.score_records(data, [loaded], tf.distribute.get_strategy(),
+                          progress=False, seed=1)
+  assert not np.array_equal(a.log_probs, c.log_probs)
+
+
+def test_score_tool_outputs_and_evaluation(trained, tmp_path):
+  data_dir, model_dir = trained
+  labels = tmp_path / "labels.csv"
+  truth = {}
+  for raw in _records(data_dir).as_numpy_iterator():
+    ex = records.example_to_numpy(raw, 6)
+    truth[ex["fname"]] = ex["label_name"]
+  labels.write_text("fname,label\n" + "".join(
+      f"{k},{v}\n" for k, v in truth.items()))
+  out = tmp_path / "sub.csv"
+  result = score.score(
+      model_dirs=os.path.dirname(model_dir) + "/fold*", output=str(out),
+      data_dir=data_dir, probs_out=str(tmp_path / "p.csv"),
+      embeddings_out=str(tmp_path / "e.npz"), labels_csv=str(labels),
+      tries=2, progress=False)
+  rows = list(csv.DictReader(open(out)))
+  assert [r["fname"] for r in rows] == list(truth)
+  assert all(len(r["label"].split(" ")) == 3 for r in rows)
+  report = result["evaluation"]
+  predicted = [r["label"].split(" ") for r in rows]
+  assert report["map3"] == pytest.approx(
+      metrics.map_at_k(predicted, list(truth.values())))
+  assert report["map3"] > 0.7  # the tiny model learned the bands
+  assert os.path.exists(report["confusion_png"])
+  probs = list(csv.reader(open(tmp_path / "p.csv")))
+  assert len(probs) == len(truth) + 1 and len(probs[0]) == 5
+  assert abs(sum(float(x) for x in probs[1][1:]) - 1) < 1e-4
+  assert np.load(tmp_path / "e.npz")["embedding"].shape[0] == len(truth)
+  with pytest.raises(score.ScoreError, match="no model dir"):
+    score.find_model_dirs(str(tmp_path / "nothing*"))
+
+
+def test_saved_model_serves_without_this_code(trained, tmp_path):
+  _, model_dir = trained
+  path = export_lib.export(model_dir, str(tmp_path / "saved"))
+  rng = np.random.default_rng(3)
+  mel = rng.uniform(-80, 20, (3, 64, 40)).astype(np.float32)
+  pca = rng.normal(size=(3, 6)).astype(np.float32)
+  np.save(tmp_path / "mel.npy", mel)
+  np.save(tmp_path / "pca.npy", pca)
+  code = f"""
+import numpy as np, tensorflow as tf, json, sys
+m = tf.saved_model.load({path!r})
+f = m.signatures["serving_default"]
+out = f(log_mel=tf.constant(np.load({str(tmp_path / 'mel.npy')!r})),
+        pca=tf.constant(np.load({str(tmp_path / 'pca.npy')!r})))
+labels = open({path!r} + "/assets/labels.txt").read().split()
+print(json.dumps({{"probs": out["probabilities"].numpy().tolist(),
+                  "labels": labels,
+                  "modules": sorted(k for k in sys.modules if k.startswith("tagger"))}}))
+"""
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ""}
+  result = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path),
+                          env=env, capture_output=True, text=True, check=True)
+  served = json.loads(result.stdout.strip().splitlines()[-1])
+  assert served["modules"] == []
+  loaded = score.load_model(model_dir)
+  lo, hi = (loaded.data["normalization"][k] for k in ("min_db", "max_db"))
+  expect, _ = loaded.model({"log_mel": ((mel - lo) / (hi - lo))[..., None],
+                            "pca": pca})
+  np.testing.assert_allclose(served["probs"], expect.numpy(), atol=1e-5)
+  assert served["labels"] == loaded.data["labels"]

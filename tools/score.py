@@ -1,0 +1,84 @@
+r"""Scores test clips with test-time augmentation; writes a Kaggle submission.
+
+  python -m tools.score --data_dir=tfrecords/test \
+      --model_dirs='runs/stage2/fold*' --output=submission.csv
+  python -m tools.score --audio_dir=my_clips/ --model_dirs='runs/stage2/fold*' \
+      --output=predictions.csv --probs_out=probs.csv
+
+Every clip: each model x each length (the models' validation lengths unless
+--lengths) x --tries random crops/pads, combined by a geometric mean; the
+top 3 labels per clip, one row per clip in the input order (clips without
+audio are ranked by the training class frequencies, with a warning).
+--labels_csv (fname,label) prints MAP@3, top-1 and per-class accuracy and
+writes a confusion matrix PNG.
+"""
+
+import json
+
+from absl import app
+from absl import flags
+
+from tagger import score
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("data_dir", "", "Test shards (tools/make_tfrecords "
+                    "--split=test).")
+flags.DEFINE_string("audio_dir", "", "Or: a folder of audio files, scored "
+                    "directly (features computed here).")
+flags.DEFINE_string("audio_csv", "", "With --audio_dir: score the files of "
+                    "this CSV's fname column, in its order.")
+flags.DEFINE_string("model_dirs", None, "Glob(s) of model dirs, comma "
+                    "separated, e.g. 'runs/stage2/fold*'.")
+flags.DEFINE_string("output", "submission.csv", "fname,label (top 3).")
+flags.DEFINE_list("lengths", [], "Crop lengths in frames (default: the "
+                  "models' validation lengths).")
+flags.DEFINE_integer("tries", score.DEFAULT_TRIES, "Random crops/pads per "
+                     "clip and length.")
+flags.DEFINE_integer("batch_size", 256, "Model batch (clips x tries).")
+flags.DEFINE_integer("seed", 0, "Seed of the random crops.")
+flags.DEFINE_string("probs_out", "", "CSV of all class probabilities.")
+flags.DEFINE_string("embeddings_out", "", "NPZ of pooled features (fname, "
+                    "embedding).")
+flags.DEFINE_string("labels_csv", "", "CSV fname,label: evaluate.")
+flags.DEFINE_string("confusion_png", "", "Where the confusion matrix goes "
+                    "(default: next to --output).")
+flags.DEFINE_string("strategy", "auto", "auto|mirrored|one_device.")
+flags.DEFINE_integer("num_workers", 0, "Feature processes for --audio_dir.")
+flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.mark_flag_as_required("model_dirs")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  result = score.score(
+      model_dirs=FLAGS.model_dirs, output=FLAGS.output,
+      data_dir=FLAGS.data_dir, audio_dir=FLAGS.audio_dir,
+      audio_csv=FLAGS.audio_csv,
+      lengths=[int(x) for x in FLAGS.lengths] or None, tries=FLAGS.tries,
+      batch_size=FLAGS.batch_size, seed=FLAGS.seed,
+      probs_out=FLAGS.probs_out, embeddings_out=FLAGS.embeddings_out,
+      labels_csv=FLAGS.labels_csv, confusion_png=FLAGS.confusion_png,
+      strategy_name=FLAGS.strategy, num_workers=FLAGS.num_workers,
+      progress=FLAGS.progress)
+  print(f"wrote {result['output']}: {result['clips']} clips, "
+        f"{len(result['models'])} model(s), {result['empty']} without audio")
+  report = result.get("evaluation")
+  if report:
+    worst = sorted(report["per_class_accuracy"].items(), key=lambda x: x[1])
+    print("lowest per-class accuracy: " + ", ".join(
+        f"{k} {v:.2f}" for k, v in worst[:5]))
+    print(f"confusion matrix: {report['confusion_png']}")
+    if report["unknown_labels"] or report["without_label"]:
+      print(json.dumps({k: report[k] for k in ("unknown_labels",
+                                               "without_label")}))
+    print(f"MAP@3={report['map3']:.4f} accuracy={report['accuracy']:.4f} "
+          f"clips={report['clips']}")
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
