@@ -261,3 +261,97 @@ def benchmark_train(data_dir: str = "", num_records: int = 600,
       results[name + "_traces"] = run.traces["train"]
   results["examples_per_sec"] = results["with_augmentation_examples_per_sec"]
   return results
+
+
+def _untrained_model_dir(path: str, data_dir: str, stage: int = 2) -> str:
+  """A model dir (data.json + best weights) of a freshly built model: enough
+  for timing the scorer, no training needed."""
+  from tagger import fileio  # pylint: disable=g-import-not-at-top
+  from tagger import input_pipeline as ip  # pylint: disable=g-import-not-at-top
+  from tagger import model as model_lib  # pylint: disable=g-import-not-at-top
+  from tagger import trainer  # pylint: disable=g-import-not-at-top
+  info = ip.load_data_info(data_dir)
+  fileio.makedirs(path)
+  model = model_lib.build_model(info.num_classes,
+                                info.pca_dim if stage == 2 else 0,
+                                num_mels=info.num_mels, bn_momentum=0.9)
+  trainer.save_weights(model, fileio.join(path, trainer.BEST))
+  fileio.write_json(fileio.join(path, trainer.DATA), {
+      "data_dir": data_dir, "stage": stage, "labels": list(info.labels),
+      "class_counts": info.class_counts().tolist(), "pca_dim": info.pca_dim,
+      "num_mels": info.num_mels,
+      "normalization": info.manifest["normalization"],
+      "crop_range": info.manifest["crop_range"],
+      "eval_lengths": [263, 363, 463, 563, 663, 763],
+      "pad_mode": "symmetric", "feature_params": None})
+  return path
+
+
+def benchmark_score(data_dir: str = "", model_dirs: str = "",
+                    num_clips: int = 48, tries: int = 5,
+                    batch_size: int = 240, lengths=(263, 363, 463, 563, 663,
+                                                    763)) -> dict:
+  """Scorer clips/s and TTA efficiency: the bare model's time for the same
+  number of forward examples in plain large batches (random inputs at the
+  same lengths), divided by the scorer's time (reading, windows, crop/pad,
+  every model, every length and try, combining)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tagger import distribute  # pylint: disable=g-import-not-at-top
+  from tagger import score as score_lib  # pylint: disable=g-import-not-at-top
+  from tagger import synthetic  # pylint: disable=g-import-not-at-top
+
+  strategy = distribute.make_strategy("auto")
+  distribute.set_precision(distribute.choose_precision("auto"))
+  with tempfile.TemporaryDirectory() as tmp:
+    if not data_dir:
+      data_dir = os.path.join(tmp, "shards")
+      synthetic.write_synthetic_shards(data_dir, num_clips, num_folds=1)
+    if not model_dirs:
+      model_dirs = _untrained_model_dir(os.path.join(tmp, "model"), data_dir)
+    dirs = score_lib.find_model_dirs(model_dirs)
+    with strategy.scope():
+      models = [score_lib.load_model(d) for d in dirs]
+    records_ds = score_lib.shard_records(data_dir)
+    clips = sum(1 for _ in records_ds)
+    kwargs = dict(lengths=list(lengths), tries=tries, batch_size=batch_size,
+                  progress=False)
+    # Warm-up: trace the forward function at every length once.
+    score_lib.score_records(records_ds.take(max(1, batch_size // tries)),
+                            models, strategy, **kwargs)
+    start = time.perf_counter()
+    score_lib.score_records(records_ds, models, strategy, **kwargs)
+    scorer_s = time.perf_counter() - start
+
+    info = models[0].data
+    rows_per_length = clips * tries
+    bare = [tf.function(m.model, reduce_retracing=True) for m in models]
+
+    def inputs(rows, length, stage2):
+      x = {"log_mel": tf.random.uniform([rows, info["num_mels"], length, 1])}
+      if stage2:
+        x["pca"] = tf.random.normal([rows, info["pca_dim"]])
+      return x
+
+    batches = []
+    for length in lengths:
+      for start_row in range(0, rows_per_length, batch_size):
+        rows = min(batch_size, rows_per_length - start_row)
+        batches.append((rows, length))
+    for fn, m in zip(bare, models):  # warm-up
+      for length in lengths:
+        fn(inputs(batch_size, length, m.stage2), training=False)
+    prepared = [[inputs(rows, length, m.stage2) for rows, length in batches]
+                for m in models]
+    start = time.perf_counter()
+    for fn, xs in zip(bare, prepared):
+      for x in xs:
+        out = fn(x, training=False)
+    out[0].numpy()
+    bare_s = time.perf_counter() - start
+  forward = clips * tries * len(lengths) * len(models)
+  return {"clips": clips, "models": len(models), "lengths": list(lengths),
+          "tries": tries, "forward_examples": forward,
+          "scorer_s": scorer_s, "bare_model_s": bare_s,
+          "clips_per_sec": clips / scorer_s,
+          "forward_examples_per_sec": forward / scorer_s,
+          "tta_efficiency": bare_s / scorer_s}
