@@ -115,18 +115,128 @@ def _read_headers(dataset: tf.data.Dataset):
   return names, np.array(empty, bool)
 
 
-def _host_batches(serialized: tf.data.Dataset, info, length: int, tries: int,
-                  clips_per_batch: int, seed: int, index: int):
-  """Batches of clips_per_batch clips x tries rows at one length."""
-  def cut(j, batch):
+def _host_batches(serialized: tf.data.Dataset, info, lengths: Sequence[int],
+                  tries: int, clips_per_batch: int, seed: int):
+  """Batches of clips_per_batch clips x tries rows, all clips at the first
+  length, then all at the next, ...: one pipeline, so the host prepares
+  the next batch (of any length) while the models run.
+
+  The length is data, not a constant, so every batch has the same element
+  spec and the forward pass is traced once.
+  """
+  def cut(index, j, batch, length):
     repeated = tf.repeat(batch, tries)
     key = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + index, j])
-    out = ip._window_batch(repeated, info, tf.constant(length), key)  # pylint: disable=protected-access
+    out = ip._window_batch(repeated, info, length, key)  # pylint: disable=protected-access
     out[ip.SEED] = ip._row_seeds(key, 0, tf.shape(repeated)[0])  # pylint: disable=protected-access
     return out
-  return serialized.batch(clips_per_batch).enumerate().map(
+
+  def at_length(index, length):
+    return serialized.batch(clips_per_batch).enumerate().map(
+        lambda j, batch: (index, j, batch, length))
+
+  plan = tf.data.Dataset.from_tensor_slices(
+      (tf.range(len(lengths), dtype=tf.int64),
+       tf.constant(list(lengths), tf.int32)))
+  return plan.flat_map(at_length).map(
       cut, num_parallel_calls=tf.data.AUTOTUNE,
       deterministic=True).prefetch(2)
+
+
+def _info(data: dict) -> ip.DataInfo:
+  """The input pipeline's view of a model dir's data.json."""
+  return ip.DataInfo("", {
+      "labels": data["labels"], "pca": {"dim": data["pca_dim"]},
+      "log_mel": {"num_mels": data["num_mels"]},
+      "normalization": data["normalization"], "compression": "none",
+      "shards": []})
+
+
+class Scorer:
+  """Models loaded once and one compiled forward pass over all of them:
+  host batch -> crop/pad on the device -> mean log-probability (and mean
+  pooled features) of every model. Traced once for every batch shape."""
+
+  def __init__(self, models: Sequence[LoadedModel],
+               strategy: tf.distribute.Strategy, embeddings: bool = False):
+    check_compatible(models)
+    self.models = list(models)
+    self.strategy = strategy
+    self.data = models[0].data
+    self.info = _info(self.data)
+    self.embeddings = embeddings
+    self.traces = 0
+    self._forward = None
+
+  def _compile(self, element_spec):
+    info, strategy, embeddings = self.info, self.strategy, self.embeddings
+    pad_mode = self.data.get("pad_mode", "symmetric")
+    models = [(m.model, m.stage2) for m in self.models]
+
+    @tf.function(input_signature=[element_spec])
+    def forward(batch):
+      self.traces += 1
+      def replica(b):
+        model_batch = ip.prepare_eval_batch(b, info, pad_mode)
+        log_probs, pooled = [], []
+        for model, pca in models:
+          probs, features = model(model_lib.model_inputs(model_batch, pca),
+                                  training=False)
+          log_probs.append(tf.math.log(tf.clip_by_value(
+              tf.cast(probs, tf.float32), 1e-7, 1.0)))
+          if embeddings:
+            pooled.append(tf.cast(features, tf.float32))
+        mean_log = tf.add_n(log_probs) / len(log_probs)
+        mean_pooled = (tf.add_n(pooled) / len(pooled) if embeddings else
+                       tf.zeros([tf.shape(mean_log)[0], 0]))
+        return mean_log, mean_pooled
+      per_replica = strategy.run(replica, args=(batch,))
+      return (strategy.gather(per_replica[0], axis=0),
+              strategy.gather(per_replica[1], axis=0))
+    return forward
+
+  def score(self, serialized: tf.data.Dataset, *,
+            lengths: Optional[Sequence[int]] = None,
+            tries: int = DEFAULT_TRIES, batch_size: int = 256, seed: int = 0,
+            progress: bool = True) -> "Scores":
+    """Every clip x length x try; rows in the input order."""
+    data = self.data
+    lengths = [int(x) for x in (lengths or data["eval_lengths"])]
+    if min(lengths) < model_lib.MIN_FRAMES:
+      raise ScoreError(f"lengths must be >= {model_lib.MIN_FRAMES} frames")
+    fnames, empty = _read_headers(serialized)
+    n, c = len(fnames), len(data["labels"])
+    clips_per_batch = max(1, batch_size // tries)
+    total = np.zeros((n, c), np.float64)
+    pooled_sum = None
+    bar = trainer_progress(n * len(lengths), progress, "clips x lengths")
+    batches = self.strategy.experimental_distribute_dataset(_host_batches(
+        serialized, self.info, lengths, tries, clips_per_batch, seed))
+    if self._forward is None:
+      self._forward = self._compile(batches.element_spec)
+    per_length = -(-n // clips_per_batch)
+    for k, batch in enumerate(batches):
+      log_probs, pooled = self._forward(batch)
+      log_probs = log_probs.numpy().reshape(-1, tries, c).sum(axis=1)
+      count = log_probs.shape[0]
+      start = (k % per_length) * clips_per_batch
+      total[start:start + count] += log_probs
+      if self.embeddings:
+        pooled = pooled.numpy().reshape(count, tries, -1).sum(axis=1)
+        if pooled_sum is None:
+          pooled_sum = np.zeros((n, pooled.shape[1]), np.float64)
+        pooled_sum[start:start + count] += pooled
+      bar.update(count)
+    bar.close()
+    views = len(lengths) * tries
+    log_probs = total / views
+    counts = np.asarray(data["class_counts"], np.float64)
+    log_probs[empty] = np.log(np.maximum(counts, 1e-3) / max(counts.sum(), 1))
+    emb = None
+    if pooled_sum is not None:
+      emb = (pooled_sum / views).astype(np.float32)
+      emb[empty] = 0.0
+    return Scores(fnames, log_probs, emb, empty, list(data["labels"]))
 
 
 def score_records(serialized: tf.data.Dataset, models: Sequence[LoadedModel],
@@ -134,76 +244,12 @@ def score_records(serialized: tf.data.Dataset, models: Sequence[LoadedModel],
                   lengths: Optional[Sequence[int]] = None,
                   tries: int = DEFAULT_TRIES, batch_size: int = 256,
                   seed: int = 0, embeddings: bool = False,
-                  progress: bool = True) -> Scores:
+                  progress: bool = True) -> "Scores":
   """Scores a dataset of serialized records (test shards, or records made
   from raw audio) with every model at every length x tries."""
-  check_compatible(models)
-  data = models[0].data
-  info = ip.DataInfo("", {
-      "labels": data["labels"], "pca": {"dim": data["pca_dim"]},
-      "log_mel": {"num_mels": data["num_mels"]},
-      "normalization": data["normalization"], "compression": "none",
-      "shards": []})
-  lengths = [int(x) for x in (lengths or data["eval_lengths"])]
-  if min(lengths) < model_lib.MIN_FRAMES:
-    raise ScoreError(f"lengths must be >= {model_lib.MIN_FRAMES} frames")
-  fnames, empty = _read_headers(serialized)
-  n, c = len(fnames), len(data["labels"])
-  clips_per_batch = max(1, batch_size // tries)
-  pad_mode = data.get("pad_mode", "symmetric")
-  stage2 = [m.stage2 for m in models]
-
-  with strategy.scope():
-    wrapped = [m.model for m in models]
-
-  @tf.function(reduce_retracing=True)
-  def forward(batch):
-    def replica(b):
-      model_batch = ip.prepare_eval_batch(b, info, pad_mode)
-      outs = []
-      for model, pca in zip(wrapped, stage2):
-        probs, pooled = model(model_lib.model_inputs(model_batch, pca),
-                              training=False)
-        outs.append((tf.math.log(tf.clip_by_value(probs, 1e-7, 1.0)),
-                     pooled if embeddings else tf.zeros([tf.shape(probs)[0],
-                                                         0])))
-      log_probs = tf.add_n([o[0] for o in outs]) / len(outs)
-      pooled = tf.add_n([o[1] for o in outs]) / len(outs)
-      return log_probs, pooled
-    per_replica = strategy.run(replica, args=(batch,))
-    return (strategy.gather(per_replica[0], axis=0),
-            strategy.gather(per_replica[1], axis=0))
-
-  total = np.zeros((n, c), np.float64)
-  pooled_sum = None
-  bar = trainer_progress(n * len(lengths), progress, "clips x lengths")
-  for index, length in enumerate(lengths):
-    start = 0
-    batches = _host_batches(serialized, info, length, tries, clips_per_batch,
-                            seed, index)
-    for batch in strategy.experimental_distribute_dataset(batches):
-      log_probs, pooled = forward(batch)
-      log_probs = log_probs.numpy().reshape(-1, tries, c).sum(axis=1)
-      count = log_probs.shape[0]
-      total[start:start + count] += log_probs
-      if embeddings:
-        pooled = pooled.numpy()
-        pooled = pooled.reshape(count, tries, -1).sum(axis=1)
-        if pooled_sum is None:
-          pooled_sum = np.zeros((n, pooled.shape[1]), np.float64)
-        pooled_sum[start:start + count] += pooled
-      start += count
-      bar.update(count)
-  bar.close()
-  views = len(lengths) * tries
-  log_probs = total / views
-  prior = np.log(np.maximum(np.asarray(data["class_counts"], np.float64),
-                            1e-3) / max(sum(data["class_counts"]), 1))
-  log_probs[empty] = prior
-  emb = None if pooled_sum is None else (pooled_sum / views).astype(np.float32)
-  if emb is not None:
-    emb[empty] = 0.0
-  return Scores(fnames, log_probs, emb, empty, list(data["labels"]))
+  return Scorer(models, strategy, embeddings).score(
+      serialized, lengths=lengths, tries=tries, batch_size=batch_size,
+      seed=seed, progress=progress)
 
 
 def trainer_progress(total: int, enabled: bool, unit: str):
