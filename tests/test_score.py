@@ -160,3 +160,54 @@ print(json.dumps({{"probs": out["probabilities"].numpy().tolist(),
                             "pca": pca})
   np.testing.assert_allclose(served["probs"], expect.numpy(), atol=1e-5)
   assert served["labels"] == loaded.data["labels"]
+
+
+def test_raw_audio_scores_as_its_shards(tmp_path):
+  """--audio_dir computes the same features as the shards: same scores."""
+  from conftest import tone, wav_bytes, write_dataset  # pylint: disable=g-import-not-at-top
+  from tagger import sharding  # pylint: disable=g-import-not-at-top
+  keras.mixed_precision.set_global_policy("float32")
+  clips = [(f"{name}{i}.wav", name, wav_bytes(tone(0.6 + 0.1 * i, freq,
+                                                     seed=i)))
+           for name, freq in (("low", 220), ("high", 1760))
+           for i in range(6)]
+  csv_path, audio_dir = write_dataset(str(tmp_path), clips)
+  train = str(tmp_path / "train")
+  sharding.make_tfrecords(sharding.Options(
+      csv=csv_path, audio_dir=audio_dir, output_dir=train, num_folds=2,
+      num_workers=1, progress=False))
+  test_csv, test_audio = write_dataset(
+      str(tmp_path / "t"), clips[:2] + clips[-2:] +
+      [("broken.wav", "low", b"not audio")], csv_name="test.csv",
+      audio="audio_test")
+  test = str(tmp_path / "test")
+  sharding.make_tfrecords(sharding.Options(
+      csv=test_csv, audio_dir=test_audio, output_dir=test, split="test",
+      pca_from=train, num_workers=1, progress=False))
+  config = trainer.default_config()
+  config.stage = 2
+  config.input.batch_size = 4
+  config.input.eval_lengths = (32,)
+  config.input.length_range = (32, 40)
+  config.schedule.cyclic_epochs = 1
+  config.schedule.fine_tune_max_epochs = 0
+  config.max_steps_per_epoch = 1
+  config.tensorboard_images = 0
+  model_dir = str(tmp_path / "m" / "fold0")
+  trainer.train(config, train, model_dir, tf.distribute.get_strategy())
+  from_shards = score.score(model_dirs=model_dir, data_dir=test,
+                            output=str(tmp_path / "a.csv"),
+                            probs_out=str(tmp_path / "pa.csv"),
+                            progress=False)
+  from_audio = score.score(model_dirs=model_dir, audio_dir=test_audio,
+                           audio_csv=test_csv, output=str(tmp_path / "b.csv"),
+                           probs_out=str(tmp_path / "pb.csv"), num_workers=1,
+                           progress=False)
+  assert from_shards["clips"] == from_audio["clips"] == 5
+  assert from_shards["empty"] == from_audio["empty"] == 1  # broken.wav
+  assert open(tmp_path / "a.csv").read() == open(tmp_path / "b.csv").read()
+  pa = np.loadtxt(tmp_path / "pa.csv", delimiter=",", skiprows=1,
+                  usecols=(1, 2))
+  pb = np.loadtxt(tmp_path / "pb.csv", delimiter=",", skiprows=1,
+                  usecols=(1, 2))
+  np.testing.assert_allclose(pa, pb, atol=1e-5)
