@@ -59,3 +59,30 @@ def write_dataset(root, clips, csv_name="train.csv", audio="audio_train",
 def params():
   from tagger.params import FeatureParams
   return FeatureParams()
+
+
+def tiny_config(**overrides):
+  """trainer.default_config() shrunk for tests: 32-48 frame inputs, batch
+  16, one cyclic epoch. overrides: {"schedule.cyclic_epochs": 3, ...}."""
+  from tagger import trainer  # pylint: disable=g-import-not-at-top
+  config = trainer.default_config()
+  config.input.batch_size = 16
+  config.input.length_range = (32, 48)
+  config.input.length_quantum = 16
+  config.input.eval_lengths = (32,)
+  config.input.pairing_block = 32
+  config.input.shuffle_buffer = 32
+  config.model.bn_momentum = 0.5  # a dozen steps: statistics must follow
+  config.schedule.cyclic_epochs = 1
+  config.schedule.fine_tune_max_epochs = 0
+  config.schedule.base_lr = 1e-3
+  config.schedule.max_lr = 3e-3
+  config.tensorboard_images = 2
+  config.eval_batch_size = 32
+  for key, value in overrides.items():
+    target = config
+    *path, last = key.split(".")
+    for part in path:
+      target = target[part]
+    target[last] = value
+  return config

@@ -17,6 +17,7 @@ from tagger import records
 from tagger import score
 from tagger import synthetic
 from tagger import trainer
+from conftest import tiny_config  # pylint: disable=g-bad-import-order
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,21 +31,10 @@ def trained(tmp_path_factory):
   synthetic.write_synthetic_shards(
       data_dir, 128, num_classes=4, num_folds=2, pca_dim=6, median_frames=40,
       sigma=0.2, seed=2, learnable=True)
-  config = trainer.default_config()
-  config.stage = 2
-  config.input.batch_size = 16
-  config.input.length_range = (32, 48)
-  config.input.length_quantum = 16
-  config.input.eval_lengths = (32, 48)
-  config.input.pairing_block = 32
-  config.input.shuffle_buffer = 32
-  config.model.bn_momentum = 0.9
-  config.schedule.cyclic_epochs = 6
-  config.schedule.fine_tune_max_epochs = 0
-  config.augment.mixup_alpha = 0.0
-  config.augment.erase_probability = 0.0
-  config.schedule.max_lr = 3e-3
-  config.tensorboard_images = 0
+  config = tiny_config(**{
+      "stage": 2, "input.eval_lengths": (32, 48), "schedule.cyclic_epochs": 6,
+      "augment.mixup_alpha": 0.0, "augment.erase_probability": 0.0,
+      "tensorboard_images": 0})
   model_dir = str(root / "run" / "fold0")
   trainer.train(config, data_dir, model_dir, tf.distribute.get_strategy())
   return data_dir, model_dir

@@ -17,6 +17,7 @@ from tagger import distribute
 from tagger import model as model_lib
 from tagger import synthetic
 from tagger import trainer
+from conftest import tiny_config  # pylint: disable=g-bad-import-order
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,30 +50,6 @@ def data_dir(tmp_path_factory):
       path, 96, num_classes=4, num_folds=3, pca_dim=6, median_frames=40,
       sigma=0.2, seed=1, learnable=True)
   return path
-
-
-def tiny_config(**overrides):
-  config = trainer.default_config()
-  config.input.batch_size = 16
-  config.input.length_range = (32, 48)
-  config.input.length_quantum = 16
-  config.input.eval_lengths = (32,)
-  config.input.pairing_block = 32
-  config.input.shuffle_buffer = 32
-  config.model.bn_momentum = 0.5  # a dozen steps: statistics must follow
-  config.schedule.cyclic_epochs = 1
-  config.schedule.fine_tune_max_epochs = 0
-  config.schedule.base_lr = 1e-3
-  config.schedule.max_lr = 3e-3
-  config.tensorboard_images = 2
-  config.eval_batch_size = 32
-  for key, value in overrides.items():
-    target = config
-    *path, last = key.split(".")
-    for part in path:
-      target = target[part]
-    target[last] = value
-  return config
 
 
 def two_cpu_strategy():
