@@ -243,9 +243,10 @@ class FoldRun:
           "the shortest MobileNetV2 can pool; raise config.input."
           "length_range / eval_lengths")
     self.replicas = strategy.num_replicas_in_sync
+    self.num_pipelines = getattr(strategy.extended, "_num_workers", 1) or 1
     self.steps_per_epoch = ip.steps_per_epoch(
         self.info, self.train_folds, self.input, self.replicas,
-        getattr(strategy.extended, "_num_workers", 1) or 1)
+        self.num_pipelines)
     if config.max_steps_per_epoch:
       self.steps_per_epoch = min(self.steps_per_epoch,
                                  int(config.max_steps_per_epoch))
@@ -609,7 +610,12 @@ class FoldRun:
                        overwrite=True)
 
   def write_pairing(self, epoch: int):
-    table = ip.pairing_table(self.info, self.train_folds, self.input, epoch)
+    """This (chief's) input pipeline's pairing table of an epoch, laid out
+    as training reads it (per-replica batches)."""
+    context = tf.distribute.InputContext(self.num_pipelines, 0,
+                                         self.replicas)
+    table = ip.pairing_table(self.info, self.train_folds, self.input, epoch,
+                             input_context=context)
     text = "primary,partner\n" + "".join(f"{a},{b}\n" for a, b in table)
     fileio.makedirs(fileio.join(self.model_dir, PAIRING))
     fileio.atomic_write_text(

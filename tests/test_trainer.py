@@ -61,7 +61,8 @@ def test_loss_falls_under_mirrored_strategy_on_two_cpus(data_dir, tmp_path):
   keras.mixed_precision.set_global_policy("float32")
   config = tiny_config(**{"schedule.cyclic_epochs": 4,
                           "augment.mixup_alpha": 0.0,
-                          "augment.erase_probability": 0.0})
+                          "augment.erase_probability": 0.0,
+                          "log_pairing": True})
   summary = trainer.train(config, data_dir, str(tmp_path / "run"),
                           two_cpu_strategy())
   history = open(tmp_path / "run" / trainer.HISTORY).read().splitlines()
@@ -75,6 +76,11 @@ def test_loss_falls_under_mirrored_strategy_on_two_cpus(data_dir, tmp_path):
                trainer.CONFIG):
     assert os.path.exists(tmp_path / "run" / name)
   assert os.listdir(tmp_path / "run" / trainer.TENSORBOARD)
+  tables = sorted(os.listdir(tmp_path / "run" / trainer.PAIRING))
+  assert tables[0] == "epoch-00000.csv" and len(tables) >= 4
+  rows = open(tmp_path / "run" / trainer.PAIRING / tables[0]).read().split()
+  steps = summary["steps"] // 4
+  assert len(rows) == 1 + steps * 16  # header + every pair of the epoch
 
 
 def test_stage2_starts_from_stage1_weights(data_dir, tmp_path):
