@@ -130,13 +130,9 @@ def _rate(iterator, step_fn, warmup: int, steps: int, batch: int) -> float:
   for _ in range(steps):
     out = step_fn(next(iterator))
   # The last step's outputs must exist before the clock stops.
-  tf_nest_flatten(out)[0].numpy()
-  return steps * batch / (time.perf_counter() - start)
-
-
-def tf_nest_flatten(value):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return tf.nest.flatten(value)
+  tf.nest.flatten(out)[0].numpy()
+  return steps * batch / (time.perf_counter() - start)
 
 
 def benchmark_pipeline(data_dir: str = "", num_records: int = 4000,
@@ -276,14 +272,8 @@ def _untrained_model_dir(path: str, data_dir: str, stage: int = 2) -> str:
                                 info.pca_dim if stage == 2 else 0,
                                 num_mels=info.num_mels, bn_momentum=0.9)
   trainer.save_weights(model, fileio.join(path, trainer.BEST))
-  fileio.write_json(fileio.join(path, trainer.DATA), {
-      "data_dir": data_dir, "stage": stage, "labels": list(info.labels),
-      "class_counts": info.class_counts().tolist(), "pca_dim": info.pca_dim,
-      "num_mels": info.num_mels,
-      "normalization": info.manifest["normalization"],
-      "crop_range": info.manifest["crop_range"],
-      "eval_lengths": [263, 363, 463, 563, 663, 763],
-      "pad_mode": "symmetric", "feature_params": None})
+  fileio.write_json(fileio.join(path, trainer.DATA), trainer.data_description(
+      info, stage, [263, 363, 463, 563, 663, 763]))
   return path
 
 

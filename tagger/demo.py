@@ -87,8 +87,8 @@ def run_demo(workdir: str, num_workers: int = 0,
       progress=False)
   report = result["evaluation"]
   print(f"[6/{STEPS}] scored {result['clips']} test clips with "
-        f"{len(result['models'])} models x {len(demo_config('stage2').input.eval_lengths)}"
-        f" lengths x {score_lib.DEFAULT_TRIES} tries -> {output} "
+        f"{len(result['models'])} models x {len(result['lengths'])} lengths "
+        f"x {result['tries']} tries -> {output} "
         f"(confusion matrix: {report['confusion_png']})", flush=True)
   print(f"demo finished in {(time.time() - started) / 60:.1f} min", flush=True)
   print(f"MAP@3={report['map3']:.4f} top-1 accuracy={report['accuracy']:.4f} "

@@ -14,10 +14,8 @@ import tempfile
 import tensorflow as tf
 
 from tagger import fileio
-from tagger import model as model_lib
 from tagger import records
 from tagger import score as score_lib
-from tagger import trainer
 
 LABELS_ASSET = "labels.txt"
 
@@ -79,5 +77,3 @@ def export(model_dir: str, export_dir: str) -> str:
 def default_export_dir(model_dir: str) -> str:
   return fileio.join(model_dir, "saved_model")
 
-
-__all__ = ["export", "default_export_dir", "model_lib", "trainer"]

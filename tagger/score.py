@@ -29,6 +29,7 @@ from tagger import metrics
 from tagger import model as model_lib
 from tagger import plots
 from tagger import records
+from tagger import sharding
 from tagger import trainer
 
 DEFAULT_TRIES = 5
@@ -209,7 +210,8 @@ class Scorer:
     clips_per_batch = max(1, batch_size // tries)
     total = np.zeros((n, c), np.float64)
     pooled_sum = None
-    bar = trainer_progress(n * len(lengths), progress, "clips x lengths")
+    bar = sharding.progress_bar(n * len(lengths), enabled=progress,
+                                unit="clip", desc="scoring (x lengths)")
     batches = self.strategy.experimental_distribute_dataset(_host_batches(
         serialized, self.info, lengths, tries, clips_per_batch, seed))
     if self._forward is None:
@@ -252,12 +254,6 @@ def score_records(serialized: tf.data.Dataset, models: Sequence[LoadedModel],
       seed=seed, progress=progress)
 
 
-def trainer_progress(total: int, enabled: bool, unit: str):
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  return tqdm(total=total, unit=" " + unit, disable=not enabled,
-              mininterval=1.0, dynamic_ncols=True)
-
-
 # ---------------------------------------------------------------------------
 # Inputs: test shards, or raw audio.
 
@@ -276,7 +272,6 @@ def audio_records(audio_dir: str, model_dir: str, num_workers: int = 0,
   audio_dir (sorted). Unreadable files become empty records (reported)."""
   from tagger import extract  # pylint: disable=g-import-not-at-top
   from tagger import pca as pca_lib  # pylint: disable=g-import-not-at-top
-  from tagger import sharding  # pylint: disable=g-import-not-at-top
   from tagger.params import FeatureParams  # pylint: disable=g-import-not-at-top
   data = fileio.read_json(fileio.join(model_dir, trainer.DATA))
   params = FeatureParams.from_dict(data["feature_params"])
@@ -295,7 +290,7 @@ def audio_records(audio_dir: str, model_dir: str, num_workers: int = 0,
       num_workers or os.cpu_count() or 1, extract.init_worker,
       (params.to_dict(),))
   serialized = []
-  bar = trainer_progress(len(rows), True, "files")
+  bar = sharding.progress_bar(len(rows), unit="file")
   for row, result in zip(rows, results):
     bar.update(1)
     mel = result.log_mel_db
@@ -391,6 +386,9 @@ def score(*, model_dirs: str, output: str, data_dir: str = "",
                          embeddings=bool(embeddings_out), progress=progress)
   fileio.atomic_write_text(output, submission_csv(scores))
   result = {"clips": len(scores.fnames), "models": dirs,
+            "lengths": [int(x) for x in (lengths or
+                                         models[0].data["eval_lengths"])],
+            "tries": tries,
             "empty": int(scores.empty.sum()), "output": output}
   if scores.empty.any():
     logging.warning("%d clip(s) had no audio and are ranked by the training "

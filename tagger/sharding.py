@@ -236,14 +236,16 @@ def _write_chunk(path: str, results: Sequence[extract.ClipFeatures]) -> None:
       summary=np.stack([r.summary for r in results]))
 
 
-def _progress_bar(total: int, initial: int, enabled: bool):
+def progress_bar(total: int, initial: int = 0, enabled: bool = True,
+                 unit: str = "clip", desc: str = "features"):
+  """A tqdm bar with rate and ETA (also used by the scorer)."""
   from tqdm import auto as tqdm  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   # In a log file (CI, nohup) one line every 10 s, not one per update.
   interval = 0.1 if sys.stderr.isatty() else 10.0
-  return tqdm.tqdm(total=total, initial=initial, unit="clip",
+  return tqdm.tqdm(total=total, initial=initial, unit=unit,
                    disable=not enabled, smoothing=0.05, dynamic_ncols=True,
-                   mininterval=interval, desc="features")
+                   mininterval=interval, desc=desc)
 
 
 def extract_to_staging(rows: Sequence[Row], options: Options,
@@ -266,7 +268,7 @@ def extract_to_staging(rows: Sequence[Row], options: Options,
       num_workers, extract.init_worker, (options.params.to_dict(),))
   audio_seconds = 0.0
   start = time.time()
-  with _progress_bar(len(rows), done_clips, options.progress) as bar:
+  with progress_bar(len(rows), done_clips, options.progress) as bar:
     for k in todo:
       results = []
       for _ in chunks[k]:

@@ -121,6 +121,21 @@ def _config_json(config) -> str:
   return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
 
 
+def data_description(info: ip.DataInfo, stage: int, eval_lengths,
+                     pad_mode: str = "symmetric") -> dict:
+  """A model dir's data.json: what scoring and export need of the data."""
+  manifest = info.manifest
+  return {"data_dir": info.data_dir, "stage": stage,
+          "labels": list(info.labels),
+          "class_counts": info.class_counts().tolist(),
+          "pca_dim": info.pca_dim, "num_mels": info.num_mels,
+          "normalization": manifest["normalization"],
+          "crop_range": manifest.get("crop_range"),
+          "eval_lengths": [int(x) for x in eval_lengths],
+          "pad_mode": pad_mode,
+          "feature_params": manifest.get("feature_params")}
+
+
 def class_weights(info: ip.DataInfo) -> np.ndarray:
   """[C] weights proportional to 1 / class count, normalised so that the
   mean weight over the training clips is 1."""
@@ -141,8 +156,7 @@ class RunState:
   phase_epoch: int = 0
   epoch: int = 0             # epochs finished over all phases (input seed)
   step: int = 0
-  lr: float = 0.0
-  plateau: Optional[dict] = None
+  plateau: Optional[dict] = None   # fine-tune phases: LR and counters
   best_val_loss: float = math.inf
   best: Optional[dict] = None
   checkpoint: str = ""
@@ -450,7 +464,7 @@ class FoldRun:
       return schedules.triangular_lr(
           state.phase_epoch * self.steps_per_epoch + step_in_epoch,
           step_size, sched.base_lr, sched.max_lr)
-    return state.lr
+    return state.plateau["lr"]
 
   def _phase_length(self, phase: int) -> int:
     sched = self.config.schedule
@@ -462,13 +476,13 @@ class FoldRun:
     sched = self.config.schedule
     self._load_best()
     _reset_optimizer(self.optimizer)
-    state.lr = float(sched.fine_tune_lrs[state.phase - 1])
+    lr = float(sched.fine_tune_lrs[state.phase - 1])
     state.plateau = dataclasses.asdict(schedules.Plateau(
-        lr=state.lr, factor=sched.plateau_factor,
+        lr=lr, factor=sched.plateau_factor,
         patience=sched.plateau_patience, min_delta=sched.plateau_min_delta,
         stop_patience=sched.early_stop_patience))
     logging.info("phase %s: from the best weights, LR %g",
-                 PHASES[state.phase], state.lr)
+                 PHASES[state.phase], lr)
 
   def run_epoch(self, state: RunState, iterator) -> dict:
     started = time.perf_counter()
@@ -522,7 +536,6 @@ class FoldRun:
       plateau = schedules.Plateau(**state.plateau)
       stop = plateau.update(monitored)
       state.plateau = dataclasses.asdict(plateau)
-      state.lr = plateau.lr
     state.history.append(row)
     state.epoch += 1
     state.phase_epoch += 1
@@ -593,17 +606,9 @@ class FoldRun:
 
   def write_data_description(self):
     """data.json and pca.npz: a model dir is enough to score and export."""
-    manifest = self.info.manifest
-    fileio.write_json(fileio.join(self.model_dir, DATA), {
-        "data_dir": self.info.data_dir, "stage": int(self.config.stage),
-        "labels": list(self.info.labels),
-        "class_counts": self.info.class_counts().tolist(),
-        "pca_dim": self.info.pca_dim, "num_mels": self.info.num_mels,
-        "normalization": manifest["normalization"],
-        "crop_range": manifest.get("crop_range"),
-        "eval_lengths": list(self.eval_lengths),
-        "pad_mode": self.augment.pad_mode,
-        "feature_params": manifest.get("feature_params")})
+    fileio.write_json(fileio.join(self.model_dir, DATA), data_description(
+        self.info, int(self.config.stage), self.eval_lengths,
+        self.augment.pad_mode))
     fit = fileio.join(self.info.data_dir, PCA_FIT)
     if fileio.exists(fit):
       tf.io.gfile.copy(fit, fileio.join(self.model_dir, PCA_FIT),
