@@ -7,11 +7,13 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from tagger import errors
+
 STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
 
-class DistributeError(ValueError):
+class DistributeError(errors.UserError):
   """A strategy or precision that cannot run here; the message says why."""
 
 

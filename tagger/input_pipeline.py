@@ -27,6 +27,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from tagger import errors
 from tagger import augment
 from tagger import fileio
 from tagger import records
@@ -43,7 +44,7 @@ TARGET = "target"        # float32 [b, C] one-hot (mixed) labels
 WEIGHT = "verified"      # float32 [b] manually_verified (mixed)
 
 
-class InputError(ValueError):
+class InputError(errors.UserError):
   """Shards or settings the pipeline cannot use; the message says why."""
 
 
@@ -161,7 +162,23 @@ def load_data_info(data_dir: str) -> DataInfo:
         f"{path}: record format {manifest.get('record_format', 1)}, this "
         f"tagger reads format {records.RECORD_FORMAT}; re-make the shards "
         "with tools/make_tfrecords --overwrite")
+  check_shards(data_dir, manifest)
   return DataInfo(data_dir, manifest)
+
+
+def check_shards(data_dir: str, manifest: dict) -> None:
+  """Every shard the manifest lists is there at its size (a stat each): a
+  truncated or missing shard is named here, not by a reader error later."""
+  for shard in manifest.get("shards", []):
+    path = fileio.join(data_dir, shard["file"])
+    if not fileio.exists(path):
+      raise InputError(f"{path}: shard listed in the manifest is missing; "
+                       "re-make the shards (tools/make_tfrecords --resume)")
+    size = tf.io.gfile.stat(path).length
+    if "bytes" in shard and size != int(shard["bytes"]):
+      raise InputError(f"{path}: {size} bytes, the manifest says "
+                       f"{shard['bytes']}: truncated or replaced; re-make "
+                       "the shards")
 
 
 def select_folds(info: DataInfo, fold, split: str) -> Tuple[int, ...]:

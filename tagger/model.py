@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tagger import errors
 from tagger import fileio
 from tagger import records
 
@@ -26,7 +27,7 @@ MIN_FRAMES = 32  # MobileNetV2 downsamples 32x: shorter inputs pool nothing
 IMAGENET_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 
 
-class ModelError(ValueError):
+class ModelError(errors.UserError):
   """A model setting that cannot work; the message says why."""
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tagger import errors
 from tagger import distribute
 from tagger import fileio
 from tagger import input_pipeline as ip
@@ -35,7 +36,7 @@ from tagger import trainer
 DEFAULT_TRIES = 5
 
 
-class ScoreError(ValueError):
+class ScoreError(errors.UserError):
   """Inputs the scorer cannot use; the message says why."""
 
 
@@ -370,6 +371,9 @@ def score(*, model_dirs: str, output: str, data_dir: str = "",
   if bool(data_dir) == bool(audio_dir):
     raise ScoreError("give exactly one of --data_dir (test shards) and "
                      "--audio_dir (raw audio files)")
+  for flag, path in (("--labels_csv", labels_csv), ("--audio_csv", audio_csv)):
+    if path and not fileio.exists(path):  # before hours of scoring
+      raise ScoreError(f"{flag}: {path} not found")
   strategy = distribute.make_strategy(strategy_name)
   dirs = find_model_dirs(model_dirs)
   logging.info("scoring with %d model(s): %s", len(dirs), ", ".join(dirs))

@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 import tagger
+from tagger import errors
 from tagger import extract
 from tagger import fileio
 from tagger import pca as pca_lib
@@ -49,7 +50,7 @@ ERRORS = "errors.csv"
 SPLITS = ("train", "test")
 
 
-class ShardingError(Exception):
+class ShardingError(errors.UserError):
   """The run cannot go on: bad CSV, bad options, nothing to write."""
 
 

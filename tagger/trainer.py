@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tagger import errors
 from tagger import distribute
 from tagger import fileio
 from tagger import input_pipeline as ip
@@ -55,7 +56,7 @@ HISTORY_KEYS = ("phase", "epoch", "lr", "train_loss", "val_loss",
                 "val_accuracy", "val_map3", "examples_per_sec", "seconds")
 
 
-class TrainError(ValueError):
+class TrainError(errors.UserError):
   """A run that cannot start or go on; the message says why."""
 
 

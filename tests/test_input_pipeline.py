@@ -1,6 +1,7 @@
 """The training and validation input: pairing, bucketing, folds, replicas."""
 
 import collections
+import os
 import dataclasses
 
 import numpy as np
@@ -227,3 +228,17 @@ def test_clear_errors(info, tmp_path):
 def test_batch_picture_is_a_png(info):
   png = ip.batch_picture(info, CONFIG, ip.AugmentConfig(), fold=1, rows=3)
   assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_truncated_or_missing_shard_is_named(info, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  copy = str(tmp_path / "copy")
+  shutil.copytree(info.data_dir, copy)
+  first = os.path.join(copy, info.manifest["shards"][0]["file"])
+  with open(first, "r+b") as f:
+    f.truncate(1000)
+  with pytest.raises(ip.InputError, match="1000 bytes, the manifest says"):
+    ip.load_data_info(copy)
+  os.remove(first)
+  with pytest.raises(ip.InputError, match="missing"):
+    ip.load_data_info(copy)

@@ -12,6 +12,7 @@ from absl import app
 from absl import flags
 
 from tagger import benchmarks
+from tools import run_tool
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("csv", "", "Train CSV (default: make synthetic data).")
@@ -41,7 +42,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  run_tool(main)
 
 
 if __name__ == "__main__":

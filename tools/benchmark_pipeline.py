@@ -19,6 +19,7 @@ from absl import app
 from absl import flags
 
 from tagger import benchmarks
+from tools import run_tool
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", "", "Train shards (default: synthetic).")
@@ -48,7 +49,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  run_tool(main)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from absl import app
 from absl import flags
 
 from tagger import benchmarks
+from tools import run_tool
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", "", "Test shards (default: synthetic).")
@@ -39,7 +40,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  run_tool(main)
 
 
 if __name__ == "__main__":

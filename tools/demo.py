@@ -10,6 +10,7 @@ from absl import app
 from absl import flags
 
 from tagger import demo
+from tools import run_tool
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "runs/demo", "Where data, shards and runs go.")
@@ -23,7 +24,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  run_tool(main)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from absl import app
 from absl import flags
 
 from tagger import export
+from tools import run_tool
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "A tools/train output dir.")
@@ -28,7 +29,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  run_tool(main)
 
 
 if __name__ == "__main__":

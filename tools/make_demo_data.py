@@ -7,6 +7,7 @@ from absl import app
 from absl import flags
 
 from tagger import demo_data
+from tools import run_tool
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", "demo_data", "Where the dataset goes.")
@@ -27,7 +28,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  run_tool(main)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@ r"""Shards a Kaggle-layout audio dataset into TFRecords of log-mels + PCA.
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from tagger import sharding
+from tools import run_tool
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("csv", None, "Kaggle CSV: fname,label[,manually_verified]"
@@ -59,16 +59,12 @@ def options_from_flags() -> sharding.Options:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  try:
-    manifest = sharding.make_tfrecords(options_from_flags())
-  except sharding.ShardingError as e:
-    logging.error("%s", e)
-    raise SystemExit(f"make_tfrecords: {e}") from None
+  manifest = sharding.make_tfrecords(options_from_flags())
   print(sharding.describe(manifest, FLAGS.output_dir))
 
 
 def run():
-  app.run(main)
+  run_tool(main)
 
 
 if __name__ == "__main__":

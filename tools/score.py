@@ -19,6 +19,7 @@ from absl import app
 from absl import flags
 
 from tagger import score
+from tools import run_tool
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", "", "Test shards (tools/make_tfrecords "
@@ -77,7 +78,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  run_tool(main)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from absl import flags
 
 from tagger import fileio
 from tagger import input_pipeline as ip
+from tools import run_tool
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", "tfrecords/train", "Train shards.")
@@ -40,7 +41,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  run_tool(main)
 
 
 if __name__ == "__main__":

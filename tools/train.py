@@ -15,6 +15,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from tagger import trainer
+from tools import run_tool
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config file.",
@@ -36,7 +37,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  run_tool(main)
 
 
 if __name__ == "__main__":
