@@ -24,7 +24,7 @@ _TRUNCATED_WAV = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.M)
 
 
 def decode_audio(data: bytes, name: str,
-                 params: FeatureParams) -> Tuple[np.ndarray, bool]:
+                 params: FeatureParams) -> Tuple[np.ndarray, bool, float]:
   """Decodes WAV (8/16/24/32-bit int, float), FLAC, OGG or MP3 bytes.
 
   Args:
@@ -33,9 +33,11 @@ def decode_audio(data: bytes, name: str,
     params: feature parameters (the target sample rate).
 
   Returns:
-    (waveform, truncated): mono float32 [num_samples] at
-    params.load_sample_rate_hz, and whether the file held less audio than its
-    header declares (the samples that are there are returned).
+    (waveform, truncated, full_seconds): mono float32 [num_samples] at
+    params.load_sample_rate_hz, whether the file held less audio than its
+    header declares (the samples that are there are returned), and the
+    file's duration when it is longer than params.max_clip_seconds (only
+    that much is decoded: memory stays bounded), else 0.
 
   Raises:
     AudioError: the bytes are empty or not audio libsndfile can decode.
@@ -46,8 +48,11 @@ def decode_audio(data: bytes, name: str,
     raise AudioError(f"{name}: file is empty (0 bytes)")
   try:
     info = sf.info(io.BytesIO(data))
+    limit = int(params.max_clip_seconds * info.samplerate)
+    full_seconds = info.duration if 0 < limit < info.frames else 0.0
     audio, sample_rate = sf.read(io.BytesIO(data), dtype="float32",
-                                 always_2d=True)
+                                 always_2d=True,
+                                 frames=limit if full_seconds else -1)
   except (sf.LibsndfileError, RuntimeError, ValueError, EOFError) as e:
     # libsndfile says "Error opening <_io.BytesIO object at 0x..>: why".
     why = re.sub(r"^Error opening <[^>]*>:\s*", "", str(e))
@@ -58,7 +63,8 @@ def decode_audio(data: bytes, name: str,
   # waveform: [num_samples]
   if not np.all(np.isfinite(waveform)):
     raise AudioError(f"{name}: audio holds NaN or infinite samples")
-  return resample(waveform, sample_rate, params.load_sample_rate_hz), truncated
+  return (resample(waveform, sample_rate, params.load_sample_rate_hz),
+          truncated, float(full_seconds))
 
 
 def resample(waveform: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:

@@ -75,7 +75,7 @@ def reference_realtime_factor(audio_dir: str, fnames, params: FeatureParams,
   seconds = spent = 0.0
   for fname in fnames[:clips]:
     with open(os.path.join(audio_dir, fname), "rb") as f:
-      waveform, _ = audio.decode_audio(f.read(), fname, params)
+      waveform, _, _ = audio.decode_audio(f.read(), fname, params)
     start = time.perf_counter()
     trimmed = audio.trim_silence(waveform, params)
     summary_features.summary_features_reference(trimmed, params)

@@ -17,6 +17,21 @@ class DistributeError(errors.UserError):
   """A strategy or precision that cannot run here; the message says why."""
 
 
+def split_cpu(replicas: int) -> None:
+  """Splits the CPU into `replicas` logical devices, so that mirrored code
+  runs on several replicas without GPUs (tests, debugging). Must run before
+  TensorFlow initialises its devices."""
+  if replicas <= 1:
+    return
+  cpu = tf.config.list_physical_devices("CPU")[0]
+  try:
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
+  except RuntimeError as e:
+    raise DistributeError(f"cannot split the CPU into {replicas} devices "
+                          f"after TensorFlow started ({e})") from e
+
+
 def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
   """auto: MirroredStrategy over all visible GPUs when there are several,
   else one device (the GPU, or the CPU). mirrored on a machine without GPUs
@@ -68,6 +83,22 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return True
   has_chief = "chief" in config.get("cluster", {})
   return task_type in (None, "worker") and index == 0 and not has_chief
+
+
+def worker_index(strategy: tf.distribute.Strategy) -> int:
+  """This worker's input pipeline index (0 but in multi-worker runs)."""
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return 0
+  resolver = strategy.cluster_resolver
+  return int(resolver.task_id or 0)
+
+
+def task_name() -> str:
+  """This process's task in TF_CONFIG ('worker:1'), or 'local'."""
+  task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
+  if not task:
+    return "local"
+  return f"{task.get('type', 'worker')}:{task.get('index', 0)}"
 
 
 def describe(strategy: tf.distribute.Strategy) -> str:

@@ -50,6 +50,12 @@ def export(model_dir: str, export_dir: str) -> str:
   loaded = score_lib.load_model(model_dir)
   data = loaded.data
   mels, pca_dim = int(data["num_mels"]), int(data["pca_dim"])
+  broken = [l for l in data["labels"] if "\n" in l or "\r" in l]
+  if broken:
+    raise score_lib.ScoreError(
+        f"{model_dir}: labels {broken} hold line breaks, so labels.txt could "
+        "not map line i to label i; re-make the shards (make_tfrecords "
+        "refuses such labels) and retrain")
   with tempfile.TemporaryDirectory() as tmp:
     labels_path = os.path.join(tmp, LABELS_ASSET)
     with open(labels_path, "w", encoding="utf-8") as f:  # local temp file

@@ -15,9 +15,10 @@ from tagger import summary_features
 from tagger.params import FeatureParams
 from tagger.params import SUMMARY_FEATURE_COUNT
 
-OK, EMPTY, TRUNCATED, FAILED = 0, 1, 2, 3
+OK, EMPTY, TRUNCATED, FAILED, CUT = 0, 1, 2, 3, 4
 STATUS_NAMES = {OK: "ok", EMPTY: "empty", TRUNCATED: "truncated",
-                FAILED: "failed"}
+                FAILED: "failed", CUT: "cut"}
+USABLE = (OK, CUT)  # written in every split; TRUNCATED only in test splits
 
 
 @dataclasses.dataclass
@@ -34,7 +35,8 @@ class ClipFeatures:
 
   status OK: all features. EMPTY: the file decoded to no audio, or nothing is
   left after trimming (log_mel has 0 frames). TRUNCATED: features of the part
-  that decoded, the file is shorter than its header says. FAILED: nothing.
+  that decoded, the file is shorter than its header says. CUT: features of
+  the first params.max_clip_seconds of a longer file. FAILED: nothing.
   """
   row: int
   status: int
@@ -57,7 +59,8 @@ def extract_clip(task: ClipTask, params: FeatureParams) -> ClipFeatures:
   if task.data is None:
     return _failed(task, FAILED, task.read_error, 0.0, params)
   try:
-    waveform, truncated = audio.decode_audio(task.data, task.name, params)
+    waveform, truncated, full_seconds = audio.decode_audio(
+        task.data, task.name, params)
   except audio.AudioError as e:
     status = EMPTY if "0 bytes" in str(e) else FAILED
     return _failed(task, status, str(e), 0.0, params)
@@ -72,12 +75,18 @@ def extract_clip(task: ClipTask, params: FeatureParams) -> ClipFeatures:
                    params)
   try:
     log_mel = features.waveform_to_log_mel(trimmed, params)
-    summary = summary_features.summary_features(trimmed, params)
+    head = trimmed[:int(params.summary_max_seconds *
+                        params.load_sample_rate_hz)]
+    summary = summary_features.summary_features(head, params)
   except Exception as e:  # pylint: disable=broad-except
     # A bad clip is reported and skipped; it never stops the whole run.
     return _failed(task, FAILED, f"{task.name}: feature extraction failed "
                    f"({type(e).__name__}: {e})", duration_s, params)
   status, reason = OK, ""
+  if full_seconds:
+    status = CUT
+    reason = (f"{task.name}: {full_seconds:.0f} s long; only the first "
+              f"{params.max_clip_seconds:g} s are used (max_clip_seconds)")
   if truncated:
     status = TRUNCATED
     reason = (f"{task.name}: truncated audio (the file holds less data than "

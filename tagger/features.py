@@ -13,6 +13,9 @@ from tagger import audio
 from tagger.params import FeatureParams
 
 
+MEL_BLOCK_FRAMES = 2048  # ~20 s of audio per block
+
+
 @functools.lru_cache(maxsize=8)
 def mel_filterbank(params: FeatureParams) -> np.ndarray:
   """Slaney-style mel filterbank [mel_bands, fft_length // 2 + 1], float32."""
@@ -79,11 +82,20 @@ def waveform_to_log_mel(waveform: np.ndarray,
   low_rate = audio.resample(waveform, params.load_sample_rate_hz,
                             params.mel_sample_rate_hz)
   # low_rate: [num_samples / 2]
-  power = power_spectrogram(low_rate, params.mel_fft_length,
-                            params.mel_hop_length, params.stft_pad_mode,
-                            params.mel_power)
-  # power: [fft_length // 2 + 1, T]
-  mel = mel_filterbank(params) @ power
+  frames = centered_frames(low_rate, params.mel_fft_length,
+                           params.mel_hop_length, params.stft_pad_mode)
+  # frames: [T, fft_length], a view (no copy)
+  filterbank = mel_filterbank(params)
+  window = hann_window(params.mel_fft_length)
+  mel = np.empty((params.mel_bands, frames.shape[0]), np.float32)
+  # In blocks of frames, so memory stays ~30 MB however long the clip.
+  for start in range(0, frames.shape[0], MEL_BLOCK_FRAMES):
+    block = frames[start:start + MEL_BLOCK_FRAMES]
+    magnitude = np.abs(scipy.fft.rfft(block * window, axis=1))
+    if params.mel_power != 1.0:
+      magnitude **= params.mel_power
+    # magnitude: [block, fft_length // 2 + 1]
+    mel[:, start:start + block.shape[0]] = filterbank @ magnitude.T
   # mel: [mel_bands, T]
   return power_to_db(mel, params).astype(np.float32)
 

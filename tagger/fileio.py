@@ -76,6 +76,19 @@ def read_npz(path: str) -> dict:
     return {k: data[k] for k in data.files}
 
 
+def sha256(path: str) -> str:
+  """The hex sha256 of a file, read in 4 MB blocks."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+  digest = hashlib.sha256()
+  with tf.io.gfile.GFile(path, "rb") as f:
+    while True:
+      block = f.read(1 << 22)
+      if not block:
+        break
+      digest.update(block)
+  return digest.hexdigest()
+
+
 def remove_temp_files(directory: str) -> int:
   """Deletes leftovers of interrupted atomic writes; returns how many."""
   count = 0

@@ -38,6 +38,7 @@ PAIRINGS = ("block", "independent")
 
 # Keys of a host batch (besides the record keys that records.py owns).
 SEED = "seed"            # int64 [b, 2]: per-row seeds; a slice uses its row 0
+ROW = "row"              # int64 [b]: eval batches: position in the eval order
 PARTNER = "partner_"     # prefix of the mixup partner's keys
 # Keys of a model batch (what augment_batch / prepare_eval_batch return).
 TARGET = "target"        # float32 [b, C] one-hot (mixed) labels
@@ -134,7 +135,16 @@ class DataInfo:
 
   @property
   def folds(self) -> Tuple[int, ...]:
-    return tuple(sorted({int(s["fold"]) for s in self.manifest["shards"]}))
+    """The folds that can be validated (not -1: train-only clips)."""
+    return tuple(sorted({int(s["fold"]) for s in self.manifest["shards"]
+                         if int(s["fold"]) >= 0}))
+
+  @property
+  def train_only(self) -> Tuple[int, ...]:
+    """(-1,) when some shards hold clips that train in every fold (their
+    class has one clip), else ()."""
+    return (-1,) if any(int(s["fold"]) < 0 for s in
+                        self.manifest["shards"]) else ()
 
   def shards(self, folds: Sequence[int]) -> list:
     return [s for s in self.manifest["shards"] if int(s["fold"]) in folds]
@@ -150,8 +160,10 @@ class DataInfo:
     return np.array([counts.get(l, 0) for l in self.labels], np.int64)
 
 
-def load_data_info(data_dir: str) -> DataInfo:
-  """Reads data_dir/manifest.json and checks the pipeline can use it."""
+def load_data_info(data_dir: str, verify: bool = False) -> DataInfo:
+  """Reads data_dir/manifest.json and checks the pipeline can use it: every
+  shard there at its size, and with verify its sha256 as the manifest's
+  (a flipped byte is named here, not by a reader error mid-run)."""
   path = fileio.join(data_dir, MANIFEST)
   if not fileio.exists(path):
     raise InputError(f"{path} not found: is {data_dir} a folder written by "
@@ -162,13 +174,14 @@ def load_data_info(data_dir: str) -> DataInfo:
         f"{path}: record format {manifest.get('record_format', 1)}, this "
         f"tagger reads format {records.RECORD_FORMAT}; re-make the shards "
         "with tools/make_tfrecords --overwrite")
-  check_shards(data_dir, manifest)
+  check_shards(data_dir, manifest, verify)
   return DataInfo(data_dir, manifest)
 
 
-def check_shards(data_dir: str, manifest: dict) -> None:
-  """Every shard the manifest lists is there at its size (a stat each): a
-  truncated or missing shard is named here, not by a reader error later."""
+def check_shards(data_dir: str, manifest: dict, verify: bool = False) -> None:
+  """Every shard the manifest lists is there at its size (a stat each) and,
+  with verify, has the manifest's sha256 (reads every shard once: about a
+  second per GB here)."""
   for shard in manifest.get("shards", []):
     path = fileio.join(data_dir, shard["file"])
     if not fileio.exists(path):
@@ -179,21 +192,36 @@ def check_shards(data_dir: str, manifest: dict) -> None:
       raise InputError(f"{path}: {size} bytes, the manifest says "
                        f"{shard['bytes']}: truncated or replaced; re-make "
                        "the shards")
+    if verify and "sha256" in shard and fileio.sha256(path) != shard["sha256"]:
+      raise InputError(f"{path}: sha256 differs from the manifest's: the "
+                       "file is corrupted (flipped bytes) or was replaced; "
+                       "re-make the shards")
+
+
+def explain_data_loss(data_dir: str, manifest: dict, error: Exception):
+  """An InputError naming the damaged shard behind a reader's DataLossError
+  (which names no file), or the error itself if every shard checks out."""
+  try:
+    check_shards(data_dir, manifest, verify=True)
+  except InputError as named:
+    return named
+  return error
 
 
 def select_folds(info: DataInfo, fold, split: str) -> Tuple[int, ...]:
   """Folds of a split: train = all but `fold`, validation = `fold`.
 
   fold 'all' (or None) trains on every fold and has no validation split.
+  Train-only clips (fold -1) are in every train split.
   """
   if fold in (None, "all"):
-    return info.folds if split == "train" else ()
+    return info.folds + info.train_only if split == "train" else ()
   fold = int(fold)
   if fold not in info.folds:
     raise InputError(f"fold {fold} is not in {info.data_dir} (folds "
                      f"{list(info.folds)})")
   if split == "train":
-    return tuple(f for f in info.folds if f != fold)
+    return tuple(f for f in info.folds if f != fold) + info.train_only
   if split == "validation":
     return (fold,)
   raise InputError(f"split must be train or validation, not {split!r}")
@@ -304,7 +332,9 @@ class _Layout:
 
 
 def _layout(info: DataInfo, folds, config: InputConfig,
-            input_context: Optional[tf.distribute.InputContext]) -> _Layout:
+            input_context: Optional[tf.distribute.InputContext],
+            max_steps: int = 0) -> _Layout:
+  """max_steps > 0 cuts every epoch to that many global steps."""
   if input_context is None:
     replicas, pipelines, pipeline_id = 1, 1, 0
   else:
@@ -322,6 +352,8 @@ def _layout(info: DataInfo, folds, config: InputConfig,
     raise InputError(
         f"{info.num_records(folds)} records in folds {list(folds)} of "
         f"{info.data_dir} are fewer than one batch of {config.batch_size}")
+  if max_steps > 0:
+    steps = min(steps, max_steps * local)
   return _Layout(per_replica, local, pipelines, pipeline_id, steps)
 
 
@@ -401,10 +433,12 @@ def _epoch_pairs(info: DataInfo, folds, config: InputConfig, epoch,
 def train_dataset(info: DataInfo, folds, config: InputConfig,
                   augment_config: AugmentConfig = AugmentConfig(), *,
                   start_epoch: int = 0, num_epochs: Optional[int] = None,
-                  input_context: Optional[tf.distribute.InputContext] = None
-                  ) -> tf.data.Dataset:
+                  input_context: Optional[tf.distribute.InputContext] = None,
+                  max_steps_per_epoch: int = 0) -> tf.data.Dataset:
   """Paired, bucketed training batches from start_epoch on.
 
+  max_steps_per_epoch > 0 ends every epoch after that many global steps
+  (the epoch's pairing and lengths stay those of the whole epoch).
   Yields host batches (placement 'device': feed them to augment_batch in
   the step) or model batches (placement 'host'). With an input_context the
   batches are per replica, and consecutive batches of one pipeline feed its
@@ -413,7 +447,7 @@ def train_dataset(info: DataInfo, folds, config: InputConfig,
   if config.placement not in PLACEMENTS:
     raise InputError(f"placement must be one of {PLACEMENTS}, not "
                      f"{config.placement!r}")
-  layout = _layout(info, folds, config, input_context)
+  layout = _layout(info, folds, config, input_context, max_steps_per_epoch)
   lo, hi = length_range(info, config)
   b = layout.per_replica_batch
 
@@ -455,11 +489,11 @@ def train_dataset(info: DataInfo, folds, config: InputConfig,
 
 
 def pairing_table(info: DataInfo, folds, config: InputConfig, epoch: int,
-                  input_context: Optional[tf.distribute.InputContext] = None
-                  ) -> list:
+                  input_context: Optional[tf.distribute.InputContext] = None,
+                  max_steps_per_epoch: int = 0) -> list:
   """[(primary fname, partner fname)] of one epoch, as train_dataset pairs
   them (reads the epoch's records; for logging and checks)."""
-  layout = _layout(info, folds, config, input_context)
+  layout = _layout(info, folds, config, input_context, max_steps_per_epoch)
   spec = {records.FNAME: tf.io.FixedLenFeature([], tf.string)}
   names = _epoch_pairs(info, folds, config, epoch, layout).map(
       lambda p, q: (tf.io.parse_example(p, spec)[records.FNAME],
@@ -476,17 +510,34 @@ def pairing_table(info: DataInfo, folds, config: InputConfig, epoch: int,
 
 def eval_dataset(info: DataInfo, folds, config: InputConfig,
                  lengths: Sequence[int], *, batch_size: Optional[int] = None,
-                 seed: int = 0) -> tf.data.Dataset:
+                 seed: int = 0,
+                 input_context: Optional[tf.distribute.InputContext] = None
+                 ) -> tf.data.Dataset:
   """Host batches of the folds' clips, in file order, once per length.
 
   Each length gives ceil(N / batch) batches (the last may be short); a clip
-  longer than the length gets a seeded random window. With placement 'host'
-  the batches come out as model batches (prepare_eval_batch).
+  longer than the length gets a seeded random window; ROW gives each row's
+  position (length index * N + clip index). With placement 'host' the
+  batches come out as model batches (prepare_eval_batch).
+
+  With an input_context (evaluation on replicas) the batches are per
+  replica (batch_size / replicas rows), every batch is full and every
+  replica of every step gets one: short batches are filled up with copies
+  of their first row and whole padding batches are added, all with ROW -1;
+  pipeline k takes batches k, k + pipelines, ... So no replica ever gets an
+  empty slice, and the caller keeps the rows with ROW >= 0.
   """
   files = info.files(folds)
   if not files:
     raise InputError(f"no shards for folds {list(folds)} in {info.data_dir}")
   batch_size = batch_size or config.batch_size
+  replicas, pipelines, pipeline_id = 1, 1, 0
+  if input_context is not None:
+    replicas = input_context.num_replicas_in_sync
+    pipelines = input_context.num_input_pipelines
+    pipeline_id = input_context.input_pipeline_id
+    batch_size = -(-batch_size // replicas)  # rows per replica
+  num_clips = info.num_records(folds)
 
   def at_length(index, length):
     stream = tf.data.TFRecordDataset(
@@ -497,7 +548,12 @@ def eval_dataset(info: DataInfo, folds, config: InputConfig,
   def host_batch(index, j, length, serialized):
     key = _key(seed, index, j)
     out = _window_batch(serialized, info, length, key)
-    out[SEED] = _row_seeds(key, 0, tf.shape(serialized)[0])
+    rows = tf.shape(serialized)[0]
+    out[SEED] = _row_seeds(key, 0, rows)
+    out[ROW] = (index * num_clips + j * batch_size +
+                tf.range(rows, dtype=tf.int64))
+    if input_context is not None:
+      out = _fill_batch(out, batch_size)
     return out
 
   lengths = [int(x) for x in lengths]
@@ -506,10 +562,28 @@ def eval_dataset(info: DataInfo, folds, config: InputConfig,
        tf.constant(lengths, tf.int32))).flat_map(at_length)
   ds = ds.map(host_batch, num_parallel_calls=tf.data.AUTOTUNE,
               deterministic=True)
+  if input_context is not None:
+    count = len(lengths) * -(-num_clips // batch_size)
+    extra = -count % replicas
+    if extra:
+      padding = ds.take(1).map(lambda b: {**b, ROW: -tf.ones_like(b[ROW])})
+      ds = ds.concatenate(padding.repeat(extra))
+    if pipelines > 1:
+      ds = ds.shard(pipelines, pipeline_id)
   if config.placement == "host":
     ds = ds.map(lambda batch: prepare_eval_batch(batch, info),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _fill_batch(batch: Dict[str, tf.Tensor], rows: int):
+  """Fills a batch up to `rows` rows with copies of its first row, marked
+  ROW -1."""
+  have = tf.shape(batch[ROW])[0]
+  index = tf.concat([tf.range(have), tf.zeros([rows - have], tf.int32)], 0)
+  out = {k: tf.gather(v, index) for k, v in batch.items()}
+  out[ROW] = tf.concat([batch[ROW], -tf.ones([rows - have], tf.int64)], 0)
+  return out
 
 
 # ---------------------------------------------------------------------------
@@ -566,14 +640,22 @@ def _side(batch, prefix: str, info: DataInfo, aug: AugmentConfig,
   }
 
 
+def _slice_seed(batch) -> tf.Tensor:
+  """[2]: the seed of a replica's slice (its first row's; replicas draw
+  different numbers). A slice may be empty (the last, uneven batch split
+  over replicas): then any seed will do."""
+  seeds = batch[SEED]
+  return tf.concat([seeds, tf.zeros([1, 2], seeds.dtype)], axis=0)[0]
+
+
 def augment_parts(batch: Dict[str, tf.Tensor], info: DataInfo,
                   aug: AugmentConfig):
   """(primary, partner, mixup weight [b]) of augment_batch, before mixing.
 
   partner and weight are None when mixup is off (alpha <= 0).
   """
-  seed = batch[SEED][0]
-  # seed: [2], this slice's first row: replicas draw different numbers.
+  seed = _slice_seed(batch)
+  # seed: [2]
   seeds = augment.split_seed(seed, 3)
   primary = _side(batch, "", info, aug, seeds[0])
   if aug.mixup_alpha <= 0:
@@ -600,15 +682,19 @@ def augment_batch(batch: Dict[str, tf.Tensor], info: DataInfo,
 
 def prepare_eval_batch(batch: Dict[str, tf.Tensor], info: DataInfo,
                        pad_mode: str = "symmetric") -> Dict[str, tf.Tensor]:
-  """Host eval batch -> model batch: crop/pad only, one-hot targets."""
+  """Host eval batch -> model batch: crop/pad only, one-hot targets (and
+  the rows' positions, when the batch has them)."""
   aug = AugmentConfig(pad_mode=pad_mode)
-  return {
-      records.LOG_MEL: _view(batch, "", info, aug, batch[SEED][0],
+  out = {
+      records.LOG_MEL: _view(batch, "", info, aug, _slice_seed(batch),
                              train=False),
       records.PCA: batch[records.PCA],
       TARGET: _one_hot(batch, "", info),
       WEIGHT: tf.cast(batch[records.MANUALLY_VERIFIED], tf.float32),
   }
+  if ROW in batch:
+    out[ROW] = batch[ROW]
+  return out
 
 
 def batch_picture(info: DataInfo, config: InputConfig, aug: AugmentConfig,

@@ -49,6 +49,13 @@ class FeatureParams:
   spectrum_offset: int = 100
   spectrum_bins: int = 1000
 
+  # Bounds on long recordings (FSDKaggle2018's clips are <= 30 s, so the
+  # reference is not affected): audio after max_clip_seconds is not decoded
+  # (the clip is reported as cut), and the summary features describe the
+  # first summary_max_seconds of the trimmed clip (the log-mel covers all).
+  max_clip_seconds: float = 600.0
+  summary_max_seconds: float = 60.0
+
   @property
   def mel_frames_per_second(self) -> float:
     return self.mel_sample_rate_hz / self.mel_hop_length

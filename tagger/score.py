@@ -22,12 +22,14 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tagger import clip_files
 from tagger import errors
 from tagger import distribute
 from tagger import fileio
 from tagger import input_pipeline as ip
 from tagger import metrics
 from tagger import model as model_lib
+from tagger import parallel
 from tagger import plots
 from tagger import records
 from tagger import sharding
@@ -211,7 +213,7 @@ class Scorer:
     clips_per_batch = max(1, batch_size // tries)
     total = np.zeros((n, c), np.float64)
     pooled_sum = None
-    bar = sharding.progress_bar(n * len(lengths), enabled=progress,
+    bar = parallel.progress_bar(n * len(lengths), enabled=progress,
                                 unit="clip", desc="scoring (x lengths)")
     batches = self.strategy.experimental_distribute_dataset(_host_batches(
         serialized, self.info, lengths, tries, clips_per_batch, seed))
@@ -261,16 +263,20 @@ def score_records(serialized: tf.data.Dataset, models: Sequence[LoadedModel],
 
 def shard_records(data_dir: str) -> tf.data.Dataset:
   """The records of a shard folder (test split) in CSV order."""
-  info = ip.load_data_info(data_dir)
+  info = ip.load_data_info(data_dir, verify=True)
   files = [fileio.join(data_dir, s["file"]) for s in info.manifest["shards"]]
   return tf.data.TFRecordDataset(files, info.compression, buffer_size=8 << 20)
 
 
 def audio_records(audio_dir: str, model_dir: str, num_workers: int = 0,
-                  csv_path: str = "") -> tf.data.Dataset:
+                  csv_path: str = "", max_file_mb: float =
+                  clip_files.MAX_FILE_MB) -> tf.data.Dataset:
   """Records made in memory from raw audio files with the feature code of
   the shards: the files of csv_path's fname column, or every file in
-  audio_dir (sorted). Unreadable files become empty records (reported)."""
+  audio_dir (sorted). Each file is judged as make_tfrecords judges it
+  (the same reader and checks); a file that cannot be used becomes an
+  empty record, a truncated or cut one is scored from what decoded, and
+  each is reported with the file and the reason."""
   from tagger import extract  # pylint: disable=g-import-not-at-top
   from tagger import pca as pca_lib  # pylint: disable=g-import-not-at-top
   from tagger.params import FeatureParams  # pylint: disable=g-import-not-at-top
@@ -280,22 +286,25 @@ def audio_records(audio_dir: str, model_dir: str, num_workers: int = 0,
   if csv_path:
     names = [r.fname for r in sharding.read_csv_rows(csv_path, "test")]
   else:
-    names = sorted(n for n in fileio.listdir(audio_dir)
-                   if not n.endswith("/") and not n.startswith("."))
+    names = clip_files.list_folder(audio_dir)
   if not names:
     raise ScoreError(f"no audio files in {audio_dir}")
   rows = [sharding.Row(i, name, "", 1) for i, name in enumerate(names)]
   extract.warm_up(params)
-  results = sharding.ordered_parallel_map(
-      extract.extract_in_worker, sharding._clip_tasks(rows, audio_dir),  # pylint: disable=protected-access
+  results = parallel.ordered_parallel_map(
+      extract.extract_in_worker,
+      clip_files.clip_tasks(rows, audio_dir, max_file_mb),
       num_workers or os.cpu_count() or 1, extract.init_worker,
       (params.to_dict(),))
   serialized = []
-  bar = sharding.progress_bar(len(rows), unit="file")
+  bar = parallel.progress_bar(len(rows), unit="file")
   for row, result in zip(rows, results):
     bar.update(1)
     mel = result.log_mel_db
-    if result.status not in (extract.OK, extract.TRUNCATED):
+    if result.status in (extract.TRUNCATED, extract.CUT):
+      logging.warning("%s (scored from the audio that decoded)",
+                      result.reason)
+    elif result.status != extract.OK:
       logging.warning("%s (scored from class frequencies)", result.reason)
       mel = mel[:, :0]
     pca = fit.apply(result.summary[None])[0] if mel.shape[1] else np.zeros(
@@ -312,12 +321,15 @@ def audio_records(audio_dir: str, model_dir: str, num_workers: int = 0,
 
 
 def submission_csv(scores: Scores) -> str:
-  """fname,label with the top 3 labels, space separated (Kaggle format)."""
+  """fname,label with the top 3 labels, space separated (Kaggle format),
+  quoted where a name or label needs it."""
   top = metrics.top_k(scores.log_probs, 3)
-  lines = ["fname,label"]
+  buffer = io.StringIO()
+  writer = csv.writer(buffer, lineterminator="\n")
+  writer.writerow(["fname", "label"])
   for name, row in zip(scores.fnames, top):
-    lines.append(f"{name},{' '.join(scores.labels[i] for i in row)}")
-  return "\n".join(lines) + "\n"
+    writer.writerow([name, " ".join(scores.labels[i] for i in row)])
+  return buffer.getvalue()
 
 
 def probabilities_csv(scores: Scores) -> str:
@@ -385,9 +397,15 @@ def score(*, model_dirs: str, output: str, data_dir: str = "",
     serialized = shard_records(data_dir)
   else:
     serialized = audio_records(audio_dir, dirs[0], num_workers, audio_csv)
-  scores = score_records(serialized, models, strategy, lengths=lengths,
-                         tries=tries, batch_size=batch_size, seed=seed,
-                         embeddings=bool(embeddings_out), progress=progress)
+  try:
+    scores = score_records(serialized, models, strategy, lengths=lengths,
+                           tries=tries, batch_size=batch_size, seed=seed,
+                           embeddings=bool(embeddings_out),
+                           progress=progress)
+  except tf.errors.DataLossError as e:
+    if not data_dir:
+      raise
+    raise ip.explain_data_loss(data_dir, info.manifest, e) from e
   fileio.atomic_write_text(output, submission_csv(scores))
   result = {"clips": len(scores.fnames), "models": dirs,
             "lengths": [int(x) for x in (lengths or

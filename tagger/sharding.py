@@ -15,29 +15,27 @@ redoes neither.
 """
 
 import collections
-import concurrent.futures
-import contextlib
 import csv
 import dataclasses
 import hashlib
 import io
 import json
 import math
-import multiprocessing
 import os
-import sys
 import time
-import types
-from typing import Dict, Iterator, List, Optional, Sequence
+import warnings
+from typing import Dict, List, Optional, Sequence
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
 import tagger
+from tagger import clip_files
 from tagger import errors
 from tagger import extract
 from tagger import fileio
+from tagger import parallel
 from tagger import pca as pca_lib
 from tagger import records
 from tagger.params import FeatureParams
@@ -75,6 +73,7 @@ class Options:
   chunk_size: int = 64
   keep_staging: bool = False
   progress: bool = True
+  max_file_mb: float = clip_files.MAX_FILE_MB
   params: FeatureParams = FeatureParams()
 
 
@@ -127,6 +126,12 @@ def read_csv_rows(path: str, split: str) -> List[Row]:
   return rows
 
 
+def _bad_label(label: str) -> bool:
+  """Control characters (a newline would break labels.txt, line i = label
+  i) or blanks around it."""
+  return any(ord(c) < 32 or ord(c) == 127 for c in label)
+
+
 def label_vocabulary(rows: Sequence[Row], labels_file: Optional[str]):
   """Sorted labels of the CSV, or the labels file's lines in order."""
   if labels_file:
@@ -135,7 +140,7 @@ def label_vocabulary(rows: Sequence[Row], labels_file: Optional[str]):
     if len(set(labels)) != len(labels):
       raise ShardingError(f"{labels_file}: duplicate labels")
     return labels
-  return sorted({r.label for r in rows if r.label})
+  return sorted({r.label for r in rows if r.label and not _bad_label(r.label)})
 
 
 def check_rows(rows: Sequence[Row], split: str, vocabulary: Sequence[str],
@@ -156,6 +161,11 @@ def check_rows(rows: Sequence[Row], split: str, vocabulary: Sequence[str],
     elif split == "train" and not row.label:
       problems.append(Problem(row.fname, row.index, f"{where}: empty label",
                               "skipped"))
+    elif split == "train" and _bad_label(row.label):
+      problems.append(Problem(
+          row.fname, row.index, f"{where}: label {row.label!r} holds control "
+          "characters (a newline, tab, ...); labels must be one line",
+          "skipped"))
     elif split == "train" and row.label not in known:
       problems.append(Problem(
           row.fname, row.index, f"{where}: label {row.label!r} is not in the "
@@ -168,57 +178,6 @@ def check_rows(rows: Sequence[Row], split: str, vocabulary: Sequence[str],
 
 # ---------------------------------------------------------------------------
 # Step 1: extract features into staged chunks.
-
-
-def _clip_tasks(rows: Sequence[Row], audio_dir: str) -> Iterator:
-  for row in rows:
-    path = fileio.join(audio_dir, row.fname)
-    try:
-      data = fileio.read_bytes(path)
-      yield extract.ClipTask(row=row.index, name=path, data=data)
-    except tf.errors.NotFoundError:
-      yield extract.ClipTask(row=row.index, name=path, data=None,
-                             read_error=f"{path}: audio file not found")
-    except (tf.errors.OpError, OSError) as e:
-      yield extract.ClipTask(row=row.index, name=path, data=None,
-                             read_error=f"{path}: cannot read ({e})")
-
-
-def ordered_parallel_map(fn, items: Iterator, num_workers: int,
-                         initializer, initargs) -> Iterator:
-  """fn over items in worker processes, results in input order.
-
-  At most 4 tasks per worker are in flight, so the clips read ahead (and
-  their bytes in memory) stay bounded whatever the dataset size.
-  """
-  initializer(*initargs)  # also in this process, for the inline path
-  if num_workers <= 1:
-    yield from map(fn, items)
-    return
-  context = multiprocessing.get_context("spawn")  # TF is not fork-safe
-  with _workers_skip_main_module(), concurrent.futures.ProcessPoolExecutor(
-      num_workers, mp_context=context, initializer=initializer,
-      initargs=initargs) as pool:
-    pending = collections.deque()
-    for item in items:
-      pending.append(pool.submit(fn, item))
-      if len(pending) >= 4 * num_workers:
-        yield pending.popleft().result()
-    while pending:
-      yield pending.popleft().result()
-
-
-@contextlib.contextmanager
-def _workers_skip_main_module():
-  """Spawned workers re-import the parent's __main__ (a tool, which imports
-  TensorFlow: ~600 MB and seconds per worker). They need only fn's module,
-  so while the pool starts processes __main__ is a bare module."""
-  real_main = sys.modules["__main__"]
-  sys.modules["__main__"] = types.ModuleType("__main__")
-  try:
-    yield
-  finally:
-    sys.modules["__main__"] = real_main
 
 
 def _chunk_path(staging: str, chunk: int) -> str:
@@ -237,18 +196,6 @@ def _write_chunk(path: str, results: Sequence[extract.ClipFeatures]) -> None:
       summary=np.stack([r.summary for r in results]))
 
 
-def progress_bar(total: int, initial: int = 0, enabled: bool = True,
-                 unit: str = "clip", desc: str = "features"):
-  """A tqdm bar with rate and ETA (also used by the scorer)."""
-  from tqdm import auto as tqdm  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
-  # In a log file (CI, nohup) one line every 10 s, not one per update.
-  interval = 0.1 if sys.stderr.isatty() else 10.0
-  return tqdm.tqdm(total=total, initial=initial, unit=unit,
-                   disable=not enabled, smoothing=0.05, dynamic_ncols=True,
-                   mininterval=interval, desc=desc)
-
-
 def extract_to_staging(rows: Sequence[Row], options: Options,
                        staging: str) -> float:
   """Featurises every row into staged chunks; returns audio seconds done."""
@@ -264,12 +211,13 @@ def extract_to_staging(rows: Sequence[Row], options: Options,
   todo_rows = [row for k in todo for row in chunks[k]]
   if todo_rows:
     extract.warm_up(options.params)  # before workers: see warm_up
-  results_iter = ordered_parallel_map(
-      extract.extract_in_worker, _clip_tasks(todo_rows, options.audio_dir),
+  results_iter = parallel.ordered_parallel_map(
+      extract.extract_in_worker,
+      clip_files.clip_tasks(todo_rows, options.audio_dir, options.max_file_mb),
       num_workers, extract.init_worker, (options.params.to_dict(),))
   audio_seconds = 0.0
   start = time.time()
-  with progress_bar(len(rows), done_clips, options.progress) as bar:
+  with parallel.progress_bar(len(rows), done_clips, options.progress) as bar:
     for k in todo:
       results = []
       for _ in chunks[k]:
@@ -313,10 +261,13 @@ def collect_staged(rows: Sequence[Row], options: Options, staging: str):
         zip(chunk["row"], chunk["status"], chunk["reason"])):
       row = by_index[int(row_index)]
       status = int(status)
-      if options.split == "train" and status != extract.OK:
+      if options.split == "train" and status not in extract.USABLE:
         problems.append(Problem(row.fname, row.index, str(reason), "skipped"))
         continue
-      if status == extract.TRUNCATED:
+      if status == extract.CUT:
+        problems.append(Problem(row.fname, row.index, str(reason),
+                                "written_cut"))
+      elif status == extract.TRUNCATED:
         problems.append(Problem(row.fname, row.index, str(reason),
                                 "written_partial"))
       elif status in (extract.EMPTY, extract.FAILED):
@@ -341,20 +292,75 @@ def collect_staged(rows: Sequence[Row], options: Options, staging: str):
   return staged, problems
 
 
+@dataclasses.dataclass
+class FoldPlan:
+  """How many folds the classes allow, and which classes cannot be in all."""
+  requested: int
+  num_folds: int            # folds that validate clips (< 2: none)
+  train_only: List[str]     # classes with one clip: fold -1, train always
+  partial: List[str]        # classes with fewer clips than folds
+
+  def warnings(self) -> List[str]:
+    notes = []
+    if self.num_folds < 2:
+      notes.append("no class has 2 clips, so no fold can validate: every "
+                   "clip trains in every run (fold -1); train with "
+                   "--config.fold=none")
+    elif self.num_folds < self.requested:
+      notes.append(f"--num_folds={self.requested} lowered to "
+                   f"{self.num_folds}: the largest class has "
+                   f"{self.num_folds} clips")
+    if self.train_only and self.num_folds >= 2:
+      notes.append(f"{len(self.train_only)} class(es) with one clip train "
+                   "in every fold and are never validated: " +
+                   _some(self.train_only))
+    if self.partial:
+      notes.append(f"{len(self.partial)} class(es) have fewer clips than "
+                   f"the {self.num_folds} folds, so only some folds "
+                   "validate them: " + _some(self.partial))
+    return notes
+
+
+def _some(names: Sequence[str], count: int = 8) -> str:
+  shown = ", ".join(repr(n) for n in names[:count])
+  return shown + (f" and {len(names) - count} more" if len(names) > count
+                  else "")
+
+
+def plan_folds(labels: Sequence[str], num_folds: int) -> FoldPlan:
+  """The folds a label list allows: at most the largest class's size."""
+  if num_folds < 1:
+    raise ShardingError(f"--num_folds must be at least 1, not {num_folds}")
+  counts = collections.Counter(labels)
+  largest = max(counts.values()) if counts else 0
+  k = min(num_folds, largest)
+  return FoldPlan(
+      requested=num_folds, num_folds=k,
+      train_only=sorted(l for l, c in counts.items() if c == 1),
+      partial=sorted(l for l, c in counts.items() if 1 < c < k))
+
+
 def assign_folds(labels: Sequence[str], num_folds: int, seed: int):
-  """Stratified folds over clips in CSV order, as the reference [N] int."""
+  """Stratified folds over clips in CSV order, as the reference: [N] int
+  (fold -1: a clip of a one-clip class, in every fold's training), and the
+  FoldPlan. With no one-clip class and enough clips per class this is
+  sklearn's StratifiedKFold(num_folds, shuffle, seed) exactly."""
   from sklearn.model_selection import StratifiedKFold  # pylint: disable=g-import-not-at-top
   labels = np.asarray(labels)
-  if len(labels) < num_folds:
-    raise ShardingError(f"only {len(labels)} train clips for {num_folds} "
-                        "folds; lower --num_folds")
+  plan = plan_folds(labels.tolist(), num_folds)
   folds = np.full(len(labels), -1, np.int64)
-  splitter = StratifiedKFold(n_splits=num_folds, shuffle=True,
+  if plan.num_folds < 2:
+    return folds, plan
+  counts = collections.Counter(labels.tolist())
+  members = np.array([i for i, l in enumerate(labels) if counts[l] > 1])
+  splitter = StratifiedKFold(n_splits=plan.num_folds, shuffle=True,
                              random_state=seed)
-  for fold, (_, val) in enumerate(splitter.split(np.zeros(len(labels)),
-                                                 labels)):
-    folds[val] = fold
-  return folds
+  with warnings.catch_warnings():  # FoldPlan.warnings says it by name
+    warnings.simplefilter("ignore", UserWarning)
+    for fold, (_, val) in enumerate(splitter.split(
+        np.zeros(len(members)), labels[members])):
+      folds[members[val]] = fold
+  return folds, plan
 
 
 # ---------------------------------------------------------------------------
@@ -454,27 +460,27 @@ def write_shards(staged: Staged, pca_vectors: np.ndarray, folds: np.ndarray,
   return names, shards, [fold for _, fold in plan]
 
 
-def sha256_of(path: str) -> str:
-  digest = hashlib.sha256()
-  with tf.io.gfile.GFile(path, "rb") as f:
-    while True:
-      block = f.read(1 << 22)
-      if not block:
-        break
-      digest.update(block)
-  return digest.hexdigest()
-
-
 # ---------------------------------------------------------------------------
 # The run.
 
 
-def _fingerprint(options: Options, csv_bytes: bytes) -> str:
-  """What a resumed run must share with the run it resumes."""
+# Options used only after the features are staged: changing them on
+# --resume re-does the folds, the PCA fit and the shards, not the features.
+WRITE_OPTIONS = ("num_folds", "fold_seed", "pca_components", "shard_mb",
+                 "min_shards", "compression")
+
+
+def _fingerprint(options: Options, csv_bytes: bytes,
+                 stage: str = "write") -> str:
+  """What a resumed run must share with the run it resumes (stage
+  'extract': to reuse staged features; 'write': to keep written shards)."""
   keyed = dataclasses.asdict(options)
   for transient in ("num_workers", "resume", "overwrite", "keep_staging",
                     "progress"):
     keyed.pop(transient)
+  if stage == "extract":  # what the staged features depend on
+    for later in WRITE_OPTIONS:
+      keyed.pop(later)
   keyed["csv_sha256"] = hashlib.sha256(csv_bytes).hexdigest()
   keyed["version"] = tagger.__version__
   return hashlib.sha256(json.dumps(keyed, sort_keys=True,
@@ -487,7 +493,7 @@ def _owned_outputs(output_dir: str, split: str) -> List[str]:
               MANIFEST, LABELS, PCA_FILE, ERRORS, STAGING, STAGING + "/")]
 
 
-def prepare_output_dir(options: Options, fingerprint: str) -> str:
+def prepare_output_dir(options: Options, fingerprints: Dict[str, str]) -> str:
   """Checks what a previous run left; returns the staging directory."""
   out = options.output_dir
   staging = fileio.join(out, STAGING)
@@ -506,15 +512,73 @@ def prepare_output_dir(options: Options, fingerprint: str) -> str:
                         "finish it or --overwrite to start again")
   plan_path = fileio.join(staging, "plan.json")
   if fileio.exists(plan_path):
-    if fileio.read_json(plan_path)["fingerprint"] != fingerprint:
+    before = fileio.read_json(plan_path)
+    if before.get("extract") != fingerprints["extract"]:
       raise ShardingError(
-          f"{out}: cannot resume, the inputs or options differ from the "
-          "interrupted run's; pass --overwrite to start again")
+          f"{out}: cannot resume, the CSV, the feature parameters or the "
+          "options differ from the interrupted run's; pass --overwrite to "
+          "start again")
+    if before.get("write") != fingerprints["write"]:
+      shards = [n for n in fileio.listdir(out)
+                if n.startswith(f"{options.split}-")]
+      for name in shards:  # written under other folds / PCA / sizes
+        tf.io.gfile.remove(fileio.join(out, name))
+      logging.info("resuming with other fold, PCA or shard options: the "
+                   "staged features are reused, %d shard(s) are re-made",
+                   len(shards))
   fileio.makedirs(staging)
   fileio.remove_temp_files(staging)
   fileio.remove_temp_files(out)
-  fileio.write_json(plan_path, {"fingerprint": fingerprint})
+  fileio.write_json(plan_path, fingerprints)
   return staging
+
+
+def check_output_dir(path: str) -> None:
+  """The output folder can be made and written, before any work."""
+  if fileio.exists(path) and not tf.io.gfile.isdir(path):
+    raise ShardingError(f"--output_dir {path} is a file, not a folder")
+  try:
+    fileio.makedirs(path)
+    probe = fileio.temp_name(fileio.join(path, ".write-check"))
+    fileio.atomic_write_text(probe, "")
+    tf.io.gfile.remove(probe)
+  except (tf.errors.OpError, OSError) as e:
+    raise ShardingError(f"--output_dir {path} cannot be written "
+                        f"({getattr(e, 'message', None) or e})") from e
+
+
+_LOCKS = {}  # output dir -> open lock file, held until the process ends
+
+
+def lock_output_dir(path: str) -> None:
+  """One live run per output folder (local folders; an object store has
+  no locks). The lock dies with its process, so a killed run never leaves
+  a stale one."""
+  if "://" in path or path in _LOCKS:
+    return
+  import fcntl  # pylint: disable=g-import-not-at-top
+  lock_path = os.path.join(path, ".lock")
+  handle = open(lock_path, "a+", encoding="utf-8")  # pylint: disable=consider-using-with
+  try:
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError:
+    handle.seek(0)
+    owner = handle.read().strip() or "another process"
+    handle.close()
+    raise ShardingError(f"{path} is in use by a running make_tfrecords "
+                        f"({owner}); wait for it to end, or use another "
+                        "--output_dir") from None
+  handle.seek(0)
+  handle.truncate()
+  handle.write(f"pid {os.getpid()}")
+  handle.flush()
+  _LOCKS[path] = handle
+
+
+def release_output_dir(path: str) -> None:
+  handle = _LOCKS.pop(path, None)
+  if handle is not None:
+    handle.close()
 
 
 def _resolve_test_inputs(options: Options):
@@ -571,14 +635,37 @@ def make_tfrecords(options: Options) -> dict:
   usable, problems = check_rows(rows, options.split, vocabulary, options.csv)
   for p in problems:
     logging.warning("%s", p.reason)
-  fileio.makedirs(options.output_dir)
+  spaced = [l for l in vocabulary if " " in l]
+  if spaced:
+    logging.warning("%d label(s) hold spaces, which the Kaggle submission "
+                    "format (labels separated by spaces) cannot tell apart: "
+                    "%s; --probs_out of tools/score is unambiguous",
+                    len(spaced), _some(spaced))
+  if options.split == "train":  # from the CSV, before any audio is read
+    fold_plan = plan_folds([r.label for r in usable], options.num_folds)
+    for note in fold_plan.warnings():
+      logging.warning("%s (from the CSV)", note)
+  check_output_dir(options.output_dir)
+  lock_output_dir(options.output_dir)
+  try:
+    return _make_tfrecords_locked(options, started, vocabulary, usable,
+                                  problems, fit)
+  finally:
+    release_output_dir(options.output_dir)
+
+
+def _make_tfrecords_locked(options: Options, started: float, vocabulary,
+                           usable: List[Row], problems: List[Problem],
+                           fit) -> dict:
   manifest_path = fileio.join(options.output_dir, MANIFEST)
   if options.resume and not options.overwrite and fileio.exists(
       manifest_path):
     logging.info("%s is already complete; nothing to resume", manifest_path)
     return fileio.read_json(manifest_path)
-  staging = prepare_output_dir(
-      options, _fingerprint(options, fileio.read_bytes(options.csv)))
+  csv_bytes = fileio.read_bytes(options.csv)
+  staging = prepare_output_dir(options, {
+      "extract": _fingerprint(options, csv_bytes, "extract"),
+      "write": _fingerprint(options, csv_bytes, "write")})
 
   audio_seconds = extract_to_staging(usable, options, staging)
   extract_time = time.time() - started
@@ -595,10 +682,13 @@ def make_tfrecords(options: Options) -> dict:
   if options.split == "train":
     fit = pca_lib.fit_pca(staged.summary, options.pca_components)
     fit.save(fileio.join(options.output_dir, PCA_FILE))
-    folds = assign_folds([r.label for r in staged.rows], options.num_folds,
-                         options.fold_seed)
+    folds, fold_plan = assign_folds([r.label for r in staged.rows],
+                                    options.num_folds, options.fold_seed)
+    if clip_problems:  # clips were skipped: the classes may allow fewer
+      for note in fold_plan.warnings():
+        logging.warning("%s", note)
   else:
-    folds = np.full(len(staged.rows), -1, np.int64)
+    folds, fold_plan = np.full(len(staged.rows), -1, np.int64), None
   pca_vectors = fit.apply(staged.summary)
   pca_vectors[staged.empty] = 0.0
 
@@ -608,7 +698,7 @@ def make_tfrecords(options: Options) -> dict:
                            "\n".join(vocabulary) + "\n")
   manifest = build_manifest(options, staged, folds, vocabulary, fit, names,
                             shards, shard_folds, problems, started, audio_seconds,
-                            extract_time)
+                            extract_time, fold_plan)
   fileio.write_json(fileio.join(options.output_dir, MANIFEST), manifest)
   if not options.keep_staging:
     fileio.remove_tree(staging)
@@ -616,7 +706,8 @@ def make_tfrecords(options: Options) -> dict:
 
 
 def build_manifest(options, staged, folds, vocabulary, fit, names, shards,
-                   shard_folds, problems, started, audio_seconds, extract_time) -> dict:
+                   shard_folds, problems, started, audio_seconds, extract_time,
+                   fold_plan=None) -> dict:
   """Everything a reader of the shards needs to know, as JSON."""
   labels_written = [r.label for r, e in zip(staged.rows, staged.empty)
                     if not e]
@@ -630,7 +721,7 @@ def build_manifest(options, staged, folds, vocabulary, fit, names, shards,
     shard_entries.append({"file": name, "fold": int(fold),
                           "records": int(len(members)),
                           "bytes": int(tf.io.gfile.stat(path).length),
-                          "sha256": sha256_of(path)})
+                          "sha256": fileio.sha256(path)})
   params = options.params
   return {
       "tool": "tagger.make_tfrecords",
@@ -664,7 +755,10 @@ def build_manifest(options, staged, folds, vocabulary, fit, names, shards,
                   fit.explained_variance_ratio.sum()), 4),
               "fit_file": (PCA_FILE if options.split == "train" else
                            fileio.join(options.pca_from, PCA_FILE))},
-      "folds": ({"num_folds": options.num_folds, "seed": options.fold_seed}
+      "folds": ({"num_folds": fold_plan.num_folds,
+                 "requested": fold_plan.requested, "seed": options.fold_seed,
+                 "train_only_clips": int(np.sum(folds < 0)),
+                 "train_only_labels": fold_plan.train_only}
                 if options.split == "train" else None),
       "per_class_counts": {l: per_class.get(l, 0) for l in vocabulary}
                           if options.split == "train" else None,

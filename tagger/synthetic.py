@@ -79,7 +79,8 @@ def write_synthetic_shards(output_dir: str, num_records: int, *,
               label_name=labels[i % num_classes], fold=fold,
               manually_verified=int(i % 3 != 0), log_mel_db=mel, pca=pca))
       shards.append({"file": name, "fold": fold, "records": len(chunk),
-                     "bytes": tf.io.gfile.stat(path).length})
+                     "bytes": tf.io.gfile.stat(path).length,
+                     "sha256": fileio.sha256(path)})
   p25, p75 = np.percentile(lengths, [25, 75])
   manifest = {
       "tool": "tagger.synthetic", "record_format": records.RECORD_FORMAT,

@@ -16,7 +16,9 @@ pipeline's augment_batch on its device (placement 'device'), and applies
 gradients of the loss summed over its examples divided by the global batch.
 """
 
+import csv
 import dataclasses
+import io
 import json
 import math
 import os
@@ -76,6 +78,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.strategy = "auto"          # auto | mirrored | multi_worker | one_device
   c.precision = "auto"         # auto | float32 | mixed_float16 | ..bfloat16
   c.deterministic = False      # tf op determinism (slower; for tests)
+  c.verify_shards = True       # sha256 of every shard before training
   c.input = ml_collections.ConfigDict({
       f.name: f.default for f in dataclasses.fields(ip.InputConfig)
       if f.name != "seed"})
@@ -224,9 +227,32 @@ def _history_csv(rows) -> str:
 
 
 def _reset_optimizer(optimizer) -> None:
-  """A fresh Adam for a new phase: moments and step counter to zero."""
-  for variable in optimizer.variables:
-    variable.assign(tf.zeros(variable.shape, variable.dtype))
+  """A fresh Adam for a new phase: its moments and step counter to zero.
+
+  Under mixed_float16 the optimizer is a LossScaleOptimizer around the Adam;
+  its loss scale (and that scale's step counter) carry over: zeroing the
+  scale would turn every gradient into 0/0. The learning rate is set every
+  step, so it is left alone too.
+  """
+  inner = getattr(optimizer, "inner_optimizer", optimizer)
+  for variable in inner.variables:
+    if variable.path.rsplit("/", 1)[-1] != "learning_rate":
+      variable.assign(tf.zeros(variable.shape, variable.dtype))
+
+
+def loss_scale(optimizer) -> Optional[float]:
+  """The current dynamic loss scale (mixed_float16), else None."""
+  scale = getattr(optimizer, "dynamic_scale", None)
+  return None if scale is None else float(np.asarray(scale))
+
+
+def weights_fingerprint(model: keras.Model) -> str:
+  """A short hash of every weight: equal on workers whose weights are."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+  digest = hashlib.sha256()
+  for w in model.get_weights():
+    digest.update(np.ascontiguousarray(w).tobytes())
+  return digest.hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------
@@ -242,7 +268,9 @@ class FoldRun:
     self.model_dir = model_dir
     self.strategy = strategy
     self.chief = distribute.is_chief(strategy)
-    self.info = ip.load_data_info(data_dir)
+    self.info = ip.load_data_info(data_dir,
+                                  verify=bool(config.get("verify_shards",
+                                                         True)))
     self.fold = fold
     self.train_folds = ip.select_folds(self.info, fold, "train")
     self.val_folds = ip.select_folds(self.info, fold, "validation")
@@ -309,16 +337,23 @@ class FoldRun:
 
   def datasets(self, start_epoch: int):
     def train_fn(context):
-      return ip.train_dataset(self.info, self.train_folds, self.input,
-                              self.augment, start_epoch=start_epoch,
-                              input_context=context)
+      return ip.train_dataset(
+          self.info, self.train_folds, self.input, self.augment,
+          start_epoch=start_epoch, input_context=context,
+          max_steps_per_epoch=int(self.config.max_steps_per_epoch))
     self.train_data = self.strategy.distribute_datasets_from_function(
         train_fn)
     self.eval_data = None
     if self.val_folds:
-      self.eval_data = ip.eval_dataset(
-          self.info, self.val_folds, self.input, self.eval_lengths,
-          batch_size=int(self.config.eval_batch_size), seed=self.config.seed)
+      # Evaluation runs on every replica (and worker); every row carries
+      # its position, so each clip counts once wherever it ran.
+      def eval_fn(context):
+        return ip.eval_dataset(self.info, self.val_folds, self.input,
+                               self.eval_lengths,
+                               batch_size=int(self.config.eval_batch_size),
+                               seed=self.config.seed, input_context=context)
+      self.eval_data = self.strategy.distribute_datasets_from_function(
+          eval_fn)
 
   def compile_steps(self):
     model, optimizer, strategy = self.model, self.optimizer, self.strategy
@@ -352,31 +387,70 @@ class FoldRun:
       return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
 
     self.train_step = train_step
+
+    # Keras 3 BatchNormalization keeps one copy of its moving statistics per
+    # replica, each updated from that replica's slices only (aggregation
+    # NONE): the copies drift apart, and a checkpoint would keep replica 0's
+    # while evaluation on the replicas used all of them. Every epoch ends
+    # with each statistic set to its mean over the replicas (and workers).
+    statistics = [v.value for v in model.non_trainable_variables]
+
+    @tf.function
+    def sync_statistics():
+      local = strategy.run(lambda: [tf.identity(v) for v in statistics])
+      for variable, value in zip(statistics, local):
+        variable.assign(strategy.reduce(tf.distribute.ReduceOp.MEAN, value,
+                                        axis=None))
+
+    self.sync_statistics = (sync_statistics if self.replicas > 1
+                            else lambda: None)
     if self.eval_data is not None:
-      @tf.function(input_signature=[self.eval_data.element_spec])
-      def eval_step(batch):
-        self.traces["eval"] += 1
+      def replica_eval(batch):
         if device_augment:
           batch = ip.prepare_eval_batch(batch, self.info,
                                         self.augment.pad_mode)
         probs = model(model_lib.model_inputs(batch, self.stage2),
                       training=False)
-        return probs, batch[ip.TARGET]
+        # probs: [b, C] float32 (the head is float32 under mixed precision)
+        labels = tf.argmax(batch[ip.TARGET], axis=1)
+        # One gather (several in one function can pair up differently on
+        # different devices): [b, C + 2] = probs, label, row.
+        return tf.concat([tf.cast(probs, tf.float64),
+                          tf.cast(labels, tf.float64)[:, None],
+                          tf.cast(batch[ip.ROW], tf.float64)[:, None]], 1)
+
+      @tf.function(input_signature=[self.eval_data.element_spec])
+      def eval_step(batch):
+        self.traces["eval"] += 1
+        packed = strategy.gather(strategy.run(replica_eval, args=(batch,)),
+                                 axis=0)
+        return (tf.cast(packed[:, :-2], tf.float32),
+                tf.cast(packed[:, -2], tf.int64),
+                tf.cast(packed[:, -1], tf.int64))
       self.eval_step = eval_step
 
   # -- evaluation ------------------------------------------------------------
 
   def predict_validation(self):
-    """(probabilities [lengths, N, C], labels [N]) of the validation clips."""
-    probs, targets = [], []
+    """(probabilities [lengths, N, C], labels [N]) of the validation clips,
+    predicted on every replica (and worker), placed by each row's position.
+    Every clip must come back exactly once per length."""
+    n = self.info.num_records(self.val_folds)
+    total = len(self.eval_lengths) * n
+    probs = np.zeros((total, self.info.num_classes), np.float32)
+    labels = np.full(total, -1, np.int64)
+    seen = np.zeros(total, np.int64)
     for batch in self.eval_data:
-      p, t = self.eval_step(batch)
-      probs.append(p.numpy())
-      targets.append(t.numpy())
-    probs = np.concatenate(probs).reshape(len(self.eval_lengths), -1,
-                                          self.info.num_classes)
-    labels = np.concatenate(targets).argmax(axis=1)[:probs.shape[1]]
-    return probs, labels
+      p, label, row = (x.numpy() for x in self.eval_step(batch))
+      real = row >= 0
+      p, label, row = p[real], label[real], row[real]
+      probs[row], labels[row] = p, label
+      np.add.at(seen, row, 1)
+    if not np.all(seen == 1):
+      raise RuntimeError(  # a bug, not bad input: keep the traceback
+          f"evaluation saw {np.sum(seen == 0)} validation rows never and "
+          f"{np.sum(seen > 1)} more than once (of {total})")
+    return probs.reshape(len(self.eval_lengths), n, -1), labels[:n]
 
   def evaluate(self) -> dict:
     probs, labels = self.predict_validation()
@@ -494,6 +568,7 @@ class FoldRun:
                                                                 tf.float32)))
       state.step += 1
     train_loss = float(np.mean([l.numpy() for l in losses]))
+    self.sync_statistics()
     train_time = time.perf_counter() - started
     row = {"phase": PHASES[state.phase], "epoch": state.epoch,
            "lr": float(f"{self._phase_lr(state, self.steps_per_epoch - 1):.6g}"),
@@ -506,9 +581,27 @@ class FoldRun:
                   if not k.startswith("_")})
     row["seconds"] = round(time.perf_counter() - started, 2)
     if not np.isfinite(train_loss):
-      raise TrainError(f"training loss became {train_loss} at epoch "
-                       f"{state.epoch}; lower the learning rate")
+      raise TrainError(self._non_finite_message(state, losses, train_loss))
     return row
+
+  def _non_finite_message(self, state: RunState, losses, train_loss) -> str:
+    """What is known when the loss stops being finite."""
+    values = [float(l.numpy()) for l in losses]
+    first = next(i for i, v in enumerate(values) if not np.isfinite(v))
+    policy = keras.mixed_precision.global_policy().name
+    scale = loss_scale(self.optimizer)
+    text = (f"training loss became {train_loss} in {self.model_dir}: phase "
+            f"{PHASES[state.phase]}, epoch {state.epoch}, first at step "
+            f"{first + 1} of {len(values)} (the loss before it: "
+            f"{values[first - 1] if first else 'none this epoch'}), LR "
+            f"{self._phase_lr(state, first):g}, precision {policy}")
+    if scale is not None:
+      text += f", loss scale {scale:g}"
+      if scale < 1:
+        text += " (collapsed: the gradients overflow even unscaled)"
+    return text + (". Try a lower LR (--config.schedule.max_lr / "
+                   "fine_tune_lrs) or --precision=float32, then re-run to "
+                   "resume from the last finished epoch")
 
   def _agree(self, value: float) -> float:
     """The mean of value over all workers: every worker then takes the same
@@ -594,13 +687,17 @@ class FoldRun:
         if state.phase > 0:
           self._start_phase(state)
         self.log_batch_images(state.epoch)
-        if self.config.log_pairing and self.chief:
+        if self.config.log_pairing:
           self.write_pairing(state.epoch)
-      row = self.run_epoch(state, iterator)
+      try:
+        row = self.run_epoch(state, iterator)
+      except tf.errors.DataLossError as e:
+        raise ip.explain_data_loss(self.info.data_dir, self.info.manifest,
+                                   e) from e
       self.log_epoch(row, row["epoch"])
       if self._end_epoch(state, row):
         state.phase, state.phase_epoch = state.phase + 1, 0
-      elif self.config.log_pairing and self.chief:
+      elif self.config.log_pairing:
         self.write_pairing(state.epoch)
       self._checkpoint(state)
     return self.finish(state, copied)
@@ -616,16 +713,25 @@ class FoldRun:
                        overwrite=True)
 
   def write_pairing(self, epoch: int):
-    """This (chief's) input pipeline's pairing table of an epoch, laid out
-    as training reads it (per-replica batches)."""
-    context = tf.distribute.InputContext(self.num_pipelines, 0,
+    """This worker's input pipeline's pairing table of an epoch, laid out
+    as training reads it (per-replica batches): epoch-00000.csv from the
+    first pipeline, epoch-00000-worker{k}.csv from worker k's."""
+    worker = distribute.worker_index(self.strategy)
+    context = tf.distribute.InputContext(self.num_pipelines, worker,
                                          self.replicas)
-    table = ip.pairing_table(self.info, self.train_folds, self.input, epoch,
-                             input_context=context)
-    text = "primary,partner\n" + "".join(f"{a},{b}\n" for a, b in table)
+    table = ip.pairing_table(
+        self.info, self.train_folds, self.input, epoch,
+        input_context=context,
+        max_steps_per_epoch=int(self.config.max_steps_per_epoch))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["primary", "partner"])
+    writer.writerows(table)
+    text = buffer.getvalue()
     fileio.makedirs(fileio.join(self.model_dir, PAIRING))
     fileio.atomic_write_text(
-        fileio.join(self.model_dir, PAIRING, f"epoch-{epoch:05d}.csv"), text)
+        fileio.join(self.model_dir, PAIRING, f"epoch-{epoch:05d}"
+                    f"{f'-worker{worker}' if worker else ''}.csv"), text)
 
   def finish(self, state: RunState, copied) -> dict:
     best_path = fileio.join(self.model_dir, BEST)
@@ -640,8 +746,9 @@ class FoldRun:
     if copied:
       summary["initialised_from"] = {"path": self.config.model.init_from,
                                      "layers": copied}
+    if self.eval_data is not None:
+      result = self.evaluate()  # on every worker: it runs on all replicas
     if self.eval_data is not None and self.chief:
-      result = self.evaluate()
       matrix = metrics.confusion(result["_scores"], result["_labels"],
                                  self.info.num_classes)
       summary["best_model_validation"] = {
@@ -654,6 +761,8 @@ class FoldRun:
       with self.writer().as_default():
         tf.summary.image("confusion_matrix_best",
                          tf.io.decode_png(png)[None], step=state.epoch)
+    logging.info("final weights fingerprint %s (task %s)",
+                 weights_fingerprint(self.model), distribute.task_name())
     if self.chief:
       self.writer().flush()
       fileio.write_json(fileio.join(self.model_dir, SUMMARY), summary)
@@ -684,6 +793,10 @@ def train(config: ml_collections.ConfigDict, data_dir: str, model_dir: str,
   fold = str(config.fold)
   if fold == "all":
     info = ip.load_data_info(data_dir)
+    if not info.folds:
+      raise TrainError(f"{data_dir} has no fold to validate (every class has "
+                       "one clip); train on everything with --config.fold="
+                       "none")
     results = {}
     for k in info.folds:
       fold_config = ml_collections.ConfigDict(config.to_dict())

@@ -24,6 +24,20 @@ def _two_logical_cpus():
 
 _two_logical_cpus()
 
+_STRATEGY = []
+
+
+def two_cpu_strategy():
+  """One MirroredStrategy over the two logical CPUs for the whole session:
+  strategies made anew in one process reuse collective instance keys, and
+  a gather of one can then meet another's ('Shape mismatch in the
+  collective instance')."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if not _STRATEGY:
+    devices = tf.config.list_logical_devices("CPU")
+    _STRATEGY.append(tf.distribute.MirroredStrategy([d.name for d in devices]))
+  return _STRATEGY[0]
+
 
 def tone(seconds: float, freq: float = 440.0, sr: int = SR, amp=0.3,
          seed: int = 0) -> np.ndarray:

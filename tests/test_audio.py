@@ -10,7 +10,7 @@ from tagger import audio
                                          ("FLOAT", 0.0)])
 def test_wav_bit_depths_decode_to_the_same_waveform(params, subtype, tol):
   y = tone(0.2)
-  decoded, truncated = audio.decode_audio(wav_bytes(y, subtype=subtype),
+  decoded, truncated, _ = audio.decode_audio(wav_bytes(y, subtype=subtype),
                                           "a.wav", params)
   assert not truncated
   assert decoded.dtype == np.float32 and decoded.shape == y.shape
@@ -21,7 +21,7 @@ def test_wav_bit_depths_decode_to_the_same_waveform(params, subtype, tol):
                                          ("OGG", "VORBIS")])
 def test_flac_and_ogg(params, fmt, subtype):
   y = tone(0.5)
-  decoded, _ = audio.decode_audio(wav_bytes(y, subtype=subtype, fmt=fmt),
+  decoded, _, _ = audio.decode_audio(wav_bytes(y, subtype=subtype, fmt=fmt),
                                   "a." + fmt.lower(), params)
   assert decoded.shape == y.shape
   # Vorbis is lossy: compare energy, not samples.
@@ -30,7 +30,7 @@ def test_flac_and_ogg(params, fmt, subtype):
 
 def test_stereo_is_mixed_to_mono(params):
   left, right = tone(0.1, 440), tone(0.1, 660, seed=1)
-  decoded, _ = audio.decode_audio(
+  decoded, _, _ = audio.decode_audio(
       wav_bytes(np.stack([left, right], axis=1), subtype="FLOAT"), "s.wav",
       params)
   np.testing.assert_allclose(decoded, (left + right) / 2, atol=1e-6)
@@ -38,7 +38,7 @@ def test_stereo_is_mixed_to_mono(params):
 
 def test_other_rates_are_resampled_to_44100(params):
   y48 = tone(1.0, 1000, sr=48000)
-  decoded, _ = audio.decode_audio(wav_bytes(y48, sr=48000), "r.wav", params)
+  decoded, _, _ = audio.decode_audio(wav_bytes(y48, sr=48000), "r.wav", params)
   assert abs(decoded.size - SR) <= 2
   # The tone survives: its frequency is still 1 kHz.
   spectrum = np.abs(np.fft.rfft(decoded))
@@ -54,7 +54,7 @@ def test_errors_name_the_file(params):
 
 def test_truncated_wav_is_flagged(params):
   data = wav_bytes(tone(1.0))
-  decoded, truncated = audio.decode_audio(data[:len(data) // 2], "t.wav",
+  decoded, truncated, _ = audio.decode_audio(data[:len(data) // 2], "t.wav",
                                           params)
   assert truncated and 0 < decoded.size < SR
 

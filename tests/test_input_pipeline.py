@@ -11,6 +11,7 @@ import tensorflow as tf
 from tagger import input_pipeline as ip
 from tagger import records
 from tagger import synthetic
+from conftest import two_cpu_strategy  # pylint: disable=g-bad-import-order
 
 NUM_RECORDS, FOLDS, CLASSES, PCA = 240, 4, 6, 4
 
@@ -138,6 +139,30 @@ def test_validation_sees_every_clip_once_per_length(info):
   assert model_batch[records.LOG_MEL].shape[1:] == (64, 50, 1)
 
 
+def test_validation_on_replicas_gets_full_batches_and_every_clip_once(info):
+  """Per-replica batches for 2 pipelines x 2 replicas: all full, a count
+  that every replica of every step gets one of, each clip once (ROW)."""
+  val = ip.select_folds(info, 1, "validation")
+  n = info.num_records(val)
+  seen, counts, clip_at = collections.Counter(), [], {}
+  for pipeline in range(2):
+    context = tf.distribute.InputContext(2, pipeline, 4)
+    batches = list(ip.eval_dataset(info, val, CONFIG, (20, 50),
+                                   batch_size=12, input_context=context))
+    counts.append(len(batches))
+    for batch in batches:
+      assert batch[ip.ROW].shape == (3,)  # 12 / 4 replicas, always full
+      for row, i in zip(batch[ip.ROW].numpy(), ids(batch)):
+        if row >= 0:
+          seen[int(row)] += 1
+          clip_at[int(row)] = i
+  assert counts[0] == counts[1] and counts[0] % 2 == 0
+  assert set(seen) == set(range(2 * n)) and set(seen.values()) == {1}
+  assert [clip_at[r] for r in range(n)] == [clip_at[n + r] for r in range(n)]
+  assert {clip_at[r] for r in range(n)} == {
+      i for i in range(NUM_RECORDS) if fold_of(i) == 1}
+
+
 def test_model_batch_ranges_and_mixed_targets(info):
   batch = epoch_batches(info)[0]
   out = ip.augment_batch(batch, info, ip.AugmentConfig(mixup_alpha=0.5))
@@ -184,7 +209,7 @@ def test_host_placement_gives_the_device_placement_batches(info):
 def test_per_replica_batches_under_mirrored_strategy(info):
   devices = tf.config.list_logical_devices("CPU")
   assert len(devices) == 2, "conftest sets up two logical CPUs"
-  strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
+  strategy = two_cpu_strategy()
   folds = ip.select_folds(info, 1, "train")
   aug = ip.AugmentConfig()
   dist = strategy.distribute_datasets_from_function(

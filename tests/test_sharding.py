@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from conftest import tone, wav_bytes
 from tagger import records
+from tagger import parallel
 from tagger import sharding
 
 LABELS = {"low": 220.0, "mid": 880.0, "high": 3520.0}
@@ -254,7 +255,7 @@ def test_tool_rejects_stray_arguments_and_bad_csv(tmp_path):
 
 def test_worker_processes_do_not_import_tensorflow():
   from tagger import extract
-  results = list(sharding.ordered_parallel_map(
+  results = list(parallel.ordered_parallel_map(
       extract.heavy_modules_loaded, range(4), 2, extract.init_worker,
       (sharding.FeatureParams().to_dict(),)))
   assert results == [()] * 4

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -17,7 +18,7 @@ from tagger import distribute
 from tagger import model as model_lib
 from tagger import synthetic
 from tagger import trainer
-from conftest import tiny_config  # pylint: disable=g-bad-import-order
+from conftest import tiny_config, two_cpu_strategy  # pylint: disable=g-bad-import-order
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -50,11 +51,6 @@ def data_dir(tmp_path_factory):
       path, 96, num_classes=4, num_folds=3, pca_dim=6, median_frames=40,
       sigma=0.2, seed=1, learnable=True)
   return path
-
-
-def two_cpu_strategy():
-  devices = tf.config.list_logical_devices("CPU")
-  return tf.distribute.MirroredStrategy([d.name for d in devices])
 
 
 def test_loss_falls_under_mirrored_strategy_on_two_cpus(data_dir, tmp_path):
@@ -106,25 +102,80 @@ def test_stage2_starts_from_stage1_weights(data_dir, tmp_path):
       np.testing.assert_array_equal(a, b)
 
 
-def test_mixed_float16_step(data_dir, tmp_path):
+def test_mixed_float16_through_every_phase_on_two_replicas(data_dir,
+                                                           tmp_path):
+  """The GPU default (mixed_float16 + MirroredStrategy), with the full
+  augmentation, through the cyclic and both fine-tune phases: finite losses,
+  and the loss scale survives each phase's fresh optimizer."""
   keras.mixed_precision.set_global_policy("mixed_float16")
   try:
-    config = tiny_config(**{"input.batch_size": 4,
-                            "input.length_range": (32, 33),
-                            "input.length_quantum": 32})
+    config = tiny_config(**{"max_steps_per_epoch": 2,
+                            "schedule.fine_tune_max_epochs": 1,
+                            "augment.mixup_alpha": 1.0,
+                            "augment.erase_probability": 0.5,
+                            "augment.freq_masks": 1,
+                            "augment.time_masks": 1})
     run = trainer.FoldRun(config, data_dir, str(tmp_path / "mp"),
-                          tf.distribute.get_strategy(), 0)
+                          two_cpu_strategy(), 0)
+    summary = run.train()
+    assert isinstance(run.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert summary["precision"] == "mixed_float16"
+    history = open(tmp_path / "mp" / trainer.HISTORY).read().splitlines()
+    phases = [row.split(",")[0] for row in history[1:]]
+    assert phases == ["cyclic", "fine_tune_1", "fine_tune_2"], phases
+    for row in history[1:]:
+      assert all(np.isfinite(float(x)) for x in row.split(",")[2:7]), row
+    assert trainer.loss_scale(run.optimizer) >= 1.0
+    probs, _ = run.predict_validation()
+    assert probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=2), 1, atol=1e-3)
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def test_fresh_phase_keeps_the_loss_scale():
+  keras.mixed_precision.set_global_policy("mixed_float16")
+  try:
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    optimizer = keras.optimizers.LossScaleOptimizer(
+        keras.optimizers.Adam(1e-3))
+    optimizer.build(model.trainable_variables)
+    optimizer.inner_optimizer.iterations.assign(7)
+    for v in optimizer.inner_optimizer.variables:
+      if "momentum" in v.path:
+        v.assign(tf.ones(v.shape, v.dtype))
+    scale = trainer.loss_scale(optimizer)
+    trainer._reset_optimizer(optimizer)  # pylint: disable=protected-access
+    assert trainer.loss_scale(optimizer) == scale > 1
+    assert int(optimizer.inner_optimizer.iterations.numpy()) == 0
+    for v in optimizer.inner_optimizer.variables:
+      if "momentum" in v.path or "velocity" in v.path:
+        assert not np.any(v.numpy())
+    assert float(optimizer.inner_optimizer.learning_rate.numpy()) > 0
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def test_evaluation_on_replicas_counts_every_clip_once(data_dir, tmp_path):
+  """Validation split over 2 replicas equals validation on one device:
+  32 clips in per-replica batches of 7 leave a short batch per length, and
+  3 lengths x 5 batches an odd count (one padding batch)."""
+  keras.mixed_precision.set_global_policy("float32")
+  results = []
+  for strategy in (tf.distribute.get_strategy(), two_cpu_strategy()):
+    run = trainer.FoldRun(tiny_config(eval_batch_size=14,
+                                      **{"input.eval_lengths": (32, 48, 40)}),
+                          data_dir, str(tmp_path / "e"), strategy, 0)
+    assert run.info.num_records(run.val_folds) == 32
+    keras.utils.set_random_seed(3)
     run.build()
     run.datasets(0)
     run.compile_steps()
-    assert isinstance(run.optimizer, keras.optimizers.LossScaleOptimizer)
-    loss = run.train_step(next(iter(run.train_data)), tf.constant(1e-3))
-    assert np.isfinite(loss.numpy())
-    probs, _ = run.eval_step(next(iter(run.eval_data)))
-    assert probs.dtype == tf.float32
-    np.testing.assert_allclose(probs.numpy().sum(axis=1), 1, atol=1e-3)
-  finally:
-    keras.mixed_precision.set_global_policy("float32")
+    results.append(run.predict_validation())
+  (p1, l1), (p2, l2) = results
+  assert p1.shape == p2.shape == (3, 32, 4)
+  np.testing.assert_array_equal(l1, l2)
+  np.testing.assert_allclose(p1, p2, atol=1e-5)
 
 
 CONFIG_FILE = """
@@ -144,6 +195,7 @@ def get_config():
   config.schedule.early_stop_patience = 5
   config.tensorboard_images = 0
   config.eval_batch_size = 32
+  config.max_steps_per_epoch = 2
   return config
 """
 
@@ -164,15 +216,27 @@ def _comparable(model_dir):
   return [keep(r) for r in rows]
 
 
+# The GPU default: mixed_float16 on a MirroredStrategy (here 2 CPU replicas).
+GPU_LIKE = ("--precision=mixed_float16", "--strategy=mirrored",
+            "--cpu_replicas=2")
+
+
 def test_kill_and_resume_ends_where_an_uninterrupted_run_does(data_dir,
                                                               tmp_path):
+  """mixed_float16 on 2 replicas, killed in the first fine-tune phase."""
   config_path = tmp_path / "tiny.py"
   config_path.write_text(CONFIG_FILE)
   straight = str(tmp_path / "straight")
-  subprocess.run(train_command(config_path, data_dir, straight), check=True,
-                 cwd=REPO, env=_env(), capture_output=True)
+  result = subprocess.run(
+      train_command(config_path, data_dir, straight, *GPU_LIKE), cwd=REPO,
+      env=_env(), capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = json.load(open(os.path.join(straight, trainer.SUMMARY)))
+  assert summary["precision"] == "mixed_float16"
+  assert summary["strategy"] == "MirroredStrategy with 2 replica(s)"
   killed = str(tmp_path / "killed")
-  proc = subprocess.Popen(train_command(config_path, data_dir, killed),
+  proc = subprocess.Popen(train_command(config_path, data_dir, killed,
+                                        *GPU_LIKE),
                           cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
   state_path = os.path.join(killed, trainer.STATE)
@@ -190,7 +254,9 @@ def test_kill_and_resume_ends_where_an_uninterrupted_run_does(data_dir,
   proc.wait()
   state = json.load(open(state_path))
   assert 3 <= state["epoch"] < 6 and not state["done"]
-  result = subprocess.run(train_command(config_path, data_dir, killed),
+  assert state["phase"] == 1  # fine_tune_1: a fresh optimizer was made
+  result = subprocess.run(train_command(config_path, data_dir, killed,
+                                        *GPU_LIKE),
                           cwd=REPO, env=_env(), capture_output=True,
                           text=True)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -205,7 +271,8 @@ def test_kill_and_resume_ends_where_an_uninterrupted_run_does(data_dir,
   for x, y in zip(w1.get_weights(), w2.get_weights()):
     np.testing.assert_array_equal(x, y)
   # A finished run is not trained again.
-  again = subprocess.run(train_command(config_path, data_dir, killed),
+  again = subprocess.run(train_command(config_path, data_dir, killed,
+                                       *GPU_LIKE),
                          cwd=REPO, env=_env(), capture_output=True, text=True)
   assert again.returncode == 0 and "nothing to do" in again.stderr
 
@@ -227,7 +294,9 @@ def test_two_workers_with_multi_worker_mirrored_strategy(data_dir, tmp_path):
       "config.schedule.fine_tune_max_epochs = 0").replace(
           "config.schedule.cyclic_epochs = 2",
           "config.schedule.cyclic_epochs = 1\n"
-          "  config.max_steps_per_epoch = 3"))
+          "  config.log_pairing = True").replace(
+              "config.max_steps_per_epoch = 2",
+              "config.max_steps_per_epoch = 3"))
   cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
   model_dir = str(tmp_path / "mw")
   procs = []
@@ -246,6 +315,16 @@ def test_two_workers_with_multi_worker_mirrored_strategy(data_dir, tmp_path):
   assert summary["strategy"] == ("MultiWorkerMirroredStrategy with 2 "
                                  "replica(s)")
   assert summary["steps"] == 3
+  # Each worker read its own half: primaries of the two tables are disjoint.
+  tables = [os.path.join(model_dir, trainer.PAIRING, name) for name in
+            ("epoch-00000.csv", "epoch-00000-worker1.csv")]
+  primaries = [[row.split(",")[0] for row in open(t).read().split()[1:]]
+               for t in tables]
+  assert all(primaries) and not set(primaries[0]) & set(primaries[1])
+  # ...and both ended with the same weights.
+  prints = [re.findall(r"final weights fingerprint (\w+)", err)
+            for _, err in outputs]
+  assert len(prints[0]) == 1 and prints[0] == prints[1], prints
 
 
 def test_strategy_and_precision_choices():

@@ -20,4 +20,28 @@ def run_tool(main) -> None:
       name = os.path.basename(sys.argv[0]).replace(".py", "")
       raise SystemExit(f"{name}: {e}") from None
 
-  app.run(guarded)
+  app.run(guarded, flags_parser=_parse_flags)
+
+
+def _parse_flags(argv):
+  """absl's parser; a bad --config.* override (a mistyped key, a value of
+  the wrong type) ends the tool with one line instead of a traceback."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    # Whatever a flag or a config file's get_config raises while parsing.
+    name = os.path.basename(sys.argv[0]).replace(".py", "")
+    overrides = [a.split("=")[0] for a in argv[1:] if a.startswith(
+        "--config.")]
+    why = str(e)
+    if why[:1] in "'\"" and why[-1:] == why[:1]:  # a KeyError's repr
+      why = why[1:-1].replace("\\n", "\n").replace("\\'", "'")
+    if "Traceback (most recent call last)" in why:  # a config file raised
+      head, _, tail = why.partition("Traceback (most recent call last)")
+      why = head + tail.strip().splitlines()[-1]
+    why = " ".join(why.split())
+    where = ", ".join(overrides) if isinstance(e, AttributeError) and \
+        overrides else "flags"
+    raise SystemExit(f"{name}: bad {where}: {why} (--helpshort lists the "
+                     "flags)") from None

@@ -14,6 +14,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from tagger import distribute
 from tagger import trainer
 from tools import run_tool
 
@@ -24,12 +25,16 @@ flags.DEFINE_string("data_dir", "tfrecords/train", "Train shards.")
 flags.DEFINE_string("model_dir", None, "Where the run's outputs go.")
 flags.DEFINE_string("strategy", "", "Overrides config.strategy.")
 flags.DEFINE_string("precision", "", "Overrides config.precision.")
+flags.DEFINE_integer("cpu_replicas", 0, "Split the CPU into this many "
+                     "logical devices (with --strategy=mirrored: several "
+                     "replicas without a GPU, for tests and debugging).")
 flags.mark_flags_as_required(["config", "model_dir"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  distribute.split_cpu(FLAGS.cpu_replicas)
   strategy = trainer.setup(FLAGS.config, FLAGS.strategy, FLAGS.precision)
   summary = trainer.train(FLAGS.config, FLAGS.data_dir, FLAGS.model_dir,
                           strategy)

@@ -1,0 +1,139 @@
+"""Names from an untrusted CSV (or a folder listing) -> the bytes of the
+audio files they name, safely. Used by sharding and by scoring raw audio.
+
+A name must resolve to a regular file inside the audio folder: absolute
+names, '..' and symlinks that lead out of the folder are refused, and
+FIFOs, sockets, devices and directories are reported without being opened
+(a FIFO would block open() forever). Files larger than max_file_mb are
+refused before they are read. Each refusal is a reason naming the file;
+the caller reports it and skips or flags the clip.
+"""
+
+import os
+import stat
+from typing import Iterator, Optional, Sequence, Tuple
+
+import tensorflow as tf
+
+from tagger import extract
+from tagger import fileio
+
+MAX_FILE_MB = 2048.0  # a 2-hour 16-bit stereo WAV at 44.1 kHz is ~1.2 GB
+
+
+def _has_scheme(path: str) -> bool:
+  return "://" in path
+
+
+def _bad_name(name: str) -> Optional[str]:
+  """Why a CSV name cannot be a path inside the folder, or None."""
+  if not name:
+    return "empty file name"
+  if any(ord(c) < 32 or ord(c) == 127 for c in name):
+    return "file name holds control characters"
+  if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or \
+      _has_scheme(name):
+    return "absolute path or URL; names are relative to the audio folder"
+  if ".." in name.replace("\\", "/").split("/"):
+    return "'..' in the name leads out of the audio folder"
+  return None
+
+
+def resolve(audio_dir: str, name: str) -> Tuple[str, Optional[str]]:
+  """(path, None) for a usable file, or (path, reason) for one to refuse.
+
+  Local folders are checked with the file system (symlinks followed, file
+  type, size); remote ones (gs://, s3://) by the name's form only, since
+  object stores hold neither symlinks nor FIFOs.
+  """
+  path = fileio.join(audio_dir, name) if name else audio_dir
+  why = _bad_name(name)
+  if why:
+    return path, f"{path}: {why}"
+  if _has_scheme(audio_dir):
+    return path, None
+  root = os.path.realpath(audio_dir)
+  real = os.path.realpath(path)
+  if os.path.commonpath([root, real]) != root:
+    return path, (f"{path}: resolves to {real}, outside the audio folder "
+                  f"{root} (a symlink?); refused")
+  try:
+    info = os.stat(real)
+  except FileNotFoundError:
+    kind = "dangling symlink" if os.path.islink(path) else "audio file"
+    return path, f"{path}: {kind} not found"
+  except OSError as e:
+    return path, f"{path}: cannot read ({e.strerror})"
+  if not stat.S_ISREG(info.st_mode):
+    return path, f"{path}: not a regular file ({_kind(info.st_mode)}); refused"
+  return path, None
+
+
+def _kind(mode: int) -> str:
+  for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                     (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR,
+                                                   "a character device"),
+                     (stat.S_ISBLK, "a block device")):
+    if test(mode):
+      return name
+  return "not a file"
+
+
+def read_clip(path: str, max_file_mb: float = MAX_FILE_MB) -> bytes:
+  """The bytes of a resolved file. Local files are opened non-blocking and
+  checked again after opening (no race with a file swapped for a FIFO).
+
+  Raises:
+    OSError, tf.errors.OpError: with a reason naming the file.
+  """
+  limit = int(max_file_mb * 2**20)
+  if _has_scheme(path):
+    size = tf.io.gfile.stat(path).length
+    if size > limit:
+      raise OSError(f"{size / 2**20:.0f} MB, above the limit of "
+                    f"{max_file_mb:g} MB (--max_file_mb)")
+    return fileio.read_bytes(path)
+  fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+  try:
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+      raise OSError(f"not a regular file ({_kind(info.st_mode)})")
+    if info.st_size > limit:
+      raise OSError(f"{info.st_size / 2**20:.0f} MB, above the limit of "
+                    f"{max_file_mb:g} MB (--max_file_mb)")
+    with os.fdopen(fd, "rb", closefd=False) as f:
+      return f.read()
+  finally:
+    os.close(fd)
+
+
+def clip_tasks(rows: Sequence, audio_dir: str,
+               max_file_mb: float = MAX_FILE_MB) -> Iterator[
+                   extract.ClipTask]:
+  """A ClipTask per row (anything with .index and .fname), in order: the
+  file's bytes, or why there are none."""
+  for row in rows:
+    path, why = resolve(audio_dir, row.fname)
+    if why:
+      yield extract.ClipTask(row=row.index, name=path, data=None,
+                             read_error=why)
+      continue
+    try:
+      yield extract.ClipTask(row=row.index, name=path,
+                             data=read_clip(path, max_file_mb))
+    except tf.errors.NotFoundError:
+      yield extract.ClipTask(row=row.index, name=path, data=None,
+                             read_error=f"{path}: audio file not found")
+    except (tf.errors.OpError, OSError) as e:
+      reason = getattr(e, "strerror", None) or str(e)
+      yield extract.ClipTask(row=row.index, name=path, data=None,
+                             read_error=f"{path}: cannot read ({reason})")
+
+
+def list_folder(audio_dir: str) -> list:
+  """The file names of a folder (sorted; hidden files and subfolders
+  left out), for scoring every file of a folder."""
+  return sorted(n for n in fileio.listdir(audio_dir)
+                if not n.endswith("/") and not n.startswith(".") and
+                (_has_scheme(audio_dir) or
+                 not os.path.isdir(os.path.join(audio_dir, n))))

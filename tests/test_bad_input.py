@@ -1,0 +1,407 @@
+"""Untrusted input and faults: hostile CSV names, special files, quoting,
+small datasets, unusable output folders, damaged shards, config typos,
+dead parents, concurrent runs. Every case builds its bad input itself."""
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import tone, wav_bytes, write_dataset
+from tagger import clip_files
+from tagger import extract
+from tagger import input_pipeline as ip
+from tagger import score
+from tagger import sharding
+from tagger import synthetic
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _env():
+  return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO,
+          "CUDA_VISIBLE_DEVICES": ""}
+
+
+def _options(tmp_path, csv_path, audio_dir, **kw):
+  kw.setdefault("num_workers", 1)
+  kw.setdefault("num_folds", 2)
+  kw.setdefault("min_shards", 1)
+  kw.setdefault("progress", False)
+  return sharding.Options(csv=csv_path, audio_dir=audio_dir,
+                          output_dir=str(tmp_path / kw.pop("out", "out")),
+                          **kw)
+
+
+def _clip(i=0, seconds=0.5):
+  return wav_bytes(tone(seconds, 300.0 * (1 + i % 5), seed=i))
+
+
+def _write_csv(path, rows, header=("fname", "label")):
+  with open(path, "w", encoding="utf-8", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(header)
+    writer.writerows(rows)
+
+
+def _errors(out_dir):
+  with open(os.path.join(out_dir, sharding.ERRORS), encoding="utf-8") as f:
+    return {r["fname"]: r for r in csv.DictReader(f)}
+
+
+# ---------------------------------------------------------------------------
+# Names that lead out of the folder, and files that are not regular files.
+
+
+def _hostile_folder(tmp_path):
+  """An audio folder with good clips, and around it a secret WAV outside,
+  a symlink to it, a FIFO, a socket, a directory and a dangling link."""
+  root = tmp_path / "data"
+  audio = root / "audio"
+  audio.mkdir(parents=True)
+  secret = tmp_path / "secret.wav"
+  secret.write_bytes(_clip(9))
+  rows = []
+  for i in range(6):
+    name = f"ok{i}.wav"
+    (audio / name).write_bytes(_clip(i))
+    rows.append((name, "a" if i % 2 else "b"))
+  (audio / "link_out.wav").symlink_to(secret)
+  (audio / "link_in.wav").symlink_to(audio / "ok0.wav")  # inside: fine
+  (audio / "dangling.wav").symlink_to(audio / "gone.wav")
+  os.mkfifo(audio / "fifo.wav")
+  (audio / "subdir.wav").mkdir()
+  import socket  # pylint: disable=g-import-not-at-top
+  sock = socket.socket(socket.AF_UNIX)
+  sock.bind(str(audio / "sock.wav"))
+  hostile = [("../secret.wav", "a"), (str(secret), "a"),
+             ("../../../../../../../etc/hostname", "b"),
+             ("link_out.wav", "a"), ("fifo.wav", "b"), ("sock.wav", "a"),
+             ("subdir.wav", "b"), ("dangling.wav", "a"),
+             ("/dev/zero", "b"), ("ok1.wav/../../secret.wav", "a"),
+             ("link_in.wav", "a")]
+  return root, audio, rows, hostile, sock
+
+
+def test_hostile_names_and_special_files_are_refused_not_read(tmp_path):
+  root, audio, rows, hostile, sock = _hostile_folder(tmp_path)
+  try:
+    csv_path = str(root / "train.csv")
+    _write_csv(csv_path, rows + hostile)
+    # A subprocess with a timeout: a FIFO opened for reading would block.
+    out = str(tmp_path / "out")
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.make_tfrecords", f"--csv={csv_path}",
+         f"--audio_dir={audio}", f"--output_dir={out}", "--num_folds=2",
+         "--min_shards=1", "--num_workers=2", "--noprogress"],
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+  finally:
+    sock.close()
+  manifest = json.load(open(os.path.join(out, sharding.MANIFEST)))
+  assert manifest["num_records"] == 7  # 6 clips + the symlink inside
+  errors = _errors(out)
+  expected = {
+      "../secret.wav": "leads out of the audio folder",
+      str(tmp_path / "secret.wav"): "absolute path",
+      "../../../../../../../etc/hostname": "leads out of the audio folder",
+      "link_out.wav": "outside the audio folder",
+      "fifo.wav": "a FIFO", "sock.wav": "a socket",
+      "subdir.wav": "a directory", "dangling.wav": "dangling symlink",
+      "/dev/zero": "absolute path",
+      "ok1.wav/../../secret.wav": "leads out of the audio folder",
+  }
+  for name, why in expected.items():
+    assert name in errors, (name, sorted(errors))
+    assert why in errors[name]["reason"], errors[name]
+    assert errors[name]["action"] == "skipped"
+  assert "link_in.wav" not in errors
+
+
+def test_scoring_raw_audio_refuses_the_same_names(tmp_path):
+  _, audio, _, hostile, sock = _hostile_folder(tmp_path)
+  try:
+    rows = [sharding.Row(i, name, "", 1) for i, (name, _) in
+            enumerate(hostile)]
+    tasks = list(clip_files.clip_tasks(rows, str(audio)))
+  finally:
+    sock.close()
+  for (name, _), task in zip(hostile, tasks):
+    if name == "link_in.wav":
+      assert task.data is not None
+    else:
+      assert task.data is None and task.read_error, name
+
+
+def test_file_size_limit_is_checked_before_reading(tmp_path):
+  big = tmp_path / "big.wav"
+  big.write_bytes(_clip(0, seconds=2.0))
+  rows = [sharding.Row(0, "big.wav", "", 1)]
+  (task,) = clip_files.clip_tasks(rows, str(tmp_path), max_file_mb=0.01)
+  assert task.data is None and "above the limit" in task.read_error
+
+
+# ---------------------------------------------------------------------------
+# Quoting: names and labels with commas, quotes, non-ASCII; control chars.
+
+
+STRANGE = [("a,b.wav", 'dog, "big"'), ('say "hi".wav', "café"),
+           ("ünïcödé 音.wav", "dog, \"big\""), ("plain.wav", "café"),
+           ("x1.wav", "dog, \"big\""), ("x2.wav", "café")]
+
+
+def test_commas_quotes_and_non_ascii_round_trip(tmp_path):
+  root = tmp_path / "data"
+  audio = root / "audio"
+  audio.mkdir(parents=True)
+  for i, (name, _) in enumerate(STRANGE):
+    (audio / name).write_bytes(_clip(i))
+  bad_label = [("nl.wav", "two\nlines"), ("tab.wav", "tab\there")]
+  for name, _ in bad_label:
+    (audio / name).write_bytes(_clip(7))
+  csv_path = str(root / "train.csv")
+  _write_csv(csv_path, STRANGE + bad_label)
+  manifest = sharding.make_tfrecords(_options(tmp_path, csv_path,
+                                              str(audio)))
+  out = str(tmp_path / "out")
+  assert manifest["labels"] == ["café", 'dog, "big"']
+  lines = open(os.path.join(out, sharding.LABELS),
+               encoding="utf-8").read().splitlines()
+  assert lines == manifest["labels"]  # line i is label i
+  errors = _errors(out)
+  for name, _ in bad_label:
+    assert "control characters" in errors[name]["reason"]
+  # The submission and probabilities CSVs read back to the same values.
+  names = [n for n, _ in STRANGE] + ["new\nline.wav"]
+  labels = ['dog, "big"', "café", "a b"]
+  log_probs = np.log(np.array([[0.5, 0.3, 0.2]] * len(names)))
+  scores = score.Scores(names, log_probs, None,
+                        np.zeros(len(names), bool), labels)
+  back = list(csv.reader(io.StringIO(score.submission_csv(scores))))
+  assert back[0] == ["fname", "label"] and len(back) == len(names) + 1
+  assert [r[0] for r in back[1:]] == names
+  assert back[1][1] == 'dog, "big" café a b'
+  probs = list(csv.reader(io.StringIO(score.probabilities_csv(scores))))
+  assert probs[0] == ["fname"] + labels
+  assert [r[0] for r in probs[1:]] == names
+
+
+# ---------------------------------------------------------------------------
+# Small datasets: fewer clips per class than folds.
+
+
+def test_folds_follow_what_the_classes_allow():
+  labels = ["a"] * 3 + ["b"] * 3 + ["c"] * 2 + ["solo"]
+  folds, plan = sharding.assign_folds(labels, 10, seed=1)
+  assert plan.num_folds == 3 and plan.train_only == ["solo"]
+  assert plan.partial == ["c"]
+  assert folds[-1] == -1 and set(folds[:-1]) == {0, 1, 2}
+  for label in "ab":  # each fold validates one clip of each 3-clip class
+    assert sorted(folds[[i for i, l in enumerate(labels) if l == label]]
+                  ) == [0, 1, 2]
+  text = " ".join(plan.warnings())
+  assert "lowered to 3" in text and "'solo'" in text and "'c'" in text
+  # Enough clips: exactly sklearn's StratifiedKFold, no warning.
+  many = [l for l in "abcd" for _ in range(10)]
+  folds, plan = sharding.assign_folds(many, 5, seed=3)
+  from sklearn.model_selection import StratifiedKFold  # pylint: disable=g-import-not-at-top
+  expect = np.zeros(len(many), int)
+  for k, (_, val) in enumerate(StratifiedKFold(5, shuffle=True,
+                                               random_state=3).split(
+                                                   np.zeros(40), many)):
+    expect[val] = k
+  np.testing.assert_array_equal(folds, expect)
+  assert plan.warnings() == []
+
+
+def test_three_clips_a_class_shards_and_trains_every_fold(tmp_path):
+  clips = [(f"{l}{i}.wav", l, _clip(i + 3 * k)) for k, l in
+           enumerate(["x", "y", "z"]) for i in range(3)]
+  clips.append(("only.wav", "lonely", _clip(11)))
+  csv_path, audio = write_dataset(str(tmp_path), clips)
+  opts = _options(tmp_path, csv_path, audio, num_folds=10,
+                  keep_staging=True)
+  manifest = sharding.make_tfrecords(opts)
+  assert manifest["folds"]["num_folds"] == 3
+  assert manifest["folds"]["requested"] == 10
+  assert manifest["folds"]["train_only_labels"] == ["lonely"]
+  info = ip.load_data_info(opts.output_dir)
+  assert info.folds == (0, 1, 2)
+  for fold in info.folds:  # the one-clip class trains in every fold
+    assert -1 in ip.select_folds(info, fold, "train")
+  # Resuming with another fold count reuses the staged features.
+  os.remove(os.path.join(opts.output_dir, sharding.MANIFEST))
+  again = sharding.make_tfrecords(
+      sharding.Options(**{**opts.__dict__, "num_folds": 2, "resume": True}))
+  assert again["folds"]["num_folds"] == 2
+  assert sharding._fingerprint(opts, b"x", "extract") == (  # pylint: disable=protected-access
+      sharding._fingerprint(  # pylint: disable=protected-access
+          sharding.Options(**{**opts.__dict__, "num_folds": 2}), b"x",
+          "extract"))
+
+
+# ---------------------------------------------------------------------------
+# Output folders, locks, damaged shards, config typos.
+
+
+def test_output_dir_that_is_a_file_or_cannot_be_made(tmp_path):
+  csv_path, audio = write_dataset(str(tmp_path), [("a.wav", "a", _clip())])
+  afile = tmp_path / "afile"
+  afile.write_text("x")
+  with pytest.raises(sharding.ShardingError, match="is a file"):
+    sharding.make_tfrecords(sharding.Options(csv_path, audio, str(afile)))
+  with pytest.raises(sharding.ShardingError, match="cannot be written"):
+    sharding.make_tfrecords(sharding.Options(csv_path, audio,
+                                             str(afile / "below")))
+
+
+def test_a_live_run_holds_its_output_folder(tmp_path):
+  out = tmp_path / "out"
+  out.mkdir()
+  holder = subprocess.Popen(
+      [sys.executable, "-c", "import sys, time; from tagger import sharding;"
+       f" sharding.lock_output_dir({str(out)!r}); print('locked', flush=True);"
+       " time.sleep(120)"], cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+      text=True)
+  try:
+    assert holder.stdout.readline().strip() == "locked"
+    csv_path, audio = write_dataset(str(tmp_path), [("a.wav", "a", _clip())])
+    with pytest.raises(sharding.ShardingError,
+                       match=f"in use by a running make_tfrecords \\(pid "
+                             f"{holder.pid}\\)"):
+      sharding.make_tfrecords(sharding.Options(csv_path, audio, str(out)))
+  finally:
+    holder.kill()
+    holder.wait()
+  sharding.lock_output_dir(str(out))  # free again once the holder died
+  sharding.release_output_dir(str(out))
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("flip"))
+  synthetic.write_synthetic_shards(path, 48, num_classes=3, num_folds=2,
+                                   pca_dim=4, median_frames=40, seed=2)
+  return path
+
+
+def test_a_flipped_byte_is_named(shards, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  damaged = str(tmp_path / "damaged")
+  shutil.copytree(shards, damaged)
+  manifest = json.load(open(os.path.join(damaged, "manifest.json")))
+  victim = os.path.join(damaged, manifest["shards"][-1]["file"])
+  data = bytearray(open(victim, "rb").read())
+  data[len(data) // 2] ^= 0x40
+  open(victim, "wb").write(bytes(data))
+  ip.load_data_info(damaged)  # same size: the cheap check passes
+  with pytest.raises(ip.InputError, match=f"{victim}: sha256 differs"):
+    ip.load_data_info(damaged, verify=True)
+  # The tools check on open: training names the file, in one line.
+  result = subprocess.run(
+      [sys.executable, "-m", "tools.train", "--config=configs/demo.py:stage1",
+       f"--data_dir={damaged}", f"--model_dir={tmp_path / 'run'}"],
+      cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("train: ") and victim in last and "sha256" in last
+  assert "Traceback" not in result.stderr
+  # A reader's DataLossError (no file name) is explained with the file.
+  error = RuntimeError("corrupted record at 12")
+  named = ip.explain_data_loss(damaged, manifest, error)
+  assert isinstance(named, ip.InputError) and victim in str(named)
+  assert ip.explain_data_loss(shards, manifest, error) is error
+
+
+@pytest.mark.parametrize("flag,expect", [
+    ("--config.schedule.cyclic_epoch=2", 'Did you mean "cyclic_epochs"'),
+    ("--config.schedule.cyclic_epochs=abc", "invalid literal"),
+])
+def test_config_typos_end_in_one_line(shards, tmp_path, flag, expect):
+  result = subprocess.run(
+      [sys.executable, "-m", "tools.train", "--config=configs/demo.py:stage1",
+       f"--data_dir={shards}", f"--model_dir={tmp_path / 'run'}", flag],
+      cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1
+  lines = [l for l in result.stderr.strip().splitlines()
+           if not l.startswith("20") and "TensorRT" not in l]
+  assert len(lines) == 1 and expect in lines[0], result.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------
+# Dead parents, long clips.
+
+
+def _children(pid):
+  found = []
+  for entry in os.listdir("/proc"):
+    if entry.isdigit():
+      try:
+        fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+      except OSError:
+        continue
+      if int(fields[1]) == pid:
+        found.append(int(entry))
+  return found
+
+
+def _alive(pid):
+  try:
+    state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+  except OSError:
+    return False
+  return state != "Z"
+
+
+def test_workers_end_when_make_tfrecords_is_killed(tmp_path):
+  clips = [(f"c{i}.wav", "ab"[i % 2], _clip(i, seconds=4.0))
+           for i in range(120)]
+  csv_path, audio = write_dataset(str(tmp_path), clips)
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "tools.make_tfrecords", f"--csv={csv_path}",
+       f"--audio_dir={audio}", f"--output_dir={tmp_path / 'out'}",
+       "--num_workers=2", "--noprogress"], cwd=REPO, env=_env(),
+      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 120
+  workers = []
+  while time.time() < deadline and len(workers) < 2:
+    # the pool's workers (spawned via a resource tracker and the workers)
+    workers = [c for c in _children(proc.pid)
+               if "spawn_main" in open(f"/proc/{c}/cmdline").read()]
+    time.sleep(0.2)
+  assert len(workers) == 2, "the pool did not start"
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  deadline = time.time() + 20
+  while time.time() < deadline and any(_alive(w) for w in workers):
+    time.sleep(0.2)
+  assert not any(_alive(w) for w in workers)
+
+
+def test_long_clips_are_cut_and_reported(params):
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  short = dataclasses.replace(params, max_clip_seconds=1.0,
+                              summary_max_seconds=0.5)
+  task = extract.ClipTask(row=0, name="long.wav", data=_clip(0, seconds=3))
+  result = extract.extract_clip(task, short)
+  assert result.status == extract.CUT and "only the first 1 s" in \
+      result.reason
+  assert abs(result.duration_s - 1.0) < 0.01
+  assert result.summary.shape == (1133,) and np.all(np.isfinite(
+      result.summary))
+
+
+def test_log_mel_in_blocks_equals_one_block(params, monkeypatch):
+  from tagger import features  # pylint: disable=g-import-not-at-top
+  waveform = tone(3.0, 500.0)
+  whole = features.waveform_to_log_mel(waveform, params)
+  monkeypatch.setattr(features, "MEL_BLOCK_FRAMES", 37)
+  np.testing.assert_allclose(features.waveform_to_log_mel(waveform, params),
+                             whole, atol=1e-3)
