@@ -38,7 +38,7 @@ setuptools.setup(
         "ml-collections==1.1.0",
         "matplotlib==3.11.2",
     ],
-    extras_require={"test": ["pytest==9.2.0"]},
+    extras_require={"test": ["pytest==9.2.0", "moto[server]==5.2.5"]},
     entry_points={"console_scripts": [
         f"tagger-{name.replace('_', '-')}=tools.{name}:run" for name in TOOLS
     ]},

@@ -5,6 +5,7 @@ import glob
 import tempfile
 import threading
 import time
+from typing import Sequence
 
 import numpy as np
 
@@ -137,7 +138,8 @@ def _rate(iterator, step_fn, warmup: int, steps: int, batch: int) -> float:
 
 def benchmark_pipeline(data_dir: str = "", num_records: int = 4000,
                        batch_size: int = 64, warmup: int = 30,
-                       steps: int = 200, seed: int = 0) -> dict:
+                       steps: int = 200, seed: int = 0,
+                       pairings: Sequence[str] = ()) -> dict:
   """Training-input examples/s: host reading + pairing + bucketing, and the
   augmentation either in tf.data (host) or in a compiled step (device).
 
@@ -147,6 +149,8 @@ def benchmark_pipeline(data_dir: str = "", num_records: int = 4000,
 
   Without data_dir, writes num_records synthetic clips of realistic lengths
   (log-normal, median 5 s) to a temporary folder first (not timed).
+  pairings: also time the host side with each of these pairing modes
+  (pairing_<mode>_examples_per_sec, its start-up seconds and peak RSS).
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tagger import input_pipeline as ip  # pylint: disable=g-import-not-at-top
@@ -186,6 +190,16 @@ def benchmark_pipeline(data_dir: str = "", num_records: int = 4000,
           iter(ds), lambda b: b, warmup, steps, batch_size)
     results["host_only_peak_rss_mb"] = memory.peak_total_mb
     results["host_only_pipeline_mb"] = memory.peak_total_mb - before
+    for mode in pairings:
+      config = ip.InputConfig(batch_size=batch_size, seed=seed, pairing=mode)
+      started = time.perf_counter()
+      it = iter(ip.train_dataset(info, folds, config))
+      next(it)
+      results[f"pairing_{mode}_first_batch_s"] = time.perf_counter() - started
+      with PeakMemory() as memory:
+        results[f"pairing_{mode}_examples_per_sec"] = _rate(
+            it, lambda b: b, warmup, steps, batch_size)
+      results[f"pairing_{mode}_peak_rss_mb"] = memory.peak_total_mb
     for name, placement, aug in (("device_full", "device", full),
                                  ("device_no_augment", "device", plain),
                                  ("host_full", "host", full),

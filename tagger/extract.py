@@ -110,6 +110,11 @@ def init_worker(params_dict: dict) -> None:
   _worker_params = FeatureParams.from_dict(params_dict)
 
 
+def task_size(task: ClipTask) -> int:
+  """Bytes a task holds (for bounding what is read ahead)."""
+  return len(task.data or b"")
+
+
 def extract_in_worker(task: ClipTask) -> ClipFeatures:
   return extract_clip(task, _worker_params)
 

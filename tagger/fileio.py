@@ -1,6 +1,9 @@
 """File access through tf.io.gfile, so s3://, gs://, hdfs:// paths work.
 
-Every path to shards, manifests and model dirs goes through here. Writes are
+Every path to shards, manifests and model dirs goes through here. gs:// is
+built into TensorFlow; s3://, hdfs://, az:// and http(s):// come from
+tensorflow-io, whose file systems register only once it is imported: the
+first path with such a scheme imports it here. Writes are
 atomic: data goes to a temporary name beside the target, then is renamed, so
 a killed process never leaves a partial file under the final name.
 """
@@ -15,18 +18,39 @@ import numpy as np
 import tensorflow as tf
 
 TMP_MARK = ".tmp-"
+TFIO_SCHEMES = ("s3", "hdfs", "viewfs", "har", "az", "http", "https")
+_tfio_used = []
+
+
+def register_filesystem(path: str) -> str:
+  """Imports tensorflow_io when a path needs one of its file systems;
+  returns the path."""
+  scheme = path.split("://", 1)[0] if "://" in path else ""
+  if scheme in TFIO_SCHEMES and not _tfio_used:
+    import tensorflow_io  # pylint: disable=g-import-not-at-top,unused-import
+    _tfio_used.append(scheme)
+  return path
+
+
+def tfio_filesystem_used() -> bool:
+  """True once a tensorflow-io file system served a path. Its S3 client
+  aborts the process at interpreter exit (tensorflow/io#2039: 'pure
+  virtual method called', exit 134), so tools end such runs with
+  os._exit after everything is written (tools.run_tool)."""
+  return bool(_tfio_used)
 
 
 def join(*parts: str) -> str:
+  register_filesystem(parts[0])
   return os.path.join(*parts)  # tf.io.gfile paths use '/' on every scheme
 
 
 def exists(path: str) -> bool:
-  return tf.io.gfile.exists(path)
+  return tf.io.gfile.exists(register_filesystem(path))
 
 
 def makedirs(path: str) -> None:
-  tf.io.gfile.makedirs(path)
+  tf.io.gfile.makedirs(register_filesystem(path))
 
 
 def listdir(path: str) -> list:
@@ -34,7 +58,7 @@ def listdir(path: str) -> list:
 
 
 def read_bytes(path: str) -> bytes:
-  with tf.io.gfile.GFile(path, "rb") as f:
+  with tf.io.gfile.GFile(register_filesystem(path), "rb") as f:
     return f.read()
 
 
@@ -47,7 +71,7 @@ def temp_name(path: str) -> str:
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
-  tmp = temp_name(path)
+  tmp = temp_name(register_filesystem(path))
   with tf.io.gfile.GFile(tmp, "wb") as f:
     f.write(data)
   tf.io.gfile.rename(tmp, path, overwrite=True)

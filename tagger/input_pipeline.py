@@ -1,15 +1,32 @@
 """Shards -> paired, bucketed batches -> replicas: the training input.
 
-Host side (tf.data, `train_dataset`). Per epoch, two independent shuffled
-readers of the train folds' shards give the pairing table: position i of the
-primary order is mixed with position i of the partner order, so every clip is
-once a primary and once a partner per epoch, and partners come from anywhere
-in the set. Both streams are batched; each global batch gets one target
-length L drawn uniformly from the crop range and rounded to a quantum; each
-record is cut to a window of at most L frames straight from its raw bytes
+Host side (tf.data, `train_dataset`). Per epoch, the pairing table decides
+which clip is mixed with which: position i of the primary order is mixed
+with position i of the partner order, so every clip is once a primary and
+once a partner per epoch (but the n % batch left over). Where the partners
+come from depends on `InputConfig.pairing`:
+  global       the reference's table: the train records of this input
+               pipeline are held in host memory (read once, at start), and
+               every epoch draws two independent random orders of all of
+               them (the second over the same n - n % batch records as the
+               first); a partner can be any clip of the set.
+  block        reads the shards once per epoch in a seeded random order
+               (shards shuffled, interleaved, a shuffle buffer), cuts the
+               stream into blocks of pairing_block records and pairs each
+               block under two independent permutations: a partner comes
+               from the same block. Memory: a block, not the set.
+  independent  zips two independent shuffled readers of the shards (reads
+               twice): the partner order is independent of the primary's,
+               but each order is only as random as shard shuffling plus a
+               shuffle_buffer allows.
+  auto         (default) global when the records fit pairing_memory_mb,
+               else block.
+Both streams are batched; each global batch gets one target length L drawn
+uniformly from the crop range and rounded to a quantum; each record is cut
+to a window of at most L frames straight from its raw bytes
 (`records.parse_windows`: a clip longer than L gets a random window of L, a
-shorter one is shipped whole and zero-filled). So the host only reads, pairs,
-batches and cuts, and ships at most L frames per clip.
+shorter one is shipped whole and zero-filled). So the host only reads,
+pairs, batches and cuts, and ships at most L frames per clip.
 
 Device side (`augment_batch`, inside each replica's compiled step on its
 slice of the batch): crop/pad (random offset, 'symmetric' padding), shift and
@@ -34,7 +51,7 @@ from tagger import records
 
 MANIFEST = "manifest.json"
 PLACEMENTS = ("device", "host")
-PAIRINGS = ("block", "independent")
+PAIRINGS = ("auto", "global", "block", "independent")
 
 # Keys of a host batch (besides the record keys that records.py owns).
 SEED = "seed"            # int64 [b, 2]: per-row seeds; a slice uses its row 0
@@ -75,7 +92,9 @@ class InputConfig:
   eval_lengths: Optional[Tuple[int, ...]] = (263, 363, 463, 563, 663, 763)
   num_eval_lengths: int = 6            # when eval_lengths is None: spread
                                        # over the manifest's crop_range
-  pairing: str = "block"               # block (reads once) | independent
+  pairing: str = "auto"                # auto | global | block | independent
+  pairing_memory_mb: int = 2048        # 'auto': 'global' when the train
+                                       # records fit in this much host RAM
   pairing_block: int = 1024            # records paired together ('block')
   shuffle_buffer: int = 1024           # records per reader
   file_parallelism: int = 4            # shards read at once per reader
@@ -389,31 +408,78 @@ def _block_pairs(block: tf.Tensor, batch: int,
   return indices.map(lambda p, q: (block, p, q))
 
 
+_RECORDS_IN_MEMORY = {}  # (files, shard) -> lookup table of the records
+
+
+def records_in_memory(files: Sequence[str], info: DataInfo,
+                      shard: Optional[Tuple[int, int]]):
+  """(table, n): every record of the files (this pipeline's share) in a
+  host-side lookup table index -> serialized record, read once and kept for
+  the process (a table, not a constant: tf.data functions capture it by
+  handle, never by value)."""
+  key = (tuple(files), shard)
+  if key not in _RECORDS_IN_MEMORY:
+    # Called while tf.data traces the epoch function: read eagerly.
+    with tf.init_scope(), tf.device("/cpu:0"):
+      stream = tf.data.TFRecordDataset(list(files), info.compression,
+                                       buffer_size=8 << 20)
+      if shard is not None:
+        stream = stream.shard(*shard)
+      values = tf.concat(list(stream.batch(4096)), axis=0)
+      n = int(values.shape[0])
+      table = tf.lookup.StaticHashTable(
+          tf.lookup.KeyValueTensorInitializer(
+              tf.range(n, dtype=tf.int64), values), default_value="")
+    del values
+    _RECORDS_IN_MEMORY[key] = (table, n)
+  return _RECORDS_IN_MEMORY[key]
+
+
+def pairing_mode(info: DataInfo, folds, config: InputConfig,
+                 num_pipelines: int = 1) -> str:
+  """The pairing a config gets ('auto' resolved by the records' size)."""
+  if config.pairing not in PAIRINGS:
+    raise InputError(f"pairing must be one of {PAIRINGS}, not "
+                     f"{config.pairing!r}")
+  if config.pairing != "auto":
+    return config.pairing
+  size_mb = sum(int(s.get("bytes", 0)) for s in info.shards(folds)) / 2**20
+  fits = size_mb / max(num_pipelines, 1) <= config.pairing_memory_mb
+  return "global" if fits and not info.compression else "block"
+
+
 def _epoch_pairs(info: DataInfo, folds, config: InputConfig, epoch,
                  layout: _Layout) -> tf.data.Dataset:
-  """One epoch of (primary, partner) record batches: the pairing table.
-
-  'block' reads every record once: records come in a seeded random order
-  (shards shuffled, interleaved, a shuffle buffer), are cut into blocks of
-  pairing_block, and each block is paired under two independent
-  permutations, so partners come from anywhere in the block. 'independent'
-  zips two readers of the shards with different seeds: the reference's two
-  independent orders over the whole set, at twice the reading.
-  """
+  """One epoch of (primary, partner) record batches: the pairing table
+  (the module docstring says what each pairing mode does)."""
   files = info.files(folds)
   shard = ((layout.num_pipelines, layout.pipeline_id)
            if layout.num_pipelines > 1 else None)
   base = tf.cast(config.seed, tf.int64) * 1_000_003 + tf.cast(
       epoch, tf.int64) * 4
   b = layout.per_replica_batch
-  if config.pairing == "independent":
+  mode = pairing_mode(info, folds, config, layout.num_pipelines)
+  if mode == "global":
+    table, n = records_in_memory(files, info, shard)
+    used = n // b * b
+    key = tf.stack([base + 1, 0])
+    primary = _permutation(n, key)[:used]
+    # An independent order of the same records: each once a partner.
+    partner = tf.gather(primary, _permutation(used, key + [0, 1]))
+    pairs = tf.data.Dataset.from_tensor_slices(
+        (tf.reshape(primary, [-1, b]), tf.reshape(partner, [-1, b])))
+    pairs = pairs.map(
+        lambda p, q: (table.lookup(tf.cast(p, tf.int64)),
+                      table.lookup(tf.cast(q, tf.int64))),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  elif mode == "independent":
     primary = _shuffled_records(files, info, config, base, shard)
     partner = _shuffled_records(files, info, config, base + 2, shard)
     # prefetch: each reader shuffles and batches in its own thread.
     pairs = tf.data.Dataset.zip(
         primary.batch(b, drop_remainder=True).prefetch(2),
         partner.batch(b, drop_remainder=True).prefetch(2))
-  elif config.pairing == "block":
+  else:  # block
     block = max(b, config.pairing_block // b * b)
     # prefetch(1): the next block is read while this one is consumed.
     pairs = _shuffled_records(files, info, config, base, shard).batch(
@@ -424,9 +490,6 @@ def _epoch_pairs(info: DataInfo, folds, config: InputConfig, epoch,
     pairs = pairs.map(lambda block_, p, q: (tf.gather(block_, p),
                                             tf.gather(block_, q)),
                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  else:
-    raise InputError(f"pairing must be one of {PAIRINGS}, not "
-                     f"{config.pairing!r}")
   return pairs.take(layout.steps)
 
 

@@ -59,12 +59,16 @@ def _start_worker(parent_pid: int, initializer, initargs) -> None:
 
 def ordered_parallel_map(fn: Callable, items: Iterator, num_workers: int,
                          initializer: Callable, initargs: tuple,
-                         in_flight_per_worker: int = 2) -> Iterator:
+                         in_flight_per_worker: int = 2,
+                         size: Callable = lambda item: 0,
+                         max_in_flight_size: int = 1 << 30) -> Iterator:
   """fn over items in worker processes, results in input order.
 
-  At most in_flight_per_worker tasks per worker are submitted at once, so
-  what is read ahead (clip bytes) stays bounded whatever the dataset size.
-  fn, initializer and the items must be picklable.
+  Tasks are submitted while fewer than in_flight_per_worker per worker are
+  pending and their total size(item) (clip bytes) is under
+  max_in_flight_size (one task always goes), so what is read ahead stays
+  bounded whatever the dataset and its files' sizes. fn, initializer and
+  the items must be picklable.
   """
   initializer(*initargs)  # also in this process, for the inline path
   if num_workers <= 1:
@@ -74,13 +78,15 @@ def ordered_parallel_map(fn: Callable, items: Iterator, num_workers: int,
   with _workers_skip_main_module(), concurrent.futures.ProcessPoolExecutor(
       num_workers, mp_context=context, initializer=_start_worker,
       initargs=(os.getpid(), initializer, initargs)) as pool:
-    pending = collections.deque()
+    pending = collections.deque()  # (future, size)
     for item in items:
-      pending.append(pool.submit(fn, item))
-      if len(pending) >= in_flight_per_worker * num_workers:
-        yield pending.popleft().result()
+      pending.append((pool.submit(fn, item), size(item)))
+      while pending and (
+          len(pending) >= in_flight_per_worker * num_workers or
+          sum(s for _, s in pending) >= max_in_flight_size):
+        yield pending.popleft()[0].result()
     while pending:
-      yield pending.popleft().result()
+      yield pending.popleft()[0].result()
 
 
 @contextlib.contextmanager

@@ -58,7 +58,7 @@ def find_model_dirs(pattern: str) -> List[str]:
     part = part.strip()
     if not part:
       continue
-    matches = tf.io.gfile.glob(part) or []
+    matches = tf.io.gfile.glob(fileio.register_filesystem(part)) or []
     found += [m for m in matches
               if fileio.exists(fileio.join(m, trainer.BEST))]
   found = sorted(set(found))
@@ -295,7 +295,7 @@ def audio_records(audio_dir: str, model_dir: str, num_workers: int = 0,
       extract.extract_in_worker,
       clip_files.clip_tasks(rows, audio_dir, max_file_mb),
       num_workers or os.cpu_count() or 1, extract.init_worker,
-      (params.to_dict(),))
+      (params.to_dict(),), size=extract.task_size)
   serialized = []
   bar = parallel.progress_bar(len(rows), unit="file")
   for row, result in zip(rows, results):

@@ -214,7 +214,8 @@ def extract_to_staging(rows: Sequence[Row], options: Options,
   results_iter = parallel.ordered_parallel_map(
       extract.extract_in_worker,
       clip_files.clip_tasks(todo_rows, options.audio_dir, options.max_file_mb),
-      num_workers, extract.init_worker, (options.params.to_dict(),))
+      num_workers, extract.init_worker, (options.params.to_dict(),),
+      size=extract.task_size)
   audio_seconds = 0.0
   start = time.time()
   with parallel.progress_bar(len(rows), done_clips, options.progress) as bar:

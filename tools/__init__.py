@@ -14,13 +14,32 @@ def run_tool(main) -> None:
 
   def guarded(argv):
     try:
-      return main(argv)
+      result = main(argv)
     except errors.UserError as e:
       logging.error("%s", e)
       name = os.path.basename(sys.argv[0]).replace(".py", "")
-      raise SystemExit(f"{name}: {e}") from None
+      _exit(f"{name}: {e}", 1)
+    _exit("", 0)
+    return result
 
   app.run(guarded, flags_parser=_parse_flags)
+
+
+def _exit(message: str, status: int) -> None:
+  """SystemExit, or, once a tensorflow-io file system (s3://) was used,
+  os._exit after flushing: its S3 client aborts at interpreter exit
+  (tensorflow/io#2039), which would turn a finished run into exit 134."""
+  from tagger import fileio  # pylint: disable=g-import-not-at-top
+  if not fileio.tfio_filesystem_used():
+    if message or status:
+      raise SystemExit(message or status) from None
+    return
+  if message:
+    print(message, file=sys.stderr)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  logging.flush()
+  os._exit(status)  # pylint: disable=protected-access
 
 
 def _parse_flags(argv):

@@ -27,6 +27,8 @@ flags.DEFINE_integer("num_records", 4000, "Synthetic clips to make.")
 flags.DEFINE_integer("batch_size", 64, "Global batch.")
 flags.DEFINE_integer("warmup", 30, "Batches before timing.")
 flags.DEFINE_integer("steps", 200, "Timed batches.")
+flags.DEFINE_list("pairings", [], "Also time the host side with each of "
+                  "these pairing modes (global, block, independent).")
 
 
 def main(argv):
@@ -34,13 +36,18 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   r = benchmarks.benchmark_pipeline(FLAGS.data_dir, FLAGS.num_records,
                                     FLAGS.batch_size, FLAGS.warmup,
-                                    FLAGS.steps)
+                                    FLAGS.steps, pairings=FLAGS.pairings)
   print(f"{r['records']} train records, mean {r['mean_frames']:.0f} frames, "
         f"target lengths in {r['length_range']}")
   print(f"host side of placement 'device' (read, pair, bucket, window): "
         f"{r['host_only_examples_per_sec']:.0f} examples/s, peak RSS "
         f"{r['host_only_peak_rss_mb']:.0f} MB (+{r['host_only_pipeline_mb']:.0f}"
         " MB while the pipeline ran)")
+  for mode in FLAGS.pairings:
+    print(f"pairing {mode:>11}: {r[f'pairing_{mode}_examples_per_sec']:8.0f} "
+          f"examples/s host side, first batch after "
+          f"{r[f'pairing_{mode}_first_batch_s']:.1f} s, peak RSS "
+          f"{r[f'pairing_{mode}_peak_rss_mb']:.0f} MB")
   for name in ("device_full", "device_no_augment", "host_full",
                "host_no_augment"):
     print(f"{name:>18}: {r[name + '_examples_per_sec']:8.0f} examples/s, "
