@@ -371,6 +371,20 @@ def evaluate(scores: Scores, truth: Dict[str, str]) -> dict:
           "without_label": missing}
 
 
+def check_writable(flag: str, path: str) -> None:
+  """The output's folder exists (made if need be) and takes a file."""
+  folder = os.path.dirname(path)
+  try:
+    if folder and "://" not in folder:  # object stores have no folders
+      fileio.makedirs(folder)
+    probe = fileio.temp_name(path)
+    fileio.atomic_write_text(probe, "write check\n")
+    tf.io.gfile.remove(probe)
+  except (tf.errors.OpError, OSError) as e:
+    raise ScoreError(f"{flag}: cannot write {path} "
+                     f"({getattr(e, 'message', None) or e})") from e
+
+
 def score(*, model_dirs: str, output: str, data_dir: str = "",
           audio_dir: str = "", audio_csv: str = "",
           lengths: Optional[Sequence[int]] = None,
@@ -386,6 +400,11 @@ def score(*, model_dirs: str, output: str, data_dir: str = "",
   for flag, path in (("--labels_csv", labels_csv), ("--audio_csv", audio_csv)):
     if path and not fileio.exists(path):  # before hours of scoring
       raise ScoreError(f"{flag}: {path} not found")
+  for flag, path in (("--output", output), ("--probs_out", probs_out),
+                     ("--embeddings_out", embeddings_out),
+                     ("--confusion_png", confusion_png)):
+    if path:
+      check_writable(flag, path)
   strategy = distribute.make_strategy(strategy_name)
   dirs = find_model_dirs(model_dirs)
   logging.info("scoring with %d model(s): %s", len(dirs), ", ".join(dirs))

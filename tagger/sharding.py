@@ -384,7 +384,8 @@ def plan_shards(record_bytes: np.ndarray, shard_mb: float,
   count = min(count, len(record_bytes))
   ends = np.cumsum(record_bytes)
   cuts = np.searchsorted(ends, total * np.arange(1, count) / count)
-  return [s for s in np.split(np.arange(len(record_bytes)), cuts)]
+  # Uneven record sizes can put two cuts at one place: no empty shards.
+  return [s for s in np.split(np.arange(len(record_bytes)), cuts) if len(s)]
 
 
 def plan_fold_shards(record_bytes: np.ndarray, folds: np.ndarray,
@@ -541,7 +542,7 @@ def check_output_dir(path: str) -> None:
   try:
     fileio.makedirs(path)
     probe = fileio.temp_name(fileio.join(path, ".write-check"))
-    fileio.atomic_write_text(probe, "")
+    fileio.atomic_write_text(probe, "write check\n")
     tf.io.gfile.remove(probe)
   except (tf.errors.OpError, OSError) as e:
     raise ShardingError(f"--output_dir {path} cannot be written "

@@ -644,6 +644,10 @@ class FoldRun:
     return stop or state.phase_epoch >= self._phase_length(state.phase)
 
   def train(self) -> dict:
+    if fileio.exists(self.model_dir) and not tf.io.gfile.isdir(
+        self.model_dir):
+      raise TrainError(f"--model_dir {self.model_dir} is a file, not a "
+                       "folder")
     fileio.makedirs(self.model_dir)
     config_path = fileio.join(self.model_dir, CONFIG)
     config_text = _config_json(self.config)

@@ -19,10 +19,24 @@ def run_tool(main) -> None:
       logging.error("%s", e)
       name = os.path.basename(sys.argv[0]).replace(".py", "")
       _exit(f"{name}: {e}", 1)
+    except (OSError, *_file_errors()) as e:
+      # A path the user gave that cannot be read or written: one line.
+      logging.exception("file error")
+      name = os.path.basename(sys.argv[0]).replace(".py", "")
+      why = getattr(e, "message", None) or str(e)
+      _exit(f"{name}: {why}", 1)
     _exit("", 0)
     return result
 
   app.run(guarded, flags_parser=_parse_flags)
+
+
+def _file_errors() -> tuple:
+  """TensorFlow's errors for paths that are missing, not directories or
+  not permitted (tf.io.gfile raises these, not OSError)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return (tf.errors.NotFoundError, tf.errors.PermissionDeniedError,
+          tf.errors.FailedPreconditionError, tf.errors.AlreadyExistsError)
 
 
 def _exit(message: str, status: int) -> None:
