@@ -4,4 +4,12 @@ Importing the package is cheap: modules that need TensorFlow import it
 themselves, so feature-extraction worker processes never load it.
 """
 
-__version__ = "0.2.0"
+import os
+
+# TensorFlow's C++ info and warning lines (CUDA stubs, "Local rendezvous is
+# aborting with status: OUT_OF_RANGE" at the end of every distributed
+# evaluation, ...) drown the tools' own output; errors still show. Set
+# TF_CPP_MIN_LOG_LEVEL=0 to see them all.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.3.0"
