@@ -127,15 +127,16 @@ def make_clip(class_index: int, rng, spec: DemoSpec) -> np.ndarray:
                          np.zeros(tail)]).astype(np.float32)
 
 
-def _wav_bytes(waveform: np.ndarray) -> bytes:
+def wav_bytes(waveform: np.ndarray, rate: int = SAMPLE_RATE) -> bytes:
+  """16-bit PCM WAV bytes of a float waveform in [-1, 1] (clipped)."""
   import soundfile as sf  # pylint: disable=g-import-not-at-top
   buffer = io.BytesIO()
-  sf.write(buffer, np.clip(waveform, -1, 1), SAMPLE_RATE, subtype="PCM_16",
+  sf.write(buffer, np.clip(waveform, -1, 1), rate, subtype="PCM_16",
            format="WAV")
   return buffer.getvalue()
 
 
-def _write_csv(path: str, header: List[str], rows: List[list]) -> None:
+def write_csv(path: str, header: List[str], rows: List[list]) -> None:
   with open(path, "w", newline="", encoding="utf-8") as f:
     writer = csv.writer(f, lineterminator="\n")
     writer.writerow(header)
@@ -165,23 +166,23 @@ def make_demo_data(output_dir: str, spec: DemoSpec = DemoSpec()) -> dict:
     for k in classes:
       fname = next(fnames)
       with open(os.path.join(audio_dir, fname), "wb") as f:
-        f.write(_wav_bytes(make_clip(int(k), rng, spec)))
+        f.write(wav_bytes(make_clip(int(k), rng, spec)))
       rows.append([fname, FSD_KAGGLE_2018_LABELS[k],
                    int(rng.uniform() < 0.6)])
     if split == "train":
-      _write_csv(os.path.join(output_dir, "train.csv"),
+      write_csv(os.path.join(output_dir, "train.csv"),
                  ["fname", "label", "manually_verified"], rows)
     else:
       # As in the real set, one test file holds no audio at all.
       empty = next(fnames)
       with open(os.path.join(audio_dir, empty), "wb") as f:
-        f.write(_wav_bytes(np.zeros(0, np.float32)))
+        f.write(wav_bytes(np.zeros(0, np.float32)))
       rows.append([empty, FSD_KAGGLE_2018_LABELS[int(rng.integers(
           num_classes))], 1])
       placeholder = " ".join(FSD_KAGGLE_2018_LABELS[:3])
-      _write_csv(os.path.join(output_dir, "sample_submission.csv"),
+      write_csv(os.path.join(output_dir, "sample_submission.csv"),
                  ["fname", "label"], [[r[0], placeholder] for r in rows])
-      _write_csv(os.path.join(output_dir, "test_labels.csv"),
+      write_csv(os.path.join(output_dir, "test_labels.csv"),
                  ["fname", "label"], [[r[0], r[1]] for r in rows])
     counts[split] = len(rows)
   return counts

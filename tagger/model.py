@@ -52,9 +52,18 @@ def _imagenet_weights(path: str) -> str:
 
 def build_model(num_classes: int, pca_dim: int = 0, *, num_mels: int = 64,
                 backbone_weights: str = "none",
-                bn_momentum: Optional[float] = None) -> keras.Model:
+                bn_momentum: Optional[float] = None,
+                pca_head: bool = False, alpha: float = 1.0) -> keras.Model:
   """Stage 1 when pca_dim == 0, else stage 2. Inputs: dict log_mel
-  [B, num_mels, T, 1] (T free) and, for stage 2, pca [B, pca_dim]."""
+  [B, num_mels, T, 1] (T free) and, for stage 2, pca [B, pca_dim].
+
+  pca_head (stage 2, not in the reference): a linear path from the
+  normalised PCA vector straight to the logits, added to the network's
+  (zero-initialised, so training starts from the network alone). The
+  network can then be at least a logistic regression on the PCA vectors,
+  which on small datasets it otherwise is not (BUILD.md, "Quality on
+  recorded sounds"). alpha: MobileNetV2's width (the reference: 1.0;
+  ImageNet weights exist for 0.35, 0.5, 0.75, 1.0, 1.3, 1.4)."""
   log_mel = keras.Input((num_mels, None, 1), name=records.LOG_MEL)
   x = keras.layers.BatchNormalization(name="mel_bn")(log_mel)
   x = keras.layers.Conv2D(10, 1, activation="relu", name="mel_conv10")(x)
@@ -64,7 +73,7 @@ def build_model(num_classes: int, pca_dim: int = 0, *, num_mels: int = 64,
   if backbone_weights not in ("", "none", None):
     weights = _imagenet_weights(backbone_weights)
   backbone = keras.applications.MobileNetV2(
-      input_shape=(None, None, 3), alpha=1.0, include_top=False,
+      input_shape=(None, None, 3), alpha=float(alpha), include_top=False,
       weights=weights)
   backbone.name = BACKBONE
   x = backbone(x)
@@ -79,8 +88,19 @@ def build_model(num_classes: int, pca_dim: int = 0, *, num_mels: int = 64,
   x = keras.layers.BatchNormalization(name="fc1536_bn")(x)
   x = keras.layers.Dense(384, activation="relu", name="fc384")(x)
   x = keras.layers.BatchNormalization(name="fc384_bn")(x)
-  probs = keras.layers.Dense(num_classes, activation="softmax",
-                             dtype="float32", name="probs")(x)
+  if pca_dim and pca_head:
+    logits = keras.layers.Dense(num_classes, dtype="float32",
+                                name="probs")(x)
+    linear = keras.layers.Dense(num_classes, dtype="float32",
+                                kernel_initializer="zeros",
+                                name="pca_logits")(p)
+    logits = keras.layers.Add(name="logits", dtype="float32")([logits,
+                                                               linear])
+    probs = keras.layers.Activation("softmax", dtype="float32",
+                                    name="softmax")(logits)
+  else:
+    probs = keras.layers.Dense(num_classes, activation="softmax",
+                               dtype="float32", name="probs")(x)
   model = keras.Model(inputs, probs,
                       name=f"tagger_stage{2 if pca_dim else 1}")
   if bn_momentum is not None:

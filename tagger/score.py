@@ -75,9 +75,11 @@ def load_model(model_dir: str) -> LoadedModel:
                      "by this tagger's tools/train")
   data = fileio.read_json(data_path)
   stage2 = int(data["stage"]) == 2
+  # Model dirs from before tagger 0.4 have no "architecture": the defaults.
   base = model_lib.build_model(len(data["labels"]),
                                data["pca_dim"] if stage2 else 0,
-                               num_mels=data["num_mels"])
+                               num_mels=data["num_mels"],
+                               **data.get("architecture", {}))
   trainer.load_weights(base, fileio.join(model_dir, trainer.BEST))
   pooled = base.get_layer("concat" if stage2 else "pool").output
   model = keras.Model(base.inputs, [base.output, pooled])

@@ -90,6 +90,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.init_from = ""             # stage 2: 'runs/stage1/fold{fold}'
   # None keeps Keras' own (backbone 0.999, head 0.99); short runs need ~0.9.
   c.model.bn_momentum = config_dict.placeholder(float)
+  c.model.alpha = 1.0                # MobileNetV2 width
+  c.model.pca_head = False           # stage 2: + linear PCA -> logits path
   c.schedule = ml_collections.ConfigDict()
   c.schedule.cyclic_epochs = 100
   c.schedule.base_lr = 1e-4
@@ -102,6 +104,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.schedule.plateau_min_delta = 1e-4
   c.schedule.early_stop_patience = 10
   c.class_weights = False      # stage 2: weights 1 / class count
+  # The monitored value (best weights, plateau, early stop): val_loss (the
+  # reference) or val_map3 (the competition's metric; small noisy sets).
+  c.select_best = "val_loss"
   c.verified_weight = 1.0      # loss weight of manually verified clips
   c.eval_batch_size = 128
   c.max_steps_per_epoch = 0    # 0: whole epochs
@@ -125,11 +130,20 @@ def _config_json(config) -> str:
   return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
 
 
+def architecture(config) -> dict:
+  """build_model's keyword arguments that shape the weights (data.json)."""
+  return {"alpha": float(config.model.get("alpha", 1.0)),
+          "pca_head": bool(config.model.get("pca_head", False)
+                           and int(config.stage) == 2)}
+
+
 def data_description(info: ip.DataInfo, stage: int, eval_lengths,
-                     pad_mode: str = "symmetric") -> dict:
+                     pad_mode: str = "symmetric",
+                     architecture_args: Optional[dict] = None) -> dict:
   """A model dir's data.json: what scoring and export need of the data."""
   manifest = info.manifest
   return {"data_dir": info.data_dir, "stage": stage,
+          "architecture": architecture_args or {},
           "labels": list(info.labels),
           "class_counts": info.class_counts().tolist(),
           "pca_dim": info.pca_dim, "num_mels": info.num_mels,
@@ -306,7 +320,7 @@ class FoldRun:
           self.info.num_classes, self.info.pca_dim if self.stage2 else 0,
           num_mels=self.info.num_mels,
           backbone_weights=cfg.backbone_weights,
-          bn_momentum=cfg.bn_momentum)
+          bn_momentum=cfg.bn_momentum, **architecture(self.config))
       optimizer = keras.optimizers.Adam(learning_rate=1e-4)
       if keras.mixed_precision.global_policy().name == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -328,7 +342,8 @@ class FoldRun:
       raise TrainError(f"init_from: {path} not found (train stage 1 of fold "
                        f"{self.fold} first, or fix --config.model.init_from)")
     stage1 = model_lib.build_model(self.info.num_classes, 0,
-                                   num_mels=self.info.num_mels)
+                                   num_mels=self.info.num_mels,
+                                   alpha=architecture(self.config)["alpha"])
     load_weights(stage1, path)
     copied = model_lib.transfer_weights(stage1, self.model)
     logging.info("initialised %s from %s: %s", self.model.name, path,
@@ -613,10 +628,21 @@ class FoldRun:
     return float(self.strategy.reduce(tf.distribute.ReduceOp.MEAN,
                                       per_replica, axis=None))
 
+  def _monitored(self, row: dict) -> float:
+    """What picks the best weights and drives plateaus (lower is better):
+    config.select_best of the validation, or the train loss without it."""
+    select = self.config.get("select_best", "val_loss")
+    if select not in ("val_loss", "val_map3"):
+      raise TrainError(f"config.select_best={select!r}: use val_loss or "
+                       "val_map3")
+    if "val_loss" not in row:
+      return row["train_loss"]
+    return -row["val_map3"] if select == "val_map3" else row["val_loss"]
+
   def _end_epoch(self, state: RunState, row: dict) -> bool:
     """Best weights, plateau counters, checkpoint; True when the phase
     ends."""
-    monitored = self._agree(row.get("val_loss", row["train_loss"]))
+    monitored = self._agree(self._monitored(row))
     if monitored < state.best_val_loss:
       state.best_val_loss = monitored
       state.best = {k: row.get(k) for k in ("phase", "epoch", "val_loss",
@@ -710,7 +736,7 @@ class FoldRun:
     """data.json and pca.npz: a model dir is enough to score and export."""
     fileio.write_json(fileio.join(self.model_dir, DATA), data_description(
         self.info, int(self.config.stage), self.eval_lengths,
-        self.augment.pad_mode))
+        self.augment.pad_mode, architecture(self.config)))
     fit = fileio.join(self.info.data_dir, PCA_FIT)
     if fileio.exists(fit):
       tf.io.gfile.copy(fit, fileio.join(self.model_dir, PCA_FIT),

@@ -1,0 +1,167 @@
+"""How good the recipe is on a dataset, beside linear models on the same
+shards: the figures behind tools/benchmark_quality.
+
+The two baselines are what an ML engineer tries first on the features the
+shards already hold, fitted on the rows the network trains on (the folds
+other than the validated one), their C chosen on the validated fold, and
+measured on the test split:
+  pca       logistic regression on each clip's PCA vector (the stage-2
+            model's second input);
+  mel_stats logistic regression on each clip's log-mel mean and standard
+            deviation over time (2 x mels values).
+"""
+
+import dataclasses
+import os
+import time
+from typing import Dict, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tagger import fileio
+from tagger import input_pipeline as ip
+from tagger import metrics
+from tagger import records
+
+C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+
+
+@dataclasses.dataclass
+class Split:
+  """A shard folder's clips as numpy arrays, in file order."""
+  fnames: np.ndarray      # [N] str
+  labels: np.ndarray      # [N] int (the record's; test splits: placeholder)
+  folds: np.ndarray       # [N] int
+  verified: np.ndarray    # [N] int
+  empty: np.ndarray       # [N] bool
+  pca: np.ndarray         # [N, pca_dim]
+  mel_stats: np.ndarray   # [N, 2 * mels] log-mel mean and std over time
+
+
+def read_split(data_dir: str) -> Split:
+  """Every record of a shard folder (ip.load_data_info's files)."""
+  info = ip.load_data_info(data_dir)
+  files = [fileio.join(data_dir, s["file"]) for s in
+           info.manifest["shards"]]
+  columns = {k: [] for k in ("fnames", "labels", "folds", "verified",
+                             "empty", "pca", "mel_stats")}
+  dataset = tf.data.TFRecordDataset(files, compression_type=info.compression)
+  for serialized in dataset:
+    parsed = records.parse_example(serialized, info.pca_dim)
+    log_mel = parsed[records.LOG_MEL].numpy()  # [mels, T]
+    columns["fnames"].append(parsed[records.FNAME].numpy().decode())
+    columns["labels"].append(int(parsed[records.LABEL]))
+    columns["folds"].append(int(parsed[records.FOLD]))
+    columns["verified"].append(int(parsed[records.MANUALLY_VERIFIED]))
+    columns["empty"].append(bool(parsed[records.EMPTY]))
+    columns["pca"].append(parsed[records.PCA].numpy())
+    columns["mel_stats"].append(np.concatenate(
+        [log_mel.mean(axis=1), log_mel.std(axis=1)]) if log_mel.shape[1]
+        else np.zeros(2 * log_mel.shape[0], np.float32))
+  return Split(**{k: np.array(v) for k, v in columns.items()})
+
+
+def _fit(x_train, y_train, x_val, y_val, num_classes: int, seed: int):
+  """Standardised logistic regression, C by validation MAP@3."""
+  from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
+  from sklearn.pipeline import make_pipeline  # pylint: disable=g-import-not-at-top
+  from sklearn.preprocessing import StandardScaler  # pylint: disable=g-import-not-at-top
+
+  def fit(c):
+    model = make_pipeline(StandardScaler(), LogisticRegression(
+        C=c, max_iter=3000, random_state=seed))
+    return model.fit(x_train, y_train)
+
+  best = None
+  for c in C_GRID:
+    model = fit(c)
+    score = metrics.map_at_3(_probs(model, x_val, num_classes), y_val)
+    if best is None or score > best[0]:
+      best = (score, c, model)
+  return best[2], best[1], best[0]
+
+
+def _probs(model, x, num_classes: int) -> np.ndarray:
+  """[N, num_classes] probabilities (classes absent from training: 0)."""
+  out = np.zeros((len(x), num_classes))
+  out[:, model.classes_] = model.predict_proba(x)
+  return out
+
+
+def linear_baselines(train_dir: str, test_dir: str,
+                     truth: Dict[str, str], val_fold: int = 0,
+                     seed: int = 0) -> Dict[str, dict]:
+  """MAP@3 on the test split of each baseline (see the module doc)."""
+  labels = ip.load_data_info(train_dir).labels
+  index = {name: i for i, name in enumerate(labels)}
+  train, test = read_split(train_dir), read_split(test_dir)
+  fit_rows = (train.folds != val_fold) & ~train.empty
+  val_rows = (train.folds == val_fold) & ~train.empty
+  test_rows = np.array([truth.get(f) in index for f in test.fnames])
+  y_test = np.array([index[truth[f]] for f in test.fnames[test_rows]])
+  out = {}
+  for name in ("pca", "mel_stats"):
+    x_train, x_test = getattr(train, name), getattr(test, name)
+    model, c, val_map3 = _fit(
+        x_train[fit_rows], train.labels[fit_rows], x_train[val_rows],
+        train.labels[val_rows], len(labels), seed)
+    probs = _probs(model, x_test[test_rows], len(labels))
+    out[name] = {"map3": metrics.map_at_3(probs, y_test),
+                 "accuracy": metrics.accuracy(probs, y_test),
+                 "C": c, "val_map3": val_map3,
+                 "train_clips": int(fit_rows.sum()),
+                 "test_clips": int(test_rows.sum())}
+  return out
+
+
+def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
+                  fold: int = 0, num_workers: int = 0) -> dict:
+  """Shards a Kaggle-layout set (train.csv, sample_submission.csv,
+  test_labels.csv), trains each config in turn on one fold (stage 2 starts
+  from the stage-1 model of this run), scores the test split with the last
+  stage's model (TTA) and fits the linear baselines on the same split.
+  Steps already done under workdir are skipped (a re-run resumes)."""
+  from tagger import demo  # pylint: disable=g-import-not-at-top
+  from tagger import score as score_lib  # pylint: disable=g-import-not-at-top
+  from tagger import trainer  # pylint: disable=g-import-not-at-top
+  started = time.time()
+  demo.make_shards(workdir, data_dir, num_workers)
+  train_dir = fileio.join(workdir, "tfrecords", "train")
+  test_dir = fileio.join(workdir, "tfrecords", "test")
+  truth = score_lib.read_labels_csv(fileio.join(data_dir, "test_labels.csv"))
+  strategy = trainer.setup(configs[0])
+  stages, previous = [], ""
+  for config in configs:
+    config.fold = str(fold)
+    name = f"stage{config.stage}"
+    if config.stage == 2:
+      config.model.init_from = previous
+    model_dir = fileio.join(workdir, name, f"fold{fold}")
+    stage_started = time.time()
+    summary = trainer.train(config, train_dir, model_dir, strategy)
+    print(trainer.describe_summary(summary), flush=True)
+    result = score_lib.score(
+        model_dirs=model_dir, output=fileio.join(workdir, f"{name}.csv"),
+        data_dir=test_dir, labels_csv=fileio.join(data_dir,
+                                                  "test_labels.csv"),
+        progress=False)
+    stages.append({"name": name, "model_dir": model_dir,
+                   "map3": result["evaluation"]["map3"],
+                   "accuracy": result["evaluation"]["accuracy"],
+                   "train_seconds": time.time() - stage_started})
+    previous = model_dir
+  baselines = linear_baselines(train_dir, test_dir, truth, val_fold=fold)
+  return {"stages": stages, "baselines": baselines,
+          "seconds": time.time() - started}
+
+
+def load_config(spec: str):
+  """A config from 'path/to/config.py[:arg]' (configs/ is not a package)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path, _, arg = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location(
+      os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()

@@ -1,0 +1,141 @@
+"""The recorded evaluation set's parts, the linear baselines and the
+small-data options (PCA head, best weights by MAP@3)."""
+
+import csv
+import json
+import os
+import shutil
+import struct
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tagger import model as model_lib
+from tagger import quality
+from tagger import recorded_data
+from tagger import synthetic
+from tagger import trainer
+from conftest import tiny_config  # pylint: disable=g-bad-import-order
+
+
+def test_midi_file_is_a_standard_midi_file():
+  notes = [recorded_data.Note(0.0, 0.5, 60, 100),
+           recorded_data.Note(0.5, 0.25, 64, 90)]
+  midi, spans = recorded_data.midi_score([(40, 0, notes), (0, 9, notes)])
+  assert midi[:4] == b"MThd"
+  length, fmt, tracks, division = struct.unpack(">IHHH", midi[4:14])
+  assert (length, fmt, tracks, division) == (6, 0, 1, 480)
+  assert midi[14:18] == b"MTrk"
+  assert struct.unpack(">I", midi[18:22])[0] == len(midi) - 22
+  assert midi.endswith(b"\xff\x2f\x00")
+  # Two performances one after another, with a gap between them.
+  (a0, a1), (b0, b1) = spans
+  assert a0 < a1 < b0 < b1 and b0 - a1 >= recorded_data.GAP_S
+  assert bytes([0xC0, 40]) in midi          # program change, channel 0
+  assert bytes([0x99, 60, 100]) in midi     # note on, drum channel
+
+
+def test_a_clip_gets_noise_a_room_and_a_second_sound():
+  rng = np.random.default_rng(0)
+  t = np.arange(recorded_data.RATE) / recorded_data.RATE
+  tone = np.sin(2 * np.pi * 440 * t).astype(np.float32)
+  other = np.sin(2 * np.pi * 97 * t).astype(np.float32)
+  spec = recorded_data.RecordedSpec()
+  rates = set()
+  for _ in range(20):
+    clip, rate = recorded_data.make_clip(tone, other, rng, spec)
+    rates.add(rate)
+    assert np.all(np.isfinite(clip)) and np.max(np.abs(clip)) <= 1.0
+    assert len(clip) >= len(tone) * rate // recorded_data.RATE
+    # Background noise: the clip is nowhere digital silence.
+    assert np.std(clip[:100]) > 0
+  assert recorded_data.RATE in rates
+
+
+def test_missing_fluidsynth_is_a_clear_error(monkeypatch):
+  monkeypatch.setattr(shutil, "which", lambda name: None)
+  with pytest.raises(recorded_data.RecordedDataError,
+                     match="apt-get install fluidsynth"):
+    recorded_data.check_tools()
+
+
+@pytest.mark.skipif(shutil.which("fluidsynth") is None or not all(
+    os.path.exists(p) for p in recorded_data.SOUNDFONTS),
+                    reason="needs fluidsynth and the soundfonts (BUILD.md)")
+def test_recorded_set_in_the_kaggle_layout(tmp_path):
+  counts = recorded_data.make_recorded_data(
+      str(tmp_path), recorded_data.RecordedSpec(train_per_class=1,
+                                                test_per_class=1),
+      progress=False)
+  n = len(recorded_data.CLASSES)
+  assert counts["train"] == counts["test"] == n
+  assert len(os.listdir(tmp_path / "audio_train")) == n
+  header = (tmp_path / "train.csv").read_text().splitlines()[0]
+  assert header == "fname,label,manually_verified"
+
+
+@pytest.fixture(scope="module")
+def learnable(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("learnable"))
+  synthetic.write_synthetic_shards(
+      path, 96, num_classes=4, num_folds=3, pca_dim=6, median_frames=40,
+      sigma=0.2, seed=1, learnable=True)
+  return path
+
+
+def test_linear_baselines_learn_what_is_learnable(learnable, tmp_path):
+  split = quality.read_split(learnable)
+  assert split.pca.shape == (96, 6) and split.mel_stats.shape == (96, 128)
+  truth = {f: f"class_{l:02d}" for f, l in zip(split.fnames, split.labels)}
+  result = quality.linear_baselines(learnable, learnable, truth, val_fold=0)
+  for name in ("pca", "mel_stats"):
+    assert result[name]["map3"] > 0.95, result
+    assert result[name]["train_clips"] == 64
+  # Shuffled answers: the same models fall to about chance (0.46 for 4
+  # classes), so the figure measures the labels, not the code path.
+  fnames = list(truth)
+  wrong = dict(zip(fnames, np.random.default_rng(0).permutation(
+      [truth[f] for f in fnames])))
+  result = quality.linear_baselines(learnable, learnable, wrong, val_fold=0)
+  assert result["pca"]["map3"] < 0.75, result
+
+
+def test_pca_head_starts_as_the_network_and_keeps_stage1_weights():
+  stage1 = model_lib.build_model(5, 0, bn_momentum=0.9)
+  with_head = model_lib.build_model(5, 8, bn_momentum=0.9, pca_head=True)
+  plain = model_lib.build_model(5, 8, bn_momentum=0.9)
+  copied = model_lib.transfer_weights(stage1, with_head)
+  assert "probs" in copied and "pca_logits" not in copied
+  for layer in plain.layers:
+    if layer.weights:
+      layer.set_weights(with_head.get_layer(layer.name).get_weights())
+  inputs = {"log_mel": tf.random.normal([3, 64, 40, 1]),
+            "pca": tf.random.normal([3, 8])}
+  np.testing.assert_allclose(with_head(inputs), plain(inputs), atol=1e-6)
+  # The linear path is live: its weights move the output.
+  layer = with_head.get_layer("pca_logits")
+  rng = np.random.default_rng(0)
+  layer.set_weights([rng.normal(size=w.shape) for w in layer.get_weights()])
+  assert np.max(np.abs(with_head(inputs) - plain(inputs))) > 1e-3
+
+
+def test_best_weights_by_map3_and_a_pca_head_score(learnable, tmp_path):
+  keras.mixed_precision.set_global_policy("float32")
+  config = tiny_config(**{"stage": 2, "model.pca_head": True,
+                          "select_best": "val_map3",
+                          "schedule.cyclic_epochs": 3})
+  summary = trainer.train(config, learnable, str(tmp_path / "m"),
+                          tf.distribute.get_strategy())
+  with open(tmp_path / "m" / trainer.HISTORY) as f:
+    history = list(csv.DictReader(f))
+  assert len(history) == 3
+  best = max(history, key=lambda row: (float(row["val_map3"]),
+                                       -int(row["epoch"])))
+  assert summary["best"]["epoch"] == int(best["epoch"])
+  data = json.loads((tmp_path / "m" / trainer.DATA).read_text())
+  assert data["architecture"]["pca_head"] is True
+  from tagger import score  # pylint: disable=g-import-not-at-top
+  loaded = score.load_model(str(tmp_path / "m"))
+  assert "pca_logits" in [l.name for l in loaded.model.layers]
