@@ -11,8 +11,9 @@ Layers carry fixed names, so weights move between stages by name
 (`transfer_weights`).
 """
 
+import dataclasses
 import os
-from typing import Optional
+from typing import Callable, Dict, Optional
 
 import keras
 import numpy as np
@@ -50,10 +51,72 @@ def _imagenet_weights(path: str) -> str:
       "~/.keras/models/).")
 
 
+# ---------------------------------------------------------------------------
+# Backbones: [B, mels, T, 3] -> [B, mels', T', D] feature maps.
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+  build: Callable[..., keras.Model]  # (alpha, weights) -> keras.Model
+  min_frames: int                    # shortest input that still pools
+
+
+BACKBONES: Dict[str, Backbone] = {}
+
+
+def register_backbone(name: str, build, min_frames: int) -> None:
+  """Makes `name` usable as config.model.backbone."""
+  BACKBONES[name] = Backbone(build, int(min_frames))
+
+
+def backbone_spec(name: str) -> Backbone:
+  if name not in BACKBONES:
+    raise ModelError(f"unknown backbone {name!r}; known: "
+                     f"{sorted(BACKBONES)}")
+  return BACKBONES[name]
+
+
+def min_frames(name: str = "mobilenet_v2") -> int:
+  return backbone_spec(name).min_frames
+
+
+def _mobilenet_v2(alpha: float, weights: Optional[str]) -> keras.Model:
+  # Keras rejects (64, None, 3) but takes (None, None, 3) (BUILD.md).
+  return keras.applications.MobileNetV2(
+      input_shape=(None, None, 3), alpha=float(alpha), include_top=False,
+      weights=weights)
+
+
+def _small_cnn(alpha: float, weights: Optional[str]) -> keras.Model:
+  """Four VGG-style blocks (2 x conv 3x3 + BN + ReLU, max-pool 2x2) of
+  32..256 channels x alpha: ~1.2M parameters at alpha 1, fast on CPUs
+  (not in the reference)."""
+  if weights:
+    raise ModelError("the small_cnn backbone has no pretrained weights")
+  inputs = keras.Input((None, None, 3))
+  x = inputs
+  for block, width in enumerate((32, 64, 128, 256)):
+    for conv in range(2):
+      x = keras.layers.Conv2D(max(8, int(width * alpha)), 3, padding="same",
+                              use_bias=False,
+                              name=f"block{block}_conv{conv}")(x)
+      x = keras.layers.BatchNormalization(name=f"block{block}_bn{conv}")(x)
+      x = keras.layers.ReLU(name=f"block{block}_relu{conv}")(x)
+    x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+  return keras.Model(inputs, x)
+
+
+register_backbone("mobilenet_v2", _mobilenet_v2, MIN_FRAMES)
+register_backbone("small_cnn", _small_cnn, 16)
+
+
 def build_model(num_classes: int, pca_dim: int = 0, *, num_mels: int = 64,
                 backbone_weights: str = "none",
                 bn_momentum: Optional[float] = None,
-                pca_head: bool = False, alpha: float = 1.0) -> keras.Model:
+                pca_head: bool = False, pca_into_mlp: bool = True,
+                alpha: float = 1.0, dropout: float = 0.0,
+                backbone: str = "mobilenet_v2",
+                pca_head_l2: float = 0.0) -> keras.Model:
   """Stage 1 when pca_dim == 0, else stage 2. Inputs: dict log_mel
   [B, num_mels, T, 1] (T free) and, for stage 2, pca [B, pca_dim].
 
@@ -62,37 +125,47 @@ def build_model(num_classes: int, pca_dim: int = 0, *, num_mels: int = 64,
   (zero-initialised, so training starts from the network alone). The
   network can then be at least a logistic regression on the PCA vectors,
   which on small datasets it otherwise is not (BUILD.md, "Quality on
-  recorded sounds"). alpha: MobileNetV2's width (the reference: 1.0;
+  recorded sounds"). pca_into_mlp=False (with pca_head) keeps the PCA
+  vector out of the dense layers: stage 2 is then stage 1's network, all
+  of whose weights transfer, plus the linear path. dropout: before the
+  first dense layer and before the logits (training only; not in the
+  reference). pca_head_l2: an L2 penalty on the linear path (as
+  logistic regression's C: about 1 / (2 C N) for N training clips). backbone: a registered name (BACKBONES). alpha: its width
+  (MobileNetV2's (the reference: 1.0;
   ImageNet weights exist for 0.35, 0.5, 0.75, 1.0, 1.3, 1.4)."""
   log_mel = keras.Input((num_mels, None, 1), name=records.LOG_MEL)
   x = keras.layers.BatchNormalization(name="mel_bn")(log_mel)
   x = keras.layers.Conv2D(10, 1, activation="relu", name="mel_conv10")(x)
   x = keras.layers.Conv2D(3, 1, activation="relu", name="mel_conv3")(x)
-  # Keras rejects (64, None, 3) but takes (None, None, 3) (BUILD.md).
   weights = None
   if backbone_weights not in ("", "none", None):
     weights = _imagenet_weights(backbone_weights)
-  backbone = keras.applications.MobileNetV2(
-      input_shape=(None, None, 3), alpha=float(alpha), include_top=False,
-      weights=weights)
-  backbone.name = BACKBONE
-  x = backbone(x)
+  features = backbone_spec(backbone).build(alpha, weights)
+  features.name = BACKBONE
+  x = features(x)
   x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
   inputs = {records.LOG_MEL: log_mel}
   if pca_dim:
     pca = keras.Input((pca_dim,), name=records.PCA)
     inputs[records.PCA] = pca
     p = keras.layers.BatchNormalization(name="pca_bn")(pca)
-    x = keras.layers.Concatenate(name="concat")([x, p])
+    if pca_into_mlp or not pca_head:
+      x = keras.layers.Concatenate(name="concat")([x, p])
+  if dropout:
+    x = keras.layers.Dropout(dropout, name="dropout_in")(x)
   x = keras.layers.Dense(1536, activation="relu", name="fc1536")(x)
   x = keras.layers.BatchNormalization(name="fc1536_bn")(x)
   x = keras.layers.Dense(384, activation="relu", name="fc384")(x)
   x = keras.layers.BatchNormalization(name="fc384_bn")(x)
+  if dropout:
+    x = keras.layers.Dropout(dropout, name="dropout_out")(x)
   if pca_dim and pca_head:
     logits = keras.layers.Dense(num_classes, dtype="float32",
                                 name="probs")(x)
     linear = keras.layers.Dense(num_classes, dtype="float32",
                                 kernel_initializer="zeros",
+                                kernel_regularizer=keras.regularizers.L2(
+                                    pca_head_l2) if pca_head_l2 else None,
                                 name="pca_logits")(p)
     logits = keras.layers.Add(name="logits", dtype="float32")([logits,
                                                                linear])

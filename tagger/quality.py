@@ -135,8 +135,8 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
   for config in configs:
     config.fold = str(fold)
     name = f"stage{config.stage}"
-    if config.stage == 2:
-      config.model.init_from = previous
+    if config.stage == 2 and previous:
+      config.model.init_from = previous  # else the config's own
     model_dir = fileio.join(workdir, name, f"fold{fold}")
     stage_started = time.time()
     summary = trainer.train(config, train_dir, model_dir, strategy)

@@ -81,7 +81,9 @@ def load_model(model_dir: str) -> LoadedModel:
                                num_mels=data["num_mels"],
                                **data.get("architecture", {}))
   trainer.load_weights(base, fileio.join(model_dir, trainer.BEST))
-  pooled = base.get_layer("concat" if stage2 else "pool").output
+  names = {layer.name for layer in base.layers}
+  # The embedding: pooled features (+ the PCA vector where they meet).
+  pooled = base.get_layer("concat" if "concat" in names else "pool").output
   model = keras.Model(base.inputs, [base.output, pooled])
   return LoadedModel(model_dir, data, model, stage2)
 

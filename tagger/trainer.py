@@ -90,8 +90,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.init_from = ""             # stage 2: 'runs/stage1/fold{fold}'
   # None keeps Keras' own (backbone 0.999, head 0.99); short runs need ~0.9.
   c.model.bn_momentum = config_dict.placeholder(float)
-  c.model.alpha = 1.0                # MobileNetV2 width
+  c.model.backbone = "mobilenet_v2"  # model.BACKBONES: | small_cnn
+  c.model.alpha = 1.0                # the backbone's width
   c.model.pca_head = False           # stage 2: + linear PCA -> logits path
+  c.model.pca_into_mlp = True        # stage 2: PCA into the dense layers
+  c.model.dropout = 0.0              # before the dense layers and logits
+  c.model.pca_head_l2 = 0.0          # L2 on the linear PCA path's kernel
   c.schedule = ml_collections.ConfigDict()
   c.schedule.cyclic_epochs = 100
   c.schedule.base_lr = 1e-4
@@ -132,9 +136,13 @@ def _config_json(config) -> str:
 
 def architecture(config) -> dict:
   """build_model's keyword arguments that shape the weights (data.json)."""
-  return {"alpha": float(config.model.get("alpha", 1.0)),
-          "pca_head": bool(config.model.get("pca_head", False)
-                           and int(config.stage) == 2)}
+  stage2 = int(config.stage) == 2
+  pca_head = bool(config.model.get("pca_head", False) and stage2)
+  return {"backbone": str(config.model.get("backbone", "mobilenet_v2")),
+          "alpha": float(config.model.get("alpha", 1.0)),
+          "pca_head": pca_head,
+          "pca_into_mlp": bool(config.model.get("pca_into_mlp", True)
+                               or not pca_head)}
 
 
 def data_description(info: ip.DataInfo, stage: int, eval_lengths,
@@ -294,10 +302,15 @@ class FoldRun:
     self.eval_lengths = ip.eval_lengths(self.info, self.input)
     shortest = min(self.eval_lengths + (ip.length_range(
         self.info, self.input)[0],))
-    if shortest < model_lib.MIN_FRAMES:
+    backbone = architecture(config)["backbone"]
+    try:
+      shortest_allowed = model_lib.min_frames(backbone)
+    except model_lib.ModelError as e:
+      raise TrainError(f"config.model.backbone: {e}") from e
+    if shortest < shortest_allowed:
       raise TrainError(
-          f"input length {shortest} is below {model_lib.MIN_FRAMES} frames, "
-          "the shortest MobileNetV2 can pool; raise config.input."
+          f"input length {shortest} is below {shortest_allowed} frames, "
+          f"the shortest {backbone} can pool; raise config.input."
           "length_range / eval_lengths")
     self.replicas = strategy.num_replicas_in_sync
     self.num_pipelines = getattr(strategy.extended, "_num_workers", 1) or 1
@@ -320,7 +333,10 @@ class FoldRun:
           self.info.num_classes, self.info.pca_dim if self.stage2 else 0,
           num_mels=self.info.num_mels,
           backbone_weights=cfg.backbone_weights,
-          bn_momentum=cfg.bn_momentum, **architecture(self.config))
+          bn_momentum=cfg.bn_momentum,
+          dropout=float(cfg.get("dropout", 0.0)),
+          pca_head_l2=float(cfg.get("pca_head_l2", 0.0)),
+          **architecture(self.config))
       optimizer = keras.optimizers.Adam(learning_rate=1e-4)
       if keras.mixed_precision.global_policy().name == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -343,6 +359,8 @@ class FoldRun:
                        f"{self.fold} first, or fix --config.model.init_from)")
     stage1 = model_lib.build_model(self.info.num_classes, 0,
                                    num_mels=self.info.num_mels,
+                                   backbone=architecture(
+                                       self.config)["backbone"],
                                    alpha=architecture(self.config)["alpha"])
     load_weights(stage1, path)
     copied = model_lib.transfer_weights(stage1, self.model)
@@ -388,6 +406,8 @@ class FoldRun:
         loss_per_example = keras.losses.categorical_crossentropy(
             target, probs)
         loss = tf.reduce_sum(loss_per_example * weight) / global_batch
+        if model.losses:  # weight penalties (model.pca_head_l2)
+          loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
         scaled = optimizer.scale_loss(loss)
       grads = tape.gradient(scaled, model.trainable_variables)
       optimizer.apply(grads, model.trainable_variables)

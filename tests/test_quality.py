@@ -139,3 +139,48 @@ def test_best_weights_by_map3_and_a_pca_head_score(learnable, tmp_path):
   from tagger import score  # pylint: disable=g-import-not-at-top
   loaded = score.load_model(str(tmp_path / "m"))
   assert "pca_logits" in [l.name for l in loaded.model.layers]
+
+
+def test_late_fusion_stage2_is_stage1_plus_a_linear_path():
+  """pca_into_mlp=False: every stage-1 weight transfers and, with the
+  zero-initialised linear path, stage 2 starts as stage 1 exactly."""
+  stage1 = model_lib.build_model(5, 0, bn_momentum=0.9)
+  stage2 = model_lib.build_model(5, 8, bn_momentum=0.9, pca_head=True,
+                                 pca_into_mlp=False, dropout=0.3)
+  copied = model_lib.transfer_weights(stage1, stage2)
+  assert {"fc1536", "probs", "backbone"} <= set(copied)
+  log_mel = tf.random.normal([3, 64, 40, 1])
+  np.testing.assert_allclose(
+      stage2({"log_mel": log_mel, "pca": tf.random.normal([3, 8])}),
+      stage1({"log_mel": log_mel}), atol=1e-6)
+
+
+def _tiny_backbone(alpha, weights):
+  del weights
+  inputs = keras.Input((None, None, 3))
+  x = keras.layers.Conv2D(int(8 * alpha), 3, strides=2, padding="same",
+                          activation="relu")(inputs)
+  return keras.Model(inputs, x)
+
+
+def test_a_registered_backbone_trains_and_scores(learnable, tmp_path):
+  """The seam for new backbones: register, name it in the config; the
+  model dir records it, so scoring rebuilds the same network."""
+  keras.mixed_precision.set_global_policy("float32")
+  model_lib.register_backbone("tiny_test", _tiny_backbone, min_frames=2)
+  assert model_lib.min_frames("tiny_test") == 2
+  with pytest.raises(model_lib.ModelError, match="unknown backbone"):
+    model_lib.min_frames("nonesuch")
+  config = tiny_config(**{"model.backbone": "tiny_test", "model.alpha": 2.0,
+                          "input.length_range": (8, 16),
+                          "input.length_quantum": 4,
+                          "input.eval_lengths": (8,)})
+  trainer.train(config, learnable, str(tmp_path / "m"),
+                tf.distribute.get_strategy())
+  data = json.loads((tmp_path / "m" / trainer.DATA).read_text())
+  assert data["architecture"]["backbone"] == "tiny_test"
+  from tagger import score  # pylint: disable=g-import-not-at-top
+  loaded = score.load_model(str(tmp_path / "m"))
+  conv = [w for w in loaded.model.get_layer("backbone").weights
+          if len(w.shape) == 4]
+  assert conv[0].shape[-1] == 16  # alpha 2 x 8 channels, as trained

@@ -26,9 +26,11 @@ flags.DEFINE_string("workdir", "runs/quality", "Shards and models go here.")
 config_flags.DEFINE_config_file("stage1", "configs/cpu.py:stage1",
                                 "Stage-1 config.", lock_config=True)
 config_flags.DEFINE_config_file("stage2", "configs/cpu.py:stage2",
-                                "Stage-2 config ('' or none: stage 1 only).",
+                                "Stage-2 config.",
                                 lock_config=True)
-flags.DEFINE_boolean("stage2_enabled", True, "Train stage 2 after stage 1.")
+flags.DEFINE_list("stages", ["1", "2"], "Which stages to train: 1,2 or 1 "
+                  "or 2 (stage 2 alone starts from "
+                  "--stage2.model.init_from).")
 flags.DEFINE_integer("fold", 0, "The validated fold.")
 flags.DEFINE_integer("num_workers", 0, "Sharding workers (0: all cores).")
 
@@ -36,7 +38,11 @@ flags.DEFINE_integer("num_workers", 0, "Sharding workers (0: all cores).")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  configs = [FLAGS.stage1] + ([FLAGS.stage2] if FLAGS.stage2_enabled else [])
+  chosen = {"1": FLAGS.stage1, "2": FLAGS.stage2}
+  unknown = sorted(set(FLAGS.stages) - set(chosen))
+  if unknown or not FLAGS.stages:
+    raise app.UsageError(f"--stages: 1, 2 or 1,2 (got {FLAGS.stages})")
+  configs = [chosen[s] for s in sorted(set(FLAGS.stages))]
   r = quality.run_benchmark(FLAGS.data_dir, FLAGS.workdir, configs,
                             fold=FLAGS.fold, num_workers=FLAGS.num_workers)
   b = r["baselines"]
