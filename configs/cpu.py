@@ -32,7 +32,7 @@ def get_config(stage="stage1"):
   config.augment.mixup_alpha = 0.2
   config.model.bn_momentum = 0.9
   config.schedule.max_lr = 1e-3
-  config.schedule.cyclic_epochs = 50
+  config.schedule.cyclic_epochs = 70
   config.schedule.cycle_step_epochs = 5.0
   config.schedule.fine_tune_max_epochs = 3
   config.schedule.early_stop_patience = 2
@@ -42,7 +42,6 @@ def get_config(stage="stage1"):
     config.model.init_from = "runs/cpu/stage1/fold{fold}"
     config.model.pca_head = True
     config.model.pca_into_mlp = False
-    config.model.pca_head_l2 = 0.03
     config.class_weights = True
     config.schedule.cyclic_epochs = 16
   return config

@@ -184,3 +184,31 @@ def test_a_registered_backbone_trains_and_scores(learnable, tmp_path):
   conv = [w for w in loaded.model.get_layer("backbone").weights
           if len(w.shape) == 4]
   assert conv[0].shape[-1] == 16  # alpha 2 x 8 channels, as trained
+
+
+@pytest.mark.parametrize("spec", ["configs/stage1_mel.py",
+                                  "configs/stage2_mel_pca.py",
+                                  "configs/demo.py:stage1",
+                                  "configs/demo.py:stage2",
+                                  "configs/cpu.py:stage1",
+                                  "configs/cpu.py:stage2"])
+def test_configs_set_only_known_fields(spec):
+  """A mistyped field in a config file would be a new, unused key."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  path, _, arg = spec.partition(":")
+  config = quality.load_config(os.path.join(repo, path) +
+                               (f":{arg}" if arg else ""))
+
+  def keys(d, prefix=""):
+    for k, v in d.items():
+      if hasattr(v, "items"):
+        yield from keys(v, f"{prefix}{k}.")
+      else:
+        yield prefix + k
+
+  assert set(keys(config)) == set(keys(trainer.default_config()))
+  if spec.startswith("configs/cpu.py:stage2"):
+    assert config.model.pca_head and config.select_best == "val_map3"
+  if spec.startswith("configs/stage"):  # the reference's recipe
+    assert not config.model.pca_head
+    assert config.select_best == "val_loss"
