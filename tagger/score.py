@@ -210,8 +210,11 @@ class Scorer:
     """Every clip x length x try; rows in the input order."""
     data = self.data
     lengths = [int(x) for x in (lengths or data["eval_lengths"])]
-    if min(lengths) < model_lib.MIN_FRAMES:
-      raise ScoreError(f"lengths must be >= {model_lib.MIN_FRAMES} frames")
+    shortest = max(model_lib.min_frames(m.data.get("architecture", {}).get(
+        "backbone", "mobilenet_v2")) for m in self.models)
+    if min(lengths) < shortest:
+      raise ScoreError(f"lengths must be >= {shortest} frames (the "
+                       "models' backbones pool nothing shorter)")
     fnames, empty = _read_headers(serialized)
     n, c = len(fnames), len(data["labels"])
     clips_per_batch = max(1, batch_size // tries)

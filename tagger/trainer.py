@@ -357,11 +357,16 @@ class FoldRun:
     if not fileio.exists(path):
       raise TrainError(f"init_from: {path} not found (train stage 1 of fold "
                        f"{self.fold} first, or fix --config.model.init_from)")
+    # The stage-1 network as its model dir recorded it (a bare .h5: as
+    # this config's backbone).
+    built = architecture(self.config)
+    data_path = fileio.join(os.path.dirname(path), DATA)
+    if fileio.exists(data_path):
+      built.update(fileio.read_json(data_path).get("architecture", {}))
     stage1 = model_lib.build_model(self.info.num_classes, 0,
                                    num_mels=self.info.num_mels,
-                                   backbone=architecture(
-                                       self.config)["backbone"],
-                                   alpha=architecture(self.config)["alpha"])
+                                   backbone=built["backbone"],
+                                   alpha=built["alpha"])
     load_weights(stage1, path)
     copied = model_lib.transfer_weights(stage1, self.model)
     logging.info("initialised %s from %s: %s", self.model.name, path,
