@@ -298,8 +298,8 @@ def target_length(seed: int, epoch, step, lo: int, hi: int,
 # Host: records -> windows.
 
 
-def _window_batch(serialized: tf.Tensor, info: DataInfo, length: tf.Tensor,
-                  key: tf.Tensor) -> Dict[str, tf.Tensor]:
+def window_batch(serialized: tf.Tensor, info: DataInfo, length: tf.Tensor,
+                 key: tf.Tensor) -> Dict[str, tf.Tensor]:
   """string [b] records -> host batch with log_mel float16 [b, L, M]."""
   fraction = tf.random.stateless_uniform(tf.shape(serialized), key)
   parsed = records.parse_windows(
@@ -315,7 +315,7 @@ def _window_batch(serialized: tf.Tensor, info: DataInfo, length: tf.Tensor,
   }
 
 
-def _row_seeds(key: tf.Tensor, first_row, rows) -> tf.Tensor:
+def row_seeds(key: tf.Tensor, first_row, rows) -> tf.Tensor:
   """int64 [rows, 2]: distinct seeds for rows first_row.. of a global batch."""
   row = tf.cast(first_row, tf.int64) + tf.range(rows, dtype=tf.int64)
   return tf.stack([tf.fill([rows], key[0] * 7919 + key[1]), row], axis=1)
@@ -525,11 +525,11 @@ def train_dataset(info: DataInfo, folds, config: InputConfig,
     length = target_length(config.seed, epoch, step, lo, hi,
                            config.length_quantum)
     key = _key(config.seed, epoch, step)
-    out = _window_batch(primary, info, length, key + [0, 1 << 40])
-    for k, v in _window_batch(partner, info, length,
+    out = window_batch(primary, info, length, key + [0, 1 << 40])
+    for k, v in window_batch(partner, info, length,
                               key + [0, 2 << 40]).items():
       out[PARTNER + k] = v
-    out[SEED] = _row_seeds(key, replica * b, b)
+    out[SEED] = row_seeds(key, replica * b, b)
     return out
 
   last = None if num_epochs is None else start_epoch + num_epochs
@@ -610,9 +610,9 @@ def eval_dataset(info: DataInfo, folds, config: InputConfig,
 
   def host_batch(index, j, length, serialized):
     key = _key(seed, index, j)
-    out = _window_batch(serialized, info, length, key)
+    out = window_batch(serialized, info, length, key)
     rows = tf.shape(serialized)[0]
-    out[SEED] = _row_seeds(key, 0, rows)
+    out[SEED] = row_seeds(key, 0, rows)
     out[ROW] = (index * num_clips + j * batch_size +
                 tf.range(rows, dtype=tf.int64))
     if input_context is not None:

@@ -135,8 +135,8 @@ def _host_batches(serialized: tf.data.Dataset, info, lengths: Sequence[int],
   def cut(index, j, batch, length):
     repeated = tf.repeat(batch, tries)
     key = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + index, j])
-    out = ip._window_batch(repeated, info, length, key)  # pylint: disable=protected-access
-    out[ip.SEED] = ip._row_seeds(key, 0, tf.shape(repeated)[0])  # pylint: disable=protected-access
+    out = ip.window_batch(repeated, info, length, key)
+    out[ip.SEED] = ip.row_seeds(key, 0, tf.shape(repeated)[0])
     return out
 
   def at_length(index, length):
