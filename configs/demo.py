@@ -14,13 +14,14 @@ the moving statistics near their initial values and validation at chance
 (BUILD.md).
 """
 
-from tagger import trainer
+from tagger import settings
+
 
 
 def get_config(stage="stage1"):
   if stage not in ("stage1", "stage2"):
     raise ValueError(f"configs/demo.py:{stage}: use :stage1 or :stage2")
-  config = trainer.default_config()
+  config = settings.default_config()
   config.stage = 1 if stage == "stage1" else 2
   config.input.batch_size = 32
   config.input.length_range = (128, 288)

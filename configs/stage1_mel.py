@@ -10,11 +10,12 @@ with reduce-on-plateau and early stopping. --config.fold=all trains every
 fold in turn into model_dir/fold{k}.
 """
 
-from tagger import trainer
+from tagger import settings
+
 
 
 def get_config():
-  config = trainer.default_config()
+  config = settings.default_config()
   config.stage = 1
   config.augment.mixup_alpha = 1.0
   return config

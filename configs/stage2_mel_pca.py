@@ -9,11 +9,12 @@ Starts every layer it shares with stage 1 from runs/stage1/fold{fold}
 otherwise as stage 1.
 """
 
-from tagger import trainer
+from tagger import settings
+
 
 
 def get_config():
-  config = trainer.default_config()
+  config = settings.default_config()
   config.stage = 2
   config.model.init_from = "runs/stage1/fold{fold}"
   config.augment.mixup_alpha = 0.5

@@ -7,10 +7,12 @@ import threading
 import time
 from typing import Sequence
 
-import numpy as np
+
+
 
 from tagger import audio
 from tagger import demo_data
+from tagger import settings
 from tagger import sharding
 from tagger import summary_features
 from tagger.params import FeatureParams
@@ -162,16 +164,17 @@ def benchmark_pipeline(data_dir: str = "", num_records: int = 4000,
       synthetic.write_synthetic_shards(data_dir, num_records, seed=seed)
     info = ip.load_data_info(data_dir)
     folds = ip.select_folds(info, info.folds[0], "train")
-    full = ip.AugmentConfig()
-    plain = ip.AugmentConfig(shift_fraction=0.0, flip_probability=0.0,
-                             erase_probability=0.0, mixup_alpha=0.0)
+    full = settings.AugmentConfig()
+    plain = settings.AugmentConfig(shift_fraction=0.0, flip_probability=0.0,
+                                   erase_probability=0.0, mixup_alpha=0.0)
     results = {"records": info.num_records(folds),
                "mean_frames": info.manifest["frames"].get("mean"),
-               "length_range": list(ip.length_range(info, ip.InputConfig()))}
+               "length_range": list(ip.length_range(
+                   info, settings.InputConfig()))}
 
     def run(placement, aug):
-      config = ip.InputConfig(batch_size=batch_size, placement=placement,
-                              seed=seed)
+      config = settings.InputConfig(batch_size=batch_size,
+                                    placement=placement, seed=seed)
       ds = ip.train_dataset(info, folds, config, aug)
       if placement == "host":
         step = lambda batch: batch
@@ -182,7 +185,7 @@ def benchmark_pipeline(data_dir: str = "", num_records: int = 4000,
         rate = _rate(iter(ds), step, warmup, steps, batch_size)
       return rate, memory.peak_total_mb
 
-    reader_config = ip.InputConfig(batch_size=batch_size, seed=seed)
+    reader_config = settings.InputConfig(batch_size=batch_size, seed=seed)
     ds = ip.train_dataset(info, folds, reader_config)
     before = PeakMemory._rss_mb(os.getpid())  # pylint: disable=protected-access
     with PeakMemory() as memory:
@@ -191,7 +194,8 @@ def benchmark_pipeline(data_dir: str = "", num_records: int = 4000,
     results["host_only_peak_rss_mb"] = memory.peak_total_mb
     results["host_only_pipeline_mb"] = memory.peak_total_mb - before
     for mode in pairings:
-      config = ip.InputConfig(batch_size=batch_size, seed=seed, pairing=mode)
+      config = settings.InputConfig(batch_size=batch_size, seed=seed,
+                                    pairing=mode)
       started = time.perf_counter()
       it = iter(ip.train_dataset(info, folds, config))
       next(it)
@@ -240,7 +244,7 @@ def benchmark_train(data_dir: str = "", num_records: int = 600,
                                        median_frames=600, sigma=0.3)
     for name, augment in (("with_augmentation", True),
                           ("without_augmentation", False)):
-      config = trainer.default_config()
+      config = settings.default_config()
       config.stage = 2
       config.input.batch_size = batch_size
       config.input.length_range = (length, length + 1)
@@ -279,14 +283,15 @@ def _untrained_model_dir(path: str, data_dir: str, stage: int = 2) -> str:
   from tagger import fileio  # pylint: disable=g-import-not-at-top
   from tagger import input_pipeline as ip  # pylint: disable=g-import-not-at-top
   from tagger import model as model_lib  # pylint: disable=g-import-not-at-top
+  from tagger import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
   from tagger import trainer  # pylint: disable=g-import-not-at-top
   info = ip.load_data_info(data_dir)
   fileio.makedirs(path)
   model = model_lib.build_model(info.num_classes,
                                 info.pca_dim if stage == 2 else 0,
                                 num_mels=info.num_mels, bn_momentum=0.9)
-  trainer.save_weights(model, fileio.join(path, trainer.BEST))
-  fileio.write_json(fileio.join(path, trainer.DATA), trainer.data_description(
+  model_dir_lib.save_weights(model, fileio.join(path, model_dir_lib.BEST))
+  model_dir_lib.write_data(path, trainer.data_description(
       info, stage, [263, 363, 463, 563, 663, 763]))
   return path
 

@@ -1,5 +1,6 @@
-"""Names from an untrusted CSV (or a folder listing) -> the bytes of the
-audio files they name, safely. Used by sharding and by scoring raw audio.
+"""A Kaggle-layout CSV's rows, and names from an untrusted CSV (or a folder
+listing) -> the bytes of the audio files they name, safely. Used by
+sharding and by scoring raw audio.
 
 A name must resolve to a regular file inside the audio folder: absolute
 names, '..' and symlinks that lead out of the folder are refused, and
@@ -9,14 +10,60 @@ refused before they are read. Each refusal is a reason naming the file;
 the caller reports it and skips or flags the clip.
 """
 
+import csv
+import dataclasses
+import io
 import os
 import stat
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
+from tagger import errors
 from tagger import extract
 from tagger import fileio
+
+
+class CsvError(errors.UserError):
+  """A CSV that cannot be read as the Kaggle layout; the message says why."""
+
+
+@dataclasses.dataclass
+class Row:
+  index: int  # 0-based data row in the CSV
+  fname: str
+  label: str
+  manually_verified: int
+
+
+def read_csv_rows(path: str, split: str) -> List[Row]:
+  """Parses a Kaggle CSV: fname[,label][,manually_verified]."""
+  if not fileio.exists(path):
+    raise CsvError(f"{path}: CSV file not found")
+  try:
+    text = fileio.read_bytes(path).decode("utf-8-sig")
+  except UnicodeDecodeError as e:
+    raise CsvError(f"{path}: not a UTF-8 text CSV ({e})") from e
+  reader = csv.DictReader(io.StringIO(text))
+  columns = [c.strip() for c in (reader.fieldnames or [])]
+  needed = ["fname"] + (["label"] if split == "train" else [])
+  missing = [c for c in needed if c not in columns]
+  if missing:
+    raise CsvError(
+        f"{path}: missing column(s) {missing}; found {columns or 'no header'}"
+        f". A {split} CSV needs {needed} (Kaggle layout).")
+  reader.fieldnames = columns
+  rows = []
+  for i, record in enumerate(reader):
+    verified = (record.get("manually_verified") or "1").strip()
+    rows.append(Row(index=i, fname=(record["fname"] or "").strip(),
+                    label=(record.get("label") or "").strip(),
+                    manually_verified=1 if verified in ("1", "True", "true")
+                    else 0))
+  if not rows:
+    raise CsvError(f"{path}: the CSV has a header but no rows")
+  return rows
+
 
 MAX_FILE_MB = 2048.0  # a 2-hour 16-bit stereo WAV at 44.1 kHz is ~1.2 GB
 

@@ -5,7 +5,6 @@ Each step is skipped when its output is already complete (and training
 resumes from its last epoch), so a re-run goes on where it stopped.
 """
 
-import importlib.util
 import os
 import time
 
@@ -14,6 +13,8 @@ from absl import logging
 from tagger import demo_data
 from tagger import fileio
 from tagger import score as score_lib
+from tagger import records
+from tagger import settings
 from tagger import sharding
 from tagger import trainer
 
@@ -25,10 +26,7 @@ def demo_config(stage: str):
   """configs/demo.py:stage (loaded by path: configs/ is not a package)."""
   path = os.path.join(os.path.dirname(os.path.dirname(
       os.path.abspath(__file__))), "configs", "demo.py")
-  spec = importlib.util.spec_from_file_location("demo_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(stage)
+  return settings.load_config(f"{path}:{stage}")
 
 
 def make_shards(workdir: str, data_dir: str, num_workers: int) -> dict:
@@ -44,7 +42,7 @@ def make_shards(workdir: str, data_dir: str, num_workers: int) -> dict:
         pca_from=os.path.join(workdir, "tfrecords", "train")
         if split == "test" else None,
         resume=fileio.exists(os.path.join(output_dir, sharding.STAGING)) or
-        fileio.exists(os.path.join(output_dir, sharding.MANIFEST)))
+        fileio.exists(os.path.join(output_dir, records.MANIFEST)))
     logging.info("sharding %s", split)
     manifests[split] = sharding.make_tfrecords(options)
     print(f"[{step}/{STEPS}] " + sharding.describe(manifests[split],

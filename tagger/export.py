@@ -13,6 +13,7 @@ import tempfile
 
 import tensorflow as tf
 
+from tagger import features
 from tagger import fileio
 from tagger import records
 from tagger import score as score_lib
@@ -28,14 +29,13 @@ class Serving(tf.Module):
     data = loaded.data
     self.model = loaded.model
     self.labels_asset = tf.saved_model.Asset(labels_path)
-    self.labels = tf.constant(data["labels"])
-    self._norm = (float(data["normalization"]["min_db"]),
-                  float(data["normalization"]["max_db"]))
+    self.labels = tf.constant(data.labels)
+    self._norm = (float(data.normalization["min_db"]),
+                  float(data.normalization["max_db"]))
     self._stage2 = loaded.stage2
 
   def _run(self, log_mel, pca=None):
-    lo, hi = self._norm
-    image = ((log_mel - lo) / (hi - lo))[..., None]
+    image = features.normalize(log_mel, *self._norm)[..., None]
     # image: [B, num_mels, T, 1]
     inputs = {records.LOG_MEL: image}
     if pca is not None:
@@ -49,8 +49,8 @@ def export(model_dir: str, export_dir: str) -> str:
   """Writes the SavedModel (atomically: a temp dir renamed)."""
   loaded = score_lib.load_model(model_dir)
   data = loaded.data
-  mels, pca_dim = int(data["num_mels"]), int(data["pca_dim"])
-  broken = [l for l in data["labels"] if "\n" in l or "\r" in l]
+  mels, pca_dim = int(data.num_mels), int(data.pca_dim)
+  broken = [l for l in data.labels if "\n" in l or "\r" in l]
   if broken:
     raise score_lib.ScoreError(
         f"{model_dir}: labels {broken} hold line breaks, so labels.txt could "
@@ -59,7 +59,7 @@ def export(model_dir: str, export_dir: str) -> str:
   with tempfile.TemporaryDirectory() as tmp:
     labels_path = os.path.join(tmp, LABELS_ASSET)
     with open(labels_path, "w", encoding="utf-8") as f:  # local temp file
-      f.write("\n".join(data["labels"]) + "\n")
+      f.write("\n".join(data.labels) + "\n")
     module = Serving(loaded, labels_path)
     mel_spec = tf.TensorSpec([None, mels, None], tf.float32, name="log_mel")
     if loaded.stage2:

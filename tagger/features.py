@@ -100,8 +100,9 @@ def waveform_to_log_mel(waveform: np.ndarray,
   return power_to_db(mel, params).astype(np.float32)
 
 
-def normalize_log_mel(log_mel_db: np.ndarray,
-                      params: FeatureParams) -> np.ndarray:
-  """Maps dB to [0, 1] with the fixed bounds of the reference recipe."""
-  span = params.norm_max_db - params.norm_min_db
-  return (log_mel_db - params.norm_min_db) / span
+def normalize(log_mel_db, min_db: float, max_db: float):
+  """dB -> [0, 1] between the bounds (the reference's fixed -90.5..39.21
+  dB, recorded in the manifest and data.json). The one normalisation of
+  training, scoring and export: arithmetic only, so it takes numpy arrays
+  and float32 tensors alike."""
+  return (log_mel_db - min_db) / (max_db - min_db)

@@ -44,12 +44,12 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tagger import errors
 from tagger import augment
+from tagger import features
 from tagger import fileio
 from tagger import records
+from tagger import settings
 
-MANIFEST = "manifest.json"
 PLACEMENTS = ("device", "host")
 PAIRINGS = ("auto", "global", "block", "independent")
 
@@ -62,59 +62,14 @@ TARGET = "target"        # float32 [b, C] one-hot (mixed) labels
 WEIGHT = "verified"      # float32 [b] manually_verified (mixed)
 
 
-class InputError(errors.UserError):
+# The settings this module reads (tagger/settings.py defines them).
+InputConfig = settings.InputConfig
+AugmentConfig = settings.AugmentConfig
+from_mapping = settings.from_mapping
+
+
+class InputError(settings.SettingsError):
   """Shards or settings the pipeline cannot use; the message says why."""
-
-
-@dataclasses.dataclass(frozen=True)
-class AugmentConfig:
-  """Per-example augmentation; every part can be switched off."""
-  pad_mode: str = "symmetric"          # symmetric (reference), constant, wrap
-  shift_fraction: float = 0.6          # random shift up to 60% of the width
-  flip_probability: float = 0.5        # random time flip
-  erase_probability: float = 0.5       # random erasing (cutout)
-  erase_area: Tuple[float, float] = (0.02, 0.4)
-  erase_aspect: Tuple[float, float] = (0.3, 1 / 0.3)
-  erase_fill: Tuple[float, float] = (0.0, 1.0)
-  freq_masks: int = 0                  # SpecAugment (off in the reference)
-  freq_mask_width: int = 8
-  time_masks: int = 0
-  time_mask_fraction: float = 0.05
-  mixup_alpha: float = 1.0             # Beta(alpha, alpha); 0 disables mixup
-
-
-@dataclasses.dataclass(frozen=True)
-class InputConfig:
-  """How batches are read and shaped."""
-  batch_size: int = 64                 # global batch, split over replicas
-  length_range: Optional[Tuple[int, int]] = None  # None: manifest crop_range
-  length_quantum: int = 32             # 1 gives the reference's lengths
-  eval_lengths: Optional[Tuple[int, ...]] = (263, 363, 463, 563, 663, 763)
-  num_eval_lengths: int = 6            # when eval_lengths is None: spread
-                                       # over the manifest's crop_range
-  pairing: str = "auto"                # auto | global | block | independent
-  pairing_memory_mb: int = 2048        # 'auto': 'global' when the train
-                                       # records fit in this much host RAM
-  pairing_block: int = 1024            # records paired together ('block')
-  shuffle_buffer: int = 1024           # records per reader
-  file_parallelism: int = 4            # shards read at once per reader
-  read_buffer_mb: int = 8
-  placement: str = "device"            # where augment_batch runs
-  seed: int = 0
-
-
-def from_mapping(cls, values) -> object:
-  """A dataclass from a dict / ConfigDict, rejecting unknown keys."""
-  values = dict(values or {})
-  known = {f.name for f in dataclasses.fields(cls)}
-  unknown = sorted(set(values) - known)
-  if unknown:
-    raise InputError(f"unknown {cls.__name__} keys {unknown}; known: "
-                     f"{sorted(known)}")
-  for key, value in values.items():
-    if isinstance(value, list):
-      values[key] = tuple(value)
-  return cls(**values)
 
 
 # ---------------------------------------------------------------------------
@@ -183,16 +138,10 @@ def load_data_info(data_dir: str, verify: bool = False) -> DataInfo:
   """Reads data_dir/manifest.json and checks the pipeline can use it: every
   shard there at its size, and with verify its sha256 as the manifest's
   (a flipped byte is named here, not by a reader error mid-run)."""
-  path = fileio.join(data_dir, MANIFEST)
-  if not fileio.exists(path):
-    raise InputError(f"{path} not found: is {data_dir} a folder written by "
-                     "tools/make_tfrecords?")
-  manifest = fileio.read_json(path)
-  if manifest.get("record_format") != records.RECORD_FORMAT:
-    raise InputError(
-        f"{path}: record format {manifest.get('record_format', 1)}, this "
-        f"tagger reads format {records.RECORD_FORMAT}; re-make the shards "
-        "with tools/make_tfrecords --overwrite")
+  try:
+    manifest = records.read_manifest(data_dir)
+  except records.ManifestError as e:
+    raise InputError(str(e)) from e
   check_shards(data_dir, manifest, verify)
   return DataInfo(data_dir, manifest)
 
@@ -654,8 +603,8 @@ def _fill_batch(batch: Dict[str, tf.Tensor], rows: int):
 
 
 def _normalize(log_mel_db: tf.Tensor, info: DataInfo) -> tf.Tensor:
-  lo, hi = info.normalization
-  return (tf.cast(log_mel_db, tf.float32) - lo) / (hi - lo)
+  return features.normalize(tf.cast(log_mel_db, tf.float32),
+                            *info.normalization)
 
 
 def _view(batch: Dict[str, tf.Tensor], prefix: str, info: DataInfo,

@@ -11,6 +11,8 @@ import numpy as np
 
 from tagger import fileio
 
+FIT_FILE = "pca.npz"  # a fit's file name, in shard folders and model dirs
+
 
 @dataclasses.dataclass(frozen=True)
 class PcaFit:

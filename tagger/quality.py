@@ -12,7 +12,6 @@ measured on the test split:
 """
 
 import dataclasses
-import os
 import time
 from typing import Dict, Sequence
 
@@ -154,14 +153,3 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
   baselines = linear_baselines(train_dir, test_dir, truth, val_fold=fold)
   return {"stages": stages, "baselines": baselines,
           "seconds": time.time() - started}
-
-
-def load_config(spec: str):
-  """A config from 'path/to/config.py[:arg]' (configs/ is not a package)."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  path, _, arg = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location(
-      os.path.splitext(os.path.basename(path))[0], path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()

@@ -29,11 +29,10 @@ from tagger import fileio
 from tagger import input_pipeline as ip
 from tagger import metrics
 from tagger import model as model_lib
+from tagger import model_dir as model_dir_lib
 from tagger import parallel
 from tagger import plots
 from tagger import records
-from tagger import sharding
-from tagger import trainer
 
 DEFAULT_TRIES = 5
 
@@ -45,57 +44,39 @@ class ScoreError(errors.UserError):
 @dataclasses.dataclass
 class LoadedModel:
   model_dir: str
-  data: dict                 # the model dir's data.json
+  data: model_dir_lib.DataDescription
   model: keras.Model         # outputs (probabilities, pooled embedding)
-  stage2: bool
+
+  @property
+  def stage2(self) -> bool:
+    return self.data.stage2
 
 
 def find_model_dirs(pattern: str) -> List[str]:
-  """Model dirs matching a glob (comma-separated globs allowed) that hold
-  best weights, sorted."""
-  found = []
-  for part in pattern.split(","):
-    part = part.strip()
-    if not part:
-      continue
-    matches = tf.io.gfile.glob(fileio.register_filesystem(part)) or []
-    found += [m for m in matches
-              if fileio.exists(fileio.join(m, trainer.BEST))]
-  found = sorted(set(found))
-  if not found:
-    raise ScoreError(f"no model dir with {trainer.BEST} matches "
-                     f"{pattern!r}; train first (tools/train)")
-  return found
+  try:
+    return model_dir_lib.find(pattern)
+  except model_dir_lib.ModelDirError as e:
+    raise ScoreError(str(e)) from e
 
 
 def load_model(model_dir: str) -> LoadedModel:
-  data_path = fileio.join(model_dir, trainer.DATA)
-  if not fileio.exists(data_path):
-    raise ScoreError(f"{data_path} not found: {model_dir} was not written "
-                     "by this tagger's tools/train")
-  data = fileio.read_json(data_path)
-  stage2 = int(data["stage"]) == 2
-  # Model dirs from before tagger 0.4 have no "architecture": the defaults.
-  base = model_lib.build_model(len(data["labels"]),
-                               data["pca_dim"] if stage2 else 0,
-                               num_mels=data["num_mels"],
-                               **data.get("architecture", {}))
-  trainer.load_weights(base, fileio.join(model_dir, trainer.BEST))
+  """A model dir's network, outputs (probabilities, embedding): the pooled
+  features, with the PCA vector where the network concatenates them."""
+  data, base = model_dir_lib.load(model_dir)
   names = {layer.name for layer in base.layers}
-  # The embedding: pooled features (+ the PCA vector where they meet).
   pooled = base.get_layer("concat" if "concat" in names else "pool").output
   model = keras.Model(base.inputs, [base.output, pooled])
-  return LoadedModel(model_dir, data, model, stage2)
+  return LoadedModel(model_dir, data, model)
 
 
 def check_compatible(models: Sequence[LoadedModel], info_labels=None):
   first = models[0].data
   for m in models[1:]:
     for key in ("labels", "num_mels", "normalization"):
-      if m.data[key] != first[key]:
+      if getattr(m.data, key) != getattr(first, key):
         raise ScoreError(f"{m.model_dir} and {models[0].model_dir} differ in "
                          f"{key}; score models of one dataset together")
-  if info_labels is not None and list(info_labels) != list(first["labels"]):
+  if info_labels is not None and list(info_labels) != list(first.labels):
     raise ScoreError("the test shards' labels differ from the models' "
                      "(were they made with --pca_from the same train split?)")
 
@@ -151,12 +132,12 @@ def _host_batches(serialized: tf.data.Dataset, info, lengths: Sequence[int],
       deterministic=True).prefetch(2)
 
 
-def _info(data: dict) -> ip.DataInfo:
+def _info(data: model_dir_lib.DataDescription) -> ip.DataInfo:
   """The input pipeline's view of a model dir's data.json."""
   return ip.DataInfo("", {
-      "labels": data["labels"], "pca": {"dim": data["pca_dim"]},
-      "log_mel": {"num_mels": data["num_mels"]},
-      "normalization": data["normalization"], "compression": "none",
+      "labels": data.labels, "pca": {"dim": data.pca_dim},
+      "log_mel": {"num_mels": data.num_mels},
+      "normalization": data.normalization, "compression": "none",
       "shards": []})
 
 
@@ -178,7 +159,7 @@ class Scorer:
 
   def _compile(self, element_spec):
     info, strategy, embeddings = self.info, self.strategy, self.embeddings
-    pad_mode = self.data.get("pad_mode", "symmetric")
+    pad_mode = self.data.pad_mode
     models = [(m.model, m.stage2) for m in self.models]
 
     @tf.function(input_signature=[element_spec])
@@ -209,14 +190,14 @@ class Scorer:
             progress: bool = True) -> "Scores":
     """Every clip x length x try; rows in the input order."""
     data = self.data
-    lengths = [int(x) for x in (lengths or data["eval_lengths"])]
-    shortest = max(model_lib.min_frames(m.data.get("architecture", {}).get(
+    lengths = [int(x) for x in (lengths or data.eval_lengths)]
+    shortest = max(model_lib.min_frames(m.data.architecture.get(
         "backbone", "mobilenet_v2")) for m in self.models)
     if min(lengths) < shortest:
       raise ScoreError(f"lengths must be >= {shortest} frames (the "
                        "models' backbones pool nothing shorter)")
     fnames, empty = _read_headers(serialized)
-    n, c = len(fnames), len(data["labels"])
+    n, c = len(fnames), len(data.labels)
     clips_per_batch = max(1, batch_size // tries)
     total = np.zeros((n, c), np.float64)
     pooled_sum = None
@@ -242,13 +223,13 @@ class Scorer:
     bar.close()
     views = len(lengths) * tries
     log_probs = total / views
-    counts = np.asarray(data["class_counts"], np.float64)
+    counts = np.asarray(data.class_counts, np.float64)
     log_probs[empty] = np.log(np.maximum(counts, 1e-3) / max(counts.sum(), 1))
     emb = None
     if pooled_sum is not None:
       emb = (pooled_sum / views).astype(np.float32)
       emb[empty] = 0.0
-    return Scores(fnames, log_probs, emb, empty, list(data["labels"]))
+    return Scores(fnames, log_probs, emb, empty, list(data.labels))
 
 
 def score_records(serialized: tf.data.Dataset, models: Sequence[LoadedModel],
@@ -287,16 +268,19 @@ def audio_records(audio_dir: str, model_dir: str, num_workers: int = 0,
   from tagger import extract  # pylint: disable=g-import-not-at-top
   from tagger import pca as pca_lib  # pylint: disable=g-import-not-at-top
   from tagger.params import FeatureParams  # pylint: disable=g-import-not-at-top
-  data = fileio.read_json(fileio.join(model_dir, trainer.DATA))
-  params = FeatureParams.from_dict(data["feature_params"])
-  fit = pca_lib.PcaFit.load(fileio.join(model_dir, trainer.PCA_FIT))
+  data = model_dir_lib.read_data(model_dir)
+  params = FeatureParams.from_dict(data.feature_params)
+  fit = pca_lib.PcaFit.load(fileio.join(model_dir, model_dir_lib.PCA_FIT))
   if csv_path:
-    names = [r.fname for r in sharding.read_csv_rows(csv_path, "test")]
+    try:
+      names = [r.fname for r in clip_files.read_csv_rows(csv_path, "test")]
+    except clip_files.CsvError as e:
+      raise ScoreError(str(e)) from e
   else:
     names = clip_files.list_folder(audio_dir)
   if not names:
     raise ScoreError(f"no audio files in {audio_dir}")
-  rows = [sharding.Row(i, name, "", 1) for i, name in enumerate(names)]
+  rows = [clip_files.Row(i, name, "", 1) for i, name in enumerate(names)]
   extract.warm_up(params)
   results = parallel.ordered_parallel_map(
       extract.extract_in_worker,
@@ -435,7 +419,7 @@ def score(*, model_dirs: str, output: str, data_dir: str = "",
   fileio.atomic_write_text(output, submission_csv(scores))
   result = {"clips": len(scores.fnames), "models": dirs,
             "lengths": [int(x) for x in (lengths or
-                                         models[0].data["eval_lengths"])],
+                                         models[0].data.eval_lengths)],
             "tries": tries,
             "empty": int(scores.empty.sum()), "output": output}
   if scores.empty.any():

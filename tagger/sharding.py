@@ -41,9 +41,7 @@ from tagger import records
 from tagger.params import FeatureParams
 
 STAGING = ".staging"
-MANIFEST = "manifest.json"
 LABELS = "labels.txt"
-PCA_FILE = "pca.npz"
 ERRORS = "errors.csv"
 SPLITS = ("train", "test")
 
@@ -77,12 +75,7 @@ class Options:
   params: FeatureParams = FeatureParams()
 
 
-@dataclasses.dataclass
-class Row:
-  index: int  # 0-based data row in the CSV
-  fname: str
-  label: str
-  manually_verified: int
+Row = clip_files.Row  # a CSV row (clip_files reads the CSV)
 
 
 @dataclasses.dataclass
@@ -95,35 +88,6 @@ class Problem:
 
 # ---------------------------------------------------------------------------
 # Reading and checking the CSV.
-
-
-def read_csv_rows(path: str, split: str) -> List[Row]:
-  """Parses a Kaggle CSV: fname[,label][,manually_verified]."""
-  if not fileio.exists(path):
-    raise ShardingError(f"{path}: CSV file not found")
-  try:
-    text = fileio.read_bytes(path).decode("utf-8-sig")
-  except UnicodeDecodeError as e:
-    raise ShardingError(f"{path}: not a UTF-8 text CSV ({e})") from e
-  reader = csv.DictReader(io.StringIO(text))
-  columns = [c.strip() for c in (reader.fieldnames or [])]
-  needed = ["fname"] + (["label"] if split == "train" else [])
-  missing = [c for c in needed if c not in columns]
-  if missing:
-    raise ShardingError(
-        f"{path}: missing column(s) {missing}; found {columns or 'no header'}"
-        f". A {split} CSV needs {needed} (Kaggle layout).")
-  reader.fieldnames = columns
-  rows = []
-  for i, record in enumerate(reader):
-    verified = (record.get("manually_verified") or "1").strip()
-    rows.append(Row(index=i, fname=(record["fname"] or "").strip(),
-                    label=(record.get("label") or "").strip(),
-                    manually_verified=1 if verified in ("1", "True", "true")
-                    else 0))
-  if not rows:
-    raise ShardingError(f"{path}: the CSV has a header but no rows")
-  return rows
 
 
 def _bad_label(label: str) -> bool:
@@ -492,7 +456,8 @@ def _fingerprint(options: Options, csv_bytes: bytes,
 def _owned_outputs(output_dir: str, split: str) -> List[str]:
   return [n for n in fileio.listdir(output_dir)
           if n.startswith(f"{split}-") or n in (
-              MANIFEST, LABELS, PCA_FILE, ERRORS, STAGING, STAGING + "/")]
+              records.MANIFEST, LABELS, pca_lib.FIT_FILE, ERRORS, STAGING,
+              STAGING + "/")]
 
 
 def prepare_output_dir(options: Options, fingerprints: Dict[str, str]) -> str:
@@ -506,9 +471,10 @@ def prepare_output_dir(options: Options, fingerprints: Dict[str, str]) -> str:
         fileio.remove_tree(path)
       else:
         tf.io.gfile.remove(path)
-  elif fileio.exists(fileio.join(out, MANIFEST)) and not options.resume:
-    raise ShardingError(f"{out} already holds a finished {MANIFEST}; pass "
-                        "--overwrite to write it again")
+  elif fileio.exists(fileio.join(out, records.MANIFEST)) and not options.resume:
+    raise ShardingError(f"{out} already holds a finished "
+                        f"{records.MANIFEST}; pass --overwrite to write it "
+                        "again")
   elif fileio.exists(staging) and not options.resume:
     raise ShardingError(f"{out} holds an interrupted run; pass --resume to "
                         "finish it or --overwrite to start again")
@@ -588,13 +554,13 @@ def _resolve_test_inputs(options: Options):
   if not options.pca_from:
     raise ShardingError("--split=test needs --pca_from=<train output_dir> "
                         "(its PCA fit and feature parameters are reused)")
-  manifest_path = fileio.join(options.pca_from, MANIFEST)
-  if not fileio.exists(manifest_path):
-    raise ShardingError(f"{manifest_path} not found: shard the train split "
-                        "first and point --pca_from at its output_dir")
-  train = fileio.read_json(manifest_path)
+  try:
+    train = records.read_manifest(options.pca_from)
+  except records.ManifestError as e:
+    raise ShardingError(f"--pca_from: {e} (shard the train split first "
+                        "and point --pca_from at its output_dir)") from e
   params = FeatureParams.from_dict(train["feature_params"])
-  fit = pca_lib.PcaFit.load(fileio.join(options.pca_from, PCA_FILE))
+  fit = pca_lib.PcaFit.load(fileio.join(options.pca_from, pca_lib.FIT_FILE))
   return params, train["labels"], fit
 
 
@@ -631,7 +597,10 @@ def make_tfrecords(options: Options) -> dict:
   if options.split == "test":
     params, vocabulary, fit = _resolve_test_inputs(options)
     options = dataclasses.replace(options, params=params)
-  rows = read_csv_rows(options.csv, options.split)
+  try:
+    rows = clip_files.read_csv_rows(options.csv, options.split)
+  except clip_files.CsvError as e:
+    raise ShardingError(str(e)) from e
   if options.split == "train":
     vocabulary = label_vocabulary(rows, options.labels_file)
   usable, problems = check_rows(rows, options.split, vocabulary, options.csv)
@@ -659,7 +628,7 @@ def make_tfrecords(options: Options) -> dict:
 def _make_tfrecords_locked(options: Options, started: float, vocabulary,
                            usable: List[Row], problems: List[Problem],
                            fit) -> dict:
-  manifest_path = fileio.join(options.output_dir, MANIFEST)
+  manifest_path = fileio.join(options.output_dir, records.MANIFEST)
   if options.resume and not options.overwrite and fileio.exists(
       manifest_path):
     logging.info("%s is already complete; nothing to resume", manifest_path)
@@ -683,7 +652,7 @@ def _make_tfrecords_locked(options: Options, started: float, vocabulary,
 
   if options.split == "train":
     fit = pca_lib.fit_pca(staged.summary, options.pca_components)
-    fit.save(fileio.join(options.output_dir, PCA_FILE))
+    fit.save(fileio.join(options.output_dir, pca_lib.FIT_FILE))
     folds, fold_plan = assign_folds([r.label for r in staged.rows],
                                     options.num_folds, options.fold_seed)
     if clip_problems:  # clips were skipped: the classes may allow fewer
@@ -701,7 +670,7 @@ def _make_tfrecords_locked(options: Options, started: float, vocabulary,
   manifest = build_manifest(options, staged, folds, vocabulary, fit, names,
                             shards, shard_folds, problems, started, audio_seconds,
                             extract_time, fold_plan)
-  fileio.write_json(fileio.join(options.output_dir, MANIFEST), manifest)
+  records.write_manifest(options.output_dir, manifest)
   if not options.keep_staging:
     fileio.remove_tree(staging)
   return manifest
@@ -755,8 +724,8 @@ def build_manifest(options, staged, folds, vocabulary, fit, names, shards,
       "pca": {"dim": fit.dim,
               "explained_variance": round(float(
                   fit.explained_variance_ratio.sum()), 4),
-              "fit_file": (PCA_FILE if options.split == "train" else
-                           fileio.join(options.pca_from, PCA_FILE))},
+              "fit_file": (pca_lib.FIT_FILE if options.split == "train" else
+                           fileio.join(options.pca_from, pca_lib.FIT_FILE))},
       "folds": ({"num_folds": fold_plan.num_folds,
                  "requested": fold_plan.requested, "seed": options.fold_seed,
                  "train_only_clips": int(np.sum(folds < 0)),

@@ -104,5 +104,5 @@ def write_synthetic_shards(output_dir: str, num_records: int, *,
       "compression": "none",
       "shards": shards,
   }
-  fileio.write_json(fileio.join(output_dir, "manifest.json"), manifest)
+  records.write_manifest(output_dir, manifest)
   return manifest

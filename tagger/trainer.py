@@ -22,7 +22,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 from typing import Optional
 
@@ -38,21 +37,12 @@ from tagger import fileio
 from tagger import input_pipeline as ip
 from tagger import metrics
 from tagger import model as model_lib
+from tagger import model_dir as model_dir_lib
 from tagger import plots
 from tagger import records
 from tagger import schedules
+from tagger import settings
 
-STATE = "state.json"
-CONFIG = "config.json"
-HISTORY = "history.csv"
-SUMMARY = "summary.json"
-BEST = "best.weights.h5"
-DATA = "data.json"        # what scoring and export need to know of the data
-PCA_FIT = "pca.npz"       # the train split's PCA fit (scoring raw audio)
-CONFUSION = "confusion_matrix.png"
-CHECKPOINTS = "checkpoints"
-TENSORBOARD = "tensorboard"
-PAIRING = "pairing"
 PHASES = ("cyclic", "fine_tune_1", "fine_tune_2")
 HISTORY_KEYS = ("phase", "epoch", "lr", "train_loss", "val_loss",
                 "val_accuracy", "val_map3", "examples_per_sec", "seconds")
@@ -66,68 +56,15 @@ class TrainError(errors.UserError):
 # Configuration.
 
 
-def default_config() -> ml_collections.ConfigDict:
-  """Every training setting with the reference's value (stage 1); configs/
-  change what differs. Each field is overridable from the command line:
-  --config.fold=3 --config.input.batch_size=128."""
-  from ml_collections import config_dict  # pylint: disable=g-import-not-at-top
-  c = ml_collections.ConfigDict()
-  c.stage = 1                  # 1: log-mel only; 2: log-mel + PCA
-  c.fold = "0"                 # 'k', 'all' (each in turn), 'none' (no val)
-  c.seed = 0
-  c.strategy = "auto"          # auto | mirrored | multi_worker | one_device
-  c.precision = "auto"         # auto | float32 | mixed_float16 | ..bfloat16
-  c.deterministic = False      # tf op determinism (slower; for tests)
-  c.verify_shards = True       # sha256 of every shard before training
-  c.input = ml_collections.ConfigDict({
-      f.name: f.default for f in dataclasses.fields(ip.InputConfig)
-      if f.name != "seed"})
-  c.input.length_range = config_dict.placeholder(tuple)
-  c.augment = ml_collections.ConfigDict({
-      f.name: f.default for f in dataclasses.fields(ip.AugmentConfig)})
-  c.model = ml_collections.ConfigDict()
-  c.model.backbone_weights = "none"  # none | imagenet | path to a .h5
-  c.model.init_from = ""             # stage 2: 'runs/stage1/fold{fold}'
-  # None keeps Keras' own (backbone 0.999, head 0.99); short runs need ~0.9.
-  c.model.bn_momentum = config_dict.placeholder(float)
-  c.model.backbone = "mobilenet_v2"  # model.BACKBONES: | small_cnn
-  c.model.alpha = 1.0                # the backbone's width
-  c.model.pca_head = False           # stage 2: + linear PCA -> logits path
-  c.model.pca_into_mlp = True        # stage 2: PCA into the dense layers
-  c.model.dropout = 0.0              # before the dense layers and logits
-  c.model.pca_head_l2 = 0.0          # L2 on the linear PCA path's kernel
-  c.schedule = ml_collections.ConfigDict()
-  c.schedule.cyclic_epochs = 100
-  c.schedule.base_lr = 1e-4
-  c.schedule.max_lr = 1e-3
-  c.schedule.cycle_step_epochs = 1.0
-  c.schedule.fine_tune_lrs = (1e-5, 1e-4)
-  c.schedule.fine_tune_max_epochs = 100
-  c.schedule.plateau_factor = 0.1
-  c.schedule.plateau_patience = 3
-  c.schedule.plateau_min_delta = 1e-4
-  c.schedule.early_stop_patience = 10
-  c.class_weights = False      # stage 2: weights 1 / class count
-  # The monitored value (best weights, plateau, early stop): val_loss (the
-  # reference) or val_map3 (the competition's metric; small noisy sets).
-  c.select_best = "val_loss"
-  c.verified_weight = 1.0      # loss weight of manually verified clips
-  c.eval_batch_size = 128
-  c.max_steps_per_epoch = 0    # 0: whole epochs
-  c.log_pairing = False        # write each epoch's pairing table (CSV)
-  c.tensorboard_images = 6
-  return c
-
-
-def input_config(config) -> ip.InputConfig:
+def input_config(config) -> settings.InputConfig:
   values = {**config.input.to_dict(), "seed": config.seed}
   if values.get("length_range") is None:
     values.pop("length_range", None)
-  return ip.from_mapping(ip.InputConfig, values)
+  return settings.from_mapping(settings.InputConfig, values)
 
 
-def augment_config(config) -> ip.AugmentConfig:
-  return ip.from_mapping(ip.AugmentConfig, config.augment.to_dict())
+def augment_config(config) -> settings.AugmentConfig:
+  return settings.from_mapping(settings.AugmentConfig, config.augment.to_dict())
 
 
 def _config_json(config) -> str:
@@ -147,19 +84,20 @@ def architecture(config) -> dict:
 
 def data_description(info: ip.DataInfo, stage: int, eval_lengths,
                      pad_mode: str = "symmetric",
-                     architecture_args: Optional[dict] = None) -> dict:
+                     architecture_args: Optional[dict] = None
+                     ) -> model_dir_lib.DataDescription:
   """A model dir's data.json: what scoring and export need of the data."""
   manifest = info.manifest
-  return {"data_dir": info.data_dir, "stage": stage,
-          "architecture": architecture_args or {},
-          "labels": list(info.labels),
-          "class_counts": info.class_counts().tolist(),
-          "pca_dim": info.pca_dim, "num_mels": info.num_mels,
-          "normalization": manifest["normalization"],
-          "crop_range": manifest.get("crop_range"),
-          "eval_lengths": [int(x) for x in eval_lengths],
-          "pad_mode": pad_mode,
-          "feature_params": manifest.get("feature_params")}
+  return model_dir_lib.DataDescription(
+      data_dir=info.data_dir, stage=int(stage),
+      architecture=dict(architecture_args or {}),
+      labels=list(info.labels),
+      class_counts=info.class_counts().tolist(),
+      pca_dim=int(info.pca_dim), num_mels=int(info.num_mels),
+      normalization=manifest["normalization"],
+      crop_range=manifest.get("crop_range"),
+      eval_lengths=[int(x) for x in eval_lengths], pad_mode=pad_mode,
+      feature_params=manifest.get("feature_params"))
 
 
 def class_weights(info: ip.DataInfo) -> np.ndarray:
@@ -222,23 +160,6 @@ def restore_checkpoint(path: str, model: keras.Model,
                      f"{len(optimizer.variables)} variables")
   for variable, value in zip(optimizer.variables, values):
     variable.assign(value)
-
-
-def save_weights(model: keras.Model, path: str) -> None:
-  """model.save_weights to any filesystem, atomically."""
-  with tempfile.TemporaryDirectory() as tmp:
-    local = os.path.join(tmp, "w.weights.h5")
-    model.save_weights(local)
-    target = fileio.temp_name(path)
-    tf.io.gfile.copy(local, target, overwrite=True)
-    tf.io.gfile.rename(target, path, overwrite=True)
-
-
-def load_weights(model: keras.Model, path: str) -> None:
-  with tempfile.TemporaryDirectory() as tmp:
-    local = os.path.join(tmp, "w.weights.h5")
-    tf.io.gfile.copy(path, local, overwrite=True)
-    model.load_weights(local)
 
 
 def _history_csv(rows) -> str:
@@ -324,6 +245,10 @@ class FoldRun:
                     else np.ones(self.info.num_classes, np.float32))
     self.traces = {"train": 0, "eval": 0}
 
+  def _file(self, *names: str) -> str:
+    """A path in this run's model dir (model_dir_lib names its files)."""
+    return fileio.join(self.model_dir, *names)
+
   # -- building ------------------------------------------------------------
 
   def build(self):
@@ -353,21 +278,22 @@ class FoldRun:
     if not source:
       return []
     source = source.format(fold=self.fold)
-    path = source if source.endswith(".h5") else fileio.join(source, BEST)
+    path = (source if source.endswith(".h5") else
+            fileio.join(source, model_dir_lib.BEST))
     if not fileio.exists(path):
       raise TrainError(f"init_from: {path} not found (train stage 1 of fold "
                        f"{self.fold} first, or fix --config.model.init_from)")
     # The stage-1 network as its model dir recorded it (a bare .h5: as
     # this config's backbone).
     built = architecture(self.config)
-    data_path = fileio.join(os.path.dirname(path), DATA)
+    data_path = fileio.join(os.path.dirname(path), model_dir_lib.DATA)
     if fileio.exists(data_path):
       built.update(fileio.read_json(data_path).get("architecture", {}))
     stage1 = model_lib.build_model(self.info.num_classes, 0,
                                    num_mels=self.info.num_mels,
                                    backbone=built["backbone"],
                                    alpha=built["alpha"])
-    load_weights(stage1, path)
+    model_dir_lib.load_weights(stage1, path)
     copied = model_lib.transfer_weights(stage1, self.model)
     logging.info("initialised %s from %s: %s", self.model.name, path,
                  ", ".join(copied))
@@ -509,7 +435,7 @@ class FoldRun:
   def writer(self):
     if not hasattr(self, "_writer"):
       self._writer = (tf.summary.create_file_writer(
-          fileio.join(self.model_dir, TENSORBOARD)) if self.chief
+          self._file(model_dir_lib.TENSORBOARD)) if self.chief
                       else tf.summary.create_noop_writer())
     return self._writer
 
@@ -541,23 +467,23 @@ class FoldRun:
   def _save_state(self, state: RunState):
     if not self.chief:
       return
-    fileio.atomic_write_text(fileio.join(self.model_dir, STATE),
+    fileio.atomic_write_text(self._file(model_dir_lib.STATE),
                              state.to_json())
-    fileio.atomic_write_text(fileio.join(self.model_dir, HISTORY),
+    fileio.atomic_write_text(self._file(model_dir_lib.HISTORY),
                              _history_csv(state.history))
 
   def _checkpoint(self, state: RunState):
     if not self.chief:
       return
     name = f"epoch-{state.epoch:05d}.npz"
-    path = fileio.join(self.model_dir, CHECKPOINTS, name)
-    fileio.makedirs(fileio.join(self.model_dir, CHECKPOINTS))
+    path = self._file(model_dir_lib.CHECKPOINTS, name)
+    fileio.makedirs(self._file(model_dir_lib.CHECKPOINTS))
     save_checkpoint(path, self.model, self.optimizer)
     previous = state.checkpoint
     state.checkpoint = name
     self._save_state(state)
     if previous and previous != name:
-      old = fileio.join(self.model_dir, CHECKPOINTS, previous)
+      old = self._file(model_dir_lib.CHECKPOINTS, previous)
       if fileio.exists(old):
         tf.io.gfile.remove(old)
 
@@ -567,9 +493,9 @@ class FoldRun:
     if getattr(self, "best_snapshot", None) is not None:
       self.model.set_weights(self.best_snapshot)
       return
-    best = fileio.join(self.model_dir, BEST)
+    best = self._file(model_dir_lib.BEST)
     if fileio.exists(best):
-      load_weights(self.model, best)
+      model_dir_lib.load_weights(self.model, best)
 
   def _phase_lr(self, state: RunState, step_in_epoch: int) -> float:
     sched = self.config.schedule
@@ -675,7 +601,7 @@ class FoldRun:
                                             "train_loss")}
       self.best_snapshot = self.model.get_weights()  # on every worker
       if self.chief:
-        save_weights(self.model, fileio.join(self.model_dir, BEST))
+        model_dir_lib.save_weights(self.model, self._file(model_dir_lib.BEST))
     stop = False
     if state.phase > 0:
       plateau = schedules.Plateau(**state.plateau)
@@ -700,9 +626,9 @@ class FoldRun:
       raise TrainError(f"--model_dir {self.model_dir} is a file, not a "
                        "folder")
     fileio.makedirs(self.model_dir)
-    config_path = fileio.join(self.model_dir, CONFIG)
+    config_path = self._file(model_dir_lib.CONFIG)
     config_text = _config_json(self.config)
-    state_path = fileio.join(self.model_dir, STATE)
+    state_path = self._file(model_dir_lib.STATE)
     self.build()
     copied = []
     if fileio.exists(state_path):
@@ -714,9 +640,9 @@ class FoldRun:
       state = RunState.from_json(fileio.read_text(state_path))
       if state.done:
         logging.info("%s is finished; nothing to do", self.model_dir)
-        return fileio.read_json(fileio.join(self.model_dir, SUMMARY))
+        return fileio.read_json(self._file(model_dir_lib.SUMMARY))
       if state.checkpoint:
-        restore_checkpoint(fileio.join(self.model_dir, CHECKPOINTS,
+        restore_checkpoint(self._file(model_dir_lib.CHECKPOINTS,
                                        state.checkpoint),
                            self.model, self.optimizer)
       logging.info("resuming %s: phase %s, epoch %d", self.model_dir,
@@ -759,12 +685,12 @@ class FoldRun:
 
   def write_data_description(self):
     """data.json and pca.npz: a model dir is enough to score and export."""
-    fileio.write_json(fileio.join(self.model_dir, DATA), data_description(
+    model_dir_lib.write_data(self.model_dir, data_description(
         self.info, int(self.config.stage), self.eval_lengths,
         self.augment.pad_mode, architecture(self.config)))
-    fit = fileio.join(self.info.data_dir, PCA_FIT)
+    fit = fileio.join(self.info.data_dir, model_dir_lib.PCA_FIT)
     if fileio.exists(fit):
-      tf.io.gfile.copy(fit, fileio.join(self.model_dir, PCA_FIT),
+      tf.io.gfile.copy(fit, self._file(model_dir_lib.PCA_FIT),
                        overwrite=True)
 
   def write_pairing(self, epoch: int):
@@ -783,13 +709,13 @@ class FoldRun:
     writer.writerow(["primary", "partner"])
     writer.writerows(table)
     text = buffer.getvalue()
-    fileio.makedirs(fileio.join(self.model_dir, PAIRING))
+    fileio.makedirs(self._file(model_dir_lib.PAIRING))
     fileio.atomic_write_text(
-        fileio.join(self.model_dir, PAIRING, f"epoch-{epoch:05d}"
+        self._file(model_dir_lib.PAIRING, f"epoch-{epoch:05d}"
                     f"{f'-worker{worker}' if worker else ''}.csv"), text)
 
   def finish(self, state: RunState, copied) -> dict:
-    best_path = fileio.join(self.model_dir, BEST)
+    best_path = self._file(model_dir_lib.BEST)
     self._load_best()
     summary = {"fold": str(self.fold), "stage": int(self.config.stage),
                "best": state.best, "epochs": state.epoch,
@@ -812,7 +738,7 @@ class FoldRun:
           matrix, self.info.labels,
           f"fold {self.fold}, stage {self.config.stage}: best model, "
           f"MAP@3 {result['val_map3']:.3f}")
-      fileio.atomic_write_bytes(fileio.join(self.model_dir, CONFUSION), png)
+      fileio.atomic_write_bytes(self._file(model_dir_lib.CONFUSION), png)
       with self.writer().as_default():
         tf.summary.image("confusion_matrix_best",
                          tf.io.decode_png(png)[None], step=state.epoch)
@@ -820,7 +746,7 @@ class FoldRun:
                  weights_fingerprint(self.model), distribute.task_name())
     if self.chief:
       self.writer().flush()
-      fileio.write_json(fileio.join(self.model_dir, SUMMARY), summary)
+      fileio.write_json(self._file(model_dir_lib.SUMMARY), summary)
       state.done = True
       self._save_state(state)
     return summary

@@ -76,10 +76,10 @@ def params():
 
 
 def tiny_config(**overrides):
-  """trainer.default_config() shrunk for tests: 32-48 frame inputs, batch
+  """settings.default_config() shrunk for tests: 32-48 frame inputs, batch
   16, one cyclic epoch. overrides: {"schedule.cyclic_epochs": 3, ...}."""
-  from tagger import trainer  # pylint: disable=g-import-not-at-top
-  config = trainer.default_config()
+  from tagger import settings  # pylint: disable=g-import-not-at-top
+  config = settings.default_config()
   config.input.batch_size = 16
   config.input.length_range = (32, 48)
   config.input.length_quantum = 16

@@ -19,6 +19,7 @@ from tagger import clip_files
 from tagger import extract
 from tagger import input_pipeline as ip
 from tagger import score
+from tagger import records
 from tagger import sharding
 from tagger import synthetic
 
@@ -105,7 +106,7 @@ def test_hostile_names_and_special_files_are_refused_not_read(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
   finally:
     sock.close()
-  manifest = json.load(open(os.path.join(out, sharding.MANIFEST)))
+  manifest = json.load(open(os.path.join(out, records.MANIFEST)))
   assert manifest["num_records"] == 7  # 6 clips + the symlink inside
   errors = _errors(out)
   expected = {
@@ -128,7 +129,7 @@ def test_hostile_names_and_special_files_are_refused_not_read(tmp_path):
 def test_scoring_raw_audio_refuses_the_same_names(tmp_path):
   _, audio, _, hostile, sock = _hostile_folder(tmp_path)
   try:
-    rows = [sharding.Row(i, name, "", 1) for i, (name, _) in
+    rows = [clip_files.Row(i, name, "", 1) for i, (name, _) in
             enumerate(hostile)]
     tasks = list(clip_files.clip_tasks(rows, str(audio)))
   finally:
@@ -143,7 +144,7 @@ def test_scoring_raw_audio_refuses_the_same_names(tmp_path):
 def test_file_size_limit_is_checked_before_reading(tmp_path):
   big = tmp_path / "big.wav"
   big.write_bytes(_clip(0, seconds=2.0))
-  rows = [sharding.Row(0, "big.wav", "", 1)]
+  rows = [clip_files.Row(0, "big.wav", "", 1)]
   (task,) = clip_files.clip_tasks(rows, str(tmp_path), max_file_mb=0.01)
   assert task.data is None and "above the limit" in task.read_error
 
@@ -237,7 +238,7 @@ def test_three_clips_a_class_shards_and_trains_every_fold(tmp_path):
   for fold in info.folds:  # the one-clip class trains in every fold
     assert -1 in ip.select_folds(info, fold, "train")
   # Resuming with another fold count reuses the staged features.
-  os.remove(os.path.join(opts.output_dir, sharding.MANIFEST))
+  os.remove(os.path.join(opts.output_dir, records.MANIFEST))
   again = sharding.make_tfrecords(
       sharding.Options(**{**opts.__dict__, "num_folds": 2, "resume": True}))
   assert again["folds"]["num_folds"] == 2

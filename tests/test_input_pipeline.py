@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from tagger import input_pipeline as ip
 from tagger import records
+from tagger import settings
 from tagger import synthetic
 from conftest import two_cpu_strategy  # pylint: disable=g-bad-import-order
 
@@ -25,8 +26,9 @@ def info(tmp_path_factory):
   return ip.load_data_info(path)
 
 
-CONFIG = ip.InputConfig(batch_size=16, length_quantum=8, shuffle_buffer=32,
-                        pairing_block=64, eval_lengths=(20, 50))
+CONFIG = settings.InputConfig(batch_size=16, length_quantum=8,
+                              shuffle_buffer=32, pairing_block=64,
+                              eval_lengths=(20, 50))
 
 
 def fold_of(i):
@@ -167,7 +169,8 @@ def test_validation_on_replicas_gets_full_batches_and_every_clip_once(info):
 
 def test_model_batch_ranges_and_mixed_targets(info):
   batch = epoch_batches(info)[0]
-  out = ip.augment_batch(batch, info, ip.AugmentConfig(mixup_alpha=0.5))
+  out = ip.augment_batch(batch, info,
+                         settings.AugmentConfig(mixup_alpha=0.5))
   length = batch[records.LOG_MEL].shape[1]
   assert out[records.LOG_MEL].shape == (16, 64, length, 1)
   assert out[records.LOG_MEL].dtype == tf.float32
@@ -180,8 +183,8 @@ def test_model_batch_ranges_and_mixed_targets(info):
 
 
 def test_no_augmentation_is_crop_pad_only(info):
-  plain = ip.AugmentConfig(shift_fraction=0.0, flip_probability=0.0,
-                           erase_probability=0.0, mixup_alpha=0.0)
+  plain = settings.AugmentConfig(shift_fraction=0.0, flip_probability=0.0,
+                                 erase_probability=0.0, mixup_alpha=0.0)
   batch = epoch_batches(info)[0]
   out = ip.augment_batch(batch, info, plain)[records.LOG_MEL].numpy()
   lo, hi = info.normalization
@@ -201,7 +204,7 @@ def test_no_augmentation_is_crop_pad_only(info):
 def test_host_placement_gives_the_device_placement_batches(info):
   device = epoch_batches(info)[:2]
   host = epoch_batches(info, dataclasses.replace(CONFIG, placement="host"))
-  aug = ip.AugmentConfig()
+  aug = settings.AugmentConfig()
   for raw, done in zip(device, host[:2]):
     expect = ip.augment_batch(raw, info, aug)
     for key in expect:
@@ -213,7 +216,7 @@ def test_per_replica_batches_under_mirrored_strategy(info):
   assert len(devices) == 2, "conftest sets up two logical CPUs"
   strategy = two_cpu_strategy()
   folds = ip.select_folds(info, 1, "train")
-  aug = ip.AugmentConfig()
+  aug = settings.AugmentConfig()
   dist = strategy.distribute_datasets_from_function(
       lambda ctx: ip.train_dataset(info, folds, CONFIG, aug, num_epochs=1,
                                    input_context=ctx))
@@ -246,14 +249,16 @@ def test_clear_errors(info, tmp_path):
     ip.load_data_info(str(tmp_path))
   with pytest.raises(ip.InputError, match="fold 9 is not in"):
     ip.select_folds(info, 9, "train")
-  with pytest.raises(ip.InputError, match="unknown InputConfig keys"):
-    ip.from_mapping(ip.InputConfig, {"batch_sise": 3})
+  with pytest.raises(settings.SettingsError,
+                     match="unknown InputConfig keys"):
+    settings.from_mapping(settings.InputConfig, {"batch_sise": 3})
   with pytest.raises(ip.InputError, match="does not split over 3 replicas"):
     ip.steps_per_epoch(info, (0,), CONFIG, num_replicas=3)
 
 
 def test_batch_picture_is_a_png(info):
-  png = ip.batch_picture(info, CONFIG, ip.AugmentConfig(), fold=1, rows=3)
+  png = ip.batch_picture(info, CONFIG, settings.AugmentConfig(), fold=1,
+                         rows=3)
   assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
 

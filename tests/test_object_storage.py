@@ -18,9 +18,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUCKET = "tagger-test"
 
 TINY = """
-from tagger import trainer
+from tagger import settings
 def get_config():
-  config = trainer.default_config()
+  config = settings.default_config()
   config.input.batch_size = 8
   config.input.length_range = (32, 48)
   config.input.length_quantum = 16

@@ -13,8 +13,10 @@ import pytest
 import tensorflow as tf
 
 from tagger import model as model_lib
+from tagger import model_dir as model_dir_lib
 from tagger import quality
 from tagger import recorded_data
+from tagger import settings
 from tagger import synthetic
 from tagger import trainer
 from conftest import tiny_config  # pylint: disable=g-bad-import-order
@@ -128,13 +130,13 @@ def test_best_weights_by_map3_and_a_pca_head_score(learnable, tmp_path):
                           "schedule.cyclic_epochs": 3})
   summary = trainer.train(config, learnable, str(tmp_path / "m"),
                           tf.distribute.get_strategy())
-  with open(tmp_path / "m" / trainer.HISTORY) as f:
+  with open(tmp_path / "m" / model_dir_lib.HISTORY) as f:
     history = list(csv.DictReader(f))
   assert len(history) == 3
   best = max(history, key=lambda row: (float(row["val_map3"]),
                                        -int(row["epoch"])))
   assert summary["best"]["epoch"] == int(best["epoch"])
-  data = json.loads((tmp_path / "m" / trainer.DATA).read_text())
+  data = json.loads((tmp_path / "m" / model_dir_lib.DATA).read_text())
   assert data["architecture"]["pca_head"] is True
   from tagger import score  # pylint: disable=g-import-not-at-top
   loaded = score.load_model(str(tmp_path / "m"))
@@ -177,7 +179,7 @@ def test_a_registered_backbone_trains_and_scores(learnable, tmp_path):
                           "input.eval_lengths": (8,)})
   trainer.train(config, learnable, str(tmp_path / "m"),
                 tf.distribute.get_strategy())
-  data = json.loads((tmp_path / "m" / trainer.DATA).read_text())
+  data = json.loads((tmp_path / "m" / model_dir_lib.DATA).read_text())
   assert data["architecture"]["backbone"] == "tiny_test"
   from tagger import score  # pylint: disable=g-import-not-at-top
   loaded = score.load_model(str(tmp_path / "m"))
@@ -196,7 +198,7 @@ def test_configs_set_only_known_fields(spec):
   """A mistyped field in a config file would be a new, unused key."""
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   path, _, arg = spec.partition(":")
-  config = quality.load_config(os.path.join(repo, path) +
+  config = settings.load_config(os.path.join(repo, path) +
                                (f":{arg}" if arg else ""))
 
   def keys(d, prefix=""):
@@ -206,9 +208,44 @@ def test_configs_set_only_known_fields(spec):
       else:
         yield prefix + k
 
-  assert set(keys(config)) == set(keys(trainer.default_config()))
+  assert set(keys(config)) == set(keys(settings.default_config()))
   if spec.startswith("configs/cpu.py:stage2"):
     assert config.model.pca_head and not config.model.pca_into_mlp
   if spec.startswith("configs/stage"):  # the reference's recipe
     assert not config.model.pca_head
     assert config.select_best == "val_loss"
+
+
+def test_quality_benchmark_end_to_end_on_a_small_kaggle_folder(tmp_path):
+  """Kaggle folder -> shards -> stage 1 -> stage 2 (late fusion) -> test
+  scores, beside both linear baselines on the same split; a re-run skips
+  what is done."""
+  from tagger import demo_data  # pylint: disable=g-import-not-at-top
+  keras.mixed_precision.set_global_policy("float32")
+  data = str(tmp_path / "data")
+  demo_data.make_demo_data(data, demo_data.DemoSpec(
+      train_per_class=3, test_per_class=1, max_duration_s=3.0))
+  stage1 = tiny_config()
+  stage2 = tiny_config(**{"stage": 2, "model.pca_head": True,
+                          "model.pca_into_mlp": False,
+                          "model.pca_head_l2": 0.03})
+  result = quality.run_benchmark(data, str(tmp_path / "work"),
+                                 [stage1, stage2], fold=0, num_workers=2)
+  assert [s["name"] for s in result["stages"]] == ["stage1", "stage2"]
+  for stage in result["stages"]:
+    assert 0.0 <= stage["map3"] <= 1.0
+  for name in ("pca", "mel_stats"):
+    # 41 clips + the empty one, as the scorer counts them.
+    assert result["baselines"][name]["test_clips"] == 42
+    assert 0.0 <= result["baselines"][name]["map3"] <= 1.0
+  stage2_dir = tmp_path / "work" / "stage2" / "fold0"
+  data_json = json.loads((stage2_dir / model_dir_lib.DATA).read_text())
+  assert data_json["architecture"]["pca_into_mlp"] is False
+  again = quality.run_benchmark(data, str(tmp_path / "work"),
+                                [tiny_config(), tiny_config(**{
+                                    "stage": 2, "model.pca_head": True,
+                                    "model.pca_into_mlp": False,
+                                    "model.pca_head_l2": 0.03})],
+                                fold=0, num_workers=2)
+  assert [s["map3"] for s in again["stages"]] == [
+      s["map3"] for s in result["stages"]]

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+
 from tagger import export as export_lib
 from tagger import metrics
 from tagger import records
 from tagger import score
+from tagger import settings
 from tagger import synthetic
 from tagger import trainer
 from conftest import tiny_config  # pylint: disable=g-bad-import-order
@@ -55,8 +57,8 @@ def test_full_clip_at_its_own_length_is_the_plain_model_output(trained):
   result = score.score_records(
       tf.data.Dataset.from_tensors(record), [loaded],
       tf.distribute.get_strategy(), lengths=[48], tries=1, progress=False)
-  lo, hi = loaded.data["normalization"]["min_db"], \
-      loaded.data["normalization"]["max_db"]
+  lo, hi = loaded.data.normalization["min_db"], \
+      loaded.data.normalization["max_db"]
   x = ((mel.astype(np.float16).astype(np.float32) - lo) / (hi - lo))
   probs, _ = loaded.model({"log_mel": x[None, :, :, None],
                            "pca": np.arange(6, dtype=np.float32)[None]})
@@ -176,7 +178,7 @@ def test_raw_audio_scores_as_its_shards(tmp_path):
   sharding.make_tfrecords(sharding.Options(
       csv=test_csv, audio_dir=test_audio, output_dir=test, split="test",
       pca_from=train, num_workers=1, progress=False))
-  config = trainer.default_config()
+  config = settings.default_config()
   config.stage = 2
   config.input.batch_size = 4
   config.input.eval_lengths = (32,)

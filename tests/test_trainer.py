@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+
 from tagger import distribute
 from tagger import model as model_lib
+from tagger import model_dir as model_dir_lib
 from tagger import synthetic
 from tagger import trainer
 from conftest import tiny_config, two_cpu_strategy  # pylint: disable=g-bad-import-order
@@ -61,20 +63,21 @@ def test_loss_falls_under_mirrored_strategy_on_two_cpus(data_dir, tmp_path):
                           "log_pairing": True})
   summary = trainer.train(config, data_dir, str(tmp_path / "run"),
                           two_cpu_strategy())
-  history = open(tmp_path / "run" / trainer.HISTORY).read().splitlines()
+  history = open(tmp_path / "run" / model_dir_lib.HISTORY).read().splitlines()
   losses = [float(row.split(",")[3]) for row in history[1:]]
   val_map3 = [float(row.split(",")[6]) for row in history[1:]]
   assert len(losses) == 4 and min(losses[2:]) < 0.8 * losses[0], losses
   assert max(val_map3) > 0.7, val_map3  # chance for 4 classes: 0.46
   assert summary["strategy"] == "MirroredStrategy with 2 replica(s)"
   assert summary["traces"]["train"] == 1  # several lengths, one trace
-  for name in (trainer.BEST, trainer.SUMMARY, trainer.CONFUSION,
-               trainer.CONFIG):
+  for name in (model_dir_lib.BEST, model_dir_lib.SUMMARY,
+               model_dir_lib.CONFUSION, model_dir_lib.CONFIG):
     assert os.path.exists(tmp_path / "run" / name)
-  assert os.listdir(tmp_path / "run" / trainer.TENSORBOARD)
-  tables = sorted(os.listdir(tmp_path / "run" / trainer.PAIRING))
+  assert os.listdir(tmp_path / "run" / model_dir_lib.TENSORBOARD)
+  tables = sorted(os.listdir(tmp_path / "run" / model_dir_lib.PAIRING))
   assert tables[0] == "epoch-00000.csv" and len(tables) >= 4
-  rows = open(tmp_path / "run" / trainer.PAIRING / tables[0]).read().split()
+  rows = open(tmp_path / "run" / model_dir_lib.PAIRING /
+              tables[0]).read().split()
   steps = summary["steps"] // 4
   assert len(rows) == 1 + steps * 16  # header + every pair of the epoch
 
@@ -87,7 +90,7 @@ def test_stage2_starts_from_stage1_weights(data_dir, tmp_path):
   for w in stage1.weights:
     w.assign(np.random.default_rng(0).normal(size=w.shape).astype(
         w.dtype))
-  trainer.save_weights(stage1, str(stage1_dir / trainer.BEST))
+  model_dir_lib.save_weights(stage1, str(stage1_dir / model_dir_lib.BEST))
   config = tiny_config(**{
       "stage": 2, "model.init_from": str(tmp_path / "stage1" / "fold{fold}")})
   run = trainer.FoldRun(config, data_dir, str(tmp_path / "s2"),
@@ -120,7 +123,7 @@ def test_mixed_float16_through_every_phase_on_two_replicas(data_dir,
     summary = run.train()
     assert isinstance(run.optimizer, keras.optimizers.LossScaleOptimizer)
     assert summary["precision"] == "mixed_float16"
-    history = open(tmp_path / "mp" / trainer.HISTORY).read().splitlines()
+    history = open(tmp_path / "mp" / model_dir_lib.HISTORY).read().splitlines()
     phases = [row.split(",")[0] for row in history[1:]]
     assert phases == ["cyclic", "fine_tune_1", "fine_tune_2"], phases
     for row in history[1:]:
@@ -179,9 +182,9 @@ def test_evaluation_on_replicas_counts_every_clip_once(data_dir, tmp_path):
 
 
 CONFIG_FILE = """
-from tagger import trainer
+from tagger import settings
 def get_config():
-  config = trainer.default_config()
+  config = settings.default_config()
   config.deterministic = True
   config.input.batch_size = 16
   config.input.length_range = (32, 48)
@@ -211,7 +214,8 @@ def _env():
 
 
 def _comparable(model_dir):
-  rows = open(os.path.join(model_dir, trainer.HISTORY)).read().splitlines()
+  rows = open(os.path.join(model_dir,
+                           model_dir_lib.HISTORY)).read().splitlines()
   keep = lambda r: r.split(",")[:7]  # without examples/s and seconds
   return [keep(r) for r in rows]
 
@@ -231,7 +235,7 @@ def test_kill_and_resume_ends_where_an_uninterrupted_run_does(data_dir,
       train_command(config_path, data_dir, straight, *GPU_LIKE), cwd=REPO,
       env=_env(), capture_output=True, text=True)
   assert result.returncode == 0, result.stderr[-3000:]
-  summary = json.load(open(os.path.join(straight, trainer.SUMMARY)))
+  summary = json.load(open(os.path.join(straight, model_dir_lib.SUMMARY)))
   assert summary["precision"] == "mixed_float16"
   assert summary["strategy"] == "MirroredStrategy with 2 replica(s)"
   killed = str(tmp_path / "killed")
@@ -239,7 +243,7 @@ def test_kill_and_resume_ends_where_an_uninterrupted_run_does(data_dir,
                                         *GPU_LIKE),
                           cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
-  state_path = os.path.join(killed, trainer.STATE)
+  state_path = os.path.join(killed, model_dir_lib.STATE)
   deadline = time.time() + 300
   while time.time() < deadline:  # kill in phase fine_tune_1's first epoch
     if os.path.exists(state_path):
@@ -266,8 +270,8 @@ def test_kill_and_resume_ends_where_an_uninterrupted_run_does(data_dir,
   del a
   w1 = model_lib.build_model(4, 0)
   w2 = model_lib.build_model(4, 0)
-  trainer.load_weights(w1, os.path.join(straight, trainer.BEST))
-  trainer.load_weights(w2, os.path.join(killed, trainer.BEST))
+  model_dir_lib.load_weights(w1, os.path.join(straight, model_dir_lib.BEST))
+  model_dir_lib.load_weights(w2, os.path.join(killed, model_dir_lib.BEST))
   for x, y in zip(w1.get_weights(), w2.get_weights()):
     np.testing.assert_array_equal(x, y)
   # A finished run is not trained again.
@@ -311,12 +315,12 @@ def test_two_workers_with_multi_worker_mirrored_strategy(data_dir, tmp_path):
   outputs = [p.communicate(timeout=600) for p in procs]
   for p, (out, err) in zip(procs, outputs):
     assert p.returncode == 0, err[-3000:]
-  summary = json.load(open(os.path.join(model_dir, trainer.SUMMARY)))
+  summary = json.load(open(os.path.join(model_dir, model_dir_lib.SUMMARY)))
   assert summary["strategy"] == ("MultiWorkerMirroredStrategy with 2 "
                                  "replica(s)")
   assert summary["steps"] == 3
   # Each worker read its own half: primaries of the two tables are disjoint.
-  tables = [os.path.join(model_dir, trainer.PAIRING, name) for name in
+  tables = [os.path.join(model_dir, model_dir_lib.PAIRING, name) for name in
             ("epoch-00000.csv", "epoch-00000-worker1.csv")]
   primaries = [[row.split(",")[0] for row in open(t).read().split()[1:]]
                for t in tables]

@@ -12,6 +12,8 @@ mean/std statistics (tagger/quality.py). Works on any Kaggle-layout folder
 that has test_labels.csv. A re-run in the same --workdir skips what is done.
 """
 
+import os
+
 from absl import app
 from absl import flags
 from ml_collections import config_flags
@@ -20,12 +22,14 @@ from tagger import quality
 from tools import run_tool
 
 FLAGS = flags.FLAGS
+CPU_CONFIG = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "configs", "cpu.py")
 flags.DEFINE_string("data_dir", "recorded_data", "Kaggle-layout set with "
                     "test_labels.csv (tools.make_recorded_data).")
 flags.DEFINE_string("workdir", "runs/quality", "Shards and models go here.")
-config_flags.DEFINE_config_file("stage1", "configs/cpu.py:stage1",
+config_flags.DEFINE_config_file("stage1", f"{CPU_CONFIG}:stage1",
                                 "Stage-1 config.", lock_config=True)
-config_flags.DEFINE_config_file("stage2", "configs/cpu.py:stage2",
+config_flags.DEFINE_config_file("stage2", f"{CPU_CONFIG}:stage2",
                                 "Stage-2 config.",
                                 lock_config=True)
 flags.DEFINE_list("stages", ["1", "2"], "Which stages to train: 1,2 or 1 "

@@ -10,8 +10,10 @@ sees; rows are examples, labelled with the mixup weights and labels.
 from absl import app
 from absl import flags
 
+
 from tagger import fileio
 from tagger import input_pipeline as ip
+from tagger import settings
 from tools import run_tool
 
 FLAGS = flags.FLAGS
@@ -30,10 +32,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   info = ip.load_data_info(FLAGS.data_dir)
-  config = ip.InputConfig(batch_size=max(FLAGS.rows, 8), seed=FLAGS.seed)
-  aug = ip.AugmentConfig(mixup_alpha=FLAGS.mixup_alpha,
-                         freq_masks=FLAGS.freq_masks,
-                         time_masks=FLAGS.time_masks)
+  config = settings.InputConfig(batch_size=max(FLAGS.rows, 8),
+                                seed=FLAGS.seed)
+  aug = settings.AugmentConfig(mixup_alpha=FLAGS.mixup_alpha,
+                               freq_masks=FLAGS.freq_masks,
+                               time_masks=FLAGS.time_masks)
   png = ip.batch_picture(info, config, aug, FLAGS.fold, FLAGS.rows,
                          FLAGS.epoch)
   fileio.atomic_write_bytes(FLAGS.output, png)

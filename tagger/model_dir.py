@@ -1,0 +1,141 @@
+"""What a model directory is: its file names, its data description
+(data.json), its weights, and the network rebuilt from them.
+
+Training writes a model dir; scoring and export read it through this module
+alone, so neither needs the trainer.
+
+  best.weights.h5     the best weights (what scoring loads)
+  data.json           the data the model was trained on (DataDescription)
+  pca.npz             the train split's PCA fit (scoring raw audio)
+  config.json, state.json, history.csv, summary.json, checkpoints/,
+  tensorboard/, pairing/, confusion_matrix.png: the run's own files.
+"""
+
+import dataclasses
+import os
+import tempfile
+from typing import List, Optional
+
+import keras
+import tensorflow as tf
+
+from tagger import errors
+from tagger import fileio
+from tagger import model as model_lib
+from tagger import pca as pca_lib
+
+STATE = "state.json"
+CONFIG = "config.json"
+HISTORY = "history.csv"
+SUMMARY = "summary.json"
+BEST = "best.weights.h5"
+DATA = "data.json"        # what scoring and export need to know of the data
+PCA_FIT = pca_lib.FIT_FILE  # the train split's PCA fit (scoring raw audio)
+CONFUSION = "confusion_matrix.png"
+CHECKPOINTS = "checkpoints"
+TENSORBOARD = "tensorboard"
+PAIRING = "pairing"
+
+
+class ModelDirError(errors.UserError):
+  """A model dir that cannot be used; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataDescription:
+  """data.json: what a model was trained on and how it is built."""
+  stage: int
+  labels: List[str]
+  class_counts: List[int]
+  pca_dim: int
+  num_mels: int
+  normalization: dict                 # {"min_db", "max_db"}
+  eval_lengths: List[int]
+  architecture: dict = dataclasses.field(default_factory=dict)
+  pad_mode: str = "symmetric"
+  crop_range: Optional[List[int]] = None
+  feature_params: Optional[dict] = None
+  data_dir: str = ""
+
+  @property
+  def stage2(self) -> bool:
+    return int(self.stage) == 2
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_json(cls, value: dict, path: str = DATA) -> "DataDescription":
+    """Model dirs written before tagger 0.4 have no "architecture": they
+    are the reference's MobileNetV2 network."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    missing = [f.name for f in dataclasses.fields(cls)
+               if f.default is dataclasses.MISSING and
+               f.default_factory is dataclasses.MISSING and
+               f.name not in value]
+    if missing:
+      raise ModelDirError(f"{path} lacks {missing}: re-train this model "
+                          "with this tagger's tools/train")
+    return cls(**{k: v for k, v in value.items() if k in known})
+
+
+def write_data(model_dir: str, data: DataDescription) -> None:
+  fileio.write_json(fileio.join(model_dir, DATA), data.to_json())
+
+
+def read_data(model_dir: str) -> DataDescription:
+  path = fileio.join(model_dir, DATA)
+  if not fileio.exists(path):
+    raise ModelDirError(f"{path} not found: {model_dir} was not written by "
+                        "this tagger's tools/train")
+  return DataDescription.from_json(fileio.read_json(path), path)
+
+
+def save_weights(model: keras.Model, path: str) -> None:
+  """Keras' .weights.h5, written locally then moved atomically (any
+  tf.io.gfile path)."""
+  with tempfile.TemporaryDirectory() as tmp:
+    local = os.path.join(tmp, "w.weights.h5")
+    model.save_weights(local)
+    target = fileio.temp_name(path)
+    tf.io.gfile.copy(local, target, overwrite=True)
+    tf.io.gfile.rename(target, path, overwrite=True)
+
+
+def load_weights(model: keras.Model, path: str) -> None:
+  with tempfile.TemporaryDirectory() as tmp:
+    local = os.path.join(tmp, "w.weights.h5")
+    tf.io.gfile.copy(path, local, overwrite=True)
+    model.load_weights(local)
+
+
+def build(data: DataDescription) -> keras.Model:
+  """The network a model dir describes, untrained."""
+  return model_lib.build_model(len(data.labels),
+                               data.pca_dim if data.stage2 else 0,
+                               num_mels=data.num_mels, **data.architecture)
+
+
+def load(model_dir: str):
+  """(DataDescription, the network with its best weights)."""
+  data = read_data(model_dir)
+  model = build(data)
+  load_weights(model, fileio.join(model_dir, BEST))
+  return data, model
+
+
+def find(pattern: str) -> List[str]:
+  """Model dirs matching a glob (comma-separated globs allowed) that hold
+  best weights, sorted."""
+  found = []
+  for part in pattern.split(","):
+    part = part.strip()
+    if not part:
+      continue
+    matches = tf.io.gfile.glob(fileio.register_filesystem(part)) or []
+    found += [m for m in matches if fileio.exists(fileio.join(m, BEST))]
+  found = sorted(set(found))
+  if not found:
+    raise ModelDirError(f"no model dir with {BEST} matches {pattern!r}; "
+                        "train first (tools/train)")
+  return found

@@ -1,0 +1,134 @@
+"""Every training setting and its default, without TensorFlow: configs
+(configs/*.py) and tools load these cheaply.
+
+`default_config()` lists every field with the reference's value (stage 1);
+configs change what differs. `InputConfig` and `AugmentConfig` are the
+input pipeline's typed view of config.input and config.augment.
+"""
+
+import dataclasses
+import importlib.util
+import os
+from typing import Optional, Tuple
+
+import ml_collections
+
+from tagger import errors
+
+
+class SettingsError(errors.UserError):
+  """A setting that does not exist or cannot work; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+  """Per-example augmentation; every part can be switched off."""
+  pad_mode: str = "symmetric"          # symmetric (reference), constant, wrap
+  shift_fraction: float = 0.6          # random shift up to 60% of the width
+  flip_probability: float = 0.5        # random time flip
+  erase_probability: float = 0.5       # random erasing (cutout)
+  erase_area: Tuple[float, float] = (0.02, 0.4)
+  erase_aspect: Tuple[float, float] = (0.3, 1 / 0.3)
+  erase_fill: Tuple[float, float] = (0.0, 1.0)
+  freq_masks: int = 0                  # SpecAugment (off in the reference)
+  freq_mask_width: int = 8
+  time_masks: int = 0
+  time_mask_fraction: float = 0.05
+  mixup_alpha: float = 1.0             # Beta(alpha, alpha); 0 disables mixup
+
+
+@dataclasses.dataclass(frozen=True)
+class InputConfig:
+  """How batches are read and shaped."""
+  batch_size: int = 64                 # global batch, split over replicas
+  length_range: Optional[Tuple[int, int]] = None  # None: manifest crop_range
+  length_quantum: int = 32             # 1 gives the reference's lengths
+  eval_lengths: Optional[Tuple[int, ...]] = (263, 363, 463, 563, 663, 763)
+  num_eval_lengths: int = 6            # when eval_lengths is None: spread
+                                       # over the manifest's crop_range
+  pairing: str = "auto"                # auto | global | block | independent
+  pairing_memory_mb: int = 2048        # 'auto': 'global' when the train
+                                       # records fit in this much host RAM
+  pairing_block: int = 1024            # records paired together ('block')
+  shuffle_buffer: int = 1024           # records per reader
+  file_parallelism: int = 4            # shards read at once per reader
+  read_buffer_mb: int = 8
+  placement: str = "device"            # where augment_batch runs
+  seed: int = 0
+
+
+def from_mapping(cls, values) -> object:
+  """A dataclass from a dict / ConfigDict, rejecting unknown keys."""
+  values = dict(values or {})
+  known = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(values) - known)
+  if unknown:
+    raise SettingsError(f"unknown {cls.__name__} keys {unknown}; known: "
+                     f"{sorted(known)}")
+  for key, value in values.items():
+    if isinstance(value, list):
+      values[key] = tuple(value)
+  return cls(**values)
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every training setting with the reference's value (stage 1); configs/
+  change what differs. Each field is overridable from the command line:
+  --config.fold=3 --config.input.batch_size=128."""
+  from ml_collections import config_dict  # pylint: disable=g-import-not-at-top
+  c = ml_collections.ConfigDict()
+  c.stage = 1                  # 1: log-mel only; 2: log-mel + PCA
+  c.fold = "0"                 # 'k', 'all' (each in turn), 'none' (no val)
+  c.seed = 0
+  c.strategy = "auto"          # auto | mirrored | multi_worker | one_device
+  c.precision = "auto"         # auto | float32 | mixed_float16 | ..bfloat16
+  c.deterministic = False      # tf op determinism (slower; for tests)
+  c.verify_shards = True       # sha256 of every shard before training
+  c.input = ml_collections.ConfigDict({
+      f.name: f.default for f in dataclasses.fields(InputConfig)
+      if f.name != "seed"})
+  c.input.length_range = config_dict.placeholder(tuple)
+  c.augment = ml_collections.ConfigDict({
+      f.name: f.default for f in dataclasses.fields(AugmentConfig)})
+  c.model = ml_collections.ConfigDict()
+  c.model.backbone_weights = "none"  # none | imagenet | path to a .h5
+  c.model.init_from = ""             # stage 2: 'runs/stage1/fold{fold}'
+  # None keeps Keras' own (backbone 0.999, head 0.99); short runs need ~0.9.
+  c.model.bn_momentum = config_dict.placeholder(float)
+  c.model.backbone = "mobilenet_v2"  # model.BACKBONES: | small_cnn
+  c.model.alpha = 1.0                # the backbone's width
+  c.model.pca_head = False           # stage 2: + linear PCA -> logits path
+  c.model.pca_into_mlp = True        # stage 2: PCA into the dense layers
+  c.model.dropout = 0.0              # before the dense layers and logits
+  c.model.pca_head_l2 = 0.0          # L2 on the linear PCA path's kernel
+  c.schedule = ml_collections.ConfigDict()
+  c.schedule.cyclic_epochs = 100
+  c.schedule.base_lr = 1e-4
+  c.schedule.max_lr = 1e-3
+  c.schedule.cycle_step_epochs = 1.0
+  c.schedule.fine_tune_lrs = (1e-5, 1e-4)
+  c.schedule.fine_tune_max_epochs = 100
+  c.schedule.plateau_factor = 0.1
+  c.schedule.plateau_patience = 3
+  c.schedule.plateau_min_delta = 1e-4
+  c.schedule.early_stop_patience = 10
+  c.class_weights = False      # stage 2: weights 1 / class count
+  # The monitored value (best weights, plateau, early stop): val_loss (the
+  # reference) or val_map3 (the competition's metric; small noisy sets).
+  c.select_best = "val_loss"
+  c.verified_weight = 1.0      # loss weight of manually verified clips
+  c.eval_batch_size = 128
+  c.max_steps_per_epoch = 0    # 0: whole epochs
+  c.log_pairing = False        # write each epoch's pairing table (CSV)
+  c.tensorboard_images = 6
+  return c
+
+
+def load_config(spec: str):
+  """A config from 'path/to/config.py[:arg]' (configs/ is not a package)."""
+  path, _, arg = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location(
+      os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
