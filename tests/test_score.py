@@ -82,7 +82,7 @@ def test_rows_in_input_order_empty_clips_ranked_by_class_frequency(trained):
   assert a.fnames == names[:2] + ["empty.wav"] + names[2:]
   np.testing.assert_array_equal(a.log_probs, b.log_probs)  # deterministic
   assert a.empty.tolist() == [False, False, True, False, False, False]
-  counts = np.array(loaded.data["class_counts"], float)
+  counts = np.array(loaded.data.class_counts, float)
   np.testing.assert_allclose(np.exp(a.log_probs[2]), counts / counts.sum())
   assert a.embeddings.shape == (6, 1280 + 6) and not a.embeddings[2].any()
   c = score.score_records(data, [loaded], tf.distribute.get_strategy(),
@@ -147,13 +147,13 @@ print(json.dumps({{"probs": out["probabilities"].numpy().tolist(),
   served = json.loads(result.stdout.strip().splitlines()[-1])
   assert served["modules"] == []
   loaded = score.load_model(model_dir)
-  lo, hi = (loaded.data["normalization"][k] for k in ("min_db", "max_db"))
+  lo, hi = (loaded.data.normalization[k] for k in ("min_db", "max_db"))
   expect, _ = loaded.model({"log_mel": ((mel - lo) / (hi - lo))[..., None],
                             "pca": pca})
   # Same weights, another graph: float32 rounding differs (seen: 1.6e-5).
   np.testing.assert_allclose(served["probs"], expect.numpy(), atol=1e-4,
                              rtol=1e-3)
-  assert served["labels"] == loaded.data["labels"]
+  assert served["labels"] == loaded.data.labels
 
 
 def test_raw_audio_scores_as_its_shards(tmp_path):
