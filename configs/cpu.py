@@ -18,33 +18,26 @@ train more steps per epoch: lower cyclic_epochs so that the run fits the
 time you have.
 """
 
+import os
+
 from tagger import settings
 
+DEMO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo.py")
 
 
 def get_config(stage="stage1"):
+  """configs/demo.py's config of the stage, with what differs."""
   if stage not in ("stage1", "stage2"):
     raise ValueError(f"configs/cpu.py:{stage}: use :stage1 or :stage2")
-  config = settings.default_config()
-  config.stage = 1 if stage == "stage1" else 2
-  config.input.batch_size = 32
-  config.input.length_range = (128, 288)
-  config.input.eval_lengths = (160, 256)
-  config.input.pairing_block = 256
-  config.input.shuffle_buffer = 256
-  config.augment.mixup_alpha = 0.2
-  config.model.bn_momentum = 0.9
+  config = settings.load_config(f"{DEMO}:{stage}")
   config.schedule.max_lr = 1e-3
   config.schedule.cyclic_epochs = 70
   config.schedule.cycle_step_epochs = 5.0
   config.schedule.fine_tune_max_epochs = 3
-  config.schedule.early_stop_patience = 2
-  config.eval_batch_size = 64
   if config.stage == 2:
     config.model.init_from = "runs/cpu/stage1/fold{fold}"
     config.model.pca_head = True
     config.model.pca_into_mlp = False
     config.model.pca_head_l2 = 0.03
-    config.class_weights = True
     config.schedule.cyclic_epochs = 16
   return config

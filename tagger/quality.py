@@ -18,12 +18,17 @@ from typing import Dict, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tagger import errors
 from tagger import fileio
 from tagger import input_pipeline as ip
 from tagger import metrics
 from tagger import records
 
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+
+
+class QualityError(errors.UserError):
+  """A dataset the quality benchmark cannot use; the message says why."""
 
 
 @dataclasses.dataclass
@@ -125,10 +130,15 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
   from tagger import score as score_lib  # pylint: disable=g-import-not-at-top
   from tagger import trainer  # pylint: disable=g-import-not-at-top
   started = time.time()
+  labels_csv = fileio.join(data_dir, "test_labels.csv")
+  if not fileio.exists(labels_csv):  # before minutes of sharding
+    raise QualityError(f"{labels_csv} not found: the benchmark needs the "
+                       "test answers (fname,label) beside sample_submission"
+                       ".csv")
+  truth = score_lib.read_labels_csv(labels_csv)
   demo.make_shards(workdir, data_dir, num_workers)
   train_dir = fileio.join(workdir, "tfrecords", "train")
   test_dir = fileio.join(workdir, "tfrecords", "test")
-  truth = score_lib.read_labels_csv(fileio.join(data_dir, "test_labels.csv"))
   strategy = trainer.setup(configs[0])
   stages, previous = [], ""
   for config in configs:
@@ -142,8 +152,7 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
     print(trainer.describe_summary(summary), flush=True)
     result = score_lib.score(
         model_dirs=model_dir, output=fileio.join(workdir, f"{name}.csv"),
-        data_dir=test_dir, labels_csv=fileio.join(data_dir,
-                                                  "test_labels.csv"),
+        data_dir=test_dir, labels_csv=labels_csv,
         progress=False)
     stages.append({"name": name, "model_dir": model_dir,
                    "map3": result["evaluation"]["map3"],

@@ -397,6 +397,7 @@ def make_recorded_data(output_dir: str,
     os.makedirs(os.path.join(output_dir, f"audio_{split}"), exist_ok=True)
   by_split = {split: [i for i, clip in enumerate(plan) if clip[0] == split]
               for split in rows}
+  wrong = 0
   for i, (split, k, _, _) in enumerate(plan):
     under = None
     if rng.uniform() < spec.second_sound:
@@ -413,6 +414,7 @@ def make_recorded_data(output_dir: str,
       if not verified and rng.uniform() < spec.wrong_label:
         label = labels[int(rng.choice([j for j in range(len(labels))
                                        if j != k]))]
+        wrong += 1
       rows[split].append([fname, label, verified])
     else:
       rows[split].append([fname, label])
@@ -426,8 +428,5 @@ def make_recorded_data(output_dir: str,
                       [[r[0], placeholder] for r in rows["test"]])
   demo_data.write_csv(os.path.join(output_dir, "test_labels.csv"),
                       ["fname", "label"], rows["test"])
-  wrong = sum(1 for r, (split, k, _, _) in zip(
-      [r for r in rows["train"]], [p for p in plan if p[0] == "train"])
-              if r[1] != labels[k])
   return {"train": len(rows["train"]), "test": len(rows["test"]),
           "classes": len(labels), "wrong_train_labels": wrong}
