@@ -5,9 +5,23 @@ seed, so they run inside a replica's compiled step (or in tf.data) and are
 deterministic given the seed. Crop/pad, shift and flip only move frames along
 time, so they are composed into one index tensor [B, L] and applied with a
 single gather (`time_indices`, `gather_time`).
+
+The ops that act on the normalised image (random erasing, SpecAugment, and
+any op a user adds) are a list the config names, `AugmentConfig.image_ops`,
+applied in that order by `apply_image_ops`. Each draws from its own random
+stream, so adding, removing or reordering an op leaves every other op's
+numbers as they were. To add one, register it here (or from your own code):
+
+  def gain(image, seed, aug, max_db=6.0):   # image [b, M, L] in [0, 1]
+    ...
+  augment.register_image_op("gain", stream=3, apply=gain)
+
+and name it in the config: config.augment.image_ops = (..., "gain"),
+config.augment.op_params = {"gain": {"max_db": 3.0}}.
 """
 
-from typing import Tuple
+import dataclasses
+from typing import Callable, Dict, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -196,3 +210,87 @@ def mixup(primary: dict, partner: dict, weight: tf.Tensor) -> dict:
     other = tf.cast(partner[key], value.dtype)
     out[key] = other + w * (value - other)  # = w * value + (1 - w) * other
   return out
+
+
+# ---------------------------------------------------------------------------
+# The config-built list of image ops, each with its own random stream.
+
+TIME_STREAM = 0     # crop/pad, shift and flip (time_indices)
+_SPLIT_STREAMS = 3  # streams 0-2: the three splits of a view's seed (0.4)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageOp:
+  """An augmentation of the normalised image: apply(image [b, M, L] float32,
+  seed [2], aug: AugmentConfig, **params) -> image of the same shape."""
+  name: str
+  stream: int
+  apply: Callable[..., tf.Tensor]
+
+
+IMAGE_OPS: Dict[str, ImageOp] = {}
+
+
+def register_image_op(name: str, stream: int,
+                      apply: Callable[..., tf.Tensor]) -> None:
+  """Makes an op nameable in AugmentConfig.image_ops. stream: a number no
+  other op uses (its random numbers are op_seed(seed, stream))."""
+  if name in IMAGE_OPS:
+    raise ValueError(f"image op {name!r} is already registered")
+  taken = {op.stream: op.name for op in IMAGE_OPS.values()}
+  if stream == TIME_STREAM or stream in taken or stream < 0:
+    owner = taken.get(stream, "crop/shift/flip")
+    raise ValueError(f"image op {name!r}: stream {stream} is {owner}'s; "
+                     "pick a number no op uses")
+  IMAGE_OPS[name] = ImageOp(name, stream, apply)
+
+
+def check_image_ops(names: Sequence[str]) -> None:
+  unknown = [n for n in names if n not in IMAGE_OPS]
+  if unknown:
+    raise ValueError(f"unknown augment.image_ops {unknown}; registered: "
+                     f"{sorted(IMAGE_OPS)} (augment.register_image_op)")
+
+
+def op_seed(seed: tf.Tensor, stream: int) -> tf.Tensor:
+  """[2] seed of one random stream of a view's seed [2].
+
+  Streams 0-2 (crop/shift/flip, erasing, SpecAugment) are the three splits
+  tagger 0.4 drew, so their numbers (and every figure measured with them)
+  stay as they were; any other stream folds its number into the seed, so
+  adding an op moves no other op's numbers.
+  """
+  if stream < _SPLIT_STREAMS:
+    return split_seed(seed, _SPLIT_STREAMS)[stream]
+  return tf.random.experimental.stateless_fold_in(seed, stream)
+
+
+def apply_image_ops(image: tf.Tensor, seed: tf.Tensor, aug) -> tf.Tensor:
+  """image [b, M, L] -> the config's image ops applied in order."""
+  params = dict(aug.op_params)
+  for name in aug.image_ops:
+    check_image_ops([name])
+    op = IMAGE_OPS[name]
+    image = op.apply(image, op_seed(seed, op.stream), aug,
+                     **dict(params.get(name, ())))
+  return image
+
+
+def _erasing_op(image, seed, aug):
+  if aug.erase_probability <= 0:
+    return image
+  return random_erasing(image, seed, probability=aug.erase_probability,
+                        area_range=aug.erase_area,
+                        aspect_range=aug.erase_aspect,
+                        fill_range=aug.erase_fill)
+
+
+def _spec_augment_op(image, seed, aug):
+  return spec_augment(image, seed, freq_masks=aug.freq_masks,
+                      freq_width=aug.freq_mask_width,
+                      time_masks=aug.time_masks,
+                      time_fraction=aug.time_mask_fraction)
+
+
+register_image_op("random_erasing", 1, _erasing_op)
+register_image_op("spec_augment", 2, _spec_augment_op)

@@ -155,6 +155,8 @@ def benchmark_pipeline(data_dir: str = "", num_records: int = 4000,
   (pairing_<mode>_examples_per_sec, its start-up seconds and peak RSS).
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tagger import batches  # pylint: disable=g-import-not-at-top
+  from tagger import data_info  # pylint: disable=g-import-not-at-top
   from tagger import input_pipeline as ip  # pylint: disable=g-import-not-at-top
   from tagger import synthetic  # pylint: disable=g-import-not-at-top
 
@@ -162,14 +164,15 @@ def benchmark_pipeline(data_dir: str = "", num_records: int = 4000,
     if not data_dir:
       data_dir = os.path.join(tmp, "shards")
       synthetic.write_synthetic_shards(data_dir, num_records, seed=seed)
-    info = ip.load_data_info(data_dir)
-    folds = ip.select_folds(info, info.folds[0], "train")
+    info = data_info.load_data_info(data_dir)
+    folds = data_info.select_folds(info, info.folds[0], "train")
+    spec = info.batch_spec
     full = settings.AugmentConfig()
     plain = settings.AugmentConfig(shift_fraction=0.0, flip_probability=0.0,
                                    erase_probability=0.0, mixup_alpha=0.0)
     results = {"records": info.num_records(folds),
                "mean_frames": info.manifest["frames"].get("mean"),
-               "length_range": list(ip.length_range(
+               "length_range": list(data_info.length_range(
                    info, settings.InputConfig()))}
 
     def run(placement, aug):
@@ -179,8 +182,9 @@ def benchmark_pipeline(data_dir: str = "", num_records: int = 4000,
       if placement == "host":
         step = lambda batch: batch
       else:
-        step = tf.function(lambda batch: ip.augment_batch(batch, info, aug),
-                           reduce_retracing=True)
+        step = tf.function(
+            lambda batch: batches.augment_batch(batch, spec, aug),
+            reduce_retracing=True)
       with PeakMemory() as memory:
         rate = _rate(iter(ds), step, warmup, steps, batch_size)
       return rate, memory.peak_total_mb
@@ -227,7 +231,6 @@ def benchmark_train(data_dir: str = "", num_records: int = 600,
 
   Without data_dir, writes synthetic shards (41 classes, 350 PCA) first.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tagger import distribute  # pylint: disable=g-import-not-at-top
   from tagger import synthetic  # pylint: disable=g-import-not-at-top
   from tagger import trainer  # pylint: disable=g-import-not-at-top
@@ -259,19 +262,8 @@ def benchmark_train(data_dir: str = "", num_records: int = 600,
         config.augment.mixup_alpha = 0.0
       run = trainer.FoldRun(config, data_dir, os.path.join(tmp, name),
                             strategy, 0)
-      run.build()
-      run.datasets(0)
-      run.compile_steps()
-      iterator = iter(run.train_data)
-      lr = tf.constant(1e-4)
-      for _ in range(warmup):
-        run.train_step(next(iterator), lr).numpy()
-      start = time.perf_counter()
-      for _ in range(steps):
-        loss = run.train_step(next(iterator), lr)
-      loss.numpy()
-      results[name + "_examples_per_sec"] = (
-          steps * batch_size / (time.perf_counter() - start))
+      results[name + "_examples_per_sec"] = run.measure_train_rate(
+          steps, warmup)
       results[name + "_traces"] = run.traces["train"]
   results["examples_per_sec"] = results["with_augmentation_examples_per_sec"]
   return results
@@ -280,18 +272,17 @@ def benchmark_train(data_dir: str = "", num_records: int = 600,
 def _untrained_model_dir(path: str, data_dir: str, stage: int = 2) -> str:
   """A model dir (data.json + best weights) of a freshly built model: enough
   for timing the scorer, no training needed."""
+  from tagger import data_info  # pylint: disable=g-import-not-at-top
   from tagger import fileio  # pylint: disable=g-import-not-at-top
-  from tagger import input_pipeline as ip  # pylint: disable=g-import-not-at-top
   from tagger import model as model_lib  # pylint: disable=g-import-not-at-top
   from tagger import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
-  from tagger import trainer  # pylint: disable=g-import-not-at-top
-  info = ip.load_data_info(data_dir)
+  info = data_info.load_data_info(data_dir)
   fileio.makedirs(path)
   model = model_lib.build_model(info.num_classes,
                                 info.pca_dim if stage == 2 else 0,
                                 num_mels=info.num_mels, bn_momentum=0.9)
   model_dir_lib.save_weights(model, fileio.join(path, model_dir_lib.BEST))
-  model_dir_lib.write_data(path, trainer.data_description(
+  model_dir_lib.write_data(path, model_dir_lib.data_description(
       info, stage, [263, 363, 463, 563, 663, 763]))
   return path
 
@@ -336,9 +327,9 @@ def benchmark_score(data_dir: str = "", model_dirs: str = "",
     bare = [tf.function(m.model, reduce_retracing=True) for m in models]
 
     def inputs(rows, length, stage2):
-      x = {"log_mel": tf.random.uniform([rows, info["num_mels"], length, 1])}
+      x = {"log_mel": tf.random.uniform([rows, info.num_mels, length, 1])}
       if stage2:
-        x["pca"] = tf.random.normal([rows, info["pca_dim"]])
+        x["pca"] = tf.random.normal([rows, info.pca_dim])
       return x
 
     batches = []

@@ -28,10 +28,15 @@ to a window of at most L frames straight from its raw bytes
 shorter one is shipped whole and zero-filled). So the host only reads,
 pairs, batches and cuts, and ships at most L frames per clip.
 
-Device side (`augment_batch`, inside each replica's compiled step on its
-slice of the batch): crop/pad (random offset, 'symmetric' padding), shift and
-flip as one gather, normalisation, random erasing, SpecAugment, mixup.
-`InputConfig.placement = 'host'` runs the same function in tf.data instead.
+Device side (`batches.augment_batch`, inside each replica's compiled step
+on its slice of the batch): crop/pad (random offset, 'symmetric' padding),
+shift and flip as one gather, normalisation, the config's image ops (random
+erasing, SpecAugment), mixup. `InputConfig.placement = 'host'` runs the same
+function in tf.data instead.
+
+Evaluation (`eval_dataset`): every clip once per fixed length, built by
+`batches.eval_host_batches` (the scorer's builder too), spread evenly over
+replicas.
 
 Everything random is stateless and keyed by (seed, epoch, step), so an epoch
 is reproducible on its own: a resumed run rebuilds the dataset from its
@@ -44,231 +49,36 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tagger import augment
-from tagger import features
-from tagger import fileio
+from tagger import batches
+from tagger import data_info
 from tagger import records
 from tagger import settings
+from tagger.data_info import DataInfo
+from tagger.data_info import InputError
 
 PLACEMENTS = ("device", "host")
 PAIRINGS = ("auto", "global", "block", "independent")
 
-# Keys of a host batch (besides the record keys that records.py owns).
-SEED = "seed"            # int64 [b, 2]: per-row seeds; a slice uses its row 0
-ROW = "row"              # int64 [b]: eval batches: position in the eval order
-PARTNER = "partner_"     # prefix of the mixup partner's keys
-# Keys of a model batch (what augment_batch / prepare_eval_batch return).
-TARGET = "target"        # float32 [b, C] one-hot (mixed) labels
-WEIGHT = "verified"      # float32 [b] manually_verified (mixed)
-
-
-# The settings this module reads (tagger/settings.py defines them).
 InputConfig = settings.InputConfig
 AugmentConfig = settings.AugmentConfig
-from_mapping = settings.from_mapping
-
-
-class InputError(settings.SettingsError):
-  """Shards or settings the pipeline cannot use; the message says why."""
 
 
 # ---------------------------------------------------------------------------
-# The shards, as the manifest describes them.
-
-
-@dataclasses.dataclass(frozen=True)
-class DataInfo:
-  """A shard folder and its manifest.json."""
-  data_dir: str
-  manifest: dict
-
-  @property
-  def labels(self) -> Sequence[str]:
-    return self.manifest["labels"]
-
-  @property
-  def num_classes(self) -> int:
-    return len(self.manifest["labels"])
-
-  @property
-  def pca_dim(self) -> int:
-    return int(self.manifest["pca"]["dim"])
-
-  @property
-  def num_mels(self) -> int:
-    return int(self.manifest["log_mel"]["num_mels"])
-
-  @property
-  def normalization(self) -> Tuple[float, float]:
-    norm = self.manifest["normalization"]
-    return float(norm["min_db"]), float(norm["max_db"])
-
-  @property
-  def compression(self) -> str:
-    return "GZIP" if self.manifest["compression"] == "gzip" else ""
-
-  @property
-  def folds(self) -> Tuple[int, ...]:
-    """The folds that can be validated (not -1: train-only clips)."""
-    return tuple(sorted({int(s["fold"]) for s in self.manifest["shards"]
-                         if int(s["fold"]) >= 0}))
-
-  @property
-  def train_only(self) -> Tuple[int, ...]:
-    """(-1,) when some shards hold clips that train in every fold (their
-    class has one clip), else ()."""
-    return (-1,) if any(int(s["fold"]) < 0 for s in
-                        self.manifest["shards"]) else ()
-
-  def shards(self, folds: Sequence[int]) -> list:
-    return [s for s in self.manifest["shards"] if int(s["fold"]) in folds]
-
-  def files(self, folds: Sequence[int]) -> list:
-    return [fileio.join(self.data_dir, s["file"]) for s in self.shards(folds)]
-
-  def num_records(self, folds: Sequence[int]) -> int:
-    return sum(int(s["records"]) for s in self.shards(folds))
-
-  def class_counts(self) -> np.ndarray:
-    counts = self.manifest.get("per_class_counts") or {}
-    return np.array([counts.get(l, 0) for l in self.labels], np.int64)
-
-
-def load_data_info(data_dir: str, verify: bool = False) -> DataInfo:
-  """Reads data_dir/manifest.json and checks the pipeline can use it: every
-  shard there at its size, and with verify its sha256 as the manifest's
-  (a flipped byte is named here, not by a reader error mid-run)."""
-  try:
-    manifest = records.read_manifest(data_dir)
-  except records.ManifestError as e:
-    raise InputError(str(e)) from e
-  check_shards(data_dir, manifest, verify)
-  return DataInfo(data_dir, manifest)
-
-
-def check_shards(data_dir: str, manifest: dict, verify: bool = False) -> None:
-  """Every shard the manifest lists is there at its size (a stat each) and,
-  with verify, has the manifest's sha256 (reads every shard once: about a
-  second per GB here)."""
-  for shard in manifest.get("shards", []):
-    path = fileio.join(data_dir, shard["file"])
-    if not fileio.exists(path):
-      raise InputError(f"{path}: shard listed in the manifest is missing; "
-                       "re-make the shards (tools/make_tfrecords --resume)")
-    size = tf.io.gfile.stat(path).length
-    if "bytes" in shard and size != int(shard["bytes"]):
-      raise InputError(f"{path}: {size} bytes, the manifest says "
-                       f"{shard['bytes']}: truncated or replaced; re-make "
-                       "the shards")
-    if verify and "sha256" in shard and fileio.sha256(path) != shard["sha256"]:
-      raise InputError(f"{path}: sha256 differs from the manifest's: the "
-                       "file is corrupted (flipped bytes) or was replaced; "
-                       "re-make the shards")
-
-
-def explain_data_loss(data_dir: str, manifest: dict, error: Exception):
-  """An InputError naming the damaged shard behind a reader's DataLossError
-  (which names no file), or the error itself if every shard checks out."""
-  try:
-    check_shards(data_dir, manifest, verify=True)
-  except InputError as named:
-    return named
-  return error
-
-
-def select_folds(info: DataInfo, fold, split: str) -> Tuple[int, ...]:
-  """Folds of a split: train = all but `fold`, validation = `fold`.
-
-  fold 'all' (or None) trains on every fold and has no validation split.
-  Train-only clips (fold -1) are in every train split.
-  """
-  if fold in (None, "all"):
-    return info.folds + info.train_only if split == "train" else ()
-  fold = int(fold)
-  if fold not in info.folds:
-    raise InputError(f"fold {fold} is not in {info.data_dir} (folds "
-                     f"{list(info.folds)})")
-  if split == "train":
-    return tuple(f for f in info.folds if f != fold) + info.train_only
-  if split == "validation":
-    return (fold,)
-  raise InputError(f"split must be train or validation, not {split!r}")
-
-
-def length_range(info: DataInfo, config: InputConfig) -> Tuple[int, int]:
-  """[lo, hi) of the training target lengths (the manifest's by default)."""
-  lo, hi = config.length_range or info.manifest["crop_range"]
-  if not 0 < lo < hi:
-    raise InputError(f"length range [{lo}, {hi}) is empty")
-  return int(lo), int(hi)
-
-
-def possible_lengths(lo: int, hi: int, quantum: int) -> Tuple[int, ...]:
-  """Every target length `target_length` can draw: the compiled shapes."""
-  return tuple(sorted({_round_length(x, quantum) for x in range(lo, hi)}))
-
-
-def eval_lengths(info: DataInfo, config: InputConfig) -> Tuple[int, ...]:
-  """The fixed validation lengths (the config's, or spread over the crop
-  range)."""
-  if config.eval_lengths:
-    return tuple(int(x) for x in config.eval_lengths)
-  lo, hi = info.manifest["crop_range"]
-  return tuple(int(round(x)) for x in
-               np.linspace(lo, hi, config.num_eval_lengths))
-
-
-def _round_length(length, quantum: int):
-  return max(quantum, int(round(length / quantum)) * quantum)
-
-
-# ---------------------------------------------------------------------------
-# Random numbers keyed by (seed, epoch, step).
-
-
-def _key(seed: int, epoch, step) -> tf.Tensor:
-  """[2] int64 stateless seed for one (seed, epoch, step)."""
-  epoch = tf.cast(epoch, tf.int64)
-  return tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + epoch,
-                   tf.cast(step, tf.int64)])
+# One target length per global step.
 
 
 def target_length(seed: int, epoch, step, lo: int, hi: int,
                   quantum: int) -> tf.Tensor:
   """int32 scalar: one length per global step, uniform in [lo, hi), rounded
   to a multiple of quantum."""
-  u = tf.random.stateless_uniform([], _key(seed, epoch, step))
+  u = tf.random.stateless_uniform([], batches.key(seed, epoch, step))
   length = lo + tf.floor(u * (hi - lo))
   rounded = tf.round(length / quantum) * quantum
   return tf.cast(tf.maximum(rounded, quantum), tf.int32)
 
 
 # ---------------------------------------------------------------------------
-# Host: records -> windows.
-
-
-def window_batch(serialized: tf.Tensor, info: DataInfo, length: tf.Tensor,
-                 key: tf.Tensor) -> Dict[str, tf.Tensor]:
-  """string [b] records -> host batch with log_mel float16 [b, L, M]."""
-  fraction = tf.random.stateless_uniform(tf.shape(serialized), key)
-  parsed = records.parse_windows(
-      serialized, info.pca_dim, info.num_mels, fraction, length,
-      keys=(records.PCA, records.LABEL, records.MANUALLY_VERIFIED))
-  return {
-      records.LOG_MEL: parsed[records.LOG_MEL],
-      records.WINDOW_FRAMES: parsed[records.WINDOW_FRAMES],
-      records.PCA: parsed[records.PCA],
-      records.LABEL: tf.cast(parsed[records.LABEL], tf.int32),
-      records.MANUALLY_VERIFIED: tf.cast(parsed[records.MANUALLY_VERIFIED],
-                                         tf.int32),
-  }
-
-
-def row_seeds(key: tf.Tensor, first_row, rows) -> tf.Tensor:
-  """int64 [rows, 2]: distinct seeds for rows first_row.. of a global batch."""
-  row = tf.cast(first_row, tf.int64) + tf.range(rows, dtype=tf.int64)
-  return tf.stack([tf.fill([rows], key[0] * 7919 + key[1]), row], axis=1)
-
+# Host: shards -> paired record batches.
 
 def _shuffled_records(files: Sequence[str], info: DataInfo,
                       config: InputConfig, seed: tf.Tensor,
@@ -460,8 +270,9 @@ def train_dataset(info: DataInfo, folds, config: InputConfig,
     raise InputError(f"placement must be one of {PLACEMENTS}, not "
                      f"{config.placement!r}")
   layout = _layout(info, folds, config, input_context, max_steps_per_epoch)
-  lo, hi = length_range(info, config)
+  lo, hi = data_info.length_range(info, config)
   b = layout.per_replica_batch
+  spec = info.batch_spec
 
   def epoch_batches(epoch):
     pairs = _epoch_pairs(info, folds, config, epoch, layout)
@@ -473,12 +284,12 @@ def train_dataset(info: DataInfo, folds, config: InputConfig,
                j % layout.local_replicas)
     length = target_length(config.seed, epoch, step, lo, hi,
                            config.length_quantum)
-    key = _key(config.seed, epoch, step)
-    out = window_batch(primary, info, length, key + [0, 1 << 40])
-    for k, v in window_batch(partner, info, length,
-                              key + [0, 2 << 40]).items():
-      out[PARTNER + k] = v
-    out[SEED] = row_seeds(key, replica * b, b)
+    key = batches.key(config.seed, epoch, step)
+    out = batches.window_batch(primary, spec, length, key + [0, 1 << 40])
+    for k, v in batches.window_batch(partner, spec, length,
+                                     key + [0, 2 << 40]).items():
+      out[batches.PARTNER + k] = v
+    out[batches.SEED] = batches.row_seeds(key, replica * b, b)
     return out
 
   last = None if num_epochs is None else start_epoch + num_epochs
@@ -495,7 +306,8 @@ def train_dataset(info: DataInfo, folds, config: InputConfig,
   ds = ds.map(host_batch, num_parallel_calls=tf.data.AUTOTUNE,
               deterministic=True)
   if config.placement == "host":
-    ds = ds.map(lambda batch: augment_batch(batch, info, augment_config),
+    ds = ds.map(lambda batch: batches.augment_batch(batch, spec,
+                                                    augment_config),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -515,6 +327,9 @@ def pairing_table(info: DataInfo, folds, config: InputConfig, epoch: int,
     table += [(a.decode(), c.decode()) for a, c in zip(p, q)]
   return table
 
+
+# ---------------------------------------------------------------------------
+# Evaluation: every clip once per fixed length.
 
 # ---------------------------------------------------------------------------
 # Evaluation: every clip once per fixed length.
@@ -550,40 +365,25 @@ def eval_dataset(info: DataInfo, folds, config: InputConfig,
     pipeline_id = input_context.input_pipeline_id
     batch_size = -(-batch_size // replicas)  # rows per replica
   num_clips = info.num_records(folds)
-
-  def at_length(index, length):
-    stream = tf.data.TFRecordDataset(
-        files, info.compression,
-        buffer_size=config.read_buffer_mb << 20).batch(batch_size)
-    return stream.enumerate().map(lambda j, s: (index, j, length, s))
-
-  def host_batch(index, j, length, serialized):
-    key = _key(seed, index, j)
-    out = window_batch(serialized, info, length, key)
-    rows = tf.shape(serialized)[0]
-    out[SEED] = row_seeds(key, 0, rows)
-    out[ROW] = (index * num_clips + j * batch_size +
-                tf.range(rows, dtype=tf.int64))
-    if input_context is not None:
-      out = _fill_batch(out, batch_size)
-    return out
-
-  lengths = [int(x) for x in lengths]
-  ds = tf.data.Dataset.from_tensor_slices(
-      (tf.range(len(lengths), dtype=tf.int64),
-       tf.constant(lengths, tf.int32))).flat_map(at_length)
-  ds = ds.map(host_batch, num_parallel_calls=tf.data.AUTOTUNE,
-              deterministic=True)
+  serialized = tf.data.TFRecordDataset(
+      files, info.compression, buffer_size=config.read_buffer_mb << 20)
+  ds = batches.eval_host_batches(
+      serialized, info.batch_spec, lengths, clips_per_batch=batch_size,
+      seed=seed, num_clips=num_clips)
   if input_context is not None:
+    ds = ds.map(lambda batch: _fill_batch(batch, batch_size),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     count = len(lengths) * -(-num_clips // batch_size)
     extra = -count % replicas
     if extra:
-      padding = ds.take(1).map(lambda b: {**b, ROW: -tf.ones_like(b[ROW])})
+      padding = ds.take(1).map(
+          lambda b: {**b, batches.ROW: -tf.ones_like(b[batches.ROW])})
       ds = ds.concatenate(padding.repeat(extra))
     if pipelines > 1:
       ds = ds.shard(pipelines, pipeline_id)
   if config.placement == "host":
-    ds = ds.map(lambda batch: prepare_eval_batch(batch, info),
+    ds = ds.map(lambda batch: batches.prepare_eval_batch(batch,
+                                                         info.batch_spec),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -591,135 +391,30 @@ def eval_dataset(info: DataInfo, folds, config: InputConfig,
 def _fill_batch(batch: Dict[str, tf.Tensor], rows: int):
   """Fills a batch up to `rows` rows with copies of its first row, marked
   ROW -1."""
-  have = tf.shape(batch[ROW])[0]
+  row = batches.ROW
+  have = tf.shape(batch[row])[0]
   index = tf.concat([tf.range(have), tf.zeros([rows - have], tf.int32)], 0)
   out = {k: tf.gather(v, index) for k, v in batch.items()}
-  out[ROW] = tf.concat([batch[ROW], -tf.ones([rows - have], tf.int64)], 0)
+  out[row] = tf.concat([batch[row], -tf.ones([rows - have], tf.int64)], 0)
   return out
 
 
 # ---------------------------------------------------------------------------
-# Device: host batch -> model batch. TF ops only; run in the replica step.
-
-
-def _normalize(log_mel_db: tf.Tensor, info: DataInfo) -> tf.Tensor:
-  return features.normalize(tf.cast(log_mel_db, tf.float32),
-                            *info.normalization)
-
-
-def _view(batch: Dict[str, tf.Tensor], prefix: str, info: DataInfo,
-          aug: AugmentConfig, seed: tf.Tensor, train: bool) -> tf.Tensor:
-  """One side of a batch -> float32 [b, M, L, 1] crop/padded, augmented."""
-  log_mel = batch[prefix + records.LOG_MEL]
-  # log_mel: [b, L, M] float16 dB (moved as 16 bits until the cast)
-  seeds = augment.split_seed(seed, 3)
-  length = tf.shape(log_mel)[1]
-  index, valid = augment.time_indices(
-      batch[prefix + records.WINDOW_FRAMES], length, seeds[0],
-      pad_mode=aug.pad_mode,
-      shift_fraction=aug.shift_fraction if train else 0.0,
-      flip_probability=aug.flip_probability if train else 0.0)
-  lo, _ = info.normalization
-  # 'constant' padding fills silence: lo dB, 0 after normalisation.
-  image = tf.transpose(augment.gather_time(log_mel, index, valid, fill=lo),
-                       [0, 2, 1])
-  image = _normalize(image, info)
-  # image: [b, M, L] float32 in [0, 1]
-  if train and aug.erase_probability > 0:
-    image = augment.random_erasing(
-        image, seeds[1], probability=aug.erase_probability,
-        area_range=aug.erase_area, aspect_range=aug.erase_aspect,
-        fill_range=aug.erase_fill)
-  if train:
-    image = augment.spec_augment(
-        image, seeds[2], freq_masks=aug.freq_masks,
-        freq_width=aug.freq_mask_width, time_masks=aug.time_masks,
-        time_fraction=aug.time_mask_fraction)
-  return image[..., None]
-
-
-def _one_hot(batch, prefix: str, info: DataInfo) -> tf.Tensor:
-  return tf.one_hot(batch[prefix + records.LABEL], info.num_classes)
-
-
-def _side(batch, prefix: str, info: DataInfo, aug: AugmentConfig,
-          seed: tf.Tensor) -> Dict[str, tf.Tensor]:
-  return {
-      records.LOG_MEL: _view(batch, prefix, info, aug, seed, train=True),
-      records.PCA: batch[prefix + records.PCA],
-      TARGET: _one_hot(batch, prefix, info),
-      WEIGHT: tf.cast(batch[prefix + records.MANUALLY_VERIFIED], tf.float32),
-  }
-
-
-def _slice_seed(batch) -> tf.Tensor:
-  """[2]: the seed of a replica's slice (its first row's; replicas draw
-  different numbers). A slice may be empty (the last, uneven batch split
-  over replicas): then any seed will do."""
-  seeds = batch[SEED]
-  return tf.concat([seeds, tf.zeros([1, 2], seeds.dtype)], axis=0)[0]
-
-
-def augment_parts(batch: Dict[str, tf.Tensor], info: DataInfo,
-                  aug: AugmentConfig):
-  """(primary, partner, mixup weight [b]) of augment_batch, before mixing.
-
-  partner and weight are None when mixup is off (alpha <= 0).
-  """
-  seed = _slice_seed(batch)
-  # seed: [2]
-  seeds = augment.split_seed(seed, 3)
-  primary = _side(batch, "", info, aug, seeds[0])
-  if aug.mixup_alpha <= 0:
-    return primary, None, None
-  partner = _side(batch, PARTNER, info, aug, seeds[1])
-  weight = augment.sample_beta(tf.shape(batch[SEED])[:1], aug.mixup_alpha,
-                               seeds[2])
-  # weight: [b] in [0, 1]
-  return primary, partner, weight
-
-
-def augment_batch(batch: Dict[str, tf.Tensor], info: DataInfo,
-                  aug: AugmentConfig) -> Dict[str, tf.Tensor]:
-  """Host batch -> model batch: crop/pad, augment, mixup.
-
-  Returns log_mel float32 [b, M, L, 1] in [0, 1], pca [b, P],
-  target float32 [b, C] (rows sum to 1), verified float32 [b].
-  """
-  primary, partner, weight = augment_parts(batch, info, aug)
-  if partner is None:
-    return primary
-  return augment.mixup(primary, partner, weight)
-
-
-def prepare_eval_batch(batch: Dict[str, tf.Tensor], info: DataInfo,
-                       pad_mode: str = "symmetric") -> Dict[str, tf.Tensor]:
-  """Host eval batch -> model batch: crop/pad only, one-hot targets (and
-  the rows' positions, when the batch has them)."""
-  aug = AugmentConfig(pad_mode=pad_mode)
-  out = {
-      records.LOG_MEL: _view(batch, "", info, aug, _slice_seed(batch),
-                             train=False),
-      records.PCA: batch[records.PCA],
-      TARGET: _one_hot(batch, "", info),
-      WEIGHT: tf.cast(batch[records.MANUALLY_VERIFIED], tf.float32),
-  }
-  if ROW in batch:
-    out[ROW] = batch[ROW]
-  return out
-
+# A picture of what the model is fed.
 
 def batch_picture(info: DataInfo, config: InputConfig, aug: AugmentConfig,
                   fold=0, rows: int = 6, epoch: int = 0) -> bytes:
   """PNG of the first training batch of an epoch, stage by stage: the
   window cropped/padded only, augmented, its augmented mixup partner, and
   the mix the model sees."""
+  from tagger import augment  # pylint: disable=g-import-not-at-top
   from tagger import plots  # pylint: disable=g-import-not-at-top
-  folds = select_folds(info, fold, "train")
+  folds = data_info.select_folds(info, fold, "train")
   batch = next(iter(train_dataset(info, folds, config, aug,
                                   start_epoch=epoch, num_epochs=1)))
-  plain = prepare_eval_batch(batch, info, aug.pad_mode)[records.LOG_MEL]
-  primary, partner, weight = augment_parts(batch, info, aug)
+  spec = info.batch_spec
+  plain = batches.prepare_eval_batch(batch, spec, aug.pad_mode)[records.LOG_MEL]
+  primary, partner, weight = batches.augment_parts(batch, spec, aug)
   columns = [plain, primary[records.LOG_MEL]]
   titles = ["cropped/padded", "augmented"]
   labels = [info.labels[i] for i in batch[records.LABEL].numpy()[:rows]]
@@ -728,7 +423,7 @@ def batch_picture(info: DataInfo, config: InputConfig, aug: AugmentConfig,
     columns += [partner[records.LOG_MEL], mixed]
     titles += ["mixup partner (augmented)", "mixed: model input"]
     names = [info.labels[i] for i in
-             batch[PARTNER + records.LABEL].numpy()[:rows]]
+             batch[batches.PARTNER + records.LABEL].numpy()[:rows]]
     labels = [f"{w:.2f} {a}\n+ {1 - w:.2f} {b}" for a, b, w in
               zip(labels, names, weight.numpy()[:rows])]
   length = int(batch[records.LOG_MEL].shape[1])

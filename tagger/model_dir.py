@@ -19,6 +19,7 @@ from typing import List, Optional
 import keras
 import tensorflow as tf
 
+from tagger import batches
 from tagger import errors
 from tagger import fileio
 from tagger import model as model_lib
@@ -60,6 +61,13 @@ class DataDescription:
   @property
   def stage2(self) -> bool:
     return int(self.stage) == 2
+
+  @property
+  def batch_spec(self) -> batches.BatchSpec:
+    return batches.BatchSpec(
+        self.num_mels, self.pca_dim, len(self.labels),
+        (float(self.normalization["min_db"]),
+         float(self.normalization["max_db"])))
 
   def to_json(self) -> dict:
     return dataclasses.asdict(self)
@@ -139,3 +147,21 @@ def find(pattern: str) -> List[str]:
     raise ModelDirError(f"no model dir with {BEST} matches {pattern!r}; "
                         "train first (tools/train)")
   return found
+
+
+def data_description(info, stage: int, eval_lengths,
+                     pad_mode: str = "symmetric",
+                     architecture_args: Optional[dict] = None
+                     ) -> DataDescription:
+  """A model dir's data.json: what scoring and export need of the data."""
+  manifest = info.manifest
+  return DataDescription(
+      data_dir=info.data_dir, stage=int(stage),
+      architecture=dict(architecture_args or {}),
+      labels=list(info.labels),
+      class_counts=info.class_counts().tolist(),
+      pca_dim=int(info.pca_dim), num_mels=int(info.num_mels),
+      normalization=manifest["normalization"],
+      crop_range=manifest.get("crop_range"),
+      eval_lengths=[int(x) for x in eval_lengths], pad_mode=pad_mode,
+      feature_params=manifest.get("feature_params"))

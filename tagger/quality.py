@@ -18,9 +18,9 @@ from typing import Dict, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tagger import data_info
 from tagger import errors
 from tagger import fileio
-from tagger import input_pipeline as ip
 from tagger import metrics
 from tagger import records
 
@@ -44,8 +44,8 @@ class Split:
 
 
 def read_split(data_dir: str) -> Split:
-  """Every record of a shard folder (ip.load_data_info's files)."""
-  info = ip.load_data_info(data_dir)
+  """Every record of a shard folder (data_info.load_data_info's files)."""
+  info = data_info.load_data_info(data_dir)
   files = [fileio.join(data_dir, s["file"]) for s in
            info.manifest["shards"]]
   columns = {k: [] for k in ("fnames", "labels", "folds", "verified",
@@ -97,7 +97,7 @@ def linear_baselines(train_dir: str, test_dir: str,
                      truth: Dict[str, str], val_fold: int = 0,
                      seed: int = 0) -> Dict[str, dict]:
   """MAP@3 on the test split of each baseline (see the module doc)."""
-  labels = ip.load_data_info(train_dir).labels
+  labels = data_info.load_data_info(train_dir).labels
   index = {name: i for i, name in enumerate(labels)}
   train, test = read_split(train_dir), read_split(test_dir)
   fit_rows = (train.folds != val_fold) & ~train.empty

@@ -22,11 +22,12 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tagger import batches as batches_lib
 from tagger import clip_files
+from tagger import data_info
 from tagger import errors
 from tagger import distribute
 from tagger import fileio
-from tagger import input_pipeline as ip
 from tagger import metrics
 from tagger import model as model_lib
 from tagger import model_dir as model_dir_lib
@@ -104,43 +105,6 @@ def _read_headers(dataset: tf.data.Dataset):
   return names, np.array(empty, bool)
 
 
-def _host_batches(serialized: tf.data.Dataset, info, lengths: Sequence[int],
-                  tries: int, clips_per_batch: int, seed: int):
-  """Batches of clips_per_batch clips x tries rows, all clips at the first
-  length, then all at the next, ...: one pipeline, so the host prepares
-  the next batch (of any length) while the models run.
-
-  The length is data, not a constant, so every batch has the same element
-  spec and the forward pass is traced once.
-  """
-  def cut(index, j, batch, length):
-    repeated = tf.repeat(batch, tries)
-    key = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + index, j])
-    out = ip.window_batch(repeated, info, length, key)
-    out[ip.SEED] = ip.row_seeds(key, 0, tf.shape(repeated)[0])
-    return out
-
-  def at_length(index, length):
-    return serialized.batch(clips_per_batch).enumerate().map(
-        lambda j, batch: (index, j, batch, length))
-
-  plan = tf.data.Dataset.from_tensor_slices(
-      (tf.range(len(lengths), dtype=tf.int64),
-       tf.constant(list(lengths), tf.int32)))
-  return plan.flat_map(at_length).map(
-      cut, num_parallel_calls=tf.data.AUTOTUNE,
-      deterministic=True).prefetch(2)
-
-
-def _info(data: model_dir_lib.DataDescription) -> ip.DataInfo:
-  """The input pipeline's view of a model dir's data.json."""
-  return ip.DataInfo("", {
-      "labels": data.labels, "pca": {"dim": data.pca_dim},
-      "log_mel": {"num_mels": data.num_mels},
-      "normalization": data.normalization, "compression": "none",
-      "shards": []})
-
-
 class Scorer:
   """Models loaded once and one compiled forward pass over all of them:
   host batch -> crop/pad on the device -> mean log-probability (and mean
@@ -152,13 +116,13 @@ class Scorer:
     self.models = list(models)
     self.strategy = strategy
     self.data = models[0].data
-    self.info = _info(self.data)
+    self.spec = self.data.batch_spec
     self.embeddings = embeddings
     self.traces = 0
     self._forward = None
 
   def _compile(self, element_spec):
-    info, strategy, embeddings = self.info, self.strategy, self.embeddings
+    spec, strategy, embeddings = self.spec, self.strategy, self.embeddings
     pad_mode = self.data.pad_mode
     models = [(m.model, m.stage2) for m in self.models]
 
@@ -166,7 +130,7 @@ class Scorer:
     def forward(batch):
       self.traces += 1
       def replica(b):
-        model_batch = ip.prepare_eval_batch(b, info, pad_mode)
+        model_batch = batches_lib.prepare_eval_batch(b, spec, pad_mode)
         log_probs, pooled = [], []
         for model, pca in models:
           probs, features = model(model_lib.model_inputs(model_batch, pca),
@@ -203,8 +167,12 @@ class Scorer:
     pooled_sum = None
     bar = parallel.progress_bar(n * len(lengths), enabled=progress,
                                 unit="clip", desc="scoring (x lengths)")
-    batches = self.strategy.experimental_distribute_dataset(_host_batches(
-        serialized, self.info, lengths, tries, clips_per_batch, seed))
+    # Every clip x try at the first length, then the next, ...: one
+    # pipeline, so the host cuts the next batch while the models run.
+    batches = self.strategy.experimental_distribute_dataset(
+        batches_lib.eval_host_batches(
+            serialized, self.spec, lengths, clips_per_batch=clips_per_batch,
+            repeats=tries, seed=seed).prefetch(2))
     if self._forward is None:
       self._forward = self._compile(batches.element_spec)
     per_length = -(-n // clips_per_batch)
@@ -251,7 +219,7 @@ def score_records(serialized: tf.data.Dataset, models: Sequence[LoadedModel],
 
 def shard_records(data_dir: str) -> tf.data.Dataset:
   """The records of a shard folder (test split) in CSV order."""
-  info = ip.load_data_info(data_dir, verify=True)
+  info = data_info.load_data_info(data_dir, verify=True)
   files = [fileio.join(data_dir, s["file"]) for s in info.manifest["shards"]]
   return tf.data.TFRecordDataset(files, info.compression, buffer_size=8 << 20)
 
@@ -402,7 +370,7 @@ def score(*, model_dirs: str, output: str, data_dir: str = "",
   with strategy.scope():
     models = [load_model(d) for d in dirs]
   if data_dir:
-    info = ip.load_data_info(data_dir)
+    info = data_info.load_data_info(data_dir)
     check_compatible(models, info.labels)
     serialized = shard_records(data_dir)
   else:
@@ -415,7 +383,7 @@ def score(*, model_dirs: str, output: str, data_dir: str = "",
   except tf.errors.DataLossError as e:
     if not data_dir:
       raise
-    raise ip.explain_data_loss(data_dir, info.manifest, e) from e
+    raise data_info.explain_data_loss(data_dir, info.manifest, e) from e
   fileio.atomic_write_text(output, submission_csv(scores))
   result = {"clips": len(scores.fnames), "models": dirs,
             "lengths": [int(x) for x in (lengths or

@@ -35,6 +35,10 @@ class AugmentConfig:
   time_masks: int = 0
   time_mask_fraction: float = 0.05
   mixup_alpha: float = 1.0             # Beta(alpha, alpha); 0 disables mixup
+  # The ops on the normalised image, in order (augment.IMAGE_OPS), and the
+  # keyword arguments of ops that take them: {"op": {"name": value}}.
+  image_ops: Tuple[str, ...] = ("random_erasing", "spec_augment")
+  op_params: Tuple = ()                # from_mapping: dict -> sorted items
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +72,10 @@ def from_mapping(cls, values) -> object:
   for key, value in values.items():
     if isinstance(value, list):
       values[key] = tuple(value)
+    elif isinstance(value, dict):  # hashable: ((key, value or items), ...)
+      values[key] = tuple(sorted(
+          (k, tuple(sorted(dict(v).items())) if isinstance(v, dict) else v)
+          for k, v in value.items()))
   return cls(**values)
 
 
@@ -89,7 +97,9 @@ def default_config() -> ml_collections.ConfigDict:
       if f.name != "seed"})
   c.input.length_range = config_dict.placeholder(tuple)
   c.augment = ml_collections.ConfigDict({
-      f.name: f.default for f in dataclasses.fields(AugmentConfig)})
+      f.name: f.default for f in dataclasses.fields(AugmentConfig)
+      if f.name != "op_params"})
+  c.augment.op_params = ml_collections.ConfigDict()
   c.model = ml_collections.ConfigDict()
   c.model.backbone_weights = "none"  # none | imagenet | path to a .h5
   c.model.init_from = ""             # stage 2: 'runs/stage1/fold{fold}'
@@ -122,6 +132,32 @@ def default_config() -> ml_collections.ConfigDict:
   c.log_pairing = False        # write each epoch's pairing table (CSV)
   c.tensorboard_images = 6
   return c
+
+
+# ---------------------------------------------------------------------------
+# Typed views of a config.
+
+
+def input_config(config) -> InputConfig:
+  values = {**config.input.to_dict(), "seed": config.seed}
+  if values.get("length_range") is None:
+    values.pop("length_range", None)
+  return from_mapping(InputConfig, values)
+
+
+def augment_config(config) -> AugmentConfig:
+  return from_mapping(AugmentConfig, config.augment.to_dict())
+
+
+def architecture(config) -> dict:
+  """build_model's keyword arguments that shape the weights (data.json)."""
+  stage2 = int(config.stage) == 2
+  pca_head = bool(config.model.get("pca_head", False) and stage2)
+  return {"backbone": str(config.model.get("backbone", "mobilenet_v2")),
+          "alpha": float(config.model.get("alpha", 1.0)),
+          "pca_head": pca_head,
+          "pca_into_mlp": bool(config.model.get("pca_into_mlp", True)
+                               or not pca_head)}
 
 
 def load_config(spec: str):

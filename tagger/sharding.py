@@ -5,7 +5,7 @@ The run has three steps, each resumable:
      staged in chunks of `chunk_size` CSV rows (output_dir/.staging/). A chunk
      file is written atomically once all its clips are done.
   2. fit: the scaler + PCA is fitted on the staged train summary features
-     (or loaded from --pca_from for test), folds are assigned.
+     (or loaded from --pca_from for test), folds are assigned (folds.py).
   3. write: records are dealt to shards (train: a seeded random order; test:
      CSV order) and each shard is written to a temporary name and renamed.
      Shards are written a group at a time, so memory holds one group of
@@ -23,7 +23,6 @@ import json
 import math
 import os
 import time
-import warnings
 from typing import Dict, List, Optional, Sequence
 
 from absl import logging
@@ -35,6 +34,7 @@ from tagger import clip_files
 from tagger import errors
 from tagger import extract
 from tagger import fileio
+from tagger import folds as folds_lib
 from tagger import parallel
 from tagger import pca as pca_lib
 from tagger import records
@@ -255,77 +255,6 @@ def collect_staged(rows: Sequence[Row], options: Options, staging: str):
       empty=np.array(keep["empty"], bool),
       duration_s=np.array(keep["duration_s"]))
   return staged, problems
-
-
-@dataclasses.dataclass
-class FoldPlan:
-  """How many folds the classes allow, and which classes cannot be in all."""
-  requested: int
-  num_folds: int            # folds that validate clips (< 2: none)
-  train_only: List[str]     # classes with one clip: fold -1, train always
-  partial: List[str]        # classes with fewer clips than folds
-
-  def warnings(self) -> List[str]:
-    notes = []
-    if self.num_folds < 2:
-      notes.append("no class has 2 clips, so no fold can validate: every "
-                   "clip trains in every run (fold -1); train with "
-                   "--config.fold=none")
-    elif self.num_folds < self.requested:
-      notes.append(f"--num_folds={self.requested} lowered to "
-                   f"{self.num_folds}: the largest class has "
-                   f"{self.num_folds} clips")
-    if self.train_only and self.num_folds >= 2:
-      notes.append(f"{len(self.train_only)} class(es) with one clip train "
-                   "in every fold and are never validated: " +
-                   _some(self.train_only))
-    if self.partial:
-      notes.append(f"{len(self.partial)} class(es) have fewer clips than "
-                   f"the {self.num_folds} folds, so only some folds "
-                   "validate them: " + _some(self.partial))
-    return notes
-
-
-def _some(names: Sequence[str], count: int = 8) -> str:
-  shown = ", ".join(repr(n) for n in names[:count])
-  return shown + (f" and {len(names) - count} more" if len(names) > count
-                  else "")
-
-
-def plan_folds(labels: Sequence[str], num_folds: int) -> FoldPlan:
-  """The folds a label list allows: at most the largest class's size."""
-  if num_folds < 1:
-    raise ShardingError(f"--num_folds must be at least 1, not {num_folds}")
-  counts = collections.Counter(labels)
-  largest = max(counts.values()) if counts else 0
-  k = min(num_folds, largest)
-  return FoldPlan(
-      requested=num_folds, num_folds=k,
-      train_only=sorted(l for l, c in counts.items() if c == 1),
-      partial=sorted(l for l, c in counts.items() if 1 < c < k))
-
-
-def assign_folds(labels: Sequence[str], num_folds: int, seed: int):
-  """Stratified folds over clips in CSV order, as the reference: [N] int
-  (fold -1: a clip of a one-clip class, in every fold's training), and the
-  FoldPlan. With no one-clip class and enough clips per class this is
-  sklearn's StratifiedKFold(num_folds, shuffle, seed) exactly."""
-  from sklearn.model_selection import StratifiedKFold  # pylint: disable=g-import-not-at-top
-  labels = np.asarray(labels)
-  plan = plan_folds(labels.tolist(), num_folds)
-  folds = np.full(len(labels), -1, np.int64)
-  if plan.num_folds < 2:
-    return folds, plan
-  counts = collections.Counter(labels.tolist())
-  members = np.array([i for i, l in enumerate(labels) if counts[l] > 1])
-  splitter = StratifiedKFold(n_splits=plan.num_folds, shuffle=True,
-                             random_state=seed)
-  with warnings.catch_warnings():  # FoldPlan.warnings says it by name
-    warnings.simplefilter("ignore", UserWarning)
-    for fold, (_, val) in enumerate(splitter.split(
-        np.zeros(len(members)), labels[members])):
-      folds[members[val]] = fold
-  return folds, plan
 
 
 # ---------------------------------------------------------------------------
@@ -611,9 +540,10 @@ def make_tfrecords(options: Options) -> dict:
     logging.warning("%d label(s) hold spaces, which the Kaggle submission "
                     "format (labels separated by spaces) cannot tell apart: "
                     "%s; --probs_out of tools/score is unambiguous",
-                    len(spaced), _some(spaced))
+                    len(spaced), folds_lib.some(spaced))
   if options.split == "train":  # from the CSV, before any audio is read
-    fold_plan = plan_folds([r.label for r in usable], options.num_folds)
+    fold_plan = folds_lib.plan_folds([r.label for r in usable],
+                                     options.num_folds)
     for note in fold_plan.warnings():
       logging.warning("%s (from the CSV)", note)
   check_output_dir(options.output_dir)
@@ -653,7 +583,7 @@ def _make_tfrecords_locked(options: Options, started: float, vocabulary,
   if options.split == "train":
     fit = pca_lib.fit_pca(staged.summary, options.pca_components)
     fit.save(fileio.join(options.output_dir, pca_lib.FIT_FILE))
-    folds, fold_plan = assign_folds([r.label for r in staged.rows],
+    folds, fold_plan = folds_lib.assign_folds([r.label for r in staged.rows],
                                     options.num_folds, options.fold_seed)
     if clip_problems:  # clips were skipped: the classes may allow fewer
       for note in fold_plan.warnings():

@@ -28,7 +28,6 @@ import numpy as np
 import scipy.fft
 import scipy.ndimage
 
-from tagger import features
 from tagger.params import FeatureParams
 from tagger.params import SUMMARY_FEATURE_COUNT
 

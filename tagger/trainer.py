@@ -20,10 +20,8 @@ import csv
 import dataclasses
 import io
 import json
-import math
 import os
 import time
-from typing import Optional
 
 import keras
 import ml_collections
@@ -31,8 +29,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tagger import errors
+from tagger import augment
+from tagger import batches
+from tagger import data_info
 from tagger import distribute
+from tagger import errors
 from tagger import fileio
 from tagger import input_pipeline as ip
 from tagger import metrics
@@ -40,12 +41,11 @@ from tagger import model as model_lib
 from tagger import model_dir as model_dir_lib
 from tagger import plots
 from tagger import records
+from tagger import run_state
 from tagger import schedules
 from tagger import settings
 
 PHASES = ("cyclic", "fine_tune_1", "fine_tune_2")
-HISTORY_KEYS = ("phase", "epoch", "lr", "train_loss", "val_loss",
-                "val_accuracy", "val_map3", "examples_per_sec", "seconds")
 
 
 class TrainError(errors.UserError):
@@ -56,146 +56,17 @@ class TrainError(errors.UserError):
 # Configuration.
 
 
-def input_config(config) -> settings.InputConfig:
-  values = {**config.input.to_dict(), "seed": config.seed}
-  if values.get("length_range") is None:
-    values.pop("length_range", None)
-  return settings.from_mapping(settings.InputConfig, values)
-
-
-def augment_config(config) -> settings.AugmentConfig:
-  return settings.from_mapping(settings.AugmentConfig, config.augment.to_dict())
-
-
 def _config_json(config) -> str:
   return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
 
 
-def architecture(config) -> dict:
-  """build_model's keyword arguments that shape the weights (data.json)."""
-  stage2 = int(config.stage) == 2
-  pca_head = bool(config.model.get("pca_head", False) and stage2)
-  return {"backbone": str(config.model.get("backbone", "mobilenet_v2")),
-          "alpha": float(config.model.get("alpha", 1.0)),
-          "pca_head": pca_head,
-          "pca_into_mlp": bool(config.model.get("pca_into_mlp", True)
-                               or not pca_head)}
-
-
-def data_description(info: ip.DataInfo, stage: int, eval_lengths,
-                     pad_mode: str = "symmetric",
-                     architecture_args: Optional[dict] = None
-                     ) -> model_dir_lib.DataDescription:
-  """A model dir's data.json: what scoring and export need of the data."""
-  manifest = info.manifest
-  return model_dir_lib.DataDescription(
-      data_dir=info.data_dir, stage=int(stage),
-      architecture=dict(architecture_args or {}),
-      labels=list(info.labels),
-      class_counts=info.class_counts().tolist(),
-      pca_dim=int(info.pca_dim), num_mels=int(info.num_mels),
-      normalization=manifest["normalization"],
-      crop_range=manifest.get("crop_range"),
-      eval_lengths=[int(x) for x in eval_lengths], pad_mode=pad_mode,
-      feature_params=manifest.get("feature_params"))
-
-
-def class_weights(info: ip.DataInfo) -> np.ndarray:
+def class_weights(info: data_info.DataInfo) -> np.ndarray:
   """[C] weights proportional to 1 / class count, normalised so that the
   mean weight over the training clips is 1."""
   counts = info.class_counts().astype(np.float64)
   weights = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
   return (weights * counts.sum() / max((weights * counts).sum(), 1e-12)
           ).astype(np.float32)
-
-
-# ---------------------------------------------------------------------------
-# Run state, checkpoints and outputs.
-
-
-@dataclasses.dataclass
-class RunState:
-  """Everything besides weights that a resumed run needs."""
-  phase: int = 0
-  phase_epoch: int = 0
-  epoch: int = 0             # epochs finished over all phases (input seed)
-  step: int = 0
-  plateau: Optional[dict] = None   # fine-tune phases: LR and counters
-  best_val_loss: float = math.inf
-  best: Optional[dict] = None
-  checkpoint: str = ""
-  done: bool = False
-  history: list = dataclasses.field(default_factory=list)
-
-  def to_json(self) -> str:
-    value = dataclasses.asdict(self)
-    value["best_val_loss"] = (None if math.isinf(self.best_val_loss)
-                              else self.best_val_loss)
-    return json.dumps(value, indent=1)
-
-  @classmethod
-  def from_json(cls, text: str) -> "RunState":
-    value = json.loads(text)
-    if value.get("best_val_loss") is None:
-      value["best_val_loss"] = math.inf
-    return cls(**value)
-
-
-def save_checkpoint(path: str, model: keras.Model,
-                    optimizer: keras.optimizers.Optimizer) -> None:
-  arrays = {f"model_{i:04d}": w for i, w in enumerate(model.get_weights())}
-  arrays.update({f"opt_{i:04d}": np.asarray(v.numpy())
-                 for i, v in enumerate(optimizer.variables)})
-  fileio.write_npz(path, **arrays)
-
-
-def restore_checkpoint(path: str, model: keras.Model,
-                       optimizer: keras.optimizers.Optimizer) -> None:
-  arrays = fileio.read_npz(path)
-  model.set_weights([arrays[k] for k in sorted(arrays)
-                     if k.startswith("model_")])
-  values = [arrays[k] for k in sorted(arrays) if k.startswith("opt_")]
-  if len(values) != len(optimizer.variables):
-    raise TrainError(f"{path}: {len(values)} optimizer values for "
-                     f"{len(optimizer.variables)} variables")
-  for variable, value in zip(optimizer.variables, values):
-    variable.assign(value)
-
-
-def _history_csv(rows) -> str:
-  lines = [",".join(HISTORY_KEYS)]
-  for row in rows:
-    lines.append(",".join(str(row.get(k, "")) for k in HISTORY_KEYS))
-  return "\n".join(lines) + "\n"
-
-
-def _reset_optimizer(optimizer) -> None:
-  """A fresh Adam for a new phase: its moments and step counter to zero.
-
-  Under mixed_float16 the optimizer is a LossScaleOptimizer around the Adam;
-  its loss scale (and that scale's step counter) carry over: zeroing the
-  scale would turn every gradient into 0/0. The learning rate is set every
-  step, so it is left alone too.
-  """
-  inner = getattr(optimizer, "inner_optimizer", optimizer)
-  for variable in inner.variables:
-    if variable.path.rsplit("/", 1)[-1] != "learning_rate":
-      variable.assign(tf.zeros(variable.shape, variable.dtype))
-
-
-def loss_scale(optimizer) -> Optional[float]:
-  """The current dynamic loss scale (mixed_float16), else None."""
-  scale = getattr(optimizer, "dynamic_scale", None)
-  return None if scale is None else float(np.asarray(scale))
-
-
-def weights_fingerprint(model: keras.Model) -> str:
-  """A short hash of every weight: equal on workers whose weights are."""
-  import hashlib  # pylint: disable=g-import-not-at-top
-  digest = hashlib.sha256()
-  for w in model.get_weights():
-    digest.update(np.ascontiguousarray(w).tobytes())
-  return digest.hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------
@@ -211,19 +82,23 @@ class FoldRun:
     self.model_dir = model_dir
     self.strategy = strategy
     self.chief = distribute.is_chief(strategy)
-    self.info = ip.load_data_info(data_dir,
-                                  verify=bool(config.get("verify_shards",
-                                                         True)))
+    self.info = data_info.load_data_info(
+        data_dir, verify=bool(config.get("verify_shards", True)))
+    self.spec = self.info.batch_spec
     self.fold = fold
-    self.train_folds = ip.select_folds(self.info, fold, "train")
-    self.val_folds = ip.select_folds(self.info, fold, "validation")
-    self.input = input_config(config)
-    self.augment = augment_config(config)
+    self.train_folds = data_info.select_folds(self.info, fold, "train")
+    self.val_folds = data_info.select_folds(self.info, fold, "validation")
+    self.input = settings.input_config(config)
+    self.augment = settings.augment_config(config)
+    try:
+      augment.check_image_ops(self.augment.image_ops)
+    except ValueError as e:
+      raise TrainError(f"config.augment.image_ops: {e}") from e
     self.stage2 = int(config.stage) == 2
-    self.eval_lengths = ip.eval_lengths(self.info, self.input)
-    shortest = min(self.eval_lengths + (ip.length_range(
+    self.eval_lengths = data_info.eval_lengths(self.info, self.input)
+    shortest = min(self.eval_lengths + (data_info.length_range(
         self.info, self.input)[0],))
-    backbone = architecture(config)["backbone"]
+    backbone = settings.architecture(config)["backbone"]
     try:
       shortest_allowed = model_lib.min_frames(backbone)
     except model_lib.ModelError as e:
@@ -261,7 +136,7 @@ class FoldRun:
           bn_momentum=cfg.bn_momentum,
           dropout=float(cfg.get("dropout", 0.0)),
           pca_head_l2=float(cfg.get("pca_head_l2", 0.0)),
-          **architecture(self.config))
+          **settings.architecture(self.config))
       optimizer = keras.optimizers.Adam(learning_rate=1e-4)
       if keras.mixed_precision.global_policy().name == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -285,7 +160,7 @@ class FoldRun:
                        f"{self.fold} first, or fix --config.model.init_from)")
     # The stage-1 network as its model dir recorded it (a bare .h5: as
     # this config's backbone).
-    built = architecture(self.config)
+    built = settings.architecture(self.config)
     data_path = fileio.join(os.path.dirname(path), model_dir_lib.DATA)
     if fileio.exists(data_path):
       built.update(fileio.read_json(data_path).get("architecture", {}))
@@ -327,11 +202,11 @@ class FoldRun:
 
     def replica_step(batch):
       if device_augment:
-        batch = ip.augment_batch(batch, self.info, self.augment)
+        batch = batches.augment_batch(batch, self.spec, self.augment)
       inputs = model_lib.model_inputs(batch, self.stage2)
-      target = batch[ip.TARGET]
+      target = batch[batches.TARGET]
       weight = tf.linalg.matvec(target, self.class_weight_vector)
-      weight *= 1.0 + (verified_weight - 1.0) * batch[ip.WEIGHT]
+      weight *= 1.0 + (verified_weight - 1.0) * batch[batches.WEIGHT]
       with tf.GradientTape() as tape:
         probs = model(inputs, training=True)
         loss_per_example = keras.losses.categorical_crossentropy(
@@ -373,17 +248,17 @@ class FoldRun:
     if self.eval_data is not None:
       def replica_eval(batch):
         if device_augment:
-          batch = ip.prepare_eval_batch(batch, self.info,
+          batch = batches.prepare_eval_batch(batch, self.spec,
                                         self.augment.pad_mode)
         probs = model(model_lib.model_inputs(batch, self.stage2),
                       training=False)
         # probs: [b, C] float32 (the head is float32 under mixed precision)
-        labels = tf.argmax(batch[ip.TARGET], axis=1)
+        labels = tf.argmax(batch[batches.TARGET], axis=1)
         # One gather (several in one function can pair up differently on
         # different devices): [b, C + 2] = probs, label, row.
         return tf.concat([tf.cast(probs, tf.float64),
                           tf.cast(labels, tf.float64)[:, None],
-                          tf.cast(batch[ip.ROW], tf.float64)[:, None]], 1)
+                          tf.cast(batch[batches.ROW], tf.float64)[:, None]], 1)
 
       @tf.function(input_signature=[self.eval_data.element_spec])
       def eval_step(batch):
@@ -449,7 +324,8 @@ class FoldRun:
     batch = next(iter(ip.train_dataset(self.info, self.train_folds, small,
                                        self.augment, start_epoch=epoch,
                                        num_epochs=1)))
-    images = ip.augment_batch(batch, self.info, self.augment)[records.LOG_MEL]
+    images = batches.augment_batch(batch, self.spec,
+                                   self.augment)[records.LOG_MEL]
     # images: [b, M, L, 1]; low frequencies at the bottom.
     with self.writer().as_default():
       tf.summary.image("augmented_log_mel", tf.reverse(images, [1])[:count],
@@ -457,28 +333,28 @@ class FoldRun:
 
   def log_epoch(self, row: dict, epoch: int):
     with self.writer().as_default():
-      for key in HISTORY_KEYS[2:]:
+      for key in run_state.HISTORY_KEYS[2:]:
         if row.get(key) is not None:
           tf.summary.scalar(key, row[key], step=epoch)
     self.writer().flush()
 
   # -- the loop ------------------------------------------------------------
 
-  def _save_state(self, state: RunState):
+  def _save_state(self, state: run_state.RunState):
     if not self.chief:
       return
     fileio.atomic_write_text(self._file(model_dir_lib.STATE),
                              state.to_json())
     fileio.atomic_write_text(self._file(model_dir_lib.HISTORY),
-                             _history_csv(state.history))
+                             run_state.history_csv(state.history))
 
-  def _checkpoint(self, state: RunState):
+  def _checkpoint(self, state: run_state.RunState):
     if not self.chief:
       return
     name = f"epoch-{state.epoch:05d}.npz"
     path = self._file(model_dir_lib.CHECKPOINTS, name)
     fileio.makedirs(self._file(model_dir_lib.CHECKPOINTS))
-    save_checkpoint(path, self.model, self.optimizer)
+    run_state.save_checkpoint(path, self.model, self.optimizer)
     previous = state.checkpoint
     state.checkpoint = name
     self._save_state(state)
@@ -497,7 +373,7 @@ class FoldRun:
     if fileio.exists(best):
       model_dir_lib.load_weights(self.model, best)
 
-  def _phase_lr(self, state: RunState, step_in_epoch: int) -> float:
+  def _phase_lr(self, state: run_state.RunState, step_in_epoch: int) -> float:
     sched = self.config.schedule
     if state.phase == 0:
       step_size = max(1, int(round(sched.cycle_step_epochs *
@@ -512,11 +388,11 @@ class FoldRun:
     return int(sched.cyclic_epochs if phase == 0 else
                sched.fine_tune_max_epochs)
 
-  def _start_phase(self, state: RunState):
+  def _start_phase(self, state: run_state.RunState):
     """From the best weights with a fresh optimizer (phases 1 and 2)."""
     sched = self.config.schedule
     self._load_best()
-    _reset_optimizer(self.optimizer)
+    run_state.reset_optimizer(self.optimizer)
     lr = float(sched.fine_tune_lrs[state.phase - 1])
     state.plateau = dataclasses.asdict(schedules.Plateau(
         lr=lr, factor=sched.plateau_factor,
@@ -525,7 +401,7 @@ class FoldRun:
     logging.info("phase %s: from the best weights, LR %g",
                  PHASES[state.phase], lr)
 
-  def run_epoch(self, state: RunState, iterator) -> dict:
+  def run_epoch(self, state: run_state.RunState, iterator) -> dict:
     started = time.perf_counter()
     losses = []
     for j in range(self.steps_per_epoch):
@@ -550,12 +426,13 @@ class FoldRun:
       raise TrainError(self._non_finite_message(state, losses, train_loss))
     return row
 
-  def _non_finite_message(self, state: RunState, losses, train_loss) -> str:
+  def _non_finite_message(self, state: run_state.RunState, losses,
+                          train_loss) -> str:
     """What is known when the loss stops being finite."""
     values = [float(l.numpy()) for l in losses]
     first = next(i for i, v in enumerate(values) if not np.isfinite(v))
     policy = keras.mixed_precision.global_policy().name
-    scale = loss_scale(self.optimizer)
+    scale = run_state.loss_scale(self.optimizer)
     text = (f"training loss became {train_loss} in {self.model_dir}: phase "
             f"{PHASES[state.phase]}, epoch {state.epoch}, first at step "
             f"{first + 1} of {len(values)} (the loss before it: "
@@ -590,7 +467,7 @@ class FoldRun:
       return row["train_loss"]
     return -row["val_map3"] if select == "val_map3" else row["val_loss"]
 
-  def _end_epoch(self, state: RunState, row: dict) -> bool:
+  def _end_epoch(self, state: run_state.RunState, row: dict) -> bool:
     """Best weights, plateau counters, checkpoint; True when the phase
     ends."""
     monitored = self._agree(self._monitored(row))
@@ -620,6 +497,23 @@ class FoldRun:
         row["seconds"])
     return stop or state.phase_epoch >= self._phase_length(state.phase)
 
+  def measure_train_rate(self, steps: int, warmup: int = 3,
+                         lr: float = 1e-4) -> float:
+    """Training examples/s over `steps` steps after `warmup` (which pay for
+    tracing), from a freshly built model at epoch 0; writes nothing."""
+    self.build()
+    self.datasets(0)
+    self.compile_steps()
+    iterator = iter(self.train_data)
+    lr = tf.constant(lr, tf.float32)
+    for _ in range(warmup):
+      self.train_step(next(iterator), lr).numpy()
+    start = time.perf_counter()
+    for _ in range(steps):
+      loss = self.train_step(next(iterator), lr)
+    loss.numpy()
+    return steps * self.input.batch_size / (time.perf_counter() - start)
+
   def train(self) -> dict:
     if fileio.exists(self.model_dir) and not tf.io.gfile.isdir(
         self.model_dir):
@@ -637,19 +531,19 @@ class FoldRun:
         raise TrainError(
             f"{self.model_dir} holds a run with another config (see "
             f"{config_path}); use a new --model_dir to start over")
-      state = RunState.from_json(fileio.read_text(state_path))
+      state = run_state.RunState.from_json(fileio.read_text(state_path))
       if state.done:
         logging.info("%s is finished; nothing to do", self.model_dir)
         return fileio.read_json(self._file(model_dir_lib.SUMMARY))
       if state.checkpoint:
-        restore_checkpoint(self._file(model_dir_lib.CHECKPOINTS,
-                                       state.checkpoint),
-                           self.model, self.optimizer)
+        run_state.restore_checkpoint(
+            self._file(model_dir_lib.CHECKPOINTS, state.checkpoint),
+            self.model, self.optimizer)
       logging.info("resuming %s: phase %s, epoch %d", self.model_dir,
                    PHASES[state.phase], state.epoch)
     else:
       copied = self.init_from()
-      state = RunState()
+      state = run_state.RunState()
       if self.chief:
         fileio.atomic_write_text(config_path, config_text)
         self.write_data_description()
@@ -673,8 +567,8 @@ class FoldRun:
       try:
         row = self.run_epoch(state, iterator)
       except tf.errors.DataLossError as e:
-        raise ip.explain_data_loss(self.info.data_dir, self.info.manifest,
-                                   e) from e
+        raise data_info.explain_data_loss(
+            self.info.data_dir, self.info.manifest, e) from e
       self.log_epoch(row, row["epoch"])
       if self._end_epoch(state, row):
         state.phase, state.phase_epoch = state.phase + 1, 0
@@ -685,9 +579,9 @@ class FoldRun:
 
   def write_data_description(self):
     """data.json and pca.npz: a model dir is enough to score and export."""
-    model_dir_lib.write_data(self.model_dir, data_description(
+    model_dir_lib.write_data(self.model_dir, model_dir_lib.data_description(
         self.info, int(self.config.stage), self.eval_lengths,
-        self.augment.pad_mode, architecture(self.config)))
+        self.augment.pad_mode, settings.architecture(self.config)))
     fit = fileio.join(self.info.data_dir, model_dir_lib.PCA_FIT)
     if fileio.exists(fit):
       tf.io.gfile.copy(fit, self._file(model_dir_lib.PCA_FIT),
@@ -714,7 +608,7 @@ class FoldRun:
         self._file(model_dir_lib.PAIRING, f"epoch-{epoch:05d}"
                     f"{f'-worker{worker}' if worker else ''}.csv"), text)
 
-  def finish(self, state: RunState, copied) -> dict:
+  def finish(self, state: run_state.RunState, copied) -> dict:
     best_path = self._file(model_dir_lib.BEST)
     self._load_best()
     summary = {"fold": str(self.fold), "stage": int(self.config.stage),
@@ -743,7 +637,8 @@ class FoldRun:
         tf.summary.image("confusion_matrix_best",
                          tf.io.decode_png(png)[None], step=state.epoch)
     logging.info("final weights fingerprint %s (task %s)",
-                 weights_fingerprint(self.model), distribute.task_name())
+                 run_state.weights_fingerprint(self.model),
+                 distribute.task_name())
     if self.chief:
       self.writer().flush()
       fileio.write_json(self._file(model_dir_lib.SUMMARY), summary)
@@ -773,7 +668,7 @@ def train(config: ml_collections.ConfigDict, data_dir: str, model_dir: str,
   model_dir/fold{k}; 'none': every clip, no validation)."""
   fold = str(config.fold)
   if fold == "all":
-    info = ip.load_data_info(data_dir)
+    info = data_info.load_data_info(data_dir)
     if not info.folds:
       raise TrainError(f"{data_dir} has no fold to validate (every class has "
                        "one clip); train on everything with --config.fold="

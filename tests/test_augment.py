@@ -136,3 +136,41 @@ def test_spec_augment_masks_whole_bands_within_bounds():
     zeros[:, cols] = False
     assert not zeros.any()
   assert (out == 0).any()
+
+
+def _probe(image, seed, aug, scale=1.0):
+  """A test op: draws numbers from its stream, multiplies by `scale`."""
+  del aug
+  noise = tf.random.stateless_uniform(tf.shape(image)[:1], seed)
+  return image * scale + 0.0 * noise[:, None, None]
+
+
+def test_an_added_image_op_moves_no_other_ops_numbers():
+  """Adding an op (here between erasing and SpecAugment) is one register
+  call plus its config; erasing and SpecAugment draw what they drew."""
+  from tagger import settings  # pylint: disable=g-import-not-at-top
+  if "probe_test" not in augment.IMAGE_OPS:
+    augment.register_image_op("probe_test", 9, _probe)
+  with pytest.raises(ValueError, match="stream 9 is probe_test's"):
+    augment.register_image_op("other_test", 9, _probe)
+  with pytest.raises(ValueError, match="unknown augment.image_ops"):
+    augment.check_image_ops(["random_erasing", "nonesuch"])
+  image = tf.random.stateless_uniform([4, 16, 40], [1, 2])
+  base = dict(erase_probability=1.0, freq_masks=2, time_masks=2)
+  before = settings.AugmentConfig(**base)
+  with_op = settings.from_mapping(settings.AugmentConfig, {
+      **base, "image_ops": ["random_erasing", "probe_test", "spec_augment"],
+      "op_params": {"probe_test": {"scale": 1.0}}})
+  halved = settings.from_mapping(settings.AugmentConfig, {
+      **base, "image_ops": ["probe_test"],
+      "op_params": {"probe_test": {"scale": 0.5}}})
+  out = augment.apply_image_ops(image, SEED, before)
+  np.testing.assert_array_equal(
+      augment.apply_image_ops(image, SEED, with_op), out)
+  assert not np.array_equal(out, image)  # erasing and masks did act
+  np.testing.assert_allclose(
+      augment.apply_image_ops(image, SEED, halved), image * 0.5)
+  # Streams 0-2 are the three splits of tagger 0.4's view seed.
+  np.testing.assert_array_equal(augment.op_seed(SEED, 1),
+                                augment.split_seed(SEED, 3)[1])
+  assert not np.array_equal(augment.op_seed(SEED, 9), augment.op_seed(SEED, 1))

@@ -16,10 +16,11 @@ import pytest
 
 from conftest import tone, wav_bytes, write_dataset
 from tagger import clip_files
+from tagger import data_info
 from tagger import extract
-from tagger import input_pipeline as ip
-from tagger import score
+from tagger import folds as folds_lib
 from tagger import records
+from tagger import score
 from tagger import sharding
 from tagger import synthetic
 
@@ -200,7 +201,7 @@ def test_commas_quotes_and_non_ascii_round_trip(tmp_path):
 
 def test_folds_follow_what_the_classes_allow():
   labels = ["a"] * 3 + ["b"] * 3 + ["c"] * 2 + ["solo"]
-  folds, plan = sharding.assign_folds(labels, 10, seed=1)
+  folds, plan = folds_lib.assign_folds(labels, 10, seed=1)
   assert plan.num_folds == 3 and plan.train_only == ["solo"]
   assert plan.partial == ["c"]
   assert folds[-1] == -1 and set(folds[:-1]) == {0, 1, 2}
@@ -211,7 +212,7 @@ def test_folds_follow_what_the_classes_allow():
   assert "lowered to 3" in text and "'solo'" in text and "'c'" in text
   # Enough clips: exactly sklearn's StratifiedKFold, no warning.
   many = [l for l in "abcd" for _ in range(10)]
-  folds, plan = sharding.assign_folds(many, 5, seed=3)
+  folds, plan = folds_lib.assign_folds(many, 5, seed=3)
   from sklearn.model_selection import StratifiedKFold  # pylint: disable=g-import-not-at-top
   expect = np.zeros(len(many), int)
   for k, (_, val) in enumerate(StratifiedKFold(5, shuffle=True,
@@ -233,10 +234,10 @@ def test_three_clips_a_class_shards_and_trains_every_fold(tmp_path):
   assert manifest["folds"]["num_folds"] == 3
   assert manifest["folds"]["requested"] == 10
   assert manifest["folds"]["train_only_labels"] == ["lonely"]
-  info = ip.load_data_info(opts.output_dir)
+  info = data_info.load_data_info(opts.output_dir)
   assert info.folds == (0, 1, 2)
   for fold in info.folds:  # the one-clip class trains in every fold
-    assert -1 in ip.select_folds(info, fold, "train")
+    assert -1 in data_info.select_folds(info, fold, "train")
   # Resuming with another fold count reuses the staged features.
   os.remove(os.path.join(opts.output_dir, records.MANIFEST))
   again = sharding.make_tfrecords(
@@ -302,9 +303,9 @@ def test_a_flipped_byte_is_named(shards, tmp_path):
   data = bytearray(open(victim, "rb").read())
   data[len(data) // 2] ^= 0x40
   open(victim, "wb").write(bytes(data))
-  ip.load_data_info(damaged)  # same size: the cheap check passes
-  with pytest.raises(ip.InputError, match=f"{victim}: sha256 differs"):
-    ip.load_data_info(damaged, verify=True)
+  data_info.load_data_info(damaged)  # same size: the cheap check passes
+  with pytest.raises(data_info.InputError, match=f"{victim}: sha256 differs"):
+    data_info.load_data_info(damaged, verify=True)
   # The tools check on open: training names the file, in one line.
   result = subprocess.run(
       [sys.executable, "-m", "tools.train", "--config=configs/demo.py:stage1",
@@ -316,9 +317,9 @@ def test_a_flipped_byte_is_named(shards, tmp_path):
   assert "Traceback" not in result.stderr
   # A reader's DataLossError (no file name) is explained with the file.
   error = RuntimeError("corrupted record at 12")
-  named = ip.explain_data_loss(damaged, manifest, error)
-  assert isinstance(named, ip.InputError) and victim in str(named)
-  assert ip.explain_data_loss(shards, manifest, error) is error
+  named = data_info.explain_data_loss(damaged, manifest, error)
+  assert isinstance(named, data_info.InputError) and victim in str(named)
+  assert data_info.explain_data_loss(shards, manifest, error) is error
 
 
 @pytest.mark.parametrize("flag,expect", [

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tagger import batches as batches_lib
+from tagger import data_info
 from tagger import input_pipeline as ip
 from tagger import records
 from tagger import settings
@@ -23,7 +25,7 @@ def info(tmp_path_factory):
   synthetic.write_synthetic_shards(
       path, NUM_RECORDS, num_classes=CLASSES, num_folds=FOLDS, pca_dim=PCA,
       median_frames=60, sigma=0.5, shards_per_fold=2, seed=3)
-  return ip.load_data_info(path)
+  return data_info.load_data_info(path)
 
 
 CONFIG = settings.InputConfig(batch_size=16, length_quantum=8,
@@ -41,32 +43,35 @@ def ids(batch, prefix=""):
 
 
 def epoch_batches(info, config=CONFIG, fold=1, epoch=0):
-  folds = ip.select_folds(info, fold, "train")
+  folds = data_info.select_folds(info, fold, "train")
   ds = ip.train_dataset(info, folds, config, start_epoch=epoch, num_epochs=1)
   return list(ds)
 
 
 def test_each_record_once_as_primary_and_once_as_partner(info):
   batches = epoch_batches(info)
-  steps = ip.steps_per_epoch(info, ip.select_folds(info, 1, "train"), CONFIG)
+  steps = ip.steps_per_epoch(info, data_info.select_folds(info, 1, "train"),
+                             CONFIG)
   assert len(batches) == steps == 180 // 16
   primary = sum((ids(b) for b in batches), [])
-  partner = sum((ids(b, ip.PARTNER) for b in batches), [])
+  partner = sum((ids(b, batches_lib.PARTNER) for b in batches), [])
   assert len(set(primary)) == len(primary) == steps * 16
   assert sorted(primary) == sorted(partner)
   assert all(fold_of(i) != 1 for i in primary)  # fold 1 is validation
   # Partners are not limited to the same batch.
-  same_batch = sum(set(ids(b)) == set(ids(b, ip.PARTNER)) for b in batches)
+  same_batch = sum(set(ids(b)) == set(ids(b, batches_lib.PARTNER))
+                   for b in batches)
   assert same_batch == 0
 
 
 @pytest.mark.parametrize("pairing", ip.PAIRINGS)
 def test_pairing_changes_per_epoch_and_is_reproducible(info, pairing):
   config = dataclasses.replace(CONFIG, pairing=pairing)
-  folds = ip.select_folds(info, 1, "train")
+  folds = data_info.select_folds(info, 1, "train")
   two = list(ip.train_dataset(info, folds, config, num_epochs=2))
   steps = len(two) // 2
-  pairs = lambda bs: [p for b in bs for p in zip(ids(b), ids(b, ip.PARTNER))]
+  pairs = lambda bs: [p for b in bs
+                      for p in zip(ids(b), ids(b, batches_lib.PARTNER))]
   first, second = pairs(two[:steps]), pairs(two[steps:])
   assert first != second
   primary, partner = {a for a, _ in first}, {b for _, b in first}
@@ -94,13 +99,13 @@ def test_same_seed_same_batches_other_seed_other_batches(info):
 
 
 def test_one_bucketed_length_per_batch(info):
-  lo, hi = ip.length_range(info, CONFIG)
-  allowed = ip.possible_lengths(lo, hi, 8)
+  lo, hi = data_info.length_range(info, CONFIG)
+  allowed = data_info.possible_lengths(lo, hi, 8)
   lengths = set()
   for batch in epoch_batches(info) + epoch_batches(info, epoch=1):
     length = batch[records.LOG_MEL].shape[1]
     assert length in allowed and length % 8 == 0
-    assert batch[ip.PARTNER + records.LOG_MEL].shape[1] == length
+    assert batch[batches_lib.PARTNER + records.LOG_MEL].shape[1] == length
     assert (batch[records.WINDOW_FRAMES].numpy() <= length).all()
     lengths.add(length)
   assert len(lengths) > 2
@@ -130,7 +135,7 @@ def test_windows_hold_the_records_frames(info):
 
 
 def test_validation_sees_every_clip_once_per_length(info):
-  val = ip.select_folds(info, 1, "validation")
+  val = data_info.select_folds(info, 1, "validation")
   seen = collections.Counter()
   for batch in ip.eval_dataset(info, val, CONFIG, (20, 50)):
     length = batch[records.LOG_MEL].shape[1]
@@ -139,14 +144,14 @@ def test_validation_sees_every_clip_once_per_length(info):
   expected = {(l, i) for l in (20, 50) for i in range(NUM_RECORDS)
               if fold_of(i) == 1}
   assert set(seen) == expected and set(seen.values()) == {1}
-  model_batch = ip.prepare_eval_batch(batch, info)
+  model_batch = batches_lib.prepare_eval_batch(batch, info.batch_spec)
   assert model_batch[records.LOG_MEL].shape[1:] == (64, 50, 1)
 
 
 def test_validation_on_replicas_gets_full_batches_and_every_clip_once(info):
   """Per-replica batches for 2 pipelines x 2 replicas: all full, a count
   that every replica of every step gets one of, each clip once (ROW)."""
-  val = ip.select_folds(info, 1, "validation")
+  val = data_info.select_folds(info, 1, "validation")
   n = info.num_records(val)
   seen, counts, clip_at = collections.Counter(), [], {}
   for pipeline in range(2):
@@ -155,8 +160,9 @@ def test_validation_on_replicas_gets_full_batches_and_every_clip_once(info):
                                    batch_size=12, input_context=context))
     counts.append(len(batches))
     for batch in batches:
-      assert batch[ip.ROW].shape == (3,)  # 12 / 4 replicas, always full
-      for row, i in zip(batch[ip.ROW].numpy(), ids(batch)):
+      # 12 / 4 replicas, always full
+      assert batch[batches_lib.ROW].shape == (3,)
+      for row, i in zip(batch[batches_lib.ROW].numpy(), ids(batch)):
         if row >= 0:
           seen[int(row)] += 1
           clip_at[int(row)] = i
@@ -169,14 +175,14 @@ def test_validation_on_replicas_gets_full_batches_and_every_clip_once(info):
 
 def test_model_batch_ranges_and_mixed_targets(info):
   batch = epoch_batches(info)[0]
-  out = ip.augment_batch(batch, info,
+  out = batches_lib.augment_batch(batch, info.batch_spec,
                          settings.AugmentConfig(mixup_alpha=0.5))
   length = batch[records.LOG_MEL].shape[1]
   assert out[records.LOG_MEL].shape == (16, 64, length, 1)
   assert out[records.LOG_MEL].dtype == tf.float32
   x = out[records.LOG_MEL].numpy()
   assert x.min() >= -1e-6 and x.max() <= 1 + 1e-6
-  target = out[ip.TARGET].numpy()
+  target = out[batches_lib.TARGET].numpy()
   np.testing.assert_allclose(target.sum(axis=1), 1.0, atol=1e-6)
   assert (target >= 0).all() and ((target > 0).sum(axis=1) <= 2).all()
   assert ((target > 0).sum(axis=1) == 2).any()  # some rows really mixed
@@ -186,7 +192,8 @@ def test_no_augmentation_is_crop_pad_only(info):
   plain = settings.AugmentConfig(shift_fraction=0.0, flip_probability=0.0,
                                  erase_probability=0.0, mixup_alpha=0.0)
   batch = epoch_batches(info)[0]
-  out = ip.augment_batch(batch, info, plain)[records.LOG_MEL].numpy()
+  out = batches_lib.augment_batch(batch, info.batch_spec,
+                                  plain)[records.LOG_MEL].numpy()
   lo, hi = info.normalization
   mel = (batch[records.LOG_MEL].numpy().astype(np.float32) - lo) / (hi - lo)
   frames = batch[records.WINDOW_FRAMES].numpy()
@@ -206,7 +213,7 @@ def test_host_placement_gives_the_device_placement_batches(info):
   host = epoch_batches(info, dataclasses.replace(CONFIG, placement="host"))
   aug = settings.AugmentConfig()
   for raw, done in zip(device, host[:2]):
-    expect = ip.augment_batch(raw, info, aug)
+    expect = batches_lib.augment_batch(raw, info.batch_spec, aug)
     for key in expect:
       np.testing.assert_allclose(done[key], expect[key], atol=1e-6)
 
@@ -215,7 +222,7 @@ def test_per_replica_batches_under_mirrored_strategy(info):
   devices = tf.config.list_logical_devices("CPU")
   assert len(devices) == 2, "conftest sets up two logical CPUs"
   strategy = two_cpu_strategy()
-  folds = ip.select_folds(info, 1, "train")
+  folds = data_info.select_folds(info, 1, "train")
   aug = settings.AugmentConfig()
   dist = strategy.distribute_datasets_from_function(
       lambda ctx: ip.train_dataset(info, folds, CONFIG, aug, num_epochs=1,
@@ -224,8 +231,8 @@ def test_per_replica_batches_under_mirrored_strategy(info):
   @tf.function
   def step(batch):
     def replica_fn(b):
-      out = ip.augment_batch(b, info, aug)
-      return (tf.shape(out[records.LOG_MEL]), b[ip.SEED][0],
+      out = batches_lib.augment_batch(b, info.batch_spec, aug)
+      return (tf.shape(out[records.LOG_MEL]), b[batches_lib.SEED][0],
               b[records.PCA][:, 0])
     return strategy.run(replica_fn, args=(batch,))
 
@@ -245,14 +252,14 @@ def test_per_replica_batches_under_mirrored_strategy(info):
 
 
 def test_clear_errors(info, tmp_path):
-  with pytest.raises(ip.InputError, match="manifest.json not found"):
-    ip.load_data_info(str(tmp_path))
-  with pytest.raises(ip.InputError, match="fold 9 is not in"):
-    ip.select_folds(info, 9, "train")
+  with pytest.raises(data_info.InputError, match="manifest.json not found"):
+    data_info.load_data_info(str(tmp_path))
+  with pytest.raises(data_info.InputError, match="fold 9 is not in"):
+    data_info.select_folds(info, 9, "train")
   with pytest.raises(settings.SettingsError,
                      match="unknown InputConfig keys"):
     settings.from_mapping(settings.InputConfig, {"batch_sise": 3})
-  with pytest.raises(ip.InputError, match="does not split over 3 replicas"):
+  with pytest.raises(data_info.InputError, match="does not split over 3 replicas"):
     ip.steps_per_epoch(info, (0,), CONFIG, num_replicas=3)
 
 
@@ -269,8 +276,8 @@ def test_truncated_or_missing_shard_is_named(info, tmp_path):
   first = os.path.join(copy, info.manifest["shards"][0]["file"])
   with open(first, "r+b") as f:
     f.truncate(1000)
-  with pytest.raises(ip.InputError, match="1000 bytes, the manifest says"):
-    ip.load_data_info(copy)
+  with pytest.raises(data_info.InputError, match="1000 bytes, the manifest says"):
+    data_info.load_data_info(copy)
   os.remove(first)
-  with pytest.raises(ip.InputError, match="missing"):
-    ip.load_data_info(copy)
+  with pytest.raises(data_info.InputError, match="missing"):
+    data_info.load_data_info(copy)

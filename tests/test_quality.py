@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tagger import augment
 from tagger import model as model_lib
 from tagger import model_dir as model_dir_lib
 from tagger import quality
@@ -173,7 +174,16 @@ def test_a_registered_backbone_trains_and_scores(learnable, tmp_path):
   assert model_lib.min_frames("tiny_test") == 2
   with pytest.raises(model_lib.ModelError, match="unknown backbone"):
     model_lib.min_frames("nonesuch")
+  # A registered image op rides along: one file (augment) plus its config.
+  if "flip_sign_test" not in augment.IMAGE_OPS:
+    augment.register_image_op(
+        "flip_sign_test", 12,
+        lambda image, seed, aug, amount=0.0: image * (1.0 - amount))
   config = tiny_config(**{"model.backbone": "tiny_test", "model.alpha": 2.0,
+                          "augment.image_ops": ("random_erasing",
+                                                "flip_sign_test"),
+                          "augment.op_params": {"flip_sign_test":
+                                                {"amount": 0.1}},
                           "input.length_range": (8, 16),
                           "input.length_quantum": 4,
                           "input.eval_lengths": (8,)})

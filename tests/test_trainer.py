@@ -18,6 +18,7 @@ import tensorflow as tf
 from tagger import distribute
 from tagger import model as model_lib
 from tagger import model_dir as model_dir_lib
+from tagger import run_state
 from tagger import synthetic
 from tagger import trainer
 from conftest import tiny_config, two_cpu_strategy  # pylint: disable=g-bad-import-order
@@ -128,7 +129,7 @@ def test_mixed_float16_through_every_phase_on_two_replicas(data_dir,
     assert phases == ["cyclic", "fine_tune_1", "fine_tune_2"], phases
     for row in history[1:]:
       assert all(np.isfinite(float(x)) for x in row.split(",")[2:7]), row
-    assert trainer.loss_scale(run.optimizer) >= 1.0
+    assert run_state.loss_scale(run.optimizer) >= 1.0
     probs, _ = run.predict_validation()
     assert probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(axis=2), 1, atol=1e-3)
@@ -147,9 +148,9 @@ def test_fresh_phase_keeps_the_loss_scale():
     for v in optimizer.inner_optimizer.variables:
       if "momentum" in v.path:
         v.assign(tf.ones(v.shape, v.dtype))
-    scale = trainer.loss_scale(optimizer)
-    trainer._reset_optimizer(optimizer)  # pylint: disable=protected-access
-    assert trainer.loss_scale(optimizer) == scale > 1
+    scale = run_state.loss_scale(optimizer)
+    run_state.reset_optimizer(optimizer)
+    assert run_state.loss_scale(optimizer) == scale > 1
     assert int(optimizer.inner_optimizer.iterations.numpy()) == 0
     for v in optimizer.inner_optimizer.variables:
       if "momentum" in v.path or "velocity" in v.path:

@@ -11,6 +11,7 @@ from absl import app
 from absl import flags
 
 
+from tagger import data_info
 from tagger import fileio
 from tagger import input_pipeline as ip
 from tagger import settings
@@ -31,7 +32,7 @@ flags.DEFINE_integer("time_masks", 0, "SpecAugment time masks.")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  info = ip.load_data_info(FLAGS.data_dir)
+  info = data_info.load_data_info(FLAGS.data_dir)
   config = settings.InputConfig(batch_size=max(FLAGS.rows, 8),
                                 seed=FLAGS.seed)
   aug = settings.AugmentConfig(mixup_alpha=FLAGS.mixup_alpha,

@@ -1,0 +1,91 @@
+"""Cross-validation folds of a labelled clip list.
+
+`assign_folds` is stratified by label, as the reference (sklearn's
+StratifiedKFold when every class has enough clips); `plan_folds` says what a
+small or odd label list allows: fewer folds than asked, one-clip classes
+that train in every fold (fold -1), classes only some folds validate.
+"""
+
+import collections
+import dataclasses
+import warnings
+from typing import List, Sequence
+
+import numpy as np
+
+from tagger import errors
+
+
+class FoldError(errors.UserError):
+  """Fold settings that cannot work; the message says why."""
+
+
+@dataclasses.dataclass
+class FoldPlan:
+  """How many folds the classes allow, and which classes cannot be in all."""
+  requested: int
+  num_folds: int            # folds that validate clips (< 2: none)
+  train_only: List[str]     # classes with one clip: fold -1, train always
+  partial: List[str]        # classes with fewer clips than folds
+
+  def warnings(self) -> List[str]:
+    notes = []
+    if self.num_folds < 2:
+      notes.append("no class has 2 clips, so no fold can validate: every "
+                   "clip trains in every run (fold -1); train with "
+                   "--config.fold=none")
+    elif self.num_folds < self.requested:
+      notes.append(f"--num_folds={self.requested} lowered to "
+                   f"{self.num_folds}: the largest class has "
+                   f"{self.num_folds} clips")
+    if self.train_only and self.num_folds >= 2:
+      notes.append(f"{len(self.train_only)} class(es) with one clip train "
+                   "in every fold and are never validated: " +
+                   some(self.train_only))
+    if self.partial:
+      notes.append(f"{len(self.partial)} class(es) have fewer clips than "
+                   f"the {self.num_folds} folds, so only some folds "
+                   "validate them: " + some(self.partial))
+    return notes
+
+
+def some(names: Sequence[str], count: int = 8) -> str:
+  shown = ", ".join(repr(n) for n in names[:count])
+  return shown + (f" and {len(names) - count} more" if len(names) > count
+                  else "")
+
+
+def plan_folds(labels: Sequence[str], num_folds: int) -> FoldPlan:
+  """The folds a label list allows: at most the largest class's size."""
+  if num_folds < 1:
+    raise FoldError(f"--num_folds must be at least 1, not {num_folds}")
+  counts = collections.Counter(labels)
+  largest = max(counts.values()) if counts else 0
+  k = min(num_folds, largest)
+  return FoldPlan(
+      requested=num_folds, num_folds=k,
+      train_only=sorted(l for l, c in counts.items() if c == 1),
+      partial=sorted(l for l, c in counts.items() if 1 < c < k))
+
+
+def assign_folds(labels: Sequence[str], num_folds: int, seed: int):
+  """Stratified folds over clips in CSV order, as the reference: [N] int
+  (fold -1: a clip of a one-clip class, in every fold's training), and the
+  FoldPlan. With no one-clip class and enough clips per class this is
+  sklearn's StratifiedKFold(num_folds, shuffle, seed) exactly."""
+  from sklearn.model_selection import StratifiedKFold  # pylint: disable=g-import-not-at-top
+  labels = np.asarray(labels)
+  plan = plan_folds(labels.tolist(), num_folds)
+  folds = np.full(len(labels), -1, np.int64)
+  if plan.num_folds < 2:
+    return folds, plan
+  counts = collections.Counter(labels.tolist())
+  members = np.array([i for i, l in enumerate(labels) if counts[l] > 1])
+  splitter = StratifiedKFold(n_splits=plan.num_folds, shuffle=True,
+                             random_state=seed)
+  with warnings.catch_warnings():  # FoldPlan.warnings says it by name
+    warnings.simplefilter("ignore", UserWarning)
+    for fold, (_, val) in enumerate(splitter.split(
+        np.zeros(len(members)), labels[members])):
+      folds[members[val]] = fold
+  return folds, plan

@@ -1,0 +1,108 @@
+"""What a run keeps between epochs: its loop state, checkpoints (model and
+optimizer, atomically), its history table, and optimizer helpers a new
+phase or a check needs.
+"""
+
+import dataclasses
+import hashlib
+import json
+import math
+from typing import Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tagger import errors
+from tagger import fileio
+
+HISTORY_KEYS = ("phase", "epoch", "lr", "train_loss", "val_loss",
+                "val_accuracy", "val_map3", "examples_per_sec", "seconds")
+
+
+class CheckpointError(errors.UserError):
+  """A checkpoint that does not fit the run; the message says why."""
+
+
+@dataclasses.dataclass
+class RunState:
+  """Everything besides weights that a resumed run needs."""
+  phase: int = 0
+  phase_epoch: int = 0
+  epoch: int = 0             # epochs finished over all phases (input seed)
+  step: int = 0
+  plateau: Optional[dict] = None   # fine-tune phases: LR and counters
+  best_val_loss: float = math.inf
+  best: Optional[dict] = None
+  checkpoint: str = ""
+  done: bool = False
+  history: list = dataclasses.field(default_factory=list)
+
+  def to_json(self) -> str:
+    value = dataclasses.asdict(self)
+    value["best_val_loss"] = (None if math.isinf(self.best_val_loss)
+                              else self.best_val_loss)
+    return json.dumps(value, indent=1)
+
+  @classmethod
+  def from_json(cls, text: str) -> "RunState":
+    value = json.loads(text)
+    if value.get("best_val_loss") is None:
+      value["best_val_loss"] = math.inf
+    return cls(**value)
+
+
+def save_checkpoint(path: str, model: keras.Model,
+                    optimizer: keras.optimizers.Optimizer) -> None:
+  arrays = {f"model_{i:04d}": w for i, w in enumerate(model.get_weights())}
+  arrays.update({f"opt_{i:04d}": np.asarray(v.numpy())
+                 for i, v in enumerate(optimizer.variables)})
+  fileio.write_npz(path, **arrays)
+
+
+def restore_checkpoint(path: str, model: keras.Model,
+                       optimizer: keras.optimizers.Optimizer) -> None:
+  arrays = fileio.read_npz(path)
+  model.set_weights([arrays[k] for k in sorted(arrays)
+                     if k.startswith("model_")])
+  values = [arrays[k] for k in sorted(arrays) if k.startswith("opt_")]
+  if len(values) != len(optimizer.variables):
+    raise CheckpointError(f"{path}: {len(values)} optimizer values for "
+                     f"{len(optimizer.variables)} variables")
+  for variable, value in zip(optimizer.variables, values):
+    variable.assign(value)
+
+
+def history_csv(rows) -> str:
+  lines = [",".join(HISTORY_KEYS)]
+  for row in rows:
+    lines.append(",".join(str(row.get(k, "")) for k in HISTORY_KEYS))
+  return "\n".join(lines) + "\n"
+
+
+def reset_optimizer(optimizer) -> None:
+  """A fresh Adam for a new phase: its moments and step counter to zero.
+
+  Under mixed_float16 the optimizer is a LossScaleOptimizer around the Adam;
+  its loss scale (and that scale's step counter) carry over: zeroing the
+  scale would turn every gradient into 0/0. The learning rate is set every
+  step, so it is left alone too.
+  """
+  inner = getattr(optimizer, "inner_optimizer", optimizer)
+  for variable in inner.variables:
+    if variable.path.rsplit("/", 1)[-1] != "learning_rate":
+      variable.assign(tf.zeros(variable.shape, variable.dtype))
+
+
+def loss_scale(optimizer) -> Optional[float]:
+  """The current dynamic loss scale (mixed_float16), else None."""
+  scale = getattr(optimizer, "dynamic_scale", None)
+  return None if scale is None else float(np.asarray(scale))
+
+
+def weights_fingerprint(model: keras.Model) -> str:
+  """A short hash of every weight: equal on workers whose weights are."""
+  digest = hashlib.sha256()
+  for w in model.get_weights():
+    digest.update(np.ascontiguousarray(w).tobytes())
+  return digest.hexdigest()[:16]
