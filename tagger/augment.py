@@ -21,7 +21,7 @@ config.augment.op_params = {"gain": {"max_db": 3.0}}.
 """
 
 import dataclasses
-from typing import Callable, Dict, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -61,7 +61,8 @@ def reflect_index(position: tf.Tensor, length: tf.Tensor,
 
 def time_indices(lengths: tf.Tensor, target_length: tf.Tensor, seed: tf.Tensor,
                  *, pad_mode: str = "symmetric", shift_fraction: float = 0.0,
-                 flip_probability: float = 0.0):
+                 flip_probability: float = 0.0,
+                 offset_fraction: Optional[tf.Tensor] = None):
   """Source frame of every output frame after crop/pad, shift and flip.
 
   Crop/pad: a clip longer than target_length gives a random window; a shorter
@@ -74,6 +75,9 @@ def time_indices(lengths: tf.Tensor, target_length: tf.Tensor, seed: tf.Tensor,
     lengths: int [B] frames of each clip.
     target_length: int scalar L.
     seed: int [2].
+    offset_fraction: float [B] in [0, 1), optional: where a shorter clip
+      sits in the output (offset floor(f * (L - n + 1))) instead of a
+      random place.
 
   Returns:
     (index [B, L] int32 into each clip, valid [B, L] bool: False where
@@ -85,6 +89,8 @@ def time_indices(lengths: tf.Tensor, target_length: tf.Tensor, seed: tf.Tensor,
   batch = tf.shape(lengths)[0]
   seeds = split_seed(seed, 4)
   u_offset = tf.random.stateless_uniform([batch, 1], seeds[0])
+  if offset_fraction is not None:  # given positions (even TTA), not random
+    u_offset = tf.cast(tf.reshape(offset_fraction, [-1, 1]), tf.float32)
   u_shift = tf.random.stateless_uniform([batch, 1], seeds[1], -1.0, 1.0)
   u_flip = tf.random.stateless_uniform([batch, 1], seeds[2])
   slack = tf.abs(lengths - target_length)

@@ -15,7 +15,7 @@ step), so a batch is reproducible on its own.
 """
 
 import dataclasses
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -27,6 +27,8 @@ from tagger import settings
 # Keys of a host batch (besides the record keys that records.py owns).
 SEED = "seed"            # int64 [b, 2]: per-row seeds; a slice uses its row 0
 ROW = "row"              # int64 [b]: eval batches: position in the eval order
+FRACTION = "fraction"    # float32 [b]: eval batches, TTA 'even': where each
+                         # row's window lies in its clip, in [0, 1)
 PARTNER = "partner_"     # prefix of the mixup partner's keys
 # Keys of a model batch (what augment_batch / prepare_eval_batch return).
 TARGET = "target"        # float32 [b, C] one-hot (mixed) labels
@@ -62,9 +64,13 @@ def row_seeds(key_: tf.Tensor, first_row, rows) -> tf.Tensor:
 
 
 def window_batch(serialized: tf.Tensor, spec: BatchSpec, length: tf.Tensor,
-                 key_: tf.Tensor) -> Dict[str, tf.Tensor]:
-  """string [b] records -> host batch with log_mel float16 [b, L, M]."""
-  fraction = tf.random.stateless_uniform(tf.shape(serialized), key_)
+                 key_: tf.Tensor,
+                 fraction: Optional[tf.Tensor] = None) -> Dict[str, tf.Tensor]:
+  """string [b] records -> host batch with log_mel float16 [b, L, M]; a
+  clip longer than L gets the window at `fraction` [b] of its slack
+  (random without it)."""
+  if fraction is None:
+    fraction = tf.random.stateless_uniform(tf.shape(serialized), key_)
   parsed = records.parse_windows(
       serialized, spec.pca_dim, spec.num_mels, fraction, length,
       keys=(records.PCA, records.LABEL, records.MANUALLY_VERIFIED))
@@ -78,16 +84,29 @@ def window_batch(serialized: tf.Tensor, spec: BatchSpec, length: tf.Tensor,
   }
 
 
+TTA_MODES = ("random", "even")
+
+
+def even_fractions(rows, repeats: int) -> tf.Tensor:
+  """float32 [rows]: ((row % repeats) + 0.5) / repeats, the window positions
+  of TTA 'even' (each clip's repeats spread evenly over it)."""
+  row = tf.range(rows) % repeats
+  return (tf.cast(row, tf.float32) + 0.5) / float(repeats)
+
+
 def eval_host_batches(serialized: tf.data.Dataset, spec: BatchSpec,
                       lengths: Sequence[int], *, clips_per_batch: int,
-                      repeats: int = 1, seed: int = 0,
-                      num_clips: int = 0) -> tf.data.Dataset:
+                      repeats: int = 1, seed: int = 0, num_clips: int = 0,
+                      tta: str = "random") -> tf.data.Dataset:
   """Host batches of every clip at the first length, then all at the next...
 
   serialized: the clips' records in order. Each batch holds clips_per_batch
   clips (the last of a length may hold fewer), each repeated `repeats` times
   in a row (test-time augmentation: every repeat gets its own window and
-  crop). A clip longer than the length gets a seeded random window. With
+  crop). A clip longer than the length gets a seeded random window, and a
+  shorter one a seeded random place (tta 'random'), or the repeats spread
+  evenly over the clip (tta 'even': fractions (r + 0.5) / repeats, the same
+  for every clip wherever it is in the input, as the SavedModel does). With
   num_clips > 0 every row gets ROW = length index * num_clips + clip index.
   The length is data, not a constant, so every batch has the same element
   spec and a forward pass over them is traced once.
@@ -100,14 +119,19 @@ def eval_host_batches(serialized: tf.data.Dataset, spec: BatchSpec,
     if repeats > 1:
       batch = tf.repeat(batch, repeats)
     key_ = key(seed, index, j)
-    out = window_batch(batch, spec, length, key_)
     rows = tf.shape(batch)[0]
+    fraction = even_fractions(rows, repeats) if tta == "even" else None
+    out = window_batch(batch, spec, length, key_, fraction)
     out[SEED] = row_seeds(key_, 0, rows)
+    if fraction is not None:
+      out[FRACTION] = fraction
     if num_clips:
       out[ROW] = (index * num_clips + j * clips_per_batch +
                   tf.range(rows, dtype=tf.int64))
     return out
 
+  if tta not in TTA_MODES:
+    raise ValueError(f"tta must be one of {TTA_MODES}, not {tta!r}")
   lengths = [int(x) for x in lengths]
   plan = tf.data.Dataset.from_tensor_slices(
       (tf.range(len(lengths), dtype=tf.int64),
@@ -131,7 +155,8 @@ def _view(batch: Dict[str, tf.Tensor], prefix: str, spec: BatchSpec,
       batch[prefix + records.WINDOW_FRAMES], length,
       augment.op_seed(seed, augment.TIME_STREAM), pad_mode=aug.pad_mode,
       shift_fraction=aug.shift_fraction if train else 0.0,
-      flip_probability=aug.flip_probability if train else 0.0)
+      flip_probability=aug.flip_probability if train else 0.0,
+      offset_fraction=None if train else batch.get(prefix + FRACTION))
   lo, hi = spec.normalization
   # 'constant' padding fills silence: lo dB, 0 after normalisation.
   image = tf.transpose(augment.gather_time(log_mel, index, valid, fill=lo),
@@ -212,3 +237,26 @@ def prepare_eval_batch(batch: Dict[str, tf.Tensor], spec: BatchSpec,
   if ROW in batch:
     out[ROW] = batch[ROW]
   return out
+
+
+def clip_windows(log_mel: tf.Tensor, length: int,
+                 fraction: tf.Tensor) -> Dict[str, tf.Tensor]:
+  """One clip's log-mel time-major [T, M] -> the host batch's windows of
+  its rows, as records.parse_windows cuts them from a record: log_mel
+  [r, L, M] (zeros after the clip), window_frames [r]; a clip longer than
+  L gets the window at fraction [r] of its slack."""
+  frames = tf.shape(log_mel)[0]
+  slack = tf.maximum(frames - length, 0)
+  start = tf.minimum(tf.cast(tf.floor(
+      fraction * tf.cast(slack + 1, tf.float32)), tf.int32), slack)
+  # start: [r]
+  valid = tf.minimum(frames, length)
+  index = start[:, None] + tf.range(length)[None, :]
+  # index: [r, L]
+  inside = tf.range(length)[None, :] < valid
+  windows = tf.gather(log_mel, tf.minimum(index, frames - 1))
+  # windows: [r, L, M]
+  windows = tf.where(inside[:, :, None], windows, tf.zeros_like(windows))
+  rows = tf.shape(fraction)[0]
+  return {records.LOG_MEL: windows,
+          records.WINDOW_FRAMES: tf.fill([rows], valid)}

@@ -181,6 +181,15 @@ def build_model(num_classes: int, pca_dim: int = 0, *, num_mels: int = 64,
   return model
 
 
+def with_embedding(model: keras.Model) -> keras.Model:
+  """A built tagger with two outputs: (probabilities [b, C], embedding
+  [b, D]): the pooled backbone features, with the normalised PCA vector
+  where the network concatenates them ("concat"), else "pool"."""
+  names = {layer.name for layer in model.layers}
+  embedding = model.get_layer("concat" if "concat" in names else "pool")
+  return keras.Model(model.inputs, [model.output, embedding.output])
+
+
 def set_bn_momentum(model: keras.Model, momentum: float) -> int:
   """Sets every BatchNormalization's momentum (backbone's 0.999 included);
   returns how many layers it changed."""

@@ -77,3 +77,38 @@ def confusion_matrix(matrix: np.ndarray, labels: Sequence[str],
     ax.set_title(title)
   fig.tight_layout()
   return _png(fig)
+
+
+def timeline(start_seconds: np.ndarray, window_seconds: float,
+             probabilities: np.ndarray, labels: Sequence[str], top: int = 5,
+             title: str = "") -> bytes:
+  """The top classes of a recording over time: one row per class (those
+  with the highest peak probability), colour = probability of the window
+  starting at each time.
+
+  Args:
+    start_seconds: [F] window starts.
+    window_seconds: a window's length.
+    probabilities: [F, C].
+    labels: C class names.
+  """
+  plt = _pyplot()
+  top = min(top, probabilities.shape[1])
+  classes = np.argsort(-probabilities.max(axis=0))[:top]
+  hop = float(np.diff(start_seconds).mean()) if len(start_seconds) > 1 \
+      else window_seconds
+  # Each window is drawn at its centre, one hop wide.
+  centres = start_seconds + window_seconds / 2
+  fig, ax = plt.subplots(figsize=(10, 1.0 + 0.4 * top))
+  image = ax.imshow(probabilities[:, classes].T, aspect="auto",
+                    interpolation="nearest", cmap="magma", vmin=0, vmax=1,
+                    extent=(centres[0] - hop / 2, centres[-1] + hop / 2,
+                            top - 0.5, -0.5))
+  ax.set_yticks(range(top))
+  ax.set_yticklabels([labels[c] for c in classes])
+  ax.set_xlabel("time (s), window centres")
+  ax.set_title(title or f"top {top} classes over time "
+               f"({window_seconds:.2f} s windows)")
+  fig.colorbar(image, ax=ax, label="probability")
+  fig.tight_layout()
+  return _png(fig)

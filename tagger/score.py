@@ -64,10 +64,7 @@ def load_model(model_dir: str) -> LoadedModel:
   """A model dir's network, outputs (probabilities, embedding): the pooled
   features, with the PCA vector where the network concatenates them."""
   data, base = model_dir_lib.load(model_dir)
-  names = {layer.name for layer in base.layers}
-  pooled = base.get_layer("concat" if "concat" in names else "pool").output
-  model = keras.Model(base.inputs, [base.output, pooled])
-  return LoadedModel(model_dir, data, model)
+  return LoadedModel(model_dir, data, model_lib.with_embedding(base))
 
 
 def check_compatible(models: Sequence[LoadedModel], info_labels=None):
@@ -151,8 +148,10 @@ class Scorer:
   def score(self, serialized: tf.data.Dataset, *,
             lengths: Optional[Sequence[int]] = None,
             tries: int = DEFAULT_TRIES, batch_size: int = 256, seed: int = 0,
-            progress: bool = True) -> "Scores":
-    """Every clip x length x try; rows in the input order."""
+            progress: bool = True, tta: str = "random") -> "Scores":
+    """Every clip x length x try; rows in the input order. tta 'random':
+    seeded random windows; 'even': the tries spread evenly over each clip
+    (what the waveform SavedModel does, batches.eval_host_batches)."""
     data = self.data
     lengths = [int(x) for x in (lengths or data.eval_lengths)]
     shortest = max(model_lib.min_frames(m.data.architecture.get(
@@ -172,7 +171,7 @@ class Scorer:
     batches = self.strategy.experimental_distribute_dataset(
         batches_lib.eval_host_batches(
             serialized, self.spec, lengths, clips_per_batch=clips_per_batch,
-            repeats=tries, seed=seed).prefetch(2))
+            repeats=tries, seed=seed, tta=tta).prefetch(2))
     if self._forward is None:
       self._forward = self._compile(batches.element_spec)
     per_length = -(-n // clips_per_batch)
@@ -205,12 +204,12 @@ def score_records(serialized: tf.data.Dataset, models: Sequence[LoadedModel],
                   lengths: Optional[Sequence[int]] = None,
                   tries: int = DEFAULT_TRIES, batch_size: int = 256,
                   seed: int = 0, embeddings: bool = False,
-                  progress: bool = True) -> "Scores":
+                  progress: bool = True, tta: str = "random") -> "Scores":
   """Scores a dataset of serialized records (test shards, or records made
   from raw audio) with every model at every length x tries."""
   return Scorer(models, strategy, embeddings).score(
       serialized, lengths=lengths, tries=tries, batch_size=batch_size,
-      seed=seed, progress=progress)
+      seed=seed, progress=progress, tta=tta)
 
 
 # ---------------------------------------------------------------------------
@@ -351,8 +350,11 @@ def score(*, model_dirs: str, output: str, data_dir: str = "",
           probs_out: str = "", embeddings_out: str = "",
           labels_csv: str = "", confusion_png: str = "",
           strategy_name: str = "auto", num_workers: int = 0,
-          progress: bool = True) -> dict:
+          progress: bool = True, tta: str = "random") -> dict:
   """tools/score: writes the submission (and the optional outputs)."""
+  if tta not in batches_lib.TTA_MODES:
+    raise ScoreError(f"--tta must be one of {batches_lib.TTA_MODES}, not "
+                     f"{tta!r}")
   if bool(data_dir) == bool(audio_dir):
     raise ScoreError("give exactly one of --data_dir (test shards) and "
                      "--audio_dir (raw audio files)")
@@ -379,7 +381,7 @@ def score(*, model_dirs: str, output: str, data_dir: str = "",
     scores = score_records(serialized, models, strategy, lengths=lengths,
                            tries=tries, batch_size=batch_size, seed=seed,
                            embeddings=bool(embeddings_out),
-                           progress=progress)
+                           progress=progress, tta=tta)
   except tf.errors.DataLossError as e:
     if not data_dir:
       raise
@@ -388,7 +390,7 @@ def score(*, model_dirs: str, output: str, data_dir: str = "",
   result = {"clips": len(scores.fnames), "models": dirs,
             "lengths": [int(x) for x in (lengths or
                                          models[0].data.eval_lengths)],
-            "tries": tries,
+            "tries": tries, "tta": tta,
             "empty": int(scores.empty.sum()), "output": output}
   if scores.empty.any():
     logging.warning("%d clip(s) had no audio and are ranked by the training "

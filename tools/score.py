@@ -37,6 +37,9 @@ flags.DEFINE_integer("tries", score.DEFAULT_TRIES, "Random crops/pads per "
                      "clip and length.")
 flags.DEFINE_integer("batch_size", 256, "Model batch (clips x tries).")
 flags.DEFINE_integer("seed", 0, "Seed of the random crops.")
+flags.DEFINE_enum("tta", "random", ["random", "even"], "Where the tries' "
+                  "windows go: seeded random places, or spread evenly over "
+                  "each clip (the waveform SavedModel's way: same scores).")
 flags.DEFINE_string("probs_out", "", "CSV of all class probabilities.")
 flags.DEFINE_string("embeddings_out", "", "NPZ of pooled features (fname, "
                     "embedding).")
@@ -61,7 +64,7 @@ def main(argv):
       probs_out=FLAGS.probs_out, embeddings_out=FLAGS.embeddings_out,
       labels_csv=FLAGS.labels_csv, confusion_png=FLAGS.confusion_png,
       strategy_name=FLAGS.strategy, num_workers=FLAGS.num_workers,
-      progress=FLAGS.progress)
+      progress=FLAGS.progress, tta=FLAGS.tta)
   print(f"wrote {result['output']}: {result['clips']} clips, "
         f"{len(result['models'])} model(s), {result['empty']} without audio")
   report = result.get("evaluation")

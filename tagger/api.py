@@ -1,0 +1,259 @@
+"""Tag audio from Python, no files to write:
+
+  from tagger import api
+  tagger = api.Tagger.load("runs/demo/stage1/fold*")   # or a SavedModel dir
+  clip = tagger.tag("dog.wav")            # or tag(waveform, sample_rate)
+  clip.top(3)                             # [("Bark", 0.81), ...]
+  frames = tagger.frames("street.wav", hop_seconds=0.5)
+  frames.start_seconds, frames.probabilities   # [F], [F, C]
+  frames.timeline_png("street.png")
+
+Clips: the waveform SavedModel's graph (serving.WaveformTagger: trim,
+log-mel, TTA, every model). Frames: a recording of any length is read and
+turned into log-mel in chunks (`chunk_seconds`), so memory stays flat in
+its length: one pass finds the loudest frame (the log-mel's 80 dB floor is
+the file's, as offline), a second scores windows chunk by chunk.
+Audio at any sample rate is resampled to 44.1 kHz with soxr, as the
+sharding tool does.
+"""
+
+import dataclasses
+import json
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import tensorflow as tf
+
+from tagger import audio
+from tagger import errors
+from tagger import fileio
+from tagger import graph_features
+from tagger import serving
+from tagger.params import FeatureParams
+
+Audio = Union[str, np.ndarray]
+
+
+class ApiError(errors.UserError):
+  """Audio or models the API cannot use; the message says why."""
+
+
+@dataclasses.dataclass
+class ClipResult:
+  labels: List[str]
+  probabilities: np.ndarray   # [C], sums to 1
+  embedding: np.ndarray       # [D]
+  empty: bool                 # no sound: ranked by class frequencies
+
+  def top(self, k: int = 3) -> List[Tuple[str, float]]:
+    order = np.argsort(-self.probabilities)[:k]
+    return [(self.labels[i], float(self.probabilities[i])) for i in order]
+
+
+@dataclasses.dataclass
+class FrameResult:
+  labels: List[str]
+  start_seconds: np.ndarray   # [F]
+  window_seconds: float
+  probabilities: np.ndarray   # [F, C]
+
+  def clip_probabilities(self) -> np.ndarray:
+    """[C]: the frames' geometric mean, normalised."""
+    log = np.log(self.probabilities + 1e-12).mean(axis=0)
+    p = np.exp(log - log.max())
+    return p / p.sum()
+
+  def timeline_png(self, path: str, top: int = 5, title: str = "") -> str:
+    from tagger import plots  # pylint: disable=g-import-not-at-top
+    fileio.atomic_write_bytes(path, plots.timeline(
+        self.start_seconds, self.window_seconds, self.probabilities,
+        self.labels, top=top, title=title))
+    return path
+
+
+class Tagger:
+  """Stage-1 model dirs (in-process graph) or a waveform SavedModel."""
+
+  def __init__(self, module, labels: Sequence[str], params: FeatureParams,
+               window: int, chunk_seconds: float = 60.0):
+    self._module = module
+    self.labels = list(labels)
+    self.params = params
+    self.window = int(window)
+    self.chunk_seconds = float(chunk_seconds)
+    self._clip = tf.function(module.clip, input_signature=[
+        tf.TensorSpec([None], tf.float32)]) if isinstance(
+            module, serving.WaveformTagger) else module.signatures[
+                "serving_default"]
+    self._windows = None
+
+  @classmethod
+  def load(cls, path: str, **kwargs) -> "Tagger":
+    """Model dirs (a dir, or globs, comma separated) or a SavedModel."""
+    if fileio.exists(fileio.join(path, "saved_model.pb")):
+      module = tf.saved_model.load(path)
+      if "frames" not in module.signatures:
+        raise ApiError(f"{path}: not a waveform SavedModel (export stage-1 "
+                       "model dirs with tools/export)")
+      labels = [l.decode() for l in module.labels.numpy()]
+      params = FeatureParams.from_dict(_params_of(module))
+      return cls(module, labels, params, int(module.window_frames), **kwargs)
+    from tagger import score  # pylint: disable=g-import-not-at-top
+    models = [score.load_model(d) for d in score.find_model_dirs(path)]
+    module = serving.WaveformTagger(models)
+    return cls(module, [l.decode() for l in module.labels.numpy()],
+               module.params, module.window, **kwargs)
+
+  # -- audio in ------------------------------------------------------------
+
+  def _waveform(self, source: Audio, sample_rate: Optional[int]):
+    if isinstance(source, str):
+      data = fileio.read_bytes(source)
+      waveform, _, _ = audio.decode_audio(data, source, self.params)
+      return waveform
+    waveform = np.asarray(source, np.float32)
+    if waveform.ndim == 2:  # [samples, channels]
+      waveform = waveform.mean(axis=1)
+    if sample_rate is None:
+      raise ApiError("give the sample_rate of a waveform")
+    return audio.resample(waveform, int(sample_rate),
+                          self.params.load_sample_rate_hz)
+
+  def tag(self, source: Audio, sample_rate: Optional[int] = None
+          ) -> ClipResult:
+    """One clip (a path, or a waveform [N] / [N, channels] with its rate)."""
+    out = self._clip(waveform=tf.constant(self._waveform(source,
+                                                         sample_rate)))
+    return ClipResult(self.labels, out["probabilities"].numpy(),
+                      out["embedding"].numpy(), bool(out["empty"]))
+
+  def tag_many(self, sources: Sequence[Audio],
+               sample_rate: Optional[int] = None) -> List[ClipResult]:
+    return [self.tag(s, sample_rate) for s in sources]
+
+  # -- long recordings -------------------------------------------------------
+
+  def _blocks(self, source: Audio, sample_rate: Optional[int],
+              block_seconds: float) -> Iterator[np.ndarray]:
+    """The recording at 44.1 kHz mono, in blocks (streamed from a file)."""
+    rate_out = self.params.load_sample_rate_hz
+    if not isinstance(source, str):
+      waveform = self._waveform(source, sample_rate)
+      step = int(block_seconds * rate_out)
+      for start in range(0, waveform.size, step):
+        yield waveform[start:start + step]
+      return
+    import soundfile as sf  # pylint: disable=g-import-not-at-top
+    import soxr  # pylint: disable=g-import-not-at-top
+    with tf.io.gfile.GFile(source, "rb") as f:
+      try:
+        sound = sf.SoundFile(f)
+      except (sf.LibsndfileError, RuntimeError) as e:
+        raise ApiError(f"{source}: unreadable audio ({e})") from e
+      stream = None if sound.samplerate == rate_out else soxr.ResampleStream(
+          sound.samplerate, rate_out, 1, dtype="float32", quality="HQ")
+      step = int(block_seconds * sound.samplerate)
+      while True:
+        block = sound.read(step, dtype="float32", always_2d=True)
+        last = block.shape[0] < step
+        mono = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
+        if stream is not None:
+          mono = stream.resample_chunk(mono, last=last)
+        if mono.size:
+          yield mono
+        if last:
+          return
+
+  def _chunks(self, source, sample_rate, chunk_frames: int
+              ) -> Iterator[Tuple[np.ndarray, int, bool]]:
+    """(chunk at 44.1 kHz with context, frames in it, last?) for frames
+    0..T-1 in runs of chunk_frames; T = 1 + ceil(N / 2) // hop."""
+    context = graph_features.chunk_context(self.params)
+    factor = self.params.load_sample_rate_hz // self.params.mel_sample_rate_hz
+    step = factor * self.params.mel_hop_length  # samples per frame
+    buffer = np.zeros(context, np.float32)  # zeros before the recording
+    total = 0          # samples read so far
+    first = 0          # first frame of the next chunk
+    done = False
+    blocks = self._blocks(source, sample_rate, self.chunk_seconds)
+    while True:
+      need = context + chunk_frames * step + context
+      while not done and buffer.size < need:
+        try:
+          block = next(blocks)
+        except StopIteration:
+          done = True
+          break
+        buffer = np.concatenate([buffer, block])
+        total += block.size
+      frames_total = 1 + (-(-total // factor)) // self.params.mel_hop_length
+      count = min(chunk_frames, frames_total - first) if done else \
+          chunk_frames
+      if count <= 0:
+        return
+      size = context + (count - 1) * step + context
+      chunk = buffer[:size]
+      if chunk.size < size:  # zeros after the recording
+        chunk = np.pad(chunk, (0, size - chunk.size))
+      last = done and first + count >= frames_total
+      yield chunk, count, last
+      if last:
+        return
+      buffer = buffer[count * step:]
+      first += count
+
+  def frames(self, source: Audio, hop_seconds: float = 0.5,
+             sample_rate: Optional[int] = None) -> FrameResult:
+    """Window scores over a recording of any length (windows of the
+    models' shortest validation length every hop_seconds; at least one)."""
+    params = self.params
+    fps = params.mel_frames_per_second
+    hop = max(1, int(round(hop_seconds * fps)))
+    chunk_frames = max(self.window, int(self.chunk_seconds * fps))
+    mel_db = tf.function(lambda c, n: graph_features.chunk_mel_db(
+        c, n, params), reduce_retracing=True)
+    loudest = -np.inf
+    for chunk, count, _ in self._chunks(source, sample_rate, chunk_frames):
+      loudest = max(loudest, float(tf.reduce_max(mel_db(chunk, count))))
+    floor = loudest - params.db_top_db
+    carry = np.zeros((0, params.mel_bands), np.float16)  # frames [T, M]
+    offset = 0        # recording frame of carry[0]
+    next_start = 0
+    starts, probs = [], []
+    for chunk, count, last in self._chunks(source, sample_rate,
+                                           chunk_frames):
+      db = np.maximum(mel_db(chunk, count).numpy(), floor)
+      carry = np.concatenate([carry, db.T.astype(np.float16)])
+      end = offset + carry.shape[0]
+      todo = []
+      while next_start + self.window <= end:
+        todo.append(next_start)
+        next_start += hop
+      if last and not starts and not todo:
+        todo = [0]  # shorter than a window: one padded window
+      if todo:
+        local = np.array(todo, np.int32) - offset
+        probs.append(self._score_windows(carry, local))
+        starts += todo
+      keep = max(0, next_start - offset)
+      carry, offset = carry[keep:], offset + keep
+    return FrameResult(self.labels, np.array(starts, np.float32) / fps,
+                       self.window / fps, np.concatenate(probs))
+
+  def _score_windows(self, log_mel: np.ndarray,
+                     starts: np.ndarray) -> np.ndarray:
+    if self._windows is None:
+      module = self._module
+      self._windows = module.score_windows if hasattr(
+          module, "score_windows") else tf.function(
+              module.window_scores, reduce_retracing=True)
+    out = []
+    for i in range(0, len(starts), 64):  # bounded batches of windows
+      out.append(self._windows(tf.constant(log_mel),
+                               tf.constant(starts[i:i + 64])).numpy())
+    return np.concatenate(out)
+
+
+def _params_of(module) -> dict:
+  return json.loads(module.feature_params_json.numpy().decode())
+
