@@ -18,9 +18,11 @@ sharding tool does.
 """
 
 import dataclasses
+import io
 import json
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
@@ -257,3 +259,79 @@ class Tagger:
 def _params_of(module) -> dict:
   return json.loads(module.feature_params_json.numpy().decode())
 
+
+
+def write_frames(tagger: Tagger, paths: Sequence[str], csv_path: str, *,
+                 hop_seconds: float = 0.5, png_dir: str = "",
+                 progress: bool = True) -> Tuple[int, List[str]]:
+  """Frame scores of audio files: a CSV (fname, start_seconds,
+  end_seconds, one probability column per class; a row per window) and,
+  with png_dir, a timeline PNG per file. Files are streamed in chunks.
+  Returns (rows written, files skipped: each reported with its reason)."""
+  import csv  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  from tagger import parallel  # pylint: disable=g-import-not-at-top
+  buffer = io.StringIO()
+  writer = csv.writer(buffer, lineterminator="\n")
+  writer.writerow(["fname", "start_seconds", "end_seconds"] + tagger.labels)
+  rows = 0
+  if png_dir:
+    fileio.makedirs(png_dir)
+  bar = parallel.progress_bar(len(paths), enabled=progress, unit="file",
+                              desc="frames")
+  skipped = []
+  for path in paths:
+    name = os.path.basename(path)
+    try:
+      result = tagger.frames(path, hop_seconds)
+    except (ApiError, audio.AudioError, tf.errors.OpError) as e:
+      logging.warning("%s: skipped (%s)", path, getattr(e, "message", e))
+      skipped.append(path)
+      bar.update(1)
+      continue
+    for start, probs in zip(result.start_seconds, result.probabilities):
+      writer.writerow([name, f"{start:.3f}",
+                       f"{start + result.window_seconds:.3f}"] +
+                      [f"{p:.5g}" for p in probs])
+      rows += 1
+    if png_dir:
+      result.timeline_png(fileio.join(png_dir, name + ".png"), title=name)
+    bar.update(1)
+  bar.close()
+  fileio.atomic_write_text(csv_path, buffer.getvalue())
+  return rows, skipped
+
+
+def frames_of_files(model_dirs: str, audio_dir: str, csv_out: str, *,
+                    audio_csv: str = "", hop_seconds: float = 0.5,
+                    png_dir: str = "", progress: bool = True) -> dict:
+  """tools/score --frames_out: frame scores of a folder's audio files (or
+  those of audio_csv's fname column), with the stage-1 models of
+  model_dirs. Files the sharding tool would refuse are reported and
+  skipped, as are files that do not decode."""
+  from tagger import clip_files  # pylint: disable=g-import-not-at-top
+  if audio_csv:
+    try:
+      names = [r.fname for r in clip_files.read_csv_rows(audio_csv, "test")]
+    except clip_files.CsvError as e:
+      raise ApiError(str(e)) from e
+  else:
+    names = clip_files.list_folder(audio_dir)
+  paths, refused = [], []
+  for name in names:
+    path, why = clip_files.resolve(audio_dir, name)
+    if why:
+      logging.warning("%s (skipped)", why)
+      refused.append(path)
+    else:
+      paths.append(path)
+  try:
+    tagger = Tagger.load(model_dirs)
+  except serving.ServingError as e:
+    raise ApiError(f"--frames_out: {e}") from e
+  rows, skipped = write_frames(tagger, paths, csv_out,
+                               hop_seconds=hop_seconds, png_dir=png_dir,
+                               progress=progress)
+  return {"files": len(paths) - len(skipped), "rows": rows,
+          "skipped": refused + skipped, "window_seconds":
+          tagger.window / tagger.params.mel_frames_per_second}

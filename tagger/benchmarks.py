@@ -355,3 +355,134 @@ def benchmark_score(data_dir: str = "", model_dirs: str = "",
           "clips_per_sec": clips / scorer_s,
           "forward_examples_per_sec": forward / scorer_s,
           "tta_efficiency": bare_s / scorer_s, "traces": scorer.traces}
+
+
+def _recording(path: str, minutes: float, seed: int = 0) -> None:
+  """A WAV at 44.1 kHz of `minutes` (tones and noise bursts), written in
+  blocks so memory stays small."""
+  import soundfile as sf  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  rate = 44100
+  with sf.SoundFile(path, "w", rate, 1, subtype="PCM_16") as f:
+    for _ in range(int(minutes * 60 / 10)):
+      t = np.arange(10 * rate) / rate
+      block = 0.2 * np.sin(2 * np.pi * rng.uniform(100, 4000) * t)
+      block += 0.05 * rng.standard_normal(t.size)
+      block *= (np.sin(2 * np.pi * t / rng.uniform(1, 5)) > 0)
+      f.write(block.astype(np.float32))
+
+
+def benchmark_serving(model_dirs: str = "", minutes=(2.0, 10.0),
+                      hop_seconds: float = 0.5, window_runs: int = 50,
+                      chunk_seconds: float = 60.0) -> dict:
+  """Frame scoring of long recordings through tagger.api (streamed in
+  chunks): seconds and the rise of peak resident memory for each length;
+  and the TFLite per-window model: file sizes and latency per window.
+
+  Without model_dirs, times one untrained stage-1 MobileNetV2 (the speed
+  does not depend on the weights).
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from tagger import api  # pylint: disable=g-import-not-at-top
+  from tagger import export  # pylint: disable=g-import-not-at-top
+  from tagger import synthetic  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  results = {"hop_seconds": hop_seconds, "chunk_seconds": chunk_seconds}
+  with tempfile.TemporaryDirectory() as tmp:
+    if not model_dirs:
+      shards = os.path.join(tmp, "shards")
+      synthetic.write_synthetic_shards(shards, 48, num_folds=1)
+      model_dirs = _untrained_model_dir(os.path.join(tmp, "model"), shards,
+                                        stage=1)
+    tagger = api.Tagger.load(model_dirs, chunk_seconds=chunk_seconds)
+    results["window_frames"] = tagger.window
+    warm = os.path.join(tmp, "warm.wav")
+    _recording(warm, 0.5)
+    tagger.frames(warm, hop_seconds)  # traces the graphs
+    baseline = PeakMemory._rss_mb(os.getpid())  # pylint: disable=protected-access
+    for m in minutes:
+      path = os.path.join(tmp, f"rec{m:g}.wav")
+      _recording(path, m)
+      start = time.perf_counter()
+      with PeakMemory() as memory:
+        frames = tagger.frames(path, hop_seconds)
+      seconds = time.perf_counter() - start
+      results[f"frames_{m:g}min_s"] = seconds
+      results[f"frames_{m:g}min_windows"] = len(frames.start_seconds)
+      results[f"frames_{m:g}min_realtime_factor"] = m * 60 / seconds
+      results[f"frames_{m:g}min_peak_rise_mb"] = (memory.peak_total_mb -
+                                                  baseline)
+    files = export.export_tflite(model_dirs, os.path.join(tmp, "tflite"))
+    mel = np.random.default_rng(0).uniform(
+        -80, 20, (1, 64, tagger.window)).astype(np.float32)
+    for variant, path in files.items():
+      interpreter = tf.lite.Interpreter(model_path=path, num_threads=2)
+      interpreter.allocate_tensors()
+      inp = interpreter.get_input_details()[0]["index"]
+      interpreter.set_tensor(inp, mel)
+      interpreter.invoke()
+      start = time.perf_counter()
+      for _ in range(window_runs):
+        interpreter.set_tensor(inp, mel)
+        interpreter.invoke()
+      results[f"tflite_{variant}_ms_per_window"] = (
+          (time.perf_counter() - start) / window_runs * 1000)
+      results[f"tflite_{variant}_mb"] = os.path.getsize(path) / 2**20
+  return results
+
+
+def serving_agreement(model_dirs: str, audio_dir: str,
+                      audio_csv: str = "") -> dict:
+  """The waveform SavedModel against tools.score --tta=even on the same
+  files: top-1 agreement, the largest probability difference, and the
+  in-graph log-mel's largest difference from features.py (dB)."""
+  import csv as csv_lib  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tagger import clip_files  # pylint: disable=g-import-not-at-top
+  from tagger import export  # pylint: disable=g-import-not-at-top
+  from tagger import features  # pylint: disable=g-import-not-at-top
+  from tagger import graph_features  # pylint: disable=g-import-not-at-top
+  from tagger import score  # pylint: disable=g-import-not-at-top
+  params = FeatureParams()
+  names = ([r.fname for r in clip_files.read_csv_rows(audio_csv, "test")]
+           if audio_csv else clip_files.list_folder(audio_dir))
+  with tempfile.TemporaryDirectory() as tmp:
+    saved = export.export(model_dirs, os.path.join(tmp, "saved"))
+    csv_path = os.path.join(tmp, "files.csv")
+    with open(csv_path, "w", encoding="utf-8") as f:
+      f.write("fname\n" + "\n".join(names) + "\n")
+    probs_path = os.path.join(tmp, "probs.csv")
+    start = time.perf_counter()
+    score.score(model_dirs=model_dirs, audio_dir=audio_dir,
+                audio_csv=csv_path, output=os.path.join(tmp, "s.csv"),
+                probs_out=probs_path, tta="even", progress=False)
+    offline_s = time.perf_counter() - start
+    rows = list(csv_lib.reader(open(probs_path, encoding="utf-8")))
+    offline = np.array([[float(x) for x in r[1:]] for r in rows[1:]])
+    serve = tf.saved_model.load(saved).signatures["serving_default"]
+    online, worst_db = [], 0.0
+    start = time.perf_counter()
+    for name in names:
+      waveform, _, _ = audio.decode_audio(
+          open(os.path.join(audio_dir, name), "rb").read(), name, params)
+      online.append(serve(waveform=tf.constant(waveform))[
+          "probabilities"].numpy())
+    online_s = time.perf_counter() - start
+    for name in names:
+      waveform, _, _ = audio.decode_audio(
+          open(os.path.join(audio_dir, name), "rb").read(), name, params)
+      trimmed = audio.trim_silence(waveform, params)
+      if trimmed.size:
+        got = graph_features.log_mel(tf.constant(trimmed), params).numpy()
+        ref = features.waveform_to_log_mel(trimmed, params)
+        worst_db = max(worst_db, float(np.abs(got - ref).max()))
+  online = np.array(online)
+  return {"clips": len(names),
+          "top1_agreement": float((online.argmax(1) ==
+                                   offline.argmax(1)).mean()),
+          "max_probability_difference": float(np.abs(online -
+                                                     offline).max()),
+          "max_log_mel_difference_db": worst_db,
+          "saved_model_s": online_s, "tools_score_s": offline_s}

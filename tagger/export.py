@@ -126,6 +126,49 @@ def export(model_dirs: str, export_dir: str, *,
   return export_dir
 
 
+TFLITE_FILES = {"float32": "window_float32.tflite",
+                "dynamic_range": "window_dynamic_range.tflite"}
+
+
+def export_tflite(model_dirs: str, export_dir: str,
+                  window: Optional[int] = None) -> dict:
+  """The per-window model as TFLite files in export_dir: log_mel float32
+  [1, num_mels, window] dB -> probabilities [1, C] (the models' geometric
+  mean), float32 and with dynamic-range quantised weights. Returns
+  {variant: path}."""
+  dirs = score_lib.find_model_dirs(model_dirs)
+  models = [score_lib.load_model(d) for d in dirs]
+  score_lib.check_compatible(models)
+  if any(m.stage2 for m in models):
+    raise score_lib.ScoreError("--tflite takes stage-1 model dirs (a "
+                               "window of log-mel in, no PCA vector)")
+  data = models[0].data
+  window = int(window or min(data.eval_lengths))
+  module = tf.Module()
+  run = _log_mel_function(module, models, False)
+  probabilities = tf.function(
+      lambda log_mel: {"probabilities": run(log_mel)["probabilities"]})
+  concrete = probabilities.get_concrete_function(tf.TensorSpec(
+      [1, int(data.num_mels), window], tf.float32, name="log_mel"))
+  # TF 2.16's converter aborts on Keras 3 models' variable reads ("missing
+  # attribute 'value'", tensorflow/tensorflow#63987): the weights are
+  # frozen into constants first, the known workaround.
+  from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-import-not-at-top,g-direct-tensorflow-import
+  frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
+  fileio.makedirs(export_dir)
+  written = {}
+  for variant, name in TFLITE_FILES.items():
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    if variant == "dynamic_range":
+      converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    path = fileio.join(export_dir, name)
+    fileio.atomic_write_bytes(path, converter.convert())
+    written[variant] = path
+  fileio.atomic_write_text(fileio.join(export_dir, LABELS_ASSET),
+                           "\n".join(data.labels) + "\n")
+  return written
+
+
 def default_export_dir(model_dirs: str) -> str:
   """model_dir/saved_model for one dir; for globs, beside the first."""
   dirs = score_lib.find_model_dirs(model_dirs)

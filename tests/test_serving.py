@@ -170,3 +170,36 @@ def test_api_streams_frames_as_the_saved_model_scores_them(demo, tmp_path):
   assert clip.probabilities.shape == again.probabilities.shape == (41,)
   png = streamed.timeline_png(str(tmp_path / "t.png"))
   assert open(png, "rb").read(4) == b"\x89PNG"
+
+
+def test_tflite_window_model_agrees_with_the_saved_model(demo, tmp_path):
+  _, _, model_dir, wavs = demo
+  path = export_lib.export(model_dir, str(tmp_path / "saved"))
+  files = export_lib.export_tflite(model_dir, str(tmp_path / "tflite"))
+  log_mel = tf.saved_model.load(path).signatures["log_mel"]
+  window = int(score.load_model(model_dir).data.eval_lengths[0])
+  mels = []
+  for wav in wavs:
+    mel = features.waveform_to_log_mel(
+        audio.trim_silence(_waveform(wav), PARAMS), PARAMS)
+    mels.append(np.pad(mel, ((0, 0), (0, max(0, window - mel.shape[1]))),
+                       mode="wrap")[:, :window])
+  mels = np.stack(mels).astype(np.float32)
+  expect = log_mel(log_mel=tf.constant(mels))["probabilities"].numpy()
+  for variant, tflite in files.items():
+    interpreter = tf.lite.Interpreter(model_path=tflite)
+    interpreter.allocate_tensors()
+    (inp,), (out,) = (interpreter.get_input_details(),
+                      interpreter.get_output_details())
+    assert tuple(inp["shape"]) == (1, 64, window)
+    got = []
+    for mel in mels:
+      interpreter.set_tensor(inp["index"], mel[None])
+      interpreter.invoke()
+      got.append(interpreter.get_tensor(out["index"])[0])
+    got = np.array(got)
+    assert (got.argmax(1) == expect.argmax(1)).all(), variant
+    if variant == "float32":
+      np.testing.assert_allclose(got, expect, atol=1e-4)
+  assert (os.path.getsize(files["dynamic_range"]) <
+          os.path.getsize(files["float32"]) / 2)

@@ -29,6 +29,10 @@ flags.DEFINE_integer("tries", serving.DEFAULT_TRIES, "Windows per clip and "
                      "length, spread evenly over the clip.")
 flags.DEFINE_integer("window", 0, "Frames of a `frames` window (default: "
                      "the models' shortest validation length).")
+flags.DEFINE_bool("tflite", False, "Also write the per-window model "
+                  "(log_mel [1, 64, window] dB -> probabilities) as .tflite "
+                  "files, float32 and dynamic-range quantised, into "
+                  "export_dir/tflite.")
 flags.mark_flag_as_required("model_dir")
 
 
@@ -39,6 +43,11 @@ def main(argv):
                        export.default_export_dir(FLAGS.model_dir),
                        tries=FLAGS.tries, window=FLAGS.window or None)
   print(f"wrote SavedModel {path}")
+  if FLAGS.tflite:
+    for variant, tflite in export.export_tflite(
+        FLAGS.model_dir, path.rstrip("/") + "/tflite",
+        window=FLAGS.window or None).items():
+      print(f"wrote {variant} TFLite model {tflite}")
 
 
 def run():

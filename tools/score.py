@@ -18,6 +18,7 @@ import json
 from absl import app
 from absl import flags
 
+from tagger import api
 from tagger import score
 from tools import run_tool
 
@@ -49,6 +50,13 @@ flags.DEFINE_string("confusion_png", "", "Where the confusion matrix goes "
 flags.DEFINE_string("strategy", "auto", "auto|mirrored|one_device.")
 flags.DEFINE_integer("num_workers", 0, "Feature processes for --audio_dir.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_string("frames_out", "", "With --audio_dir and stage-1 models: "
+                    "also write window scores over time (fname, "
+                    "start_seconds, end_seconds, a column per class) of "
+                    "recordings of any length, streamed in chunks.")
+flags.DEFINE_float("hop_seconds", 0.5, "--frames_out: hop between windows.")
+flags.DEFINE_string("frames_png_dir", "", "--frames_out: a timeline PNG of "
+                    "the top classes per file in this folder.")
 flags.mark_flag_as_required("model_dirs")
 
 
@@ -78,6 +86,17 @@ def main(argv):
                                                "without_label")}))
     print(f"MAP@3={report['map3']:.4f} accuracy={report['accuracy']:.4f} "
           f"clips={report['clips']}")
+  if FLAGS.frames_out:
+    if not FLAGS.audio_dir:
+      raise app.UsageError("--frames_out needs --audio_dir")
+    frames = api.frames_of_files(
+        FLAGS.model_dirs, FLAGS.audio_dir, FLAGS.frames_out,
+        audio_csv=FLAGS.audio_csv, hop_seconds=FLAGS.hop_seconds,
+        png_dir=FLAGS.frames_png_dir, progress=FLAGS.progress)
+    print(f"wrote {FLAGS.frames_out}: {frames['rows']} windows of "
+          f"{frames['window_seconds']:.2f} s from {frames['files']} file(s)"
+          + (f", {len(frames['skipped'])} skipped" if frames["skipped"]
+             else ""))
 
 
 def run():
