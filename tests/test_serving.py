@@ -48,6 +48,13 @@ def demo(tmp_path_factory):
   return data, shards, model_dir, wavs[:10]
 
 
+@pytest.fixture(scope="module")
+def saved(demo, tmp_path_factory):
+  """The demo model's waveform SavedModel (exported once)."""
+  return export_lib.export(demo[2], str(tmp_path_factory.mktemp("saved") /
+                                        "saved_model"))
+
+
 def _waveform(path):
   with open(path, "rb") as f:
     waveform, _, _ = audio.decode_audio(f.read(), path, PARAMS)
@@ -77,10 +84,10 @@ def test_graph_features_equal_the_numpy_features(demo):
         audio.resample(x, 44100, 22050), atol=1e-5)
 
 
-def test_waveform_saved_model_scores_as_tools_score(demo, tmp_path):
+def test_waveform_saved_model_scores_as_tools_score(demo, saved, tmp_path):
   """Plain TensorFlow, a WAV file in, tools.score --tta=even's numbers out."""
-  data, _, model_dir, wavs = demo
-  path = export_lib.export(model_dir, str(tmp_path / "saved"))
+  _, _, model_dir, wavs = demo
+  path = saved
   names = [os.path.basename(p) for p in wavs]
   code = f"""
 import json, sys
@@ -144,14 +151,15 @@ def test_frames_slide_a_window_over_a_recording(demo):
         None)])
 
 
-def test_api_streams_frames_as_the_saved_model_scores_them(demo, tmp_path):
+def test_api_streams_frames_as_the_saved_model_scores_them(demo, saved,
+                                                           tmp_path):
   """tagger.api reads a long file in small chunks; its frames equal the
   SavedModel's frames on the whole waveform, and its clips the clip
   signature's."""
   import soundfile as sf  # pylint: disable=g-import-not-at-top
   from tagger import api  # pylint: disable=g-import-not-at-top
   _, _, model_dir, wavs = demo
-  path = export_lib.export(model_dir, str(tmp_path / "saved"))
+  path = saved
   waveform = np.concatenate([_waveform(p) for p in wavs[:6]])
   long_wav = str(tmp_path / "long.wav")
   sf.write(long_wav, waveform, 44100, subtype="FLOAT")
@@ -172,9 +180,10 @@ def test_api_streams_frames_as_the_saved_model_scores_them(demo, tmp_path):
   assert open(png, "rb").read(4) == b"\x89PNG"
 
 
-def test_tflite_window_model_agrees_with_the_saved_model(demo, tmp_path):
+def test_tflite_window_model_agrees_with_the_saved_model(demo, saved,
+                                                         tmp_path):
   _, _, model_dir, wavs = demo
-  path = export_lib.export(model_dir, str(tmp_path / "saved"))
+  path = saved
   files = export_lib.export_tflite(model_dir, str(tmp_path / "tflite"))
   log_mel = tf.saved_model.load(path).signatures["log_mel"]
   window = int(score.load_model(model_dir).data.eval_lengths[0])
