@@ -89,3 +89,46 @@ def assign_folds(labels: Sequence[str], num_folds: int, seed: int):
         np.zeros(len(members)), labels[members])):
       folds[members[val]] = fold
   return folds, plan
+
+
+def iterative_stratification(label_sets: Sequence[Sequence[str]],
+                             num_folds: int, seed: int) -> np.ndarray:
+  """[N] folds 0..k-1 of multi-label clips (several labels each), by
+  iterative stratification (Sechidis, Tsoumakas and Vlahavas, 2011): the
+  rarest label still unplaced is dealt first, each of its clips to the
+  fold that most lacks that label (then the fold that lacks most clips,
+  then at random). Every label's clips spread over the folds as evenly as
+  the clips' label combinations allow. Deterministic for a seed."""
+  if num_folds < 1:
+    raise FoldError(f"--num_folds must be at least 1, not {num_folds}")
+  rng = np.random.default_rng(seed)
+  n = len(label_sets)
+  classes = sorted({l for labels in label_sets for l in labels})
+  index = {l: j for j, l in enumerate(classes)}
+  members = np.zeros((n, len(classes)), bool)
+  for i, labels in enumerate(label_sets):
+    members[i, [index[l] for l in labels]] = True
+  wanted = np.tile(members.sum(axis=0) / num_folds, (num_folds, 1))
+  # wanted: [k, C] clips of each label each fold still lacks
+  room = np.full(num_folds, n / num_folds)
+  folds = np.full(n, -1, np.int64)
+  left = members.copy()
+  while left.any():
+    counts = left.sum(axis=0).astype(np.float64)
+    counts[counts == 0] = np.inf
+    rarest = np.flatnonzero(counts == counts.min())
+    label = int(rng.choice(rarest))
+    for i in rng.permutation(np.flatnonzero(left[:, label])):
+      best = np.flatnonzero(wanted[:, label] == wanted[:, label].max())
+      if best.size > 1:
+        best = best[room[best] == room[best].max()]
+      fold = int(rng.choice(best))
+      folds[i] = fold
+      wanted[fold, members[i]] -= 1
+      room[fold] -= 1
+      left[i] = False
+  for i in np.flatnonzero(folds < 0):  # clips without labels
+    fold = int(rng.choice(np.flatnonzero(room == room.max())))
+    folds[i] = fold
+    room[fold] -= 1
+  return folds

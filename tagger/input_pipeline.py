@@ -214,8 +214,9 @@ def _epoch_pairs(info: DataInfo, folds, config: InputConfig, epoch,
   files = info.files(folds)
   shard = ((layout.num_pipelines, layout.pipeline_id)
            if layout.num_pipelines > 1 else None)
-  base = tf.cast(config.seed, tf.int64) * 1_000_003 + tf.cast(
-      epoch, tf.int64) * 4
+  # base: seed * 1_000_003 + 4 epoch (batches.key's first half), from which
+  # the epoch's shuffles and permutations take base, base + 1, base + 2.
+  base = batches.key(config.seed, tf.cast(epoch, tf.int64) * 4, 0)[0]
   b = layout.per_replica_batch
   mode = pairing_mode(info, folds, config, layout.num_pipelines)
   if mode == "global":

@@ -62,3 +62,65 @@ def confusion(scores: np.ndarray, labels: np.ndarray,
 
 def per_class_accuracy(matrix: np.ndarray) -> np.ndarray:
   return np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1)
+
+
+# ---------------------------------------------------------------------------
+# Multi-label clips (FSDKaggle2019): lwlrap and per-class AP.
+
+
+def lwlrap(truth: np.ndarray, scores: np.ndarray):
+  """Label-weighted label-ranking average precision (FSDKaggle2019's metric).
+
+  For every true label of every clip: the precision of the clip's ranking
+  at that label's rank (true labels ranked at or above it / its rank).
+  A class's score is the mean over its true occurrences; lwlrap is the mean
+  over all true labels, i.e. the classes' scores weighted by how often they
+  occur. Ties rank a true label below the tied others (pessimistic).
+
+  Args:
+    truth: [N, C] bool or 0/1, several labels per clip allowed.
+    scores: [N, C] class scores.
+
+  Returns:
+    (lwlrap, per_class [C] (NaN for a class that never occurs),
+    weights [C] (each class's share of the true labels)).
+  """
+  truth = np.asarray(truth) > 0
+  scores = np.asarray(scores, np.float64)
+  if truth.shape != scores.shape:
+    raise ValueError(f"truth {truth.shape} and scores {scores.shape} differ")
+  n, c = truth.shape
+  sums = np.zeros(c)
+  counts = truth.sum(axis=0).astype(np.float64)
+  for i in range(n):
+    positives = np.flatnonzero(truth[i])
+    if positives.size == 0:
+      continue
+    mine = scores[i][positives][:, None]
+    # mine: [P, 1]. A label's rank counts every class scoring at least as
+    # much (itself and ties included); hits count the true ones among them.
+    ranks = (scores[i][None, :] >= mine).sum(axis=1)
+    hits = (scores[i][positives][None, :] >= mine).sum(axis=1)
+    sums[positives] += hits / ranks
+  total = counts.sum()
+  per_class = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+  weights = counts / max(total, 1)
+  return float(sums.sum() / max(total, 1)), per_class, weights
+
+
+def average_precision_per_class(truth: np.ndarray,
+                                scores: np.ndarray) -> np.ndarray:
+  """[C] average precision of each class's ranking of the clips
+  (NaN for a class with no true clip)."""
+  truth = np.asarray(truth) > 0
+  scores = np.asarray(scores, np.float64)
+  out = np.full(truth.shape[1], np.nan)
+  for k in range(truth.shape[1]):
+    positives = truth[:, k].sum()
+    if positives == 0:
+      continue
+    order = np.argsort(-scores[:, k], kind="stable")
+    hits = truth[order, k]
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    out[k] = float((precision * hits).sum() / positives)
+  return out

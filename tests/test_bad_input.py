@@ -407,3 +407,23 @@ def test_log_mel_in_blocks_equals_one_block(params, monkeypatch):
   monkeypatch.setattr(features, "MEL_BLOCK_FRAMES", 37)
   np.testing.assert_allclose(features.waveform_to_log_mel(waveform, params),
                              whole, atol=1e-3)
+
+
+def test_multi_label_folds_spread_every_label_evenly():
+  """Iterative stratification: each label's clips spread over the folds."""
+  rng = np.random.default_rng(0)
+  names = [f"c{j}" for j in range(12)]
+  label_sets = []
+  for _ in range(400):
+    k = rng.choice([1, 2, 3], p=[0.6, 0.3, 0.1])
+    label_sets.append(list(rng.choice(names, k, replace=False,
+                                      p=np.linspace(3, 1, 12) / 24)))
+  folds = folds_lib.iterative_stratification(label_sets, 5, seed=1)
+  assert set(folds.tolist()) == set(range(5))
+  np.testing.assert_array_equal(
+      folds, folds_lib.iterative_stratification(label_sets, 5, seed=1))
+  assert np.bincount(folds).max() - np.bincount(folds).min() <= 8
+  for name in names:
+    per_fold = np.bincount([f for f, s in zip(folds, label_sets)
+                            if name in s], minlength=5)
+    assert per_fold.max() - per_fold.min() <= 3, (name, per_fold)

@@ -41,3 +41,26 @@ def test_confusion_and_per_class_accuracy():
   matrix = metrics.confusion(scores, [0, 1, 2, 2], 3)
   np.testing.assert_array_equal(matrix, [[1, 0, 0], [0, 1, 0], [0, 1, 1]])
   np.testing.assert_allclose(metrics.per_class_accuracy(matrix), [1, 1, 0.5])
+
+
+def test_lwlrap_is_label_weighted_lrap_and_ap_per_class_is_sklearns():
+  from sklearn import metrics as sk  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  truth = rng.random((60, 7)) < 0.3
+  truth[np.arange(60), rng.integers(0, 7, 60)] = True
+  scores = rng.random((60, 7))
+  value, per_class, weights = metrics.lwlrap(truth, scores)
+  assert value == pytest.approx(sk.label_ranking_average_precision_score(
+      truth, scores, sample_weight=truth.sum(1)))
+  assert (per_class * weights).sum() == pytest.approx(value)
+  np.testing.assert_allclose(
+      metrics.average_precision_per_class(truth, scores),
+      [sk.average_precision_score(truth[:, k], scores[:, k])
+       for k in range(7)])
+  # One label per clip: lwlrap is the label's mean reciprocal rank.
+  single = np.eye(7, dtype=bool)[rng.integers(0, 7, 60)]
+  ranks = (scores >= scores[single][:, None]).sum(1)
+  assert metrics.lwlrap(single, scores)[0] == pytest.approx(
+      np.mean(1 / ranks))
+  perfect = metrics.lwlrap(truth, truth + 0.1 * scores)[0]
+  assert perfect == 1.0
