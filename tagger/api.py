@@ -147,11 +147,14 @@ class Tagger:
       return
     import soundfile as sf  # pylint: disable=g-import-not-at-top
     import soxr  # pylint: disable=g-import-not-at-top
+    if tf.io.gfile.stat(source).length == 0:
+      raise audio.AudioError(f"{source}: file is empty (0 bytes)")
     with tf.io.gfile.GFile(source, "rb") as f:
       try:
         sound = sf.SoundFile(f)
       except (sf.LibsndfileError, RuntimeError) as e:
-        raise ApiError(f"{source}: unreadable audio ({e})") from e
+        raise audio.AudioError(f"{source}: unreadable audio "
+                               f"({audio.decode_reason(e)})") from e
       stream = None if sound.samplerate == rate_out else soxr.ResampleStream(
           sound.samplerate, rate_out, 1, dtype="float32", quality="HQ")
       step = int(block_seconds * sound.samplerate)
@@ -285,7 +288,7 @@ def write_frames(tagger: Tagger, paths: Sequence[str], csv_path: str, *,
     try:
       result = tagger.frames(path, hop_seconds)
     except (ApiError, audio.AudioError, tf.errors.OpError) as e:
-      logging.warning("%s: skipped (%s)", path, getattr(e, "message", e))
+      logging.warning("%s (skipped)", getattr(e, "message", None) or e)
       skipped.append(path)
       bar.update(1)
       continue
@@ -310,13 +313,10 @@ def frames_of_files(model_dirs: str, audio_dir: str, csv_out: str, *,
   model_dirs. Files the sharding tool would refuse are reported and
   skipped, as are files that do not decode."""
   from tagger import clip_files  # pylint: disable=g-import-not-at-top
-  if audio_csv:
-    try:
-      names = [r.fname for r in clip_files.read_csv_rows(audio_csv, "test")]
-    except clip_files.CsvError as e:
-      raise ApiError(str(e)) from e
-  else:
-    names = clip_files.list_folder(audio_dir)
+  try:
+    names = clip_files.names_to_score(audio_dir, audio_csv)
+  except clip_files.CsvError as e:
+    raise ApiError(str(e)) from e
   paths, refused = [], []
   for name in names:
     path, why = clip_files.resolve(audio_dir, name)

@@ -54,9 +54,7 @@ def decode_audio(data: bytes, name: str,
                                  always_2d=True,
                                  frames=limit if full_seconds else -1)
   except (sf.LibsndfileError, RuntimeError, ValueError, EOFError) as e:
-    # libsndfile says "Error opening <_io.BytesIO object at 0x..>: why".
-    why = re.sub(r"^Error opening <[^>]*>:\s*", "", str(e))
-    raise AudioError(f"{name}: unreadable audio ({why})") from e
+    raise AudioError(f"{name}: unreadable audio ({decode_reason(e)})") from e
   truncated = bool(_TRUNCATED_WAV.search(info.extra_info or ""))
   # audio: [num_samples, channels]
   waveform = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
@@ -65,6 +63,11 @@ def decode_audio(data: bytes, name: str,
     raise AudioError(f"{name}: audio holds NaN or infinite samples")
   return (resample(waveform, sample_rate, params.load_sample_rate_hz),
           truncated, float(full_seconds))
+
+
+def decode_reason(error: Exception) -> str:
+  """libsndfile's reason without its "Error opening <object at 0x..>: "."""
+  return re.sub(r"^Error opening <[^>]*>:\s*", "", str(error))
 
 
 def resample(waveform: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:

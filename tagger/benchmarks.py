@@ -442,12 +442,9 @@ def serving_agreement(model_dirs: str, audio_dir: str,
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tagger import clip_files  # pylint: disable=g-import-not-at-top
   from tagger import export  # pylint: disable=g-import-not-at-top
-  from tagger import features  # pylint: disable=g-import-not-at-top
-  from tagger import graph_features  # pylint: disable=g-import-not-at-top
   from tagger import score  # pylint: disable=g-import-not-at-top
   params = FeatureParams()
-  names = ([r.fname for r in clip_files.read_csv_rows(audio_csv, "test")]
-           if audio_csv else clip_files.list_folder(audio_dir))
+  names = clip_files.names_to_score(audio_dir, audio_csv)
   with tempfile.TemporaryDirectory() as tmp:
     saved = export.export(model_dirs, os.path.join(tmp, "saved"))
     csv_path = os.path.join(tmp, "files.csv")
@@ -462,27 +459,60 @@ def serving_agreement(model_dirs: str, audio_dir: str,
     rows = list(csv_lib.reader(open(probs_path, encoding="utf-8")))
     offline = np.array([[float(x) for x in r[1:]] for r in rows[1:]])
     serve = tf.saved_model.load(saved).signatures["serving_default"]
-    online, worst_db = [], 0.0
-    start = time.perf_counter()
+    online, online_s, check = [], 0.0, _FeatureCheck(params)
     for name in names:
+      start = time.perf_counter()
       waveform, _, _ = audio.decode_audio(
           open(os.path.join(audio_dir, name), "rb").read(), name, params)
       online.append(serve(waveform=tf.constant(waveform))[
           "probabilities"].numpy())
-    online_s = time.perf_counter() - start
-    for name in names:
-      waveform, _, _ = audio.decode_audio(
-          open(os.path.join(audio_dir, name), "rb").read(), name, params)
-      trimmed = audio.trim_silence(waveform, params)
-      if trimmed.size:
-        got = graph_features.log_mel(tf.constant(trimmed), params).numpy()
-        ref = features.waveform_to_log_mel(trimmed, params)
-        worst_db = max(worst_db, float(np.abs(got - ref).max()))
+      online_s += time.perf_counter() - start
+      check.add(waveform)
   online = np.array(online)
   return {"clips": len(names),
           "top1_agreement": float((online.argmax(1) ==
                                    offline.argmax(1)).mean()),
           "max_probability_difference": float(np.abs(online -
                                                      offline).max()),
-          "max_log_mel_difference_db": worst_db,
+          "max_log_mel_difference_db": check.worst_db,
+          "trims_equal": check.trims_equal,
           "saved_model_s": online_s, "tools_score_s": offline_s}
+
+
+class _FeatureCheck:
+  """graph_features against audio.trim_silence + features.py, clip by
+  clip: how many trims are identical, the largest log-mel difference."""
+
+  def __init__(self, params: FeatureParams):
+    self.params = params
+    self.clips = self.trims_equal = 0
+    self.worst_db = 0.0
+
+  def add(self, waveform) -> None:
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from tagger import features  # pylint: disable=g-import-not-at-top
+    from tagger import graph_features  # pylint: disable=g-import-not-at-top
+    trimmed = audio.trim_silence(waveform, self.params)
+    in_graph = graph_features.trim_silence(tf.constant(waveform),
+                                           self.params).numpy()
+    self.clips += 1
+    self.trims_equal += int(np.array_equal(in_graph, trimmed))
+    if trimmed.size:
+      got = graph_features.log_mel(tf.constant(trimmed), self.params).numpy()
+      ref = features.waveform_to_log_mel(trimmed, self.params)
+      self.worst_db = max(self.worst_db, float(np.abs(got - ref).max()))
+
+
+def graph_feature_agreement(audio_dir: str, audio_csv: str = "") -> dict:
+  """The in-graph trim and log-mel against the offline ones on a folder's
+  audio files (no model needed)."""
+  from tagger import clip_files  # pylint: disable=g-import-not-at-top
+  params = FeatureParams()
+  check = _FeatureCheck(params)
+  for name in clip_files.names_to_score(audio_dir, audio_csv):
+    waveform, _, _ = audio.decode_audio(
+        open(os.path.join(audio_dir, name), "rb").read(), name, params)
+    check.add(waveform)
+  return {"clips": check.clips, "trims_equal": check.trims_equal,
+          "max_log_mel_difference_db": check.worst_db}

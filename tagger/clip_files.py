@@ -184,3 +184,15 @@ def list_folder(audio_dir: str) -> list:
                 if not n.endswith("/") and not n.startswith(".") and
                 (_has_scheme(audio_dir) or
                  not os.path.isdir(os.path.join(audio_dir, n))))
+
+
+def names_to_score(audio_dir: str, csv_path: str = "") -> List[str]:
+  """The audio files to score: csv_path's fname column in its order, or
+  every file of audio_dir (sorted). CsvError for a bad CSV or no file."""
+  if csv_path:
+    names = [r.fname for r in read_csv_rows(csv_path, "test")]
+  else:
+    names = list_folder(audio_dir)
+  if not names:
+    raise CsvError(f"no audio files in {audio_dir}")
+  return names

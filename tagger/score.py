@@ -238,15 +238,10 @@ def audio_records(audio_dir: str, model_dir: str, num_workers: int = 0,
   data = model_dir_lib.read_data(model_dir)
   params = FeatureParams.from_dict(data.feature_params)
   fit = pca_lib.PcaFit.load(fileio.join(model_dir, model_dir_lib.PCA_FIT))
-  if csv_path:
-    try:
-      names = [r.fname for r in clip_files.read_csv_rows(csv_path, "test")]
-    except clip_files.CsvError as e:
-      raise ScoreError(str(e)) from e
-  else:
-    names = clip_files.list_folder(audio_dir)
-  if not names:
-    raise ScoreError(f"no audio files in {audio_dir}")
+  try:
+    names = clip_files.names_to_score(audio_dir, csv_path)
+  except clip_files.CsvError as e:
+    raise ScoreError(str(e)) from e
   rows = [clip_files.Row(i, name, "", 1) for i, name in enumerate(names)]
   extract.warm_up(params)
   results = parallel.ordered_parallel_map(
