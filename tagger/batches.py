@@ -239,24 +239,31 @@ def prepare_eval_batch(batch: Dict[str, tf.Tensor], spec: BatchSpec,
   return out
 
 
+def windows_at(log_mel: tf.Tensor, length: int,
+               start: tf.Tensor) -> Dict[str, tf.Tensor]:
+  """One recording's log-mel time-major [T, M] -> the windows of `length`
+  frames at start [r] (int32), as records.parse_windows cuts them: log_mel
+  [r, L, M] (zeros after the recording), window_frames [r]."""
+  frames = tf.shape(log_mel)[0]
+  valid = tf.minimum(frames - start, length)
+  # valid: [r]
+  index = start[:, None] + tf.range(length)[None, :]
+  # index: [r, L]
+  inside = tf.range(length)[None, :] < valid[:, None]
+  windows = tf.gather(log_mel, tf.minimum(index, frames - 1))
+  # windows: [r, L, M]
+  windows = tf.where(inside[:, :, None], windows, tf.zeros_like(windows))
+  return {records.LOG_MEL: windows, records.WINDOW_FRAMES: valid}
+
+
 def clip_windows(log_mel: tf.Tensor, length: int,
                  fraction: tf.Tensor) -> Dict[str, tf.Tensor]:
-  """One clip's log-mel time-major [T, M] -> the host batch's windows of
-  its rows, as records.parse_windows cuts them from a record: log_mel
-  [r, L, M] (zeros after the clip), window_frames [r]; a clip longer than
-  L gets the window at fraction [r] of its slack."""
+  """One clip's windows for its rows: a clip longer than L gets the window
+  at fraction [r] of its slack (as parse_windows), a shorter one is taken
+  whole."""
   frames = tf.shape(log_mel)[0]
   slack = tf.maximum(frames - length, 0)
   start = tf.minimum(tf.cast(tf.floor(
       fraction * tf.cast(slack + 1, tf.float32)), tf.int32), slack)
   # start: [r]
-  valid = tf.minimum(frames, length)
-  index = start[:, None] + tf.range(length)[None, :]
-  # index: [r, L]
-  inside = tf.range(length)[None, :] < valid
-  windows = tf.gather(log_mel, tf.minimum(index, frames - 1))
-  # windows: [r, L, M]
-  windows = tf.where(inside[:, :, None], windows, tf.zeros_like(windows))
-  rows = tf.shape(fraction)[0]
-  return {records.LOG_MEL: windows,
-          records.WINDOW_FRAMES: tf.fill([rows], valid)}
+  return windows_at(log_mel, length, start)

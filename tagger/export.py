@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from tagger import features
 from tagger import fileio
+from tagger import model as model_lib
 from tagger import records
 from tagger import score as score_lib
 from tagger import serving
@@ -51,8 +52,7 @@ def _log_mel_function(module, models, stage2: bool):
     log_probs, pooled = 0.0, 0.0
     for network in networks:
       probs, embedding = network(inputs, training=False)
-      log_probs += tf.math.log(tf.clip_by_value(
-          tf.cast(probs, tf.float32), 1e-7, 1.0))
+      log_probs += model_lib.log_probabilities(probs)
       pooled += tf.cast(embedding, tf.float32)
     n = float(len(networks))
     return {"probabilities": tf.nn.softmax(log_probs / n),

@@ -181,6 +181,12 @@ def build_model(num_classes: int, pca_dim: int = 0, *, num_mels: int = 64,
   return model
 
 
+def log_probabilities(probs: tf.Tensor) -> tf.Tensor:
+  """float32 log of the softmax output, floored at 1e-7: what the scorer,
+  the SavedModel and TFLite average over views and models."""
+  return tf.math.log(tf.clip_by_value(tf.cast(probs, tf.float32), 1e-7, 1.0))
+
+
 def with_embedding(model: keras.Model) -> keras.Model:
   """A built tagger with two outputs: (probabilities [b, C], embedding
   [b, D]): the pooled backbone features, with the normalised PCA vector

@@ -132,8 +132,7 @@ class Scorer:
         for model, pca in models:
           probs, features = model(model_lib.model_inputs(model_batch, pca),
                                   training=False)
-          log_probs.append(tf.math.log(tf.clip_by_value(
-              tf.cast(probs, tf.float32), 1e-7, 1.0)))
+          log_probs.append(model_lib.log_probabilities(probs))
           if embeddings:
             pooled.append(tf.cast(features, tf.float32))
         mean_log = tf.add_n(log_probs) / len(log_probs)

@@ -127,8 +127,7 @@ class WaveformTagger(tf.Module):
     log_probs, pooled = 0.0, 0.0
     for model in self.models:
       probs, features = model(inputs, training=False)
-      log_probs += tf.math.log(tf.clip_by_value(
-          tf.cast(probs, tf.float32), 1e-7, 1.0))
+      log_probs += model_lib.log_probabilities(probs)
       pooled += tf.cast(features, tf.float32)
     return log_probs, pooled
 
@@ -162,17 +161,8 @@ class WaveformTagger(tf.Module):
     """log-mel float16 [T, M] and window starts int32 [F] -> probabilities
     [F, C] of the windows of `self.window` frames at those starts (the
     models' geometric mean; a recording shorter than a window is padded)."""
-    frames = tf.shape(log_mel)[0]
-    index = starts[:, None] + tf.range(self.window)[None, :]
-    # index: [F, W]
-    valid = tf.minimum(frames - starts, self.window)
-    windows = tf.gather(log_mel, tf.minimum(index, frames - 1))
-    inside = tf.range(self.window)[None, :] < valid[:, None]
-    windows = tf.where(inside[:, :, None], windows, tf.zeros_like(windows))
-    # windows: [F, W, M]
     count = tf.shape(starts)[0]
-    host = self._host_batch({records.LOG_MEL: windows,
-                             records.WINDOW_FRAMES: valid},
+    host = self._host_batch(batches.windows_at(log_mel, self.window, starts),
                             tf.fill([count], 0.5))
     log_probs, _ = self._log_probs(host)
     return tf.nn.softmax(log_probs / float(len(self.models)))
