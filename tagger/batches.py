@@ -31,7 +31,7 @@ FRACTION = "fraction"    # float32 [b]: eval batches, TTA 'even': where each
                          # row's window lies in its clip, in [0, 1)
 PARTNER = "partner_"     # prefix of the mixup partner's keys
 # Keys of a model batch (what augment_batch / prepare_eval_batch return).
-TARGET = "target"        # float32 [b, C] one-hot (mixed) labels
+TARGET = "target"        # float32 [b, C] one-hot or multi-hot (mixed) labels
 WEIGHT = "verified"      # float32 [b] manually_verified (mixed)
 
 
@@ -44,6 +44,8 @@ class BatchSpec:
   pca_dim: int
   num_classes: int
   normalization: Tuple[float, float]   # (min_db, max_db)
+  multi_label: bool = False            # targets from records' `labels`
+  num_sources: int = 1                 # > 1: batches carry the source
 
 
 def key(seed: int, index, step) -> tf.Tensor:
@@ -71,10 +73,14 @@ def window_batch(serialized: tf.Tensor, spec: BatchSpec, length: tf.Tensor,
   (random without it)."""
   if fraction is None:
     fraction = tf.random.stateless_uniform(tf.shape(serialized), key_)
+  keys = [records.PCA, records.LABEL, records.MANUALLY_VERIFIED]
+  if spec.multi_label:
+    keys.append(records.LABELS)
+  if spec.num_sources > 1:
+    keys.append(records.SOURCE)
   parsed = records.parse_windows(
-      serialized, spec.pca_dim, spec.num_mels, fraction, length,
-      keys=(records.PCA, records.LABEL, records.MANUALLY_VERIFIED))
-  return {
+      serialized, spec.pca_dim, spec.num_mels, fraction, length, keys=keys)
+  out = {
       records.LOG_MEL: parsed[records.LOG_MEL],
       records.WINDOW_FRAMES: parsed[records.WINDOW_FRAMES],
       records.PCA: parsed[records.PCA],
@@ -82,6 +88,13 @@ def window_batch(serialized: tf.Tensor, spec: BatchSpec, length: tf.Tensor,
       records.MANUALLY_VERIFIED: tf.cast(parsed[records.MANUALLY_VERIFIED],
                                          tf.int32),
   }
+  if spec.multi_label:
+    # labels: sparse [b, n] indices -> multi-hot uint8 [b, C]
+    out[records.LABELS] = tf.cast(tf.sparse.to_indicator(
+        parsed[records.LABELS], spec.num_classes), tf.uint8)
+  if spec.num_sources > 1:
+    out[records.SOURCE] = tf.cast(parsed[records.SOURCE], tf.int32)
+  return out
 
 
 TTA_MODES = ("random", "even")
@@ -168,18 +181,25 @@ def _view(batch: Dict[str, tf.Tensor], prefix: str, spec: BatchSpec,
   return image[..., None]
 
 
-def _one_hot(batch, prefix: str, spec: BatchSpec) -> tf.Tensor:
+def _target(batch, prefix: str, spec: BatchSpec) -> tf.Tensor:
+  """float32 [b, C]: one-hot labels, or multi-hot for multi-label data."""
+  if spec.multi_label:
+    return tf.cast(batch[prefix + records.LABELS], tf.float32)
   return tf.one_hot(batch[prefix + records.LABEL], spec.num_classes)
 
 
 def _side(batch, prefix: str, spec: BatchSpec, aug: settings.AugmentConfig,
           seed: tf.Tensor) -> Dict[str, tf.Tensor]:
-  return {
+  side = {
       records.LOG_MEL: _view(batch, prefix, spec, aug, seed, train=True),
       records.PCA: batch[prefix + records.PCA],
-      TARGET: _one_hot(batch, prefix, spec),
+      TARGET: _target(batch, prefix, spec),
       WEIGHT: tf.cast(batch[prefix + records.MANUALLY_VERIFIED], tf.float32),
   }
+  if spec.num_sources > 1:  # one-hot [b, S], mixed as the targets
+    side[records.SOURCE] = tf.one_hot(batch[prefix + records.SOURCE],
+                                      spec.num_sources)
+  return side
 
 
 def _slice_seed(batch) -> tf.Tensor:
@@ -214,7 +234,8 @@ def augment_batch(batch: Dict[str, tf.Tensor], spec: BatchSpec,
   """Host batch -> model batch: crop/pad, augment, mixup.
 
   Returns log_mel float32 [b, M, L, 1] in [0, 1], pca [b, P],
-  target float32 [b, C] (rows sum to 1), verified float32 [b].
+  target float32 [b, C] (rows sum to 1; multi-label: multi-hot, mixed),
+  verified float32 [b] (and source [b, S] when the data has sources).
   """
   primary, partner, weight = augment_parts(batch, spec, aug)
   if partner is None:
@@ -231,7 +252,7 @@ def prepare_eval_batch(batch: Dict[str, tf.Tensor], spec: BatchSpec,
       records.LOG_MEL: _view(batch, "", spec, aug, _slice_seed(batch),
                              train=False),
       records.PCA: batch[records.PCA],
-      TARGET: _one_hot(batch, "", spec),
+      TARGET: _target(batch, "", spec),
       WEIGHT: tf.cast(batch[records.MANUALLY_VERIFIED], tf.float32),
   }
   if ROW in batch:

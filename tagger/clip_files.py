@@ -30,14 +30,45 @@ class CsvError(errors.UserError):
 
 @dataclasses.dataclass
 class Row:
-  index: int  # 0-based data row in the CSV
+  index: int  # 0-based data row over all the run's CSVs (unique)
   fname: str
-  label: str
+  label: str  # the first of labels ("" when none)
   manually_verified: int
+  labels: Tuple[str, ...] = ()  # every label of the clip, in CSV order
+  source: int = 0  # which of the run's CSVs (sharding: --sources)
+  audio_dir: str = ""  # the folder its fname is in ("": the caller's)
+  csv_path: str = ""
+  line: int = 0  # 1-based line in its CSV (the header is line 1)
+
+  @property
+  def where(self) -> str:
+    return f"{self.csv_path} row {self.line}"
 
 
-def read_csv_rows(path: str, split: str) -> List[Row]:
-  """Parses a Kaggle CSV: fname[,label][,manually_verified]."""
+@dataclasses.dataclass
+class CsvTable:
+  rows: List[Row]
+  multi_label: bool  # a `labels` column (FSDKaggle2019 layout)
+
+
+def split_labels(text: str) -> Tuple[str, ...]:
+  """A `labels` cell ("Bark,Meow") -> ("Bark", "Meow"): comma separated,
+  blanks around each dropped, empty parts and repeats left out."""
+  out = []
+  for part in (text or "").split(","):
+    part = part.strip()
+    if part and part not in out:
+      out.append(part)
+  return tuple(out)
+
+
+def read_csv(path: str, split: str) -> CsvTable:
+  """Parses a Kaggle CSV: fname[,label|labels][,manually_verified].
+
+  `label` holds one label per clip (FSDKaggle2018); `labels` holds a
+  comma-separated list in quotes (FSDKaggle2019, multi-label). A train CSV
+  needs one of them; with both, `labels` is read.
+  """
   if not fileio.exists(path):
     raise CsvError(f"{path}: CSV file not found")
   try:
@@ -46,23 +77,38 @@ def read_csv_rows(path: str, split: str) -> List[Row]:
     raise CsvError(f"{path}: not a UTF-8 text CSV ({e})") from e
   reader = csv.DictReader(io.StringIO(text))
   columns = [c.strip() for c in (reader.fieldnames or [])]
-  needed = ["fname"] + (["label"] if split == "train" else [])
+  multi = "labels" in columns
+  needed = ["fname"]
+  if split == "train" and not multi:
+    needed.append("label")
   missing = [c for c in needed if c not in columns]
   if missing:
+    wanted = "['fname', 'label' or 'labels']" if split == "train" else \
+        str(needed)
     raise CsvError(
         f"{path}: missing column(s) {missing}; found {columns or 'no header'}"
-        f". A {split} CSV needs {needed} (Kaggle layout).")
+        f". A {split} CSV needs {wanted} (Kaggle layout).")
   reader.fieldnames = columns
   rows = []
   for i, record in enumerate(reader):
     verified = (record.get("manually_verified") or "1").strip()
+    if multi:
+      labels = split_labels(record.get("labels") or "")
+    else:
+      label = (record.get("label") or "").strip()
+      labels = (label,) if label else ()
     rows.append(Row(index=i, fname=(record["fname"] or "").strip(),
-                    label=(record.get("label") or "").strip(),
+                    label=labels[0] if labels else "",
                     manually_verified=1 if verified in ("1", "True", "true")
-                    else 0))
+                    else 0, labels=labels, csv_path=path, line=i + 2))
   if not rows:
     raise CsvError(f"{path}: the CSV has a header but no rows")
-  return rows
+  return CsvTable(rows, multi)
+
+
+def read_csv_rows(path: str, split: str) -> List[Row]:
+  """The rows of a Kaggle CSV (read_csv)."""
+  return read_csv(path, split).rows
 
 
 MAX_FILE_MB = 2048.0  # a 2-hour 16-bit stereo WAV at 44.1 kHz is ~1.2 GB
@@ -158,9 +204,11 @@ def clip_tasks(rows: Sequence, audio_dir: str,
                max_file_mb: float = MAX_FILE_MB) -> Iterator[
                    extract.ClipTask]:
   """A ClipTask per row (anything with .index and .fname), in order: the
-  file's bytes, or why there are none."""
+  file's bytes, or why there are none. A row's own .audio_dir, when set,
+  is its folder (several CSVs, one folder each)."""
   for row in rows:
-    path, why = resolve(audio_dir, row.fname)
+    path, why = resolve(getattr(row, "audio_dir", "") or audio_dir,
+                        row.fname)
     if why:
       yield extract.ClipTask(row=row.index, name=path, data=None,
                              read_error=why)

@@ -66,6 +66,29 @@ class DataInfo:
     return (-1,) if any(int(s["fold"]) < 0 for s in
                         self.manifest["shards"]) else ()
 
+  @property
+  def multi_label(self) -> bool:
+    return bool(self.manifest.get("multi_label", False))
+
+  @property
+  def sources(self) -> Tuple[str, ...]:
+    """The train CSVs' source names (index = a record's `source`)."""
+    return tuple(self.manifest.get("sources") or ("train",))
+
+  def only_sources(self, names: Sequence[str]) -> "DataInfo":
+    """This folder with only the shards of the given sources (all when
+    names is empty): train on curated + noisy, validate on curated."""
+    names = [n for n in names if n]
+    if not names:
+      return self
+    unknown = sorted(set(names) - set(self.sources))
+    if unknown:
+      raise InputError(f"sources {unknown} are not in {self.data_dir} "
+                       f"(its sources: {list(self.sources)})")
+    shards = [s for s in self.manifest["shards"]
+              if s.get("source", self.sources[0]) in names]
+    return DataInfo(self.data_dir, {**self.manifest, "shards": shards})
+
   def shards(self, folds: Sequence[int]) -> list:
     return [s for s in self.manifest["shards"] if int(s["fold"]) in folds]
 
@@ -78,7 +101,8 @@ class DataInfo:
   @property
   def batch_spec(self) -> batches.BatchSpec:
     return batches.BatchSpec(self.num_mels, self.pca_dim, self.num_classes,
-                             self.normalization)
+                             self.normalization, self.multi_label,
+                             len(self.sources))
 
   def class_counts(self) -> np.ndarray:
     counts = self.manifest.get("per_class_counts") or {}

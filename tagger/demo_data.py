@@ -12,6 +12,10 @@ Layout written:
   sample_submission.csv (fname,label), audio_test/*.wav,
   test_labels.csv (fname,label): the test answers, for scoring.
 One test clip is an empty WAV, as in the real set.
+
+`make_multilabel_demo_data` writes the FSDKaggle2019 layout from the same
+classes: some clips mix two classes' sounds and carry both labels, and a
+noisy set has some labels wrong (`MultiLabelSpec`).
 """
 
 import csv
@@ -185,4 +189,101 @@ def make_demo_data(output_dir: str, spec: DemoSpec = DemoSpec()) -> dict:
       write_csv(os.path.join(output_dir, "test_labels.csv"),
                  ["fname", "label"], [[r[0], r[1]] for r in rows])
     counts[split] = len(rows)
+  return counts
+
+
+# ---------------------------------------------------------------------------
+# The multi-label variant: FSDKaggle2019's layout.
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiLabelSpec:
+  """Curated clips (labels right), noisy clips (some labels wrong), test
+  clips; a share of each set mixes two classes and has both labels."""
+  curated_per_class: int = 10
+  noisy_per_class: int = 6
+  test_per_class: int = 4
+  mixed_fraction: float = 0.3     # clips holding two classes
+  noisy_wrong_fraction: float = 0.3  # noisy clips whose label is another
+  seed: int = 0
+  clip: DemoSpec = DemoSpec()
+
+
+def mix_clips(first: np.ndarray, second: np.ndarray, rng) -> np.ndarray:
+  """The two clips summed: the shorter starts at a random place within
+  the longer (peak-normalised to the louder input's peak)."""
+  if len(first) < len(second):
+    first, second = second, first
+  out = first.astype(np.float64).copy()
+  start = int(rng.integers(0, len(first) - len(second) + 1))
+  out[start:start + len(second)] += second
+  peak = max(np.abs(first).max(initial=0), np.abs(second).max(initial=0))
+  return (out * peak / max(np.abs(out).max(initial=0), 1e-9)).astype(
+      np.float32)
+
+
+def _label_sets(count_per_class: int, num_classes: int, mixed: float, rng):
+  """Label index tuples: each class's clips, a share of them with a
+  second, different class."""
+  classes = np.repeat(np.arange(num_classes), count_per_class)
+  rng.shuffle(classes)
+  sets = []
+  for k in classes:
+    if rng.uniform() < mixed:
+      other = int(rng.integers(num_classes - 1))
+      sets.append((int(k), other + (other >= k)))
+    else:
+      sets.append((int(k),))
+  return sets
+
+
+def make_multilabel_demo_data(output_dir: str,
+                              spec: MultiLabelSpec = MultiLabelSpec()) -> dict:
+  """Writes train_curated.csv + train_curated/, train_noisy.csv +
+  train_noisy/ (fname,labels), test/ + sample_submission.csv (fname and a
+  column per class, FSDKaggle2019's submission) and test_labels.csv
+  (fname,labels): the test answers. Returns clip counts per set."""
+  rng = np.random.default_rng(spec.seed + 2019)
+  labels = FSD_KAGGLE_2018_LABELS
+  num_classes = len(labels)
+  sets = {
+      "train_curated": _label_sets(spec.curated_per_class, num_classes,
+                                   spec.mixed_fraction, rng),
+      "train_noisy": _label_sets(spec.noisy_per_class, num_classes,
+                                 spec.mixed_fraction, rng),
+      "test": _label_sets(spec.test_per_class, num_classes,
+                          spec.mixed_fraction, rng),
+  }
+  total = sum(len(v) for v in sets.values())
+  names = iter(f"{int(x):08x}.wav" for x in
+               rng.choice(16**8, size=total, replace=False))
+  counts = {}
+  for name, label_sets in sets.items():
+    audio_dir = os.path.join(output_dir, name)
+    os.makedirs(audio_dir, exist_ok=True)
+    rows = []
+    for classes in label_sets:
+      clip = make_clip(classes[0], rng, spec.clip)
+      if len(classes) > 1:
+        clip = mix_clips(clip, make_clip(classes[1], rng, spec.clip), rng)
+      written = list(classes)
+      if name == "train_noisy" and rng.uniform() < spec.noisy_wrong_fraction:
+        wrong = int(rng.integers(num_classes - 1))
+        written[0] = wrong + (wrong >= classes[0])
+        written = list(dict.fromkeys(written))
+      fname = next(names)
+      with open(os.path.join(audio_dir, fname), "wb") as f:
+        f.write(wav_bytes(clip))
+      rows.append([fname, ",".join(labels[k] for k in written)])
+    if name == "test":
+      write_csv(os.path.join(output_dir, "sample_submission.csv"),
+                ["fname"] + list(labels),
+                [[r[0]] + [0] * num_classes for r in rows])
+      write_csv(os.path.join(output_dir, "test_labels.csv"),
+                ["fname", "labels"], rows)
+    else:
+      write_csv(os.path.join(output_dir, f"{name}.csv"), ["fname", "labels"],
+                rows)
+    counts[name] = len(rows)
+  counts["mixed"] = sum(len(c) > 1 for v in sets.values() for c in v)
   return counts

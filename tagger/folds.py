@@ -1,7 +1,9 @@
 """Cross-validation folds of a labelled clip list.
 
 `assign_folds` is stratified by label, as the reference (sklearn's
-StratifiedKFold when every class has enough clips); `plan_folds` says what a
+StratifiedKFold when every class has enough clips); multi-label clips go
+through `assign_multilabel_folds` (iterative stratification, Sechidis et
+al. 2011); `plan_folds` says what a
 small or odd label list allows: fewer folds than asked, one-clip classes
 that train in every fold (fold -1), classes only some folds validate.
 """
@@ -88,6 +90,24 @@ def assign_folds(labels: Sequence[str], num_folds: int, seed: int):
     for fold, (_, val) in enumerate(splitter.split(
         np.zeros(len(members)), labels[members])):
       folds[members[val]] = fold
+  return folds, plan
+
+
+def assign_multilabel_folds(label_sets: Sequence[Sequence[str]],
+                            num_folds: int, seed: int):
+  """Folds of multi-label clips: [N] int and the FoldPlan, as assign_folds
+  for single labels. The folds k are what the most frequent label allows;
+  a clip with a label that no other clip has trains in every fold (fold
+  -1); the rest are dealt by iterative stratification."""
+  plan = plan_folds([l for labels in label_sets for l in labels], num_folds)
+  folds = np.full(len(label_sets), -1, np.int64)
+  if plan.num_folds < 2:
+    return folds, plan
+  single = set(plan.train_only)
+  members = [i for i, labels in enumerate(label_sets)
+             if not single.intersection(labels)]
+  folds[members] = iterative_stratification(
+      [label_sets[i] for i in members], plan.num_folds, seed)
   return folds, plan
 
 

@@ -1,5 +1,6 @@
-"""MAP@3, the competition's metric; the one implementation for validation,
-scoring and evaluation.
+"""MAP@3, the competition's metric (and lwlrap, FSDKaggle2019's, for
+multi-label clips); the one implementation for validation, scoring and
+evaluation.
 
 Kaggle's definition (ml_metrics.mapk with k=3) for one true label per clip:
 a clip scores 1/rank of its label among its first 3 predictions, 0 when the
@@ -124,3 +125,33 @@ def average_precision_per_class(truth: np.ndarray,
     precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
     out[k] = float((precision * hits).sum() / positives)
   return out
+
+
+def multi_label_report(probs: np.ndarray, truth: np.ndarray) -> dict:
+  """Validation figures of multi-label predictions.
+
+  Args:
+    probs: [lengths, N, C] sigmoid outputs at each validation length.
+    truth: [N, C] 0/1.
+
+  Returns val_loss (binary cross-entropy, mean over classes, clips and
+  lengths), val_lwlrap (of the mean log-probability over lengths),
+  val_map3 (MAP@3 of the clips with one label; None without such clips),
+  val_accuracy (the top-1 class is one of the clip's labels, every length)
+  and _scores [N, C], _labels [N, C] for per-class figures.
+  """
+  truth = np.asarray(truth) > 0
+  p = np.clip(probs, 1e-7, 1.0 - 1e-7)
+  loss = float(-(truth * np.log(p) + (~truth) * np.log(1 - p)).mean())
+  mean_log = np.log(np.clip(probs, 1e-7, 1.0)).mean(axis=0)
+  single = truth.sum(axis=1) == 1
+  top = probs.argmax(axis=2)  # [lengths, N]
+  hit = np.take_along_axis(truth[None].repeat(len(probs), 0),
+                           top[..., None], axis=2)
+  return {"val_loss": loss,
+          "val_accuracy": float(hit.mean()),
+          "val_map3": (map_at_3(mean_log[single],
+                                truth[single].argmax(axis=1))
+                       if single.any() else None),
+          "val_lwlrap": lwlrap(truth, mean_log)[0],
+          "_scores": mean_log, "_labels": truth}

@@ -116,7 +116,8 @@ def build_model(num_classes: int, pca_dim: int = 0, *, num_mels: int = 64,
                 pca_head: bool = False, pca_into_mlp: bool = True,
                 alpha: float = 1.0, dropout: float = 0.0,
                 backbone: str = "mobilenet_v2",
-                pca_head_l2: float = 0.0) -> keras.Model:
+                pca_head_l2: float = 0.0,
+                multi_label: bool = False) -> keras.Model:
   """Stage 1 when pca_dim == 0, else stage 2. Inputs: dict log_mel
   [B, num_mels, T, 1] (T free) and, for stage 2, pca [B, pca_dim].
 
@@ -132,7 +133,15 @@ def build_model(num_classes: int, pca_dim: int = 0, *, num_mels: int = 64,
   reference). pca_head_l2: an L2 penalty on the linear path (as
   logistic regression's C: about 1 / (2 C N) for N training clips). backbone: a registered name (BACKBONES). alpha: its width
   (MobileNetV2's (the reference: 1.0;
-  ImageNet weights exist for 0.35, 0.5, 0.75, 1.0, 1.3, 1.4)."""
+  ImageNet weights exist for 0.35, 0.5, 0.75, 1.0, 1.3, 1.4).
+  multi_label: a sigmoid head, one independent probability per class
+  (several labels per clip), instead of the softmax."""
+  activation = "sigmoid" if multi_label else "softmax"
+  # Sigmoid outputs start at the prior of a label, 1/C, not at 0.5: else
+  # the first steps only learn that most labels are absent (Lin et al.,
+  # focal loss, 2017: the same bias initialisation).
+  head_bias = (keras.initializers.Constant(-float(np.log(max(
+      num_classes - 1, 1)))) if multi_label else "zeros")
   log_mel = keras.Input((num_mels, None, 1), name=records.LOG_MEL)
   x = keras.layers.BatchNormalization(name="mel_bn")(log_mel)
   x = keras.layers.Conv2D(10, 1, activation="relu", name="mel_conv10")(x)
@@ -161,7 +170,7 @@ def build_model(num_classes: int, pca_dim: int = 0, *, num_mels: int = 64,
     x = keras.layers.Dropout(dropout, name="dropout_out")(x)
   if pca_dim and pca_head:
     logits = keras.layers.Dense(num_classes, dtype="float32",
-                                name="probs")(x)
+                                bias_initializer=head_bias, name="probs")(x)
     linear = keras.layers.Dense(num_classes, dtype="float32",
                                 kernel_initializer="zeros",
                                 kernel_regularizer=keras.regularizers.L2(
@@ -169,11 +178,12 @@ def build_model(num_classes: int, pca_dim: int = 0, *, num_mels: int = 64,
                                 name="pca_logits")(p)
     logits = keras.layers.Add(name="logits", dtype="float32")([logits,
                                                                linear])
-    probs = keras.layers.Activation("softmax", dtype="float32",
+    probs = keras.layers.Activation(activation, dtype="float32",
                                     name="softmax")(logits)
   else:
-    probs = keras.layers.Dense(num_classes, activation="softmax",
-                               dtype="float32", name="probs")(x)
+    probs = keras.layers.Dense(num_classes, activation=activation,
+                               bias_initializer=head_bias, dtype="float32",
+                               name="probs")(x)
   model = keras.Model(inputs, probs,
                       name=f"tagger_stage{2 if pca_dim else 1}")
   if bn_momentum is not None:
@@ -182,8 +192,8 @@ def build_model(num_classes: int, pca_dim: int = 0, *, num_mels: int = 64,
 
 
 def log_probabilities(probs: tf.Tensor) -> tf.Tensor:
-  """float32 log of the softmax output, floored at 1e-7: what the scorer,
-  the SavedModel and TFLite average over views and models."""
+  """float32 log of the softmax (or sigmoid) output, floored at 1e-7: what
+  the scorer, the SavedModel and TFLite average over views and models."""
   return tf.math.log(tf.clip_by_value(tf.cast(probs, tf.float32), 1e-7, 1.0))
 
 
@@ -214,14 +224,21 @@ def _all_layers(model):
       yield from _all_layers(layer)
 
 
-def transfer_weights(source: keras.Model, target: keras.Model) -> list:
-  """Copies every layer's weights whose name and shapes match; returns the
-  names of the layers copied (stage 1 -> stage 2: all but fc1536)."""
+HEAD_LAYERS = ("probs", "pca_logits")  # the layers that map to classes
+# The stem and the backbone: what fine-tuning copies and may freeze.
+FEATURE_LAYERS = ("mel_bn", "mel_conv10", "mel_conv3", BACKBONE)
+
+
+def transfer_weights(source: keras.Model, target: keras.Model,
+                     skip=()) -> list:
+  """Copies every layer's weights whose name and shapes match (but the
+  layers named in skip); returns the names of the layers copied (stage 1
+  -> stage 2: all but fc1536)."""
   copied = []
   by_name = {layer.name: layer for layer in source.layers}
   for layer in target.layers:
     other = by_name.get(layer.name)
-    if other is None or not layer.weights:
+    if other is None or not layer.weights or layer.name in skip:
       continue
     mine, theirs = layer.get_weights(), other.get_weights()
     if len(mine) == len(theirs) and all(
@@ -229,6 +246,15 @@ def transfer_weights(source: keras.Model, target: keras.Model) -> list:
       layer.set_weights(theirs)
       copied.append(layer.name)
   return copied
+
+
+def feature_variables(model: keras.Model, variables) -> list:
+  """[bool] per variable: does it belong to the stem or the backbone
+  (FEATURE_LAYERS: what fine-tuning may freeze)?"""
+  names = {layer.name for layer in model.layers}
+  ids = {id(v) for name in FEATURE_LAYERS if name in names
+         for v in model.get_layer(name).weights}
+  return [id(v) in ids for v in variables]
 
 
 def parameter_counts(model: keras.Model) -> dict:

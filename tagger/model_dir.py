@@ -33,6 +33,7 @@ BEST = "best.weights.h5"
 DATA = "data.json"        # what scoring and export need to know of the data
 PCA_FIT = pca_lib.FIT_FILE  # the train split's PCA fit (scoring raw audio)
 CONFUSION = "confusion_matrix.png"
+PER_CLASS_AP = "per_class_ap.png"  # multi-label data: instead of CONFUSION
 CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
 PAIRING = "pairing"
@@ -63,11 +64,16 @@ class DataDescription:
     return int(self.stage) == 2
 
   @property
+  def multi_label(self) -> bool:
+    """A sigmoid head (one probability per class) rather than softmax."""
+    return bool(self.architecture.get("multi_label", False))
+
+  @property
   def batch_spec(self) -> batches.BatchSpec:
     return batches.BatchSpec(
         self.num_mels, self.pca_dim, len(self.labels),
         (float(self.normalization["min_db"]),
-         float(self.normalization["max_db"])))
+         float(self.normalization["max_db"])), self.multi_label)
 
   def to_json(self) -> dict:
     return dataclasses.asdict(self)

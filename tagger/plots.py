@@ -112,3 +112,23 @@ def timeline(start_seconds: np.ndarray, window_seconds: float,
   fig.colorbar(image, ax=ax, label="probability")
   fig.tight_layout()
   return _png(fig)
+
+
+def per_class_bars(values: np.ndarray, labels: Sequence[str],
+                   title: str = "") -> bytes:
+  """Horizontal bars of a per-class figure in [0, 1] (e.g. average
+  precision), worst at the top; NaN (a class without clips) left out."""
+  plt = _pyplot()
+  values = np.asarray(values, np.float64)
+  keep = [i for i in np.argsort(values) if not np.isnan(values[i])]
+  fig, ax = plt.subplots(figsize=(7, 0.22 * len(keep) + 1.2))
+  ax.barh(np.arange(len(keep)), values[keep], color="#4878a8")
+  ax.set_yticks(np.arange(len(keep)))
+  ax.set_yticklabels([labels[i] for i in keep], fontsize=7)
+  ax.invert_yaxis()
+  ax.set_xlim(0, 1)
+  ax.grid(axis="x", alpha=0.3)
+  if title:
+    ax.set_title(title, fontsize=9)
+  fig.tight_layout()
+  return _png(fig)

@@ -5,7 +5,13 @@ same schema for readers who do not use this package.
 
 One tf.train.Example per clip:
   fname              bytes    the clip's file name as in the CSV
-  label              int64    index into labels.txt; -1 when unknown (test)
+  label              int64    index into labels.txt; -1 when unknown (test);
+                              for multi-label clips the first of `labels`
+  labels             int64    [n] every label of the clip (multi-label data;
+                              [label] for single-label train clips; absent
+                              in shards of tagger < 0.6: read as none)
+  source             int64    index into the manifest's `sources` (which
+                              train CSV the clip came from; 0 when absent)
   label_name         bytes    the label's name; b"" when unknown
   fold               int64    cross-validation fold; -1 for test clips
   manually_verified  int64    1/0 from the CSV (1 when the column is absent)
@@ -25,7 +31,7 @@ by appending a second serialized Example that holds only `log_mel` (protobuf
 concatenation is a merge, so any proto parser still reads one Example).
 """
 
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -36,6 +42,8 @@ from tagger import fileio
 FNAME = "fname"
 LABEL = "label"
 LABEL_NAME = "label_name"
+LABELS = "labels"
+SOURCE = "source"
 FOLD = "fold"
 MANUALLY_VERIFIED = "manually_verified"
 EMPTY = "empty"
@@ -60,18 +68,22 @@ def _bytes(value: bytes) -> tf.train.Feature:
 
 def serialize_example(*, fname: str, label: int, label_name: str, fold: int,
                       manually_verified: int, log_mel_db: np.ndarray,
-                      pca: np.ndarray) -> bytes:
+                      pca: np.ndarray, labels: Sequence[int] = (),
+                      source: int = 0) -> bytes:
   """One clip as a serialized tf.train.Example.
 
   Args:
     fname: file name as in the CSV.
     label: label index, -1 if unknown.
-    label_name: label name, "" if unknown.
+    label_name: label name, "" if unknown (multi-label: the names joined
+      with commas).
     fold: fold index, -1 for test clips.
     manually_verified: 1 or 0.
     log_mel_db: [num_mels, T] log-mel in dB; T == 0 marks an empty clip.
       Stored transposed, [T, num_mels].
     pca: [pca_dim] PCA vector.
+    labels: every label index of the clip (written when given).
+    source: the clip's source index (written when not 0).
   """
   num_mels, num_frames = log_mel_db.shape
   head = {
@@ -86,6 +98,11 @@ def serialize_example(*, fname: str, label: int, label_name: str, fold: int,
       PCA: tf.train.Feature(float_list=tf.train.FloatList(
           value=np.asarray(pca, np.float32).tolist())),
   }
+  if len(labels):
+    head[LABELS] = tf.train.Feature(int64_list=tf.train.Int64List(
+        value=[int(x) for x in labels]))
+  if source:
+    head[SOURCE] = _int64(source)
   tail = {LOG_MEL: _bytes(np.ascontiguousarray(
       np.asarray(log_mel_db).T, dtype=LOG_MEL_DTYPE).tobytes())}
   # Two Examples back to back parse as one; the log-mel bytes end the record.
@@ -106,6 +123,8 @@ def header_spec(pca_dim: int) -> Dict[str, tf.io.FixedLenFeature]:
       NUM_MELS: tf.io.FixedLenFeature([], tf.int64),
       NUM_FRAMES: tf.io.FixedLenFeature([], tf.int64),
       PCA: tf.io.FixedLenFeature([pca_dim], tf.float32),
+      LABELS: tf.io.VarLenFeature(tf.int64),
+      SOURCE: tf.io.FixedLenFeature([], tf.int64, default_value=0),
   }
 
 
@@ -178,7 +197,8 @@ def parse_windows(serialized: tf.Tensor, pca_dim: int, num_mels: int,
 def example_to_numpy(serialized: bytes, pca_dim: int) -> Mapping[str, object]:
   """Parses one record eagerly into numpy values (tests, inspection)."""
   parsed = parse_example(tf.constant(serialized), pca_dim)
-  out = {k: v.numpy() for k, v in parsed.items()}
+  out = {k: (tf.sparse.to_dense(v) if isinstance(v, tf.SparseTensor)
+              else v).numpy() for k, v in parsed.items()}
   for key in (FNAME, LABEL_NAME):
     out[key] = out[key].decode("utf-8")
   return out

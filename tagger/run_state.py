@@ -17,7 +17,8 @@ from tagger import errors
 from tagger import fileio
 
 HISTORY_KEYS = ("phase", "epoch", "lr", "train_loss", "val_loss",
-                "val_accuracy", "val_map3", "examples_per_sec", "seconds")
+                "val_accuracy", "val_map3", "val_lwlrap", "examples_per_sec",
+                "seconds")
 
 
 class CheckpointError(errors.UserError):
@@ -76,7 +77,8 @@ def restore_checkpoint(path: str, model: keras.Model,
 def history_csv(rows) -> str:
   lines = [",".join(HISTORY_KEYS)]
   for row in rows:
-    lines.append(",".join(str(row.get(k, "")) for k in HISTORY_KEYS))
+    lines.append(",".join("" if row.get(k) is None else str(row[k])
+                          for k in HISTORY_KEYS))
   return "\n".join(lines) + "\n"
 
 

@@ -15,7 +15,7 @@ import csv
 import dataclasses
 import io
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -87,6 +87,8 @@ class Scores:
   embeddings: Optional[np.ndarray]  # [N, D] mean pooled features
   empty: np.ndarray          # [N] bool: no audio; ranked by class priors
   labels: List[str]
+  multi_label: bool = False  # sigmoid models: log_probs per class, each
+                             # independent (they do not sum to 1)
 
 
 def _read_headers(dataset: tf.data.Dataset):
@@ -195,7 +197,8 @@ class Scorer:
     if pooled_sum is not None:
       emb = (pooled_sum / views).astype(np.float32)
       emb[empty] = 0.0
-    return Scores(fnames, log_probs, emb, empty, list(data.labels))
+    return Scores(fnames, log_probs, emb, empty, list(data.labels),
+                  data.multi_label)
 
 
 def score_records(serialized: tf.data.Dataset, models: Sequence[LoadedModel],
@@ -284,28 +287,44 @@ def submission_csv(scores: Scores) -> str:
   return buffer.getvalue()
 
 
+SUBMISSION_FORMATS = ("auto", "kaggle2018", "kaggle2019")
+
+
 def probabilities_csv(scores: Scores) -> str:
+  """fname and a probability column per class: FSDKaggle2019's submission.
+  Single-label models' probabilities sum to 1 over the classes;
+  multi-label (sigmoid) models' are each class's own."""
   buffer = io.StringIO()
   writer = csv.writer(buffer, lineterminator="\n")
   writer.writerow(["fname"] + scores.labels)
   probs = np.exp(scores.log_probs)
-  probs /= probs.sum(axis=1, keepdims=True)
+  if not scores.multi_label:
+    probs /= probs.sum(axis=1, keepdims=True)
   for name, row in zip(scores.fnames, probs):
     writer.writerow([name] + [f"{p:.6g}" for p in row])
   return buffer.getvalue()
 
 
-def read_labels_csv(path: str) -> Dict[str, str]:
+def read_labels_csv(path: str) -> Dict[str, Tuple[str, ...]]:
+  """fname -> its labels, from fname,label (one label) or fname,labels
+  (comma separated, FSDKaggle2019)."""
   reader = csv.DictReader(io.StringIO(fileio.read_text(path)))
-  if not reader.fieldnames or not {"fname", "label"} <= set(
-      reader.fieldnames):
-    raise ScoreError(f"{path}: needs the columns fname,label")
-  return {r["fname"]: r["label"] for r in reader}
+  columns = set(reader.fieldnames or [])
+  if "fname" not in columns or not {"label", "labels"} & columns:
+    raise ScoreError(f"{path}: needs the columns fname,label or "
+                     "fname,labels")
+  if "labels" in columns:
+    return {r["fname"]: clip_files.split_labels(r["labels"]) for r in reader}
+  return {r["fname"]: (r["label"],) for r in reader}
 
 
-def evaluate(scores: Scores, truth: Dict[str, str]) -> dict:
+def evaluate(scores: Scores, truth: Dict[str, Tuple[str, ...]]) -> dict:
   """MAP@3, top-1 accuracy, per-class accuracy and the confusion matrix of
-  the clips that have a known label."""
+  the clips that have a known label; for multi-label answers or models,
+  lwlrap and per-class AP (evaluate_multi_label)."""
+  if scores.multi_label or any(len(t) > 1 for t in truth.values()):
+    return evaluate_multi_label(scores, truth)
+  truth = {f: t[0] if t else "" for f, t in truth.items()}
   index = {l: i for i, l in enumerate(scores.labels)}
   rows = [i for i, f in enumerate(scores.fnames) if truth.get(f) in index]
   unknown = sorted({truth[f] for f in scores.fnames
@@ -321,6 +340,38 @@ def evaluate(scores: Scores, truth: Dict[str, str]) -> dict:
               .tolist())),
           "confusion": matrix, "unknown_labels": unknown,
           "without_label": missing}
+
+
+def evaluate_multi_label(scores: Scores,
+                         truth: Dict[str, Tuple[str, ...]]) -> dict:
+  """lwlrap, per-class AP, MAP@3 and top-1 accuracy of the clips with one
+  label (None without such clips), and the top-1 class's share among a
+  clip's labels, over the clips whose labels are all known."""
+  index = {l: i for i, l in enumerate(scores.labels)}
+  known = lambda t: bool(t) and all(l in index for l in t)
+  rows = [i for i, f in enumerate(scores.fnames) if known(truth.get(f))]
+  unknown = sorted({l for f in scores.fnames for l in truth.get(f, ())
+                    if l not in index})
+  missing = sum(f not in truth for f in scores.fnames)
+  hot = np.zeros((len(rows), len(scores.labels)), bool)
+  for j, i in enumerate(rows):
+    hot[j, [index[l] for l in truth[scores.fnames[i]]]] = True
+  s = scores.log_probs[rows]
+  single = hot.sum(axis=1) == 1
+  ap = metrics.average_precision_per_class(hot, s)
+  top1 = metrics.top_k(s, 1)[:, 0]
+  return {"clips": len(rows), "multi_label": True,
+          "lwlrap": metrics.lwlrap(hot, s)[0],
+          "map3": (metrics.map_at_3(s[single], hot[single].argmax(axis=1))
+                   if single.any() else None),
+          "accuracy": (metrics.accuracy(s[single], hot[single].argmax(axis=1))
+                       if single.any() else None),
+          "single_label_clips": int(single.sum()),
+          "top1_in_labels": float(hot[np.arange(len(rows)), top1].mean())
+                            if rows else 0.0,
+          "per_class_ap": {l: None if np.isnan(a) else round(float(a), 4)
+                           for l, a in zip(scores.labels, ap)},
+          "_ap": ap, "unknown_labels": unknown, "without_label": missing}
 
 
 def check_writable(flag: str, path: str) -> None:
@@ -344,8 +395,15 @@ def score(*, model_dirs: str, output: str, data_dir: str = "",
           probs_out: str = "", embeddings_out: str = "",
           labels_csv: str = "", confusion_png: str = "",
           strategy_name: str = "auto", num_workers: int = 0,
-          progress: bool = True, tta: str = "random") -> dict:
-  """tools/score: writes the submission (and the optional outputs)."""
+          progress: bool = True, tta: str = "random",
+          submission_format: str = "auto") -> dict:
+  """tools/score: writes the submission (and the optional outputs):
+  kaggle2018 (fname,label: the top 3 labels) or kaggle2019 (fname and a
+  probability column per class); auto: kaggle2019 for multi-label
+  models."""
+  if submission_format not in SUBMISSION_FORMATS:
+    raise ScoreError(f"--submission_format must be one of "
+                     f"{SUBMISSION_FORMATS}, not {submission_format!r}")
   if tta not in batches_lib.TTA_MODES:
     raise ScoreError(f"--tta must be one of {batches_lib.TTA_MODES}, not "
                      f"{tta!r}")
@@ -380,8 +438,13 @@ def score(*, model_dirs: str, output: str, data_dir: str = "",
     if not data_dir:
       raise
     raise data_info.explain_data_loss(data_dir, info.manifest, e) from e
-  fileio.atomic_write_text(output, submission_csv(scores))
+  if submission_format == "auto":
+    submission_format = "kaggle2019" if scores.multi_label else "kaggle2018"
+  fileio.atomic_write_text(output, probabilities_csv(scores) if
+                           submission_format == "kaggle2019" else
+                           submission_csv(scores))
   result = {"clips": len(scores.fnames), "models": dirs,
+            "submission_format": submission_format,
             "lengths": [int(x) for x in (lengths or
                                          models[0].data.eval_lengths)],
             "tries": tries, "tta": tta,
@@ -399,13 +462,19 @@ def score(*, model_dirs: str, output: str, data_dir: str = "",
     fileio.atomic_write_bytes(embeddings_out, buffer.getvalue())
   if labels_csv:
     report = evaluate(scores, read_labels_csv(labels_csv))
-    png = plots.confusion_matrix(report["confusion"], scores.labels,
-                                 f"MAP@3 {report['map3']:.3f} over "
-                                 f"{report['clips']} clips")
-    confusion_png = confusion_png or os.path.splitext(output)[0] + \
-        "_confusion.png"
+    if report.get("multi_label"):
+      png = plots.per_class_bars(
+          report.pop("_ap"), scores.labels,
+          f"lwlrap {report['lwlrap']:.3f} over {report['clips']} clips: "
+          "average precision per class")
+      suffix = "_per_class_ap.png"
+    else:
+      png = plots.confusion_matrix(report.pop("confusion"), scores.labels,
+                                   f"MAP@3 {report['map3']:.3f} over "
+                                   f"{report['clips']} clips")
+      suffix = "_confusion.png"
+    confusion_png = confusion_png or os.path.splitext(output)[0] + suffix
     fileio.atomic_write_bytes(confusion_png, png)
     report["confusion_png"] = confusion_png
-    report.pop("confusion")
     result["evaluation"] = report
   return result

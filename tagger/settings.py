@@ -58,6 +58,8 @@ class InputConfig:
   file_parallelism: int = 4            # shards read at once per reader
   read_buffer_mb: int = 8
   placement: str = "device"            # where augment_batch runs
+  train_sources: str = ""              # comma separated source names the
+  val_sources: str = ""                # train / validation read ("": all)
   seed: int = 0
 
 
@@ -111,6 +113,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.pca_into_mlp = True        # stage 2: PCA into the dense layers
   c.model.dropout = 0.0              # before the dense layers and logits
   c.model.pca_head_l2 = 0.0          # L2 on the linear PCA path's kernel
+  # Fine-tuning (init_from a model of other labels): the stem and backbone
+  # get no updates for this many epochs (BatchNorm statistics still adapt).
+  c.model.freeze_epochs = 0
   c.schedule = ml_collections.ConfigDict()
   c.schedule.cyclic_epochs = 100
   c.schedule.base_lr = 1e-4
@@ -125,7 +130,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.class_weights = False      # stage 2: weights 1 / class count
   # The monitored value (best weights, plateau, early stop): val_loss (the
   # reference) or val_map3 (the competition's metric; small noisy sets).
+  # Multi-label data: val_lwlrap (FSDKaggle2019's metric) too.
   c.select_best = "val_loss"
+  # Loss weight per source of the clips (make_tfrecords --sources), e.g.
+  # "noisy=0.5"; sources not named weigh 1.
+  c.source_weights = ""
   c.verified_weight = 1.0      # loss weight of manually verified clips
   c.eval_batch_size = 128
   c.max_steps_per_epoch = 0    # 0: whole epochs
@@ -158,6 +167,31 @@ def architecture(config) -> dict:
           "pca_head": pca_head,
           "pca_into_mlp": bool(config.model.get("pca_into_mlp", True)
                                or not pca_head)}
+
+
+def names(text: str) -> Tuple[str, ...]:
+  """'a, b' -> ('a', 'b'): a comma-separated setting."""
+  return tuple(x.strip() for x in (text or "").split(",") if x.strip())
+
+
+def source_weights(config, sources) -> Tuple[float, ...]:
+  """[S] loss weights of the data's sources from config.source_weights
+  ('noisy=0.5,curated=1'; sources not named: 1)."""
+  weights = {}
+  for item in names(config.get("source_weights", "")):
+    name, sep, value = item.partition("=")
+    try:
+      weights[name.strip()] = float(value)
+    except ValueError:
+      sep = ""
+    if not sep:
+      raise SettingsError(f"config.source_weights: {item!r} is not "
+                          "name=weight")
+  unknown = sorted(set(weights) - set(sources))
+  if unknown:
+    raise SettingsError(f"config.source_weights names {unknown}, not "
+                        f"sources of the data ({list(sources)})")
+  return tuple(weights.get(s, 1.0) for s in sources)
 
 
 def load_config(spec: str):

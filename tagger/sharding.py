@@ -52,11 +52,18 @@ class ShardingError(errors.UserError):
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-  """What make_tfrecords needs; the tool's flags map onto these one to one."""
+  """What make_tfrecords needs; the tool's flags map onto these one to one.
+
+  csv and audio_dir may list several CSVs, comma separated, with one audio
+  folder each (or one for all): e.g. FSDKaggle2019's curated and noisy
+  sets, whose clips keep their source (`sources`: names, default the CSV
+  file names without .csv) and go into one shard set.
+  """
   csv: str
   audio_dir: str
   output_dir: str
   split: str = "train"
+  sources: str = ""  # comma separated, one per CSV
   pca_from: Optional[str] = None
   labels_file: Optional[str] = None
   num_workers: int = 0  # 0: all cores
@@ -81,9 +88,60 @@ Row = clip_files.Row  # a CSV row (clip_files reads the CSV)
 @dataclasses.dataclass
 class Problem:
   fname: str
-  row: int
+  row: int  # Row.index
   reason: str
   action: str  # skipped | written_empty | written_partial
+
+
+@dataclasses.dataclass(frozen=True)
+class Input:
+  """One CSV of the run, its audio folder and its source name."""
+  csv: str
+  audio_dir: str
+  source: str
+
+
+def _names(text: str):
+  return [x.strip() for x in (text or "").split(",") if x.strip()]
+
+
+def inputs(options: Options) -> List[Input]:
+  """The run's CSVs with their folders and source names (Options.csv,
+  .audio_dir, .sources: comma separated)."""
+  csvs, dirs = _names(options.csv), _names(options.audio_dir)
+  if not csvs:
+    raise ShardingError("--csv is empty")
+  if len(dirs) not in (1, len(csvs)):
+    raise ShardingError(f"--audio_dir lists {len(dirs)} folders for "
+                        f"{len(csvs)} CSVs: give one folder, or one per CSV")
+  dirs = dirs * len(csvs) if len(dirs) == 1 else dirs
+  names = _names(options.sources) or [
+      os.path.splitext(os.path.basename(c))[0] for c in csvs]
+  if len(names) != len(csvs):
+    raise ShardingError(f"--sources lists {len(names)} names for "
+                        f"{len(csvs)} CSVs")
+  if len(set(names)) != len(names):
+    raise ShardingError(f"--sources: names must differ, not {names} (name "
+                        "them with --sources=curated,noisy)")
+  return [Input(c, d, n) for c, d, n in zip(csvs, dirs, names)]
+
+
+def read_inputs(runs: Sequence[Input], split: str):
+  """(rows of every CSV in turn, with unique indices, their source and
+  folder; True when the data is multi-label: a `labels` column or a clip
+  with several labels)."""
+  rows, multi = [], False
+  for source, run in enumerate(runs):
+    try:
+      table = clip_files.read_csv(run.csv, split)
+    except clip_files.CsvError as e:
+      raise ShardingError(str(e)) from e
+    multi = multi or table.multi_label
+    for row in table.rows:
+      rows.append(dataclasses.replace(row, index=len(rows), source=source,
+                                      audio_dir=run.audio_dir))
+  multi = multi or any(len(r.labels) > 1 for r in rows)
+  return rows, multi
 
 
 # ---------------------------------------------------------------------------
@@ -104,7 +162,7 @@ def label_vocabulary(rows: Sequence[Row], labels_file: Optional[str]):
     if len(set(labels)) != len(labels):
       raise ShardingError(f"{labels_file}: duplicate labels")
     return labels
-  return sorted({r.label for r in rows if r.label and not _bad_label(r.label)})
+  return sorted({l for r in rows for l in r.labels if not _bad_label(l)})
 
 
 def check_rows(rows: Sequence[Row], split: str, vocabulary: Sequence[str],
@@ -113,30 +171,32 @@ def check_rows(rows: Sequence[Row], split: str, vocabulary: Sequence[str],
   usable, problems, first_row = [], [], {}
   known = set(vocabulary)
   for row in rows:
-    where = f"{csv_path} row {row.index + 2}"  # 1-based, after the header
+    where = row.where if row.csv_path else f"{csv_path} row {row.index + 2}"
+    bad = [l for l in row.labels if _bad_label(l)]
+    unknown = [l for l in row.labels if l not in known]
+    key = (row.audio_dir, row.fname)  # one file once
     if not row.fname:
       problems.append(Problem(row.fname, row.index, f"{where}: empty fname",
                               "skipped"))
-    elif row.fname in first_row:
+    elif key in first_row:
       problems.append(Problem(
           row.fname, row.index, f"{where}: duplicate fname {row.fname!r} "
-          f"(first at row {first_row[row.fname] + 2}); the first is used",
-          "skipped"))
-    elif split == "train" and not row.label:
+          f"(first at {first_row[key]}); the first is used", "skipped"))
+    elif split == "train" and not row.labels:
       problems.append(Problem(row.fname, row.index, f"{where}: empty label",
                               "skipped"))
-    elif split == "train" and _bad_label(row.label):
+    elif split == "train" and bad:
       problems.append(Problem(
-          row.fname, row.index, f"{where}: label {row.label!r} holds control "
+          row.fname, row.index, f"{where}: label {bad[0]!r} holds control "
           "characters (a newline, tab, ...); labels must be one line",
           "skipped"))
-    elif split == "train" and row.label not in known:
+    elif split == "train" and unknown:
       problems.append(Problem(
-          row.fname, row.index, f"{where}: label {row.label!r} is not in the "
-          "label vocabulary", "skipped"))
+          row.fname, row.index, f"{where}: label {unknown[0]!r} is not in "
+          "the label vocabulary", "skipped"))
     else:
       usable.append(row)
-    first_row.setdefault(row.fname, row.index)
+    first_row.setdefault(key, where)
   return usable, problems
 
 
@@ -282,22 +342,31 @@ def plan_shards(record_bytes: np.ndarray, shard_mb: float,
 
 
 def plan_fold_shards(record_bytes: np.ndarray, folds: np.ndarray,
-                     split: str, options: Options):
-  """(record indices, fold) of every shard; train shards hold one fold each.
+                     split: str, options: Options,
+                     sources: Optional[np.ndarray] = None):
+  """(record indices, fold, source) of every shard; train shards hold one
+  fold and one source each.
 
-  One fold per train shard lets a reader pick a fold's records by file, so
-  the input pipeline never parses a record only to drop it.
+  One fold (and source) per train shard lets a reader pick a fold's (or a
+  source's) records by file, so the input pipeline never parses a record
+  only to drop it.
   """
-  fold_values = sorted(set(folds.tolist())) if split == "train" else [-1]
-  per_fold_min = math.ceil(options.min_shards / len(fold_values))
+  if sources is None:
+    sources = np.zeros(len(folds), np.int64)
+  if split == "train":
+    groups = sorted(set(zip(folds.tolist(), sources.tolist())))
+  else:
+    groups = [(-1, 0)]
+  per_fold_min = math.ceil(options.min_shards / len(groups))
   plan = []
-  for fold in fold_values:
-    members = np.flatnonzero(folds == fold) if split == "train" else \
-        np.arange(len(folds))
-    order = record_order(members, split, options.fold_seed + fold + 1)
+  for fold, source in groups:
+    members = np.flatnonzero((folds == fold) & (sources == source)) \
+        if split == "train" else np.arange(len(folds))
+    order = record_order(members, split,
+                         options.fold_seed + fold + 1 + 7919 * source)
     for part in plan_shards(record_bytes[order], options.shard_mb,
                             per_fold_min):
-      plan.append((order[part], fold))
+      plan.append((order[part], fold, source))
   return plan
 
 
@@ -310,8 +379,10 @@ def write_shards(staged: Staged, pca_vectors: np.ndarray, folds: np.ndarray,
   """Writes every shard that is not there yet; returns shard file names."""
   record_bytes = (staged.num_frames * options.params.mel_bands * 2 +
                   pca_vectors.shape[1] * 4 + 256)
-  plan = plan_fold_shards(record_bytes, folds, options.split, options)
-  shards = [members for members, _ in plan]
+  sources = np.array([r.source for r in staged.rows], np.int64)
+  plan = plan_fold_shards(record_bytes, folds, options.split, options,
+                          sources)
+  shards = [members for members, _, _ in plan]
   names = [shard_name(options.split, i, len(shards))
            for i in range(len(shards))]
   todo = [i for i, name in enumerate(names)
@@ -341,9 +412,11 @@ def write_shards(staged: Staged, pca_vectors: np.ndarray, folds: np.ndarray,
         serialized[n] = records.serialize_example(
             fname=row.fname,
             label=label_index[row.label] if is_train else -1,
-            label_name=row.label if is_train else "",
+            label_name=",".join(row.labels) if is_train else "",
             fold=int(folds[n]), manually_verified=row.manually_verified,
-            log_mel_db=log_mel, pca=pca_vectors[n])
+            log_mel_db=log_mel, pca=pca_vectors[n],
+            labels=[label_index[l] for l in row.labels] if is_train else (),
+            source=row.source)
     for i in group:
       path = fileio.join(options.output_dir, names[i])
       tmp = fileio.temp_name(path)
@@ -352,7 +425,7 @@ def write_shards(staged: Staged, pca_vectors: np.ndarray, folds: np.ndarray,
           writer.write(serialized[n])
       tf.io.gfile.rename(tmp, path, overwrite=True)
       logging.info("wrote %s (%d records)", names[i], len(shards[i]))
-  return names, shards, [fold for _, fold in plan]
+  return names, shards, [(fold, source) for _, fold, source in plan]
 
 
 # ---------------------------------------------------------------------------
@@ -362,7 +435,7 @@ def write_shards(staged: Staged, pca_vectors: np.ndarray, folds: np.ndarray,
 # Options used only after the features are staged: changing them on
 # --resume re-does the folds, the PCA fit and the shards, not the features.
 WRITE_OPTIONS = ("num_folds", "fold_seed", "pca_components", "shard_mb",
-                 "min_shards", "compression")
+                 "min_shards", "compression", "sources")
 
 
 def _fingerprint(options: Options, csv_bytes: bytes,
@@ -490,7 +563,7 @@ def _resolve_test_inputs(options: Options):
                         "and point --pca_from at its output_dir)") from e
   params = FeatureParams.from_dict(train["feature_params"])
   fit = pca_lib.PcaFit.load(fileio.join(options.pca_from, pca_lib.FIT_FILE))
-  return params, train["labels"], fit
+  return params, train["labels"], fit, bool(train.get("multi_label"))
 
 
 def _frame_stats(num_frames: np.ndarray) -> Dict[str, float]:
@@ -503,12 +576,16 @@ def _frame_stats(num_frames: np.ndarray) -> Dict[str, float]:
           "mean": float(frames.mean())}
 
 
-def _errors_csv(problems: Sequence[Problem]) -> str:
+def _errors_csv(problems: Sequence[Problem], rows: Sequence[Row]) -> str:
+  """errors.csv: csv_row is the line in the clip's own CSV (header: 1)."""
+  by_index = {r.index: r for r in rows}
   buffer = io.StringIO()
   writer = csv.writer(buffer, lineterminator="\n")
-  writer.writerow(["fname", "csv_row", "action", "reason"])
+  writer.writerow(["fname", "csv_row", "action", "reason", "csv"])
   for p in sorted(problems, key=lambda p: p.row):
-    writer.writerow([p.fname, p.row + 2, p.action, p.reason])
+    row = by_index.get(p.row)
+    writer.writerow([p.fname, row.line if row else p.row + 2, p.action,
+                     p.reason, row.csv_path if row else ""])
   return buffer.getvalue()
 
 
@@ -520,50 +597,59 @@ def make_tfrecords(options: Options) -> dict:
                         f"{options.split!r}")
   if options.compression not in ("none", "gzip"):
     raise ShardingError("--compression must be none or gzip")
-  if not fileio.exists(options.audio_dir):
-    raise ShardingError(f"{options.audio_dir}: audio directory not found")
-  fit = None
+  runs = inputs(options)
+  for run in runs:
+    if not fileio.exists(run.audio_dir):
+      raise ShardingError(f"{run.audio_dir}: audio directory not found")
+  fit, multi_label = None, False
   if options.split == "test":
-    params, vocabulary, fit = _resolve_test_inputs(options)
+    params, vocabulary, fit, multi_label = _resolve_test_inputs(options)
     options = dataclasses.replace(options, params=params)
-  try:
-    rows = clip_files.read_csv_rows(options.csv, options.split)
-  except clip_files.CsvError as e:
-    raise ShardingError(str(e)) from e
+  rows, csv_multi = read_inputs(runs, options.split)
   if options.split == "train":
     vocabulary = label_vocabulary(rows, options.labels_file)
+    multi_label = csv_multi
   usable, problems = check_rows(rows, options.split, vocabulary, options.csv)
   for p in problems:
     logging.warning("%s", p.reason)
   spaced = [l for l in vocabulary if " " in l]
-  if spaced:
+  if spaced and not multi_label:
     logging.warning("%d label(s) hold spaces, which the Kaggle submission "
                     "format (labels separated by spaces) cannot tell apart: "
                     "%s; --probs_out of tools/score is unambiguous",
                     len(spaced), folds_lib.some(spaced))
   if options.split == "train":  # from the CSV, before any audio is read
-    fold_plan = folds_lib.plan_folds([r.label for r in usable],
+    fold_plan = folds_lib.plan_folds([l for r in usable for l in r.labels],
                                      options.num_folds)
     for note in fold_plan.warnings():
       logging.warning("%s (from the CSV)", note)
+  context = RunContext(runs, rows, multi_label)
   check_output_dir(options.output_dir)
   lock_output_dir(options.output_dir)
   try:
     return _make_tfrecords_locked(options, started, vocabulary, usable,
-                                  problems, fit)
+                                  problems, fit, context)
   finally:
     release_output_dir(options.output_dir)
 
 
+@dataclasses.dataclass
+class RunContext:
+  """What the run read of its inputs, for the steps after extraction."""
+  inputs: List[Input]
+  rows: List[Row]           # every CSV row (errors.csv names their lines)
+  multi_label: bool
+
+
 def _make_tfrecords_locked(options: Options, started: float, vocabulary,
                            usable: List[Row], problems: List[Problem],
-                           fit) -> dict:
+                           fit, context: RunContext) -> dict:
   manifest_path = fileio.join(options.output_dir, records.MANIFEST)
   if options.resume and not options.overwrite and fileio.exists(
       manifest_path):
     logging.info("%s is already complete; nothing to resume", manifest_path)
     return fileio.read_json(manifest_path)
-  csv_bytes = fileio.read_bytes(options.csv)
+  csv_bytes = b"".join(fileio.read_bytes(run.csv) for run in context.inputs)
   staging = prepare_output_dir(options, {
       "extract": _fingerprint(options, csv_bytes, "extract"),
       "write": _fingerprint(options, csv_bytes, "write")})
@@ -575,7 +661,7 @@ def _make_tfrecords_locked(options: Options, started: float, vocabulary,
     logging.warning("%s [%s]", p.reason, p.action)
   problems += clip_problems
   errors_path = fileio.join(options.output_dir, ERRORS)
-  fileio.atomic_write_text(errors_path, _errors_csv(problems))
+  fileio.atomic_write_text(errors_path, _errors_csv(problems, context.rows))
   if staged is None:
     raise ShardingError(f"no clip of {options.csv} could be written; the "
                         f"reasons are above and in {errors_path}")
@@ -583,8 +669,14 @@ def _make_tfrecords_locked(options: Options, started: float, vocabulary,
   if options.split == "train":
     fit = pca_lib.fit_pca(staged.summary, options.pca_components)
     fit.save(fileio.join(options.output_dir, pca_lib.FIT_FILE))
-    folds, fold_plan = folds_lib.assign_folds([r.label for r in staged.rows],
-                                    options.num_folds, options.fold_seed)
+    if context.multi_label:
+      folds, fold_plan = folds_lib.assign_multilabel_folds(
+          [r.labels for r in staged.rows], options.num_folds,
+          options.fold_seed)
+    else:
+      folds, fold_plan = folds_lib.assign_folds(
+          [r.label for r in staged.rows], options.num_folds,
+          options.fold_seed)
     if clip_problems:  # clips were skipped: the classes may allow fewer
       for note in fold_plan.warnings():
         logging.warning("%s", note)
@@ -599,7 +691,7 @@ def _make_tfrecords_locked(options: Options, started: float, vocabulary,
                            "\n".join(vocabulary) + "\n")
   manifest = build_manifest(options, staged, folds, vocabulary, fit, names,
                             shards, shard_folds, problems, started, audio_seconds,
-                            extract_time, fold_plan)
+                            extract_time, fold_plan, context)
   records.write_manifest(options.output_dir, manifest)
   if not options.keep_staging:
     fileio.remove_tree(staging)
@@ -608,18 +700,22 @@ def _make_tfrecords_locked(options: Options, started: float, vocabulary,
 
 def build_manifest(options, staged, folds, vocabulary, fit, names, shards,
                    shard_folds, problems, started, audio_seconds, extract_time,
-                   fold_plan=None) -> dict:
+                   fold_plan, context: RunContext) -> dict:
   """Everything a reader of the shards needs to know, as JSON."""
-  labels_written = [r.label for r, e in zip(staged.rows, staged.empty)
-                    if not e]
+  labels_written = [l for r, e in zip(staged.rows, staged.empty) if not e
+                    for l in r.labels]
+  source_names = [run.source for run in context.inputs]
+  per_source = collections.Counter(source_names[r.source]
+                                   for r in staged.rows)
   per_class = collections.Counter(labels_written) if options.split == "train" \
       else {}
   per_fold = collections.Counter(int(f) for f in folds if f >= 0)
   frames = _frame_stats(staged.num_frames)
   shard_entries = []
-  for name, members, fold in zip(names, shards, shard_folds):
+  for name, members, (fold, source) in zip(names, shards, shard_folds):
     path = fileio.join(options.output_dir, name)
     shard_entries.append({"file": name, "fold": int(fold),
+                          "source": source_names[source],
                           "records": int(len(members)),
                           "bytes": int(tf.io.gfile.stat(path).length),
                           "sha256": fileio.sha256(path)})
@@ -633,6 +729,9 @@ def build_manifest(options, staged, folds, vocabulary, fit, names, shards,
       "run_time_s": round(time.time() - started, 2),
       "source": {"csv": options.csv, "audio_dir": options.audio_dir,
                  "pca_from": options.pca_from},
+      "sources": source_names,
+      "per_source_counts": {n: per_source.get(n, 0) for n in source_names},
+      "multi_label": bool(context.multi_label),
       "num_records": int(len(staged.rows)),
       "num_empty": int(staged.empty.sum()),
       "num_problems": len(problems),

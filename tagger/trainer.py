@@ -69,6 +69,15 @@ def class_weights(info: data_info.DataInfo) -> np.ndarray:
           ).astype(np.float32)
 
 
+def binary_cross_entropy(target: tf.Tensor, probs: tf.Tensor) -> tf.Tensor:
+  """[b] mean over classes of the binary cross-entropy of sigmoid outputs
+  probs [b, C] (float32, floored at 1e-7 from 0 and 1) against (mixed)
+  multi-hot targets [b, C]: the multi-label loss."""
+  p = tf.clip_by_value(tf.cast(probs, tf.float32), 1e-7, 1.0 - 1e-7)
+  return -tf.reduce_mean(target * tf.math.log(p) +
+                         (1.0 - target) * tf.math.log(1.0 - p), axis=1)
+
+
 # ---------------------------------------------------------------------------
 # The fold's run.
 
@@ -85,10 +94,20 @@ class FoldRun:
     self.info = data_info.load_data_info(
         data_dir, verify=bool(config.get("verify_shards", True)))
     self.spec = self.info.batch_spec
+    self.multi_label = self.info.multi_label
     self.fold = fold
     self.train_folds = data_info.select_folds(self.info, fold, "train")
     self.val_folds = data_info.select_folds(self.info, fold, "validation")
     self.input = settings.input_config(config)
+    # The sources each side reads (e.g. train on curated + noisy, validate
+    # on curated only), and each source's loss weight.
+    self.train_info = self.info.only_sources(
+        settings.names(self.input.train_sources))
+    self.val_info = self.info.only_sources(
+        settings.names(self.input.val_sources))
+    self.source_weights = settings.source_weights(config, self.info.sources)
+    self.architecture = {**settings.architecture(config),
+                         "multi_label": self.multi_label}
     self.augment = settings.augment_config(config)
     try:
       augment.check_image_ops(self.augment.image_ops)
@@ -111,7 +130,7 @@ class FoldRun:
     self.replicas = strategy.num_replicas_in_sync
     self.num_pipelines = getattr(strategy.extended, "_num_workers", 1) or 1
     self.steps_per_epoch = ip.steps_per_epoch(
-        self.info, self.train_folds, self.input, self.replicas,
+        self.train_info, self.train_folds, self.input, self.replicas,
         self.num_pipelines)
     if config.max_steps_per_epoch:
       self.steps_per_epoch = min(self.steps_per_epoch,
@@ -136,19 +155,25 @@ class FoldRun:
           bn_momentum=cfg.bn_momentum,
           dropout=float(cfg.get("dropout", 0.0)),
           pca_head_l2=float(cfg.get("pca_head_l2", 0.0)),
-          **settings.architecture(self.config))
+          **self.architecture)
       optimizer = keras.optimizers.Adam(learning_rate=1e-4)
       if keras.mixed_precision.global_policy().name == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
       optimizer.build(self.model.trainable_variables)
       self.optimizer = optimizer
       self.class_weight_vector = tf.constant(self.weights)
+      self.source_weight_vector = tf.constant(self.source_weights,
+                                              tf.float32)
+      # 1.0 while the stem and backbone are frozen (model.freeze_epochs).
+      self.frozen = tf.Variable(0.0, trainable=False, name="frozen")
     counts = model_lib.parameter_counts(self.model)
     logging.info("model %s: %d parameters (%d trainable)", self.model.name,
                  counts["total"], counts["trainable"])
 
   def init_from(self) -> list:
-    """Stage 2: the stage-1 weights of the same fold for shared layers."""
+    """Layers shared with another model dir: stage 2 from stage 1 of the
+    same fold, or fine-tuning from a model trained on other labels (then
+    every layer but the head: the stem, backbone and dense layers)."""
     source = self.config.model.init_from
     if not source:
       return []
@@ -158,26 +183,37 @@ class FoldRun:
     if not fileio.exists(path):
       raise TrainError(f"init_from: {path} not found (train stage 1 of fold "
                        f"{self.fold} first, or fix --config.model.init_from)")
-    # The stage-1 network as its model dir recorded it (a bare .h5: as
-    # this config's backbone).
-    built = settings.architecture(self.config)
+    # The source network as its model dir recorded it (a bare .h5: a
+    # stage-1 network of this config's backbone and this data's labels).
     data_path = fileio.join(os.path.dirname(path), model_dir_lib.DATA)
     if fileio.exists(data_path):
-      built.update(fileio.read_json(data_path).get("architecture", {}))
-    stage1 = model_lib.build_model(self.info.num_classes, 0,
-                                   num_mels=self.info.num_mels,
-                                   backbone=built["backbone"],
-                                   alpha=built["alpha"])
-    model_dir_lib.load_weights(stage1, path)
-    copied = model_lib.transfer_weights(stage1, self.model)
-    logging.info("initialised %s from %s: %s", self.model.name, path,
+      data = model_dir_lib.read_data(os.path.dirname(path))
+      if data.num_mels != self.info.num_mels:
+        raise TrainError(f"init_from: {path} was trained on {data.num_mels} "
+                         f"mel bands, these shards have {self.info.num_mels}")
+      source_model = model_dir_lib.build(data)
+      same_labels = list(data.labels) == list(self.info.labels) and \
+          data.multi_label == self.multi_label
+    else:
+      built = settings.architecture(self.config)
+      source_model = model_lib.build_model(
+          self.info.num_classes, 0, num_mels=self.info.num_mels,
+          backbone=built["backbone"], alpha=built["alpha"],
+          multi_label=self.multi_label)
+      same_labels = True
+    model_dir_lib.load_weights(source_model, path)
+    copied = model_lib.transfer_weights(
+        source_model, self.model,
+        skip=() if same_labels else model_lib.HEAD_LAYERS)
+    logging.info("initialised %s from %s%s: %s", self.model.name, path,
+                 "" if same_labels else " (other labels: a new head)",
                  ", ".join(copied))
     return copied
 
   def datasets(self, start_epoch: int):
     def train_fn(context):
       return ip.train_dataset(
-          self.info, self.train_folds, self.input, self.augment,
+          self.train_info, self.train_folds, self.input, self.augment,
           start_epoch=start_epoch, input_context=context,
           max_steps_per_epoch=int(self.config.max_steps_per_epoch))
     self.train_data = self.strategy.distribute_datasets_from_function(
@@ -187,7 +223,7 @@ class FoldRun:
       # Evaluation runs on every replica (and worker); every row carries
       # its position, so each clip counts once wherever it ran.
       def eval_fn(context):
-        return ip.eval_dataset(self.info, self.val_folds, self.input,
+        return ip.eval_dataset(self.val_info, self.val_folds, self.input,
                                self.eval_lengths,
                                batch_size=int(self.config.eval_batch_size),
                                seed=self.config.seed, input_context=context)
@@ -200,22 +236,40 @@ class FoldRun:
     device_augment = self.input.placement == "device"
     verified_weight = float(self.config.verified_weight)
 
+    multi_label = self.multi_label
+    sources = len(self.source_weights) > 1
+    frozen = (model_lib.feature_variables(model, model.trainable_variables)
+              if int(self.config.model.get("freeze_epochs", 0)) > 0 else None)
+
     def replica_step(batch):
       if device_augment:
         batch = batches.augment_batch(batch, self.spec, self.augment)
       inputs = model_lib.model_inputs(batch, self.stage2)
       target = batch[batches.TARGET]
+      # target: [b, C] (mixed) one-hot, or multi-hot for multi-label data
       weight = tf.linalg.matvec(target, self.class_weight_vector)
+      if multi_label:  # the mean of the clip's labels' weights
+        weight /= tf.maximum(tf.reduce_sum(target, axis=1), 1e-6)
       weight *= 1.0 + (verified_weight - 1.0) * batch[batches.WEIGHT]
+      if sources:
+        weight *= tf.linalg.matvec(batch[records.SOURCE],
+                                   self.source_weight_vector)
       with tf.GradientTape() as tape:
         probs = model(inputs, training=True)
-        loss_per_example = keras.losses.categorical_crossentropy(
-            target, probs)
+        if multi_label:
+          loss_per_example = binary_cross_entropy(target, probs)
+        else:
+          loss_per_example = keras.losses.categorical_crossentropy(
+              target, probs)
         loss = tf.reduce_sum(loss_per_example * weight) / global_batch
         if model.losses:  # weight penalties (model.pca_head_l2)
           loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
         scaled = optimizer.scale_loss(loss)
       grads = tape.gradient(scaled, model.trainable_variables)
+      if frozen is not None:  # fine-tuning: no update of stem and backbone
+        keep = 1.0 - self.frozen
+        grads = [g * tf.cast(keep, g.dtype) if f and g is not None else g
+                 for g, f in zip(grads, frozen)]
       optimizer.apply(grads, model.trainable_variables)
       return loss
 
@@ -253,33 +307,41 @@ class FoldRun:
         probs = model(model_lib.model_inputs(batch, self.stage2),
                       training=False)
         # probs: [b, C] float32 (the head is float32 under mixed precision)
-        labels = tf.argmax(batch[batches.TARGET], axis=1)
+        if multi_label:
+          truth = batch[batches.TARGET]  # [b, C] multi-hot
+        else:
+          truth = tf.argmax(batch[batches.TARGET], axis=1)[:, None]
         # One gather (several in one function can pair up differently on
-        # different devices): [b, C + 2] = probs, label, row.
+        # different devices): [b, C + T + 1] = probs, truth, row.
         return tf.concat([tf.cast(probs, tf.float64),
-                          tf.cast(labels, tf.float64)[:, None],
+                          tf.cast(truth, tf.float64),
                           tf.cast(batch[batches.ROW], tf.float64)[:, None]], 1)
+
+      classes = self.info.num_classes
 
       @tf.function(input_signature=[self.eval_data.element_spec])
       def eval_step(batch):
         self.traces["eval"] += 1
         packed = strategy.gather(strategy.run(replica_eval, args=(batch,)),
                                  axis=0)
-        return (tf.cast(packed[:, :-2], tf.float32),
-                tf.cast(packed[:, -2], tf.int64),
+        return (tf.cast(packed[:, :classes], tf.float32),
+                tf.cast(packed[:, classes:-1], tf.int64),
                 tf.cast(packed[:, -1], tf.int64))
       self.eval_step = eval_step
 
   # -- evaluation ------------------------------------------------------------
 
   def predict_validation(self):
-    """(probabilities [lengths, N, C], labels [N]) of the validation clips,
-    predicted on every replica (and worker), placed by each row's position.
-    Every clip must come back exactly once per length."""
-    n = self.info.num_records(self.val_folds)
+    """(probabilities [lengths, N, C], labels [N] or, multi-label, truth
+    [N, C]) of the validation clips, predicted on every replica (and
+    worker), placed by each row's position. Every clip must come back
+    exactly once per length."""
+    n = self.val_info.num_records(self.val_folds)
     total = len(self.eval_lengths) * n
-    probs = np.zeros((total, self.info.num_classes), np.float32)
-    labels = np.full(total, -1, np.int64)
+    classes = self.info.num_classes
+    probs = np.zeros((total, classes), np.float32)
+    labels = np.full((total, classes if self.multi_label else 1), -1,
+                     np.int64)
     seen = np.zeros(total, np.int64)
     for batch in self.eval_data:
       p, label, row = (x.numpy() for x in self.eval_step(batch))
@@ -291,10 +353,13 @@ class FoldRun:
       raise RuntimeError(  # a bug, not bad input: keep the traceback
           f"evaluation saw {np.sum(seen == 0)} validation rows never and "
           f"{np.sum(seen > 1)} more than once (of {total})")
-    return probs.reshape(len(self.eval_lengths), n, -1), labels[:n]
+    labels = labels[:n] if self.multi_label else labels[:n, 0]
+    return probs.reshape(len(self.eval_lengths), n, -1), labels
 
   def evaluate(self) -> dict:
     probs, labels = self.predict_validation()
+    if self.multi_label:
+      return metrics.multi_label_report(probs, labels)
     clipped = np.clip(probs, 1e-7, 1.0)
     loss = float(-np.log(np.take_along_axis(
         clipped, labels[None, :, None], axis=2)).mean())
@@ -321,7 +386,8 @@ class FoldRun:
     small = dataclasses.replace(self.input, batch_size=max(count, 2),
                                 placement="device", pairing_block=64,
                                 shuffle_buffer=64)
-    batch = next(iter(ip.train_dataset(self.info, self.train_folds, small,
+    batch = next(iter(ip.train_dataset(self.train_info, self.train_folds,
+                                       small,
                                        self.augment, start_epoch=epoch,
                                        num_epochs=1)))
     images = batches.augment_batch(batch, self.spec,
@@ -403,6 +469,9 @@ class FoldRun:
 
   def run_epoch(self, state: run_state.RunState, iterator) -> dict:
     started = time.perf_counter()
+    freeze = int(self.config.model.get("freeze_epochs", 0))
+    if freeze:
+      self.frozen.assign(1.0 if state.epoch < freeze else 0.0)
     losses = []
     for j in range(self.steps_per_epoch):
       lr = self._phase_lr(state, j)
@@ -419,8 +488,8 @@ class FoldRun:
                                      self.input.batch_size / train_time, 1)}
     if self.eval_data is not None:
       result = self.evaluate()
-      row.update({k: round(v, 6) for k, v in result.items()
-                  if not k.startswith("_")})
+      row.update({k: None if v is None else round(v, 6)
+                  for k, v in result.items() if not k.startswith("_")})
     row["seconds"] = round(time.perf_counter() - started, 2)
     if not np.isfinite(train_loss):
       raise TrainError(self._non_finite_message(state, losses, train_loss))
@@ -460,12 +529,17 @@ class FoldRun:
     """What picks the best weights and drives plateaus (lower is better):
     config.select_best of the validation, or the train loss without it."""
     select = self.config.get("select_best", "val_loss")
-    if select not in ("val_loss", "val_map3"):
-      raise TrainError(f"config.select_best={select!r}: use val_loss or "
-                       "val_map3")
+    if select not in ("val_loss", "val_map3", "val_lwlrap"):
+      raise TrainError(f"config.select_best={select!r}: use val_loss, "
+                       "val_map3 or (multi-label data) val_lwlrap")
     if "val_loss" not in row:
       return row["train_loss"]
-    return -row["val_map3"] if select == "val_map3" else row["val_loss"]
+    if select != "val_loss" and row.get(select) is None:
+      raise TrainError(f"config.select_best={select!r}: this data gives no "
+                       f"{select} (multi-label data without single-label "
+                       "validation clips, or single-label data without "
+                       "lwlrap); use val_loss")
+    return -row[select] if select != "val_loss" else row["val_loss"]
 
   def _end_epoch(self, state: run_state.RunState, row: dict) -> bool:
     """Best weights, plateau counters, checkpoint; True when the phase
@@ -475,7 +549,8 @@ class FoldRun:
       state.best_val_loss = monitored
       state.best = {k: row.get(k) for k in ("phase", "epoch", "val_loss",
                                             "val_accuracy", "val_map3",
-                                            "train_loss")}
+                                            "val_lwlrap", "train_loss")
+                    if k in row or k != "val_lwlrap"}
       self.best_snapshot = self.model.get_weights()  # on every worker
       if self.chief:
         model_dir_lib.save_weights(self.model, self._file(model_dir_lib.BEST))
@@ -493,7 +568,9 @@ class FoldRun:
         row["epoch"], row["train_loss"],
         "" if "val_loss" not in row else
         f", val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f} "
-        f"MAP@3 {row['val_map3']:.3f}", row["examples_per_sec"],
+        f"MAP@3 {_figure(row.get('val_map3'))}" + (
+            f" lwlrap {row['val_lwlrap']:.3f}" if "val_lwlrap" in row
+            else ""), row["examples_per_sec"],
         row["seconds"])
     return stop or state.phase_epoch >= self._phase_length(state.phase)
 
@@ -581,7 +658,7 @@ class FoldRun:
     """data.json and pca.npz: a model dir is enough to score and export."""
     model_dir_lib.write_data(self.model_dir, model_dir_lib.data_description(
         self.info, int(self.config.stage), self.eval_lengths,
-        self.augment.pad_mode, settings.architecture(self.config)))
+        self.augment.pad_mode, self.architecture))
     fit = fileio.join(self.info.data_dir, model_dir_lib.PCA_FIT)
     if fileio.exists(fit):
       tf.io.gfile.copy(fit, self._file(model_dir_lib.PCA_FIT),
@@ -595,7 +672,7 @@ class FoldRun:
     context = tf.distribute.InputContext(self.num_pipelines, worker,
                                          self.replicas)
     table = ip.pairing_table(
-        self.info, self.train_folds, self.input, epoch,
+        self.train_info, self.train_folds, self.input, epoch,
         input_context=context,
         max_steps_per_epoch=int(self.config.max_steps_per_epoch))
     buffer = io.StringIO()
@@ -624,17 +701,29 @@ class FoldRun:
     if self.eval_data is not None:
       result = self.evaluate()  # on every worker: it runs on all replicas
     if self.eval_data is not None and self.chief:
-      matrix = metrics.confusion(result["_scores"], result["_labels"],
-                                 self.info.num_classes)
       summary["best_model_validation"] = {
-          k: round(v, 6) for k, v in result.items() if not k.startswith("_")}
-      png = plots.confusion_matrix(
-          matrix, self.info.labels,
-          f"fold {self.fold}, stage {self.config.stage}: best model, "
-          f"MAP@3 {result['val_map3']:.3f}")
-      fileio.atomic_write_bytes(self._file(model_dir_lib.CONFUSION), png)
+          k: None if v is None else round(v, 6) for k, v in result.items()
+          if not k.startswith("_")}
+      title = f"fold {self.fold}, stage {self.config.stage}: best model, "
+      if self.multi_label:  # per-class AP: what a confusion cannot show
+        ap = metrics.average_precision_per_class(result["_labels"],
+                                                 result["_scores"])
+        summary["best_model_validation"]["per_class_ap"] = {
+            l: None if np.isnan(a) else round(float(a), 4)
+            for l, a in zip(self.info.labels, ap)}
+        png = plots.per_class_bars(
+            ap, self.info.labels, title + f"lwlrap {result['val_lwlrap']:.3f}"
+            ", average precision per class")
+      else:
+        matrix = metrics.confusion(result["_scores"], result["_labels"],
+                                   self.info.num_classes)
+        png = plots.confusion_matrix(matrix, self.info.labels,
+                                     title + f"MAP@3 {result['val_map3']:.3f}")
+      name = (model_dir_lib.PER_CLASS_AP if self.multi_label else
+              model_dir_lib.CONFUSION)
+      fileio.atomic_write_bytes(self._file(name), png)
       with self.writer().as_default():
-        tf.summary.image("confusion_matrix_best",
+        tf.summary.image(name.split(".")[0] + "_best",
                          tf.io.decode_png(png)[None], step=state.epoch)
     logging.info("final weights fingerprint %s (task %s)",
                  run_state.weights_fingerprint(self.model),
@@ -695,9 +784,16 @@ def describe_summary(summary: dict) -> str:
     return "\n".join(describe_summary(s) for s in summary.values())
   best = summary.get("best") or {}
   val = summary.get("best_model_validation") or {}
+  lwlrap = (f", lwlrap {val['val_lwlrap']:.3f}" if "val_lwlrap" in val
+            else "")
   return (f"fold {summary['fold']} stage {summary['stage']}: best epoch "
           f"{best.get('epoch')} ({best.get('phase')}), val loss "
           f"{val.get('val_loss', float('nan')):.4f}, MAP@3 "
-          f"{val.get('val_map3', float('nan')):.3f}, accuracy "
+          f"{_figure(val.get('val_map3', float('nan')))}{lwlrap}, accuracy "
           f"{val.get('val_accuracy', float('nan')):.3f} -> "
           f"{summary['best_weights']}")
+
+
+def _figure(value) -> str:
+  """A metric for a log line: 3 places, or 'n/a' when there is none."""
+  return "n/a" if value is None else f"{value:.3f}"

@@ -5,6 +5,13 @@ r"""Shards a Kaggle-layout audio dataset into TFRecords of log-mels + PCA.
   python -m tools.make_tfrecords --csv=sample_submission.csv \
       --audio_dir=audio_test --output_dir=tfrecords/test --split=test \
       --pca_from=tfrecords/train
+
+Several train CSVs (FSDKaggle2019: curated + noisy, multi-label `labels`
+column) go into one shard set, each clip keeping its source:
+
+  python -m tools.make_tfrecords --csv=train_curated.csv,train_noisy.csv \
+      --audio_dir=train_curated,train_noisy --sources=curated,noisy \
+      --output_dir=tfrecords/train2019 --split=train
 """
 
 from absl import app
@@ -15,9 +22,15 @@ from tools import run_tool
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("csv", None, "Kaggle CSV: fname,label[,manually_verified]"
-                    " (train) or fname[,label] (test).", required=True)
-flags.DEFINE_string("audio_dir", None, "Folder holding the CSV's files.",
+                    " or fname,labels (several labels, comma separated in "
+                    "quotes: multi-label) for train; fname[,...] for test. "
+                    "Several CSVs: comma separated.", required=True)
+flags.DEFINE_string("audio_dir", None, "Folder holding the CSV's files (one "
+                    "per CSV, comma separated, or one for all).",
                     required=True)
+flags.DEFINE_string("sources", "", "Names of the CSVs' sources, comma "
+                    "separated (default: the CSV file names without .csv); "
+                    "kept per record, selectable in training.")
 flags.DEFINE_string("output_dir", None, "Where shards and manifest go "
                     "(any tf.io.gfile path).", required=True)
 flags.DEFINE_enum("split", "train", sharding.SPLITS, "train: fits PCA and "
@@ -47,7 +60,7 @@ flags.DEFINE_bool("progress", True, "Show a progress bar.")
 def options_from_flags() -> sharding.Options:
   return sharding.Options(
       csv=FLAGS.csv, audio_dir=FLAGS.audio_dir, output_dir=FLAGS.output_dir,
-      split=FLAGS.split, pca_from=FLAGS.pca_from, labels_file=FLAGS.labels,
+      split=FLAGS.split, sources=FLAGS.sources, pca_from=FLAGS.pca_from, labels_file=FLAGS.labels,
       num_workers=FLAGS.num_workers, shard_mb=FLAGS.shard_mb,
       min_shards=FLAGS.min_shards, compression=FLAGS.compression,
       num_folds=FLAGS.num_folds, fold_seed=FLAGS.fold_seed,

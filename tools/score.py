@@ -10,7 +10,11 @@ Every clip: each model x each length (the models' validation lengths unless
 top 3 labels per clip, one row per clip in the input order (clips without
 audio are ranked by the training class frequencies, with a warning).
 --labels_csv (fname,label) prints MAP@3, top-1 and per-class accuracy and
-writes a confusion matrix PNG.
+writes a confusion matrix PNG; with fname,labels (several labels, FSDKaggle
+2019) or multi-label models it prints lwlrap, per-class average precision
+and MAP@3 of the single-label clips, and writes a per-class AP PNG.
+Multi-label models write FSDKaggle2019's submission (fname and a
+probability column per class; --submission_format).
 """
 
 import json
@@ -31,7 +35,13 @@ flags.DEFINE_string("audio_csv", "", "With --audio_dir: score the files of "
                     "this CSV's fname column, in its order.")
 flags.DEFINE_string("model_dirs", None, "Glob(s) of model dirs, comma "
                     "separated, e.g. 'runs/stage2/fold*'.")
-flags.DEFINE_string("output", "submission.csv", "fname,label (top 3).")
+flags.DEFINE_string("output", "submission.csv", "The submission: see "
+                    "--submission_format.")
+flags.DEFINE_enum("submission_format", "auto", ["auto", "kaggle2018",
+                                                "kaggle2019"],
+                  "kaggle2018: fname,label with the top 3 labels; "
+                  "kaggle2019: fname and a probability column per class; "
+                  "auto: kaggle2019 for multi-label models.")
 flags.DEFINE_list("lengths", [], "Crop lengths in frames (default: the "
                   "models' validation lengths).")
 flags.DEFINE_integer("tries", score.DEFAULT_TRIES, "Random crops/pads per "
@@ -44,7 +54,8 @@ flags.DEFINE_enum("tta", "random", ["random", "even"], "Where the tries' "
 flags.DEFINE_string("probs_out", "", "CSV of all class probabilities.")
 flags.DEFINE_string("embeddings_out", "", "NPZ of pooled features (fname, "
                     "embedding).")
-flags.DEFINE_string("labels_csv", "", "CSV fname,label: evaluate.")
+flags.DEFINE_string("labels_csv", "", "CSV fname,label or fname,labels "
+                    "(several, comma separated): evaluate.")
 flags.DEFINE_string("confusion_png", "", "Where the confusion matrix goes "
                     "(default: next to --output).")
 flags.DEFINE_string("strategy", "auto", "auto|mirrored|one_device.")
@@ -72,11 +83,25 @@ def main(argv):
       probs_out=FLAGS.probs_out, embeddings_out=FLAGS.embeddings_out,
       labels_csv=FLAGS.labels_csv, confusion_png=FLAGS.confusion_png,
       strategy_name=FLAGS.strategy, num_workers=FLAGS.num_workers,
-      progress=FLAGS.progress, tta=FLAGS.tta)
+      progress=FLAGS.progress, tta=FLAGS.tta,
+      submission_format=FLAGS.submission_format)
   print(f"wrote {result['output']}: {result['clips']} clips, "
         f"{len(result['models'])} model(s), {result['empty']} without audio")
   report = result.get("evaluation")
-  if report:
+  if report and report.get("multi_label"):
+    worst = sorted(((k, v) for k, v in report["per_class_ap"].items()
+                    if v is not None), key=lambda x: x[1])
+    print("lowest per-class average precision: " + ", ".join(
+        f"{k} {v:.2f}" for k, v in worst[:5]))
+    print(f"per-class AP: {report['confusion_png']}")
+    if report["unknown_labels"] or report["without_label"]:
+      print(json.dumps({k: report[k] for k in ("unknown_labels",
+                                               "without_label")}))
+    map3 = "n/a" if report["map3"] is None else f"{report['map3']:.4f}"
+    print(f"lwlrap={report['lwlrap']:.4f} MAP@3(single-label "
+          f"clips)={map3} clips={report['clips']} "
+          f"single_label={report['single_label_clips']}")
+  elif report:
     worst = sorted(report["per_class_accuracy"].items(), key=lambda x: x[1])
     print("lowest per-class accuracy: " + ", ".join(
         f"{k} {v:.2f}" for k, v in worst[:5]))
