@@ -13,7 +13,7 @@ with open("tagger/__init__.py", encoding="utf-8") as f:
 TOOLS = ("make_demo_data", "make_tfrecords", "benchmark_make_tfrecords",
          "demo", "benchmark_pipeline", "show_batch", "train",
          "benchmark_train", "score", "export", "benchmark_score",
-         "benchmark_serving",
+         "benchmark_serving", "benchmark_finetune",
          "make_recorded_data", "benchmark_quality")
 
 setuptools.setup(

@@ -29,15 +29,23 @@ def demo_config(stage: str):
   return settings.load_config(f"{path}:{stage}")
 
 
-def make_shards(workdir: str, data_dir: str, num_workers: int) -> dict:
+# The demo's CSVs and folders: (split, CSVs, folders, source names).
+LAYOUT_2018 = (("train", ("train.csv",), ("audio_train",), ""),
+               ("test", ("sample_submission.csv",), ("audio_test",), ""))
+LAYOUT_2019 = (("train", ("train_curated.csv", "train_noisy.csv"),
+                ("train_curated", "train_noisy"), "curated,noisy"),
+               ("test", ("sample_submission.csv",), ("test",), ""))
+
+
+def make_shards(workdir: str, data_dir: str, num_workers: int,
+                layout=LAYOUT_2018) -> dict:
   manifests = {}
-  steps = (("train", "train.csv", "audio_train"),
-           ("test", "sample_submission.csv", "audio_test"))
-  for step, (split, csv_name, audio) in enumerate(steps, start=2):
+  for step, (split, csvs, folders, sources) in enumerate(layout, start=2):
     output_dir = os.path.join(workdir, "tfrecords", split)
     options = sharding.Options(
-        csv=os.path.join(data_dir, csv_name),
-        audio_dir=os.path.join(data_dir, audio), output_dir=output_dir,
+        csv=",".join(os.path.join(data_dir, c) for c in csvs),
+        audio_dir=",".join(os.path.join(data_dir, a) for a in folders),
+        output_dir=output_dir, sources=sources,
         split=split, num_workers=num_workers,
         pca_from=os.path.join(workdir, "tfrecords", "train")
         if split == "test" else None,
@@ -52,24 +60,39 @@ def make_shards(workdir: str, data_dir: str, num_workers: int) -> dict:
 
 def run_demo(workdir: str, num_workers: int = 0,
              spec: demo_data.DemoSpec = demo_data.DemoSpec(),
-             folds=DEMO_FOLDS) -> dict:
+             folds=DEMO_FOLDS, multi_label: bool = False) -> dict:
   """Runs every step of the demo under workdir; returns the scoring
-  result (with the evaluation against the demo's test labels)."""
+  result (with the evaluation against the demo's test labels).
+
+  multi_label: the FSDKaggle2019-layout variant (curated + noisy clips,
+  some with two labels): trains on both sources, noisy clips at half the
+  loss weight, validates on curated clips; prints lwlrap last.
+  """
   started = time.time()
   data_dir = os.path.join(workdir, "data")
   if not os.path.exists(os.path.join(data_dir, "test_labels.csv")):
-    counts = demo_data.make_demo_data(data_dir, spec)
-    print(f"[1/{STEPS}] demo data: {counts['train']} train and "
-          f"{counts['test']} test clips in {data_dir}", flush=True)
+    if multi_label:
+      counts = demo_data.make_multilabel_demo_data(data_dir)
+      print(f"[1/{STEPS}] multi-label demo data: " + ", ".join(
+          f"{v} {k}" for k, v in counts.items()) + f" clips in {data_dir}",
+            flush=True)
+    else:
+      counts = demo_data.make_demo_data(data_dir, spec)
+      print(f"[1/{STEPS}] demo data: {counts['train']} train and "
+            f"{counts['test']} test clips in {data_dir}", flush=True)
   else:
     print(f"[1/{STEPS}] demo data: already in {data_dir}", flush=True)
-  make_shards(workdir, data_dir, num_workers)
+  make_shards(workdir, data_dir, num_workers,
+              LAYOUT_2019 if multi_label else LAYOUT_2018)
   train_dir = os.path.join(workdir, "tfrecords", "train")
   strategy = trainer.setup(demo_config("stage1"))
   for step, stage in ((4, "stage1"), (5, "stage2")):
     for fold in folds:
       config = demo_config(stage)
       config.fold = str(fold)
+      if multi_label:
+        config.input.val_sources = "curated"
+        config.source_weights = "noisy=0.5"
       if config.stage == 2:
         config.model.init_from = os.path.join(workdir, "stage1",
                                               "fold{fold}")
@@ -84,6 +107,17 @@ def run_demo(workdir: str, num_workers: int = 0,
       labels_csv=os.path.join(data_dir, "test_labels.csv"),
       progress=False)
   report = result["evaluation"]
+  if multi_label:
+    map3 = "n/a" if report["map3"] is None else f"{report['map3']:.4f}"
+    print(f"[6/{STEPS}] scored {result['clips']} test clips -> {output} "
+          f"({result['submission_format']}; per-class AP: "
+          f"{report['confusion_png']})", flush=True)
+    print(f"demo finished in {(time.time() - started) / 60:.1f} min",
+          flush=True)
+    print(f"lwlrap={report['lwlrap']:.4f} MAP@3={map3} on the "
+          f"{report['single_label_clips']} single-label of "
+          f"{report['clips']} labelled test clips", flush=True)
+    return result
   print(f"[6/{STEPS}] scored {result['clips']} test clips with "
         f"{len(result['models'])} models x {len(result['lengths'])} lengths "
         f"x {result['tries']} tries -> {output} "

@@ -162,3 +162,82 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
   baselines = linear_baselines(train_dir, test_dir, truth, val_fold=fold)
   return {"stages": stages, "baselines": baselines,
           "seconds": time.time() - started}
+
+
+# ---------------------------------------------------------------------------
+# Fine-tuning on new labels against training from scratch.
+
+
+def _write_label_subset(source_csv: str, labels, path: str) -> int:
+  """The rows of a train CSV whose label is one of labels, as a CSV."""
+  import csv  # pylint: disable=g-import-not-at-top
+  import io  # pylint: disable=g-import-not-at-top
+  from tagger import clip_files  # pylint: disable=g-import-not-at-top
+  wanted = set(labels)
+  rows = [r for r in clip_files.read_csv_rows(source_csv, "train")
+          if r.label in wanted]
+  buffer = io.StringIO()
+  writer = csv.writer(buffer, lineterminator="\n")
+  writer.writerow(["fname", "label", "manually_verified"])
+  writer.writerows([r.fname, r.label, r.manually_verified] for r in rows)
+  fileio.atomic_write_text(path, buffer.getvalue())
+  return len(rows)
+
+
+def fine_tune_benchmark(workdir: str, config_fn, *, epochs: int = 4,
+                        freeze_epochs: int = 1, fold: int = 0,
+                        num_workers: int = 0) -> dict:
+  """The demo's classes cut in two halves, A and B (alternate labels of
+  the sorted list). Stage 1 trains on A (config_fn('source')); then on B,
+  `epochs` epochs from scratch and `epochs` epochs fine-tuned from the A
+  model (new head; stem and backbone frozen for freeze_epochs), same seed
+  and schedule. Returns the B validation figures of both runs (the last
+  epoch's and the best epoch's) and the time of each."""
+  import os  # pylint: disable=g-import-not-at-top
+  from tagger import demo_data  # pylint: disable=g-import-not-at-top
+  from tagger import sharding  # pylint: disable=g-import-not-at-top
+  from tagger import trainer  # pylint: disable=g-import-not-at-top
+  data_dir = os.path.join(workdir, "data")
+  if not os.path.exists(os.path.join(data_dir, "train.csv")):
+    demo_data.make_demo_data(data_dir, demo_data.DemoSpec(test_per_class=0))
+  labels = sorted(demo_data.FSD_KAGGLE_2018_LABELS)
+  halves = {"a": labels[0::2], "b": labels[1::2]}
+  for name, subset in halves.items():
+    out = os.path.join(workdir, "tfrecords", name)
+    if fileio.exists(os.path.join(out, records.MANIFEST)):
+      continue
+    csv_path = os.path.join(workdir, f"train_{name}.csv")
+    _write_label_subset(os.path.join(data_dir, "train.csv"), subset, csv_path)
+    sharding.make_tfrecords(sharding.Options(
+        csv=csv_path, audio_dir=os.path.join(data_dir, "audio_train"),
+        output_dir=out, split="train", num_workers=num_workers,
+        overwrite=True, progress=False))
+  strategy = trainer.setup(config_fn("source"))
+  source = os.path.join(workdir, "a")
+  config = config_fn("source")
+  config.fold = str(fold)
+  trainer.train(config, os.path.join(workdir, "tfrecords", "a"), source,
+                strategy)
+  runs = {}
+  for name in ("scratch", "fine_tune"):
+    config = config_fn("target")
+    config.fold = str(fold)
+    config.schedule.cyclic_epochs = int(epochs)
+    config.schedule.fine_tune_max_epochs = 0
+    if name == "fine_tune":
+      config.model.init_from = source
+      config.model.freeze_epochs = int(freeze_epochs)
+    model_dir = os.path.join(workdir, f"b_{name}")
+    started = time.time()
+    summary = trainer.train(config, os.path.join(workdir, "tfrecords", "b"),
+                            model_dir, strategy)
+    history = fileio.read_text(os.path.join(model_dir, "history.csv"))
+    header, *rows = [line.split(",") for line in history.splitlines()]
+    last = dict(zip(header, rows[-1]))
+    runs[name] = {"last_val_map3": float(last["val_map3"]),
+                  "last_val_loss": float(last["val_loss"]),
+                  "best_val_map3": summary["best_model_validation"][
+                      "val_map3"],
+                  "epochs": len(rows),
+                  "seconds": round(time.time() - started, 1)}
+  return {"classes": {k: len(v) for k, v in halves.items()}, "runs": runs}
