@@ -58,10 +58,14 @@ class FrameResult:
   start_seconds: np.ndarray   # [F]
   window_seconds: float
   probabilities: np.ndarray   # [F, C]
+  multi_label: bool = False   # sigmoid models: classes independent
 
   def clip_probabilities(self) -> np.ndarray:
-    """[C]: the frames' geometric mean, normalised."""
+    """[C]: the frames' geometric mean (normalised over the classes for
+    single-label models)."""
     log = np.log(self.probabilities + 1e-12).mean(axis=0)
+    if self.multi_label:
+      return np.exp(log)
     p = np.exp(log - log.max())
     return p / p.sum()
 
@@ -88,6 +92,9 @@ class Tagger:
             module, serving.WaveformTagger) else module.signatures[
                 "serving_default"]
     self._windows = None
+    # SavedModels exported before tagger 0.6 hold single-label models.
+    flag = getattr(module, "multi_label", None)
+    self.multi_label = bool(flag.numpy()) if flag is not None else False
 
   @classmethod
   def load(cls, path: str, **kwargs) -> "Tagger":
@@ -243,7 +250,8 @@ class Tagger:
       keep = max(0, next_start - offset)
       carry, offset = carry[keep:], offset + keep
     return FrameResult(self.labels, np.array(starts, np.float32) / fps,
-                       self.window / fps, np.concatenate(probs))
+                       self.window / fps, np.concatenate(probs),
+                       self.multi_label)
 
   def _score_windows(self, log_mel: np.ndarray,
                      starts: np.ndarray) -> np.ndarray:

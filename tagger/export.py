@@ -55,7 +55,8 @@ def _log_mel_function(module, models, stage2: bool):
       log_probs += model_lib.log_probabilities(probs)
       pooled += tf.cast(embedding, tf.float32)
     n = float(len(networks))
-    return {"probabilities": tf.nn.softmax(log_probs / n),
+    return {"probabilities": model_lib.probabilities_of(
+        log_probs / n, models[0].data.multi_label),
             "embedding": pooled / n}
 
   data = models[0].data

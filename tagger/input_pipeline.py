@@ -418,15 +418,23 @@ def batch_picture(info: DataInfo, config: InputConfig, aug: AugmentConfig,
   primary, partner, weight = batches.augment_parts(batch, spec, aug)
   columns = [plain, primary[records.LOG_MEL]]
   titles = ["cropped/padded", "augmented"]
-  labels = [info.labels[i] for i in batch[records.LABEL].numpy()[:rows]]
+  def names(prefix):
+    """The rows' label names (several: joined with '+')."""
+    if spec.multi_label:
+      hot = batch[prefix + records.LABELS].numpy()[:rows]
+      return ["+".join(info.labels[i] for i in np.flatnonzero(h))
+              for h in hot]
+    return [info.labels[i] for i in batch[prefix + records.LABEL].numpy()[
+        :rows]]
+
+  labels = names("")
   if partner is not None:
     mixed = augment.mixup(primary, partner, weight)[records.LOG_MEL]
     columns += [partner[records.LOG_MEL], mixed]
     titles += ["mixup partner (augmented)", "mixed: model input"]
-    names = [info.labels[i] for i in
-             batch[batches.PARTNER + records.LABEL].numpy()[:rows]]
+    partners = names(batches.PARTNER)
     labels = [f"{w:.2f} {a}\n+ {1 - w:.2f} {b}" for a, b, w in
-              zip(labels, names, weight.numpy()[:rows])]
+              zip(labels, partners, weight.numpy()[:rows])]
   length = int(batch[records.LOG_MEL].shape[1])
   return plots.batch_grid(
       [c.numpy()[:rows, :, :, 0] for c in columns], titles, labels,

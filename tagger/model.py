@@ -197,6 +197,16 @@ def log_probabilities(probs: tf.Tensor) -> tf.Tensor:
   return tf.math.log(tf.clip_by_value(tf.cast(probs, tf.float32), 1e-7, 1.0))
 
 
+def probabilities_of(mean_log: tf.Tensor, multi_label: bool) -> tf.Tensor:
+  """Mean log-probabilities over views and models [..., C] ->
+  probabilities: renormalised over the classes (softmax) for single-label
+  models, each class's own geometric mean (exp) for multi-label (sigmoid)
+  models, whose classes are independent."""
+  if multi_label:
+    return tf.exp(mean_log)
+  return tf.nn.softmax(mean_log)
+
+
 def with_embedding(model: keras.Model) -> keras.Model:
   """A built tagger with two outputs: (probabilities [b, C], embedding
   [b, D]): the pooled backbone features, with the normalised PCA vector

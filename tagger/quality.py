@@ -13,7 +13,7 @@ measured on the test split:
 
 import dataclasses
 import time
-from typing import Dict, Sequence
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -41,6 +41,7 @@ class Split:
   empty: np.ndarray       # [N] bool
   pca: np.ndarray         # [N, pca_dim]
   mel_stats: np.ndarray   # [N, 2 * mels] log-mel mean and std over time
+  hot: np.ndarray         # [N, C] every label of the clip (multi-hot)
 
 
 def read_split(data_dir: str) -> Split:
@@ -49,7 +50,7 @@ def read_split(data_dir: str) -> Split:
   files = [fileio.join(data_dir, s["file"]) for s in
            info.manifest["shards"]]
   columns = {k: [] for k in ("fnames", "labels", "folds", "verified",
-                             "empty", "pca", "mel_stats")}
+                             "empty", "pca", "mel_stats", "hot")}
   dataset = tf.data.TFRecordDataset(files, compression_type=info.compression)
   for serialized in dataset:
     parsed = records.parse_example(serialized, info.pca_dim)
@@ -60,27 +61,40 @@ def read_split(data_dir: str) -> Split:
     columns["verified"].append(int(parsed[records.MANUALLY_VERIFIED]))
     columns["empty"].append(bool(parsed[records.EMPTY]))
     columns["pca"].append(parsed[records.PCA].numpy())
+    hot = np.zeros(info.num_classes, bool)
+    hot[tf.sparse.to_dense(parsed[records.LABELS]).numpy()] = True
+    columns["hot"].append(hot)
     columns["mel_stats"].append(np.concatenate(
         [log_mel.mean(axis=1), log_mel.std(axis=1)]) if log_mel.shape[1]
         else np.zeros(2 * log_mel.shape[0], np.float32))
   return Split(**{k: np.array(v) for k, v in columns.items()})
 
 
-def _fit(x_train, y_train, x_val, y_val, num_classes: int, seed: int):
-  """Standardised logistic regression, C by validation MAP@3."""
+def _fit(x_train, y_train, x_val, y_val, num_classes: int, seed: int,
+         multi_label: bool = False):
+  """Standardised logistic regression, C by validation MAP@3 (multi-label
+  targets [N, C]: one-vs-rest, C by validation lwlrap)."""
   from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
+  from sklearn.multiclass import OneVsRestClassifier  # pylint: disable=g-import-not-at-top
   from sklearn.pipeline import make_pipeline  # pylint: disable=g-import-not-at-top
   from sklearn.preprocessing import StandardScaler  # pylint: disable=g-import-not-at-top
 
   def fit(c):
-    model = make_pipeline(StandardScaler(), LogisticRegression(
-        C=c, max_iter=3000, random_state=seed))
+    linear = LogisticRegression(C=c, max_iter=3000, random_state=seed)
+    model = make_pipeline(StandardScaler(), OneVsRestClassifier(linear)
+                          if multi_label else linear)
     return model.fit(x_train, y_train)
+
+  def figure(model):
+    probs = _probs(model, x_val, num_classes)
+    if multi_label:
+      return metrics.lwlrap(y_val, np.log(probs + 1e-9))[0]
+    return metrics.map_at_3(probs, y_val)
 
   best = None
   for c in C_GRID:
     model = fit(c)
-    score = metrics.map_at_3(_probs(model, x_val, num_classes), y_val)
+    score = figure(model)
     if best is None or score > best[0]:
       best = (score, c, model)
   return best[2], best[1], best[0]
@@ -89,43 +103,58 @@ def _fit(x_train, y_train, x_val, y_val, num_classes: int, seed: int):
 def _probs(model, x, num_classes: int) -> np.ndarray:
   """[N, num_classes] probabilities (classes absent from training: 0)."""
   out = np.zeros((len(x), num_classes))
-  out[:, model.classes_] = model.predict_proba(x)
+  out[:, model.classes_] = model.predict_proba(x)  # one-vs-rest: every class
   return out
 
 
 def linear_baselines(train_dir: str, test_dir: str,
-                     truth: Dict[str, str], val_fold: int = 0,
+                     truth: Dict[str, Tuple[str, ...]], val_fold: int = 0,
                      seed: int = 0) -> Dict[str, dict]:
-  """MAP@3 on the test split of each baseline (see the module doc)."""
-  labels = data_info.load_data_info(train_dir).labels
+  """MAP@3 on the test split of each baseline (see the module doc); for
+  multi-label shards also lwlrap (one-vs-rest logistic regression), MAP@3
+  and top-1 of the single-label test clips."""
+  info = data_info.load_data_info(train_dir)
+  labels, multi = info.labels, info.multi_label
   index = {name: i for i, name in enumerate(labels)}
   train, test = read_split(train_dir), read_split(test_dir)
   fit_rows = (train.folds != val_fold) & ~train.empty
   val_rows = (train.folds == val_fold) & ~train.empty
-  test_rows = np.array([truth.get(f) in index for f in test.fnames])
-  y_test = np.array([index[truth[f]] for f in test.fnames[test_rows]])
+  test_rows = np.array([bool(truth.get(f)) and all(
+      l in index for l in truth[f]) for f in test.fnames])
+  hot_test = np.zeros((int(test_rows.sum()), len(labels)), bool)
+  for j, f in enumerate(test.fnames[test_rows]):
+    hot_test[j, [index[l] for l in truth[f]]] = True
+  single = hot_test.sum(axis=1) == 1
+  y_test = hot_test.argmax(axis=1)
+  y_train = train.hot if multi else train.labels
   out = {}
   for name in ("pca", "mel_stats"):
     x_train, x_test = getattr(train, name), getattr(test, name)
-    model, c, val_map3 = _fit(
-        x_train[fit_rows], train.labels[fit_rows], x_train[val_rows],
-        train.labels[val_rows], len(labels), seed)
+    model, c, val_figure = _fit(
+        x_train[fit_rows], y_train[fit_rows], x_train[val_rows],
+        y_train[val_rows], len(labels), seed, multi)
     probs = _probs(model, x_test[test_rows], len(labels))
-    out[name] = {"map3": metrics.map_at_3(probs, y_test),
-                 "accuracy": metrics.accuracy(probs, y_test),
-                 "C": c, "val_map3": val_map3,
-                 "train_clips": int(fit_rows.sum()),
+    out[name] = {"map3": metrics.map_at_3(probs[single], y_test[single]),
+                 "accuracy": metrics.accuracy(probs[single], y_test[single]),
+                 "C": c, "val_map3" if not multi else "val_lwlrap":
+                 val_figure, "train_clips": int(fit_rows.sum()),
                  "test_clips": int(test_rows.sum())}
+    if multi:
+      out[name]["lwlrap"] = metrics.lwlrap(hot_test,
+                                           np.log(probs + 1e-9))[0]
   return out
 
 
 def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
                   fold: int = 0, num_workers: int = 0) -> dict:
   """Shards a Kaggle-layout set (train.csv, sample_submission.csv,
-  test_labels.csv), trains each config in turn on one fold (stage 2 starts
-  from the stage-1 model of this run), scores the test split with the last
-  stage's model (TTA) and fits the linear baselines on the same split.
-  Steps already done under workdir are skipped (a re-run resumes)."""
+  test_labels.csv; or FSDKaggle2019's train_curated.csv + train_noisy.csv,
+  test/, sample_submission.csv, test_labels.csv with a labels column: then
+  trained on both sources, noisy at half weight, validated on curated),
+  trains each config in turn on one fold (stage 2 starts from the stage-1
+  model of this run), scores the test split with the last stage's model
+  (TTA) and fits the linear baselines on the same split. Steps already
+  done under workdir are skipped (a re-run resumes)."""
   from tagger import demo  # pylint: disable=g-import-not-at-top
   from tagger import score as score_lib  # pylint: disable=g-import-not-at-top
   from tagger import trainer  # pylint: disable=g-import-not-at-top
@@ -136,13 +165,18 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
                        "test answers (fname,label) beside sample_submission"
                        ".csv")
   truth = score_lib.read_labels_csv(labels_csv)
-  demo.make_shards(workdir, data_dir, num_workers)
+  layout_2019 = fileio.exists(fileio.join(data_dir, "train_curated.csv"))
+  demo.make_shards(workdir, data_dir, num_workers,
+                   demo.LAYOUT_2019 if layout_2019 else demo.LAYOUT_2018)
   train_dir = fileio.join(workdir, "tfrecords", "train")
   test_dir = fileio.join(workdir, "tfrecords", "test")
   strategy = trainer.setup(configs[0])
   stages, previous = [], ""
   for config in configs:
     config.fold = str(fold)
+    if layout_2019:
+      config.input.val_sources = config.input.val_sources or "curated"
+      config.source_weights = config.source_weights or "noisy=0.5"
     name = f"stage{config.stage}"
     if config.stage == 2 and previous:
       config.model.init_from = previous  # else the config's own
@@ -154,9 +188,11 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
         model_dirs=model_dir, output=fileio.join(workdir, f"{name}.csv"),
         data_dir=test_dir, labels_csv=labels_csv,
         progress=False)
+    evaluation = result["evaluation"]
     stages.append({"name": name, "model_dir": model_dir,
-                   "map3": result["evaluation"]["map3"],
-                   "accuracy": result["evaluation"]["accuracy"],
+                   "map3": evaluation["map3"],
+                   "accuracy": evaluation["accuracy"],
+                   "lwlrap": evaluation.get("lwlrap"),
                    "train_seconds": time.time() - stage_started})
     previous = model_dir
   baselines = linear_baselines(train_dir, test_dir, truth, val_fold=fold)
@@ -185,14 +221,15 @@ def _write_label_subset(source_csv: str, labels, path: str) -> int:
 
 
 def fine_tune_benchmark(workdir: str, config_fn, *, epochs: int = 4,
-                        freeze_epochs: int = 1, fold: int = 0,
-                        num_workers: int = 0) -> dict:
+                        freeze_epochs: int = 1, lr_scale: float = 0.1,
+                        fold: int = 0, num_workers: int = 0) -> dict:
   """The demo's classes cut in two halves, A and B (alternate labels of
   the sorted list). Stage 1 trains on A (config_fn('source')); then on B,
   `epochs` epochs from scratch and `epochs` epochs fine-tuned from the A
-  model (new head; stem and backbone frozen for freeze_epochs), same seed
-  and schedule. Returns the B validation figures of both runs (the last
-  epoch's and the best epoch's) and the time of each."""
+  model (new head; stem and backbone frozen for freeze_epochs; the
+  cyclic LR's bounds times lr_scale), same seed. Returns the B validation
+  figures of both runs (the last epoch's and the best epoch's) and the
+  time of each."""
   import os  # pylint: disable=g-import-not-at-top
   from tagger import demo_data  # pylint: disable=g-import-not-at-top
   from tagger import sharding  # pylint: disable=g-import-not-at-top
@@ -227,6 +264,8 @@ def fine_tune_benchmark(workdir: str, config_fn, *, epochs: int = 4,
     if name == "fine_tune":
       config.model.init_from = source
       config.model.freeze_epochs = int(freeze_epochs)
+      config.schedule.base_lr *= float(lr_scale)
+      config.schedule.max_lr *= float(lr_scale)
     model_dir = os.path.join(workdir, f"b_{name}")
     started = time.time()
     summary = trainer.train(config, os.path.join(workdir, "tfrecords", "b"),

@@ -87,6 +87,8 @@ class WaveformTagger(tf.Module):
     self.frames_per_second = tf.constant(
         self.params.mel_frames_per_second, tf.float32)
     self.window_frames = tf.Variable(self.window, trainable=False)
+    self.is_multi_label = data.multi_label
+    self.multi_label = tf.Variable(data.multi_label, trainable=False)
     self.feature_params_json = tf.Variable(json.dumps(
         self.params.to_dict()), trainable=False)
 
@@ -145,7 +147,8 @@ class WaveformTagger(tf.Module):
     views = float(len(self.lengths) * self.tries * len(self.models))
     mean = tf.where(empty, self.prior_log_probs, total / views)
     embedding = tf.where(empty, tf.zeros_like(pooled), pooled / views)
-    return {"probabilities": tf.nn.softmax(mean),
+    return {"probabilities": model_lib.probabilities_of(
+        mean, self.is_multi_label),
             "log_probabilities": mean, "embedding": embedding,
             "empty": empty}
 
@@ -165,7 +168,8 @@ class WaveformTagger(tf.Module):
     host = self._host_batch(batches.windows_at(log_mel, self.window, starts),
                             tf.fill([count], 0.5))
     log_probs, _ = self._log_probs(host)
-    return tf.nn.softmax(log_probs / float(len(self.models)))
+    return model_lib.probabilities_of(log_probs / float(len(self.models)),
+                                      self.is_multi_label)
 
   def frame_starts(self, num_frames: tf.Tensor,
                    hop_seconds: tf.Tensor) -> tf.Tensor:
@@ -185,7 +189,9 @@ class WaveformTagger(tf.Module):
     log_mel, _ = self.log_mel(tf.reshape(waveform, [-1]), trim=False)
     starts = self.frame_starts(tf.shape(log_mel)[0], hop_seconds)
     probs = self.window_scores(log_mel, starts)
-    clip = tf.nn.softmax(tf.reduce_mean(tf.math.log(probs + 1e-12), axis=0))
+    clip = model_lib.probabilities_of(
+        tf.reduce_mean(tf.math.log(probs + 1e-12), axis=0),
+        self.is_multi_label)
     return {"frame_probabilities": probs,
             "start_seconds": tf.cast(starts, tf.float32) /
                              self.frames_per_second,

@@ -288,3 +288,20 @@ def test_fine_tuning_on_new_labels_copies_the_backbone_and_freezes_it(
       trainable(source, "fc384"), trainable(tuned, "fc384")))
   assert json.load(open(os.path.join(model_dir, model_dir_lib.CONFIG)))[
       "model"]["freeze_epochs"] == 1
+
+
+def test_waveform_serving_keeps_multi_label_probabilities(trained):
+  """The waveform module of a multi-label model: each class's own
+  probability (not renormalised over the classes), for clips and frames."""
+  from tagger import serving  # pylint: disable=g-import-not-at-top
+  _, model_dir, _ = trained
+  module = serving.WaveformTagger([score.load_model(model_dir)], tries=2)
+  wave = (tone(1.0, FREQS["low"]) + tone(1.0, FREQS["top"])) / 2
+  out = module.clip(tf.constant(wave))
+  np.testing.assert_allclose(out["probabilities"].numpy(),
+                             np.exp(out["log_probabilities"].numpy()),
+                             rtol=1e-5)
+  assert bool(module.multi_label.numpy())
+  frames = module.frames(tf.constant(np.tile(wave, 3)), 0.5)
+  clip = frames["probabilities"].numpy()
+  assert clip.shape == (4,) and not np.isclose(clip.sum(), 1.0)

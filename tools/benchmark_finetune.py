@@ -1,8 +1,9 @@
 r"""Fine-tuning a trained tagger on new labels against training from
 scratch: the demo's classes in two halves; stage 1 on half A, then N
-epochs on half B from scratch and N epochs fine-tuned from the A model
-(backbone copied, new head, backbone frozen for the first epochs), same
-seed and schedule. Prints the B validation MAP@3 of both last.
+epochs on half B from scratch (configs/demo.py:stage1) and N epochs
+fine-tuned from the A model (backbone copied, new head, backbone frozen
+for the first epoch, the LR a tenth of the config's), same seed. Prints
+the B validation MAP@3 of both last.
 
   python -m tools.benchmark_finetune --workdir=runs/finetune --epochs=4
 
@@ -25,6 +26,8 @@ flags.DEFINE_string("workdir", "runs/finetune", "Data, shards and models.")
 flags.DEFINE_integer("epochs", 4, "Epochs on the new labels (both runs).")
 flags.DEFINE_integer("freeze_epochs", 1, "Fine-tuning: epochs with the "
                      "stem and backbone frozen.")
+flags.DEFINE_float("lr_scale", 0.1, "Fine-tuning: the cyclic LR bounds "
+                   "times this.")
 flags.DEFINE_integer("num_workers", 0, "Sharding workers (0: all cores).")
 
 
@@ -37,7 +40,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   r = quality.fine_tune_benchmark(
       FLAGS.workdir, demo_stage1, epochs=FLAGS.epochs,
-      freeze_epochs=FLAGS.freeze_epochs, num_workers=FLAGS.num_workers)
+      freeze_epochs=FLAGS.freeze_epochs, lr_scale=FLAGS.lr_scale,
+      num_workers=FLAGS.num_workers)
   print(f"classes: {r['classes']['a']} (source, A) -> {r['classes']['b']} "
         f"(new, B); {FLAGS.epochs} epochs on B")
   for name, run in r["runs"].items():
