@@ -113,6 +113,8 @@ def linear_baselines(train_dir: str, test_dir: str,
   """MAP@3 on the test split of each baseline (see the module doc); for
   multi-label shards also lwlrap (one-vs-rest logistic regression), MAP@3
   and top-1 of the single-label test clips."""
+  from tagger import score as score_lib  # pylint: disable=g-import-not-at-top
+  truth = score_lib.label_sets(truth)
   info = data_info.load_data_info(train_dir)
   labels, multi = info.labels, info.multi_label
   index = {name: i for i, name in enumerate(labels)}

@@ -318,10 +318,18 @@ def read_labels_csv(path: str) -> Dict[str, Tuple[str, ...]]:
   return {r["fname"]: (r["label"],) for r in reader}
 
 
+def label_sets(truth: Dict[str, object]) -> Dict[str, Tuple[str, ...]]:
+  """Answers as label tuples: a str is one label, a sequence several."""
+  return {f: (t,) if isinstance(t, str) else tuple(t)
+          for f, t in truth.items()}
+
+
 def evaluate(scores: Scores, truth: Dict[str, Tuple[str, ...]]) -> dict:
   """MAP@3, top-1 accuracy, per-class accuracy and the confusion matrix of
   the clips that have a known label; for multi-label answers or models,
-  lwlrap and per-class AP (evaluate_multi_label)."""
+  lwlrap and per-class AP (evaluate_multi_label). truth: fname -> its
+  labels (read_labels_csv; a str is one label)."""
+  truth = label_sets(truth)
   if scores.multi_label or any(len(t) > 1 for t in truth.values()):
     return evaluate_multi_label(scores, truth)
   truth = {f: t[0] if t else "" for f, t in truth.items()}

@@ -115,6 +115,8 @@ class WaveformTagger(tf.Module):
     out = dict(windows)
     out[records.PCA] = tf.zeros([rows, self.spec.pca_dim])
     out[records.LABEL] = tf.zeros([rows], tf.int32)
+    if self.spec.multi_label:
+      out[records.LABELS] = tf.zeros([rows, self.spec.num_classes], tf.uint8)
     out[records.MANUALLY_VERIFIED] = tf.zeros([rows], tf.int32)
     out[batches.SEED] = tf.zeros([rows, 2], tf.int64)
     if fraction is not None:
