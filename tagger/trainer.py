@@ -238,6 +238,8 @@ class FoldRun:
 
     multi_label = self.multi_label
     sources = len(self.source_weights) > 1
+    scaled_on_replicas = self.replicas > 1 and isinstance(
+        optimizer, keras.optimizers.LossScaleOptimizer)
     frozen = (model_lib.feature_variables(model, model.trainable_variables)
               if int(self.config.model.get("freeze_epochs", 0)) > 0 else None)
 
@@ -267,9 +269,13 @@ class FoldRun:
         scaled = optimizer.scale_loss(loss)
       grads = tape.gradient(scaled, model.trainable_variables)
       if frozen is not None:  # fine-tuning: no update of stem and backbone
-        keep = 1.0 - self.frozen
-        grads = [g * tf.cast(keep, g.dtype) if f and g is not None else g
+        # tf.where, not a product: an overflowed (inf) gradient under
+        # mixed_float16 times 0 would be NaN.
+        grads = [tf.where(self.frozen > 0, tf.zeros_like(g), g)
+                 if f and g is not None else g
                  for g, f in zip(grads, frozen)]
+      if scaled_on_replicas:  # one overflow verdict for all replicas
+        grads = distribute.finite_everywhere(grads)
       optimizer.apply(grads, model.trainable_variables)
       return loss
 

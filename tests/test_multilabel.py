@@ -248,9 +248,10 @@ def test_scoring_writes_the_2019_submission_and_lwlrap(trained, shards,
 
 def test_fine_tuning_on_new_labels_copies_the_backbone_and_freezes_it(
     trained, tmp_path):
-  """A model trained on 4 labels starts one on 2 other labels: stem and
-  backbone copied, the head new; frozen for the first epoch, the
-  backbone's trainable weights do not move while the rest learn."""
+  """A model trained on 4 labels starts one on 2 other labels (under
+  mixed_float16 on 2 replicas): stem and backbone copied, the head new;
+  frozen for the first epoch, the backbone's trainable weights do not move
+  while the rest learn."""
   _, source_dir, _ = trained
   root = str(tmp_path)
   rows = [(f"x{k}_{i}.wav", [l]) for k, l in enumerate(("low", "top"))
@@ -270,7 +271,12 @@ def test_fine_tuning_on_new_labels_copies_the_backbone_and_freezes_it(
       "model.init_from": source_dir,
       "model.freeze_epochs": 1})
   model_dir = os.path.join(root, "fine_tuned")
-  summary = trainer.train(config, out, model_dir, two_cpu_strategy())
+  keras.mixed_precision.set_global_policy("mixed_float16")  # the GPU path
+  try:
+    summary = trainer.train(config, out, model_dir, two_cpu_strategy())
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
+  assert summary["precision"] == "mixed_float16"
   copied = summary["initialised_from"]["layers"]
   assert "backbone" in copied and "mel_conv3" in copied
   assert "probs" not in copied  # 2 new labels: a new head

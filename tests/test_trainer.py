@@ -341,3 +341,41 @@ def test_strategy_and_precision_choices():
   assert distribute.choose_precision("auto") == "float32"  # no GPU here
   with pytest.raises(distribute.DistributeError, match="precision"):
     distribute.choose_precision("fp8")
+
+
+def test_an_overflow_on_one_replica_skips_the_step_on_all():
+  """mixed_float16's loss scaling on 2 replicas: one replica's gradient
+  overflows, the other's does not. Keras alone applies the step (its
+  verdict is the first replica's) and the weights turn non-finite;
+  distribute.finite_everywhere makes every replica skip it and halve the
+  loss scale, as one device would."""
+  strategy = two_cpu_strategy()
+
+  def run(agree: bool):
+    with strategy.scope():
+      weights = tf.Variable([1.0, 2.0])
+      optimizer = keras.optimizers.LossScaleOptimizer(
+          keras.optimizers.Adam(0.1))
+      optimizer.build([weights])
+
+    @tf.function
+    def step(grad):
+      def replica(g):
+        grads = [g]
+        if agree:
+          grads = distribute.finite_everywhere(grads)
+        optimizer.apply(grads, [weights])
+      strategy.run(replica, args=(grad,))
+
+    grads = strategy.experimental_distribute_values_from_function(
+        lambda ctx: tf.constant([1.0, 1.0]) if ctx.replica_id_in_sync_group
+        == 0 else tf.constant([np.inf, 1.0]))
+    scale = float(optimizer.dynamic_scale.numpy())
+    step(grads)
+    return weights.numpy(), float(optimizer.dynamic_scale.numpy()) / scale
+
+  values, _ = run(agree=False)
+  assert not np.isfinite(values).all()  # what Keras alone does
+  values, scale_ratio = run(agree=True)
+  np.testing.assert_array_equal(values, [1.0, 2.0])  # step skipped
+  assert scale_ratio == 0.5

@@ -88,29 +88,27 @@ def main(argv):
   print(f"wrote {result['output']}: {result['clips']} clips, "
         f"{len(result['models'])} model(s), {result['empty']} without audio")
   report = result.get("evaluation")
-  if report and report.get("multi_label"):
-    worst = sorted(((k, v) for k, v in report["per_class_ap"].items()
-                    if v is not None), key=lambda x: x[1])
-    print("lowest per-class average precision: " + ", ".join(
+  if report:
+    multi = report.get("multi_label", False)
+    figure = "average precision" if multi else "accuracy"
+    per_class = report["per_class_ap" if multi else "per_class_accuracy"]
+    worst = sorted(((k, v) for k, v in per_class.items() if v is not None),
+                   key=lambda x: x[1])
+    print(f"lowest per-class {figure}: " + ", ".join(
         f"{k} {v:.2f}" for k, v in worst[:5]))
-    print(f"per-class AP: {report['confusion_png']}")
+    print(f"{'per-class AP' if multi else 'confusion matrix'}: "
+          f"{report['confusion_png']}")
     if report["unknown_labels"] or report["without_label"]:
       print(json.dumps({k: report[k] for k in ("unknown_labels",
                                                "without_label")}))
-    map3 = "n/a" if report["map3"] is None else f"{report['map3']:.4f}"
-    print(f"lwlrap={report['lwlrap']:.4f} MAP@3(single-label "
-          f"clips)={map3} clips={report['clips']} "
-          f"single_label={report['single_label_clips']}")
-  elif report:
-    worst = sorted(report["per_class_accuracy"].items(), key=lambda x: x[1])
-    print("lowest per-class accuracy: " + ", ".join(
-        f"{k} {v:.2f}" for k, v in worst[:5]))
-    print(f"confusion matrix: {report['confusion_png']}")
-    if report["unknown_labels"] or report["without_label"]:
-      print(json.dumps({k: report[k] for k in ("unknown_labels",
-                                               "without_label")}))
-    print(f"MAP@3={report['map3']:.4f} accuracy={report['accuracy']:.4f} "
-          f"clips={report['clips']}")
+    if multi:
+      map3 = "n/a" if report["map3"] is None else f"{report['map3']:.4f}"
+      print(f"lwlrap={report['lwlrap']:.4f} MAP@3(single-label "
+            f"clips)={map3} clips={report['clips']} "
+            f"single_label={report['single_label_clips']}")
+    else:
+      print(f"MAP@3={report['map3']:.4f} accuracy={report['accuracy']:.4f} "
+            f"clips={report['clips']}")
   if FLAGS.frames_out:
     if not FLAGS.audio_dir:
       raise app.UsageError("--frames_out needs --audio_dir")
