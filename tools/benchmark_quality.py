@@ -52,37 +52,23 @@ def main(argv):
   r = quality.run_benchmark(FLAGS.data_dir, FLAGS.workdir, configs,
                             fold=FLAGS.fold, num_workers=FLAGS.num_workers)
   b = r["baselines"]
+  # FSDKaggle2019 layout: lwlrap first, then MAP@3 of single-label clips.
   multi = "lwlrap" in b["pca"]
-  if multi:  # FSDKaggle2019 layout: lwlrap first, MAP@3 of single labels
-    print(f"{'what':<36} lwlrap  MAP@3 (single-label clips)")
-    rows = [(f"recipe {s['name']}", s["lwlrap"], s["map3"],
-             f"  ({s['train_seconds'] / 60:.1f} min)") for s in r["stages"]]
-    rows += [("logistic regression, PCA vectors", b["pca"]["lwlrap"],
-              b["pca"]["map3"], ""),
-             ("logistic regression, log-mel stats", b["mel_stats"]["lwlrap"],
-              b["mel_stats"]["map3"], "")]
-    for name, lw, m3, note in rows:
-      print(f"{name:<36} {lw:.4f}  {m3:.4f}{note}")
-    best = max(b["pca"]["lwlrap"], b["mel_stats"]["lwlrap"])
-    final = r["stages"][-1]["lwlrap"]
-    print(f"wall time {r['seconds'] / 60:.1f} min; recipe - best linear = "
-          f"{final - best:+.4f}")
-    print(f"recipe_lwlrap={final:.4f} best_linear_lwlrap={best:.4f} "
-          f"minutes={r['seconds'] / 60:.1f}")
-    return
-  print(f"{'what':<36} MAP@3   top-1")
-  for stage in r["stages"]:
-    print(f"{'recipe ' + stage['name']:<36} {stage['map3']:.4f}  "
-          f"{stage['accuracy']:.4f}  ({stage['train_seconds'] / 60:.1f} min)")
-  print(f"{'logistic regression, PCA vectors':<36} {b['pca']['map3']:.4f}  "
-        f"{b['pca']['accuracy']:.4f}")
-  print(f"{'logistic regression, log-mel stats':<36} "
-        f"{b['mel_stats']['map3']:.4f}  {b['mel_stats']['accuracy']:.4f}")
-  best = max(b["pca"]["map3"], b["mel_stats"]["map3"])
-  final = r["stages"][-1]["map3"]
+  first, second = ("lwlrap", "map3") if multi else ("map3", "accuracy")
+  print(f"{'what':<36} " + ("lwlrap  MAP@3 (single-label clips)" if multi
+                            else "MAP@3   top-1"))
+  rows = [(f"recipe {s['name']}", s, f"  ({s['train_seconds'] / 60:.1f} "
+           "min)") for s in r["stages"]]
+  rows += [("logistic regression, PCA vectors", b["pca"], ""),
+           ("logistic regression, log-mel stats", b["mel_stats"], "")]
+  for name, figures, note in rows:
+    print(f"{name:<36} {figures[first]:.4f}  {figures[second]:.4f}{note}")
+  best = max(b["pca"][first], b["mel_stats"][first])
+  final = r["stages"][-1][first]
   print(f"wall time {r['seconds'] / 60:.1f} min; recipe - best linear = "
         f"{final - best:+.4f}")
-  print(f"recipe_map3={final:.4f} best_linear_map3={best:.4f} "
+  name = "lwlrap" if multi else "map3"
+  print(f"recipe_{name}={final:.4f} best_linear_{name}={best:.4f} "
         f"minutes={r['seconds'] / 60:.1f}")
 
 
