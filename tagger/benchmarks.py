@@ -1,14 +1,15 @@
 """Speed measurements behind tools/benchmark_*: figures, not tests."""
 
-import os
+import dataclasses
 import glob
+import os
+import resource
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from typing import Sequence
-
-
-
 
 from tagger import audio
 from tagger import demo_data
@@ -218,6 +219,95 @@ def benchmark_pipeline(data_dir: str = "", num_records: int = 4000,
     # The default: placement 'device'. The host's part is what a GPU is fed;
     # the device part runs on the accelerator, not on these cores.
     results["examples_per_sec"] = results["host_only_examples_per_sec"]
+    return results
+
+
+def _cpu_seconds() -> float:
+  """User + system CPU seconds of this process (not its children)."""
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
+def _serve_in_subprocesses(num_workers: int):
+  """A dispatcher and num_workers workers, each its own process (tools/
+  data_service) on loopback; returns (address, processes)."""
+  from tagger import data_service  # pylint: disable=g-import-not-at-top
+  ports = [data_service.free_port() for _ in range(num_workers + 1)]
+  workers = [f"localhost:{p}" for p in ports[1:]]
+  tool = [sys.executable, "-m", "tools.data_service"]
+  procs = [subprocess.Popen(tool + ["--role=dispatcher", f"--port={ports[0]}",
+                                    "--worker_addresses=" + ",".join(workers)],
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)]
+  for port, address in zip(ports[1:], workers):
+    procs.append(subprocess.Popen(
+        tool + ["--role=worker", f"--port={port}",
+                f"--dispatcher=localhost:{ports[0]}",
+                f"--worker_address={address}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+  address = f"localhost:{ports[0]}"
+  for port in ports:  # every server up before the clock starts
+    deadline = time.time() + 120
+    while True:
+      try:
+        data_service.check_reachable(f"localhost:{port}", 1.0)
+        break
+      except data_service.DataServiceError:
+        if time.time() > deadline or any(p.poll() is not None for p in procs):
+          for p in procs:
+            p.kill()
+          raise RuntimeError("tf.data service processes did not start")
+        time.sleep(0.2)
+  return address, procs
+
+
+def benchmark_data_service(data_dir: str = "", num_records: int = 4000,
+                           batch_size: int = 64, warmup: int = 30,
+                           steps: int = 200, seed: int = 0,
+                           worker_counts: Sequence[int] = (1, 2),
+                           placement: str = "device") -> dict:
+  """Training-input examples/s (the host side of `placement`: with
+  'host' the augmentation runs there too) read locally and through a tf.data service with each worker count, in one
+  run on the same shards. The dispatcher and every worker are processes
+  of their own on loopback, as on separate machines but sharing this
+  machine's cores with each other and with the reader."""
+  from tagger import data_info  # pylint: disable=g-import-not-at-top
+  from tagger import input_pipeline as ip  # pylint: disable=g-import-not-at-top
+  from tagger import synthetic  # pylint: disable=g-import-not-at-top
+
+  with tempfile.TemporaryDirectory() as tmp:
+    if not data_dir:
+      data_dir = os.path.join(tmp, "shards")
+      synthetic.write_synthetic_shards(data_dir, num_records, seed=seed)
+    info = data_info.load_data_info(data_dir)
+    folds = data_info.select_folds(info, info.folds[0], "train")
+    results = {"records": info.num_records(folds), "cores": os.cpu_count()}
+    config = settings.InputConfig(batch_size=batch_size, seed=seed,
+                                  placement=placement)
+
+    def measure(name, config):
+      """examples/s, and this (the trainer's) process's CPU time per
+      example: what the input costs the host that feeds the GPUs."""
+      it = iter(ip.train_dataset(info, folds, config))
+      next(it)
+      cpu = _cpu_seconds()
+      results[f"{name}_examples_per_sec"] = rate = _rate(
+          it, lambda b: b, warmup, steps, batch_size)
+      examples = (warmup + steps) * batch_size
+      results[f"{name}_trainer_cpu_us_per_example"] = (
+          (_cpu_seconds() - cpu) / examples * 1e6)
+      return rate
+
+    measure("local", config)
+    for count in worker_counts:
+      address, procs = _serve_in_subprocesses(count)
+      try:
+        measure(f"workers_{count}",
+                dataclasses.replace(config, data_service=address))
+      finally:
+        for p in procs:
+          p.kill()
+          p.wait()
     return results
 
 

@@ -51,6 +51,7 @@ import tensorflow as tf
 
 from tagger import batches
 from tagger import data_info
+from tagger import data_service
 from tagger import records
 from tagger import settings
 from tagger.data_info import DataInfo
@@ -167,31 +168,30 @@ def _block_pairs(block: tf.Tensor, batch: int,
   return indices.map(lambda p, q: (block, p, q))
 
 
-_RECORDS_IN_MEMORY = {}  # (files, shard) -> lookup table of the records
+def _pipeline_shard(layout: _Layout) -> Optional[Tuple[int, int]]:
+  """(pipelines, this pipeline) when the records are split between input
+  pipelines, else None."""
+  if layout.num_pipelines > 1:
+    return layout.num_pipelines, layout.pipeline_id
+  return None
 
 
-def records_in_memory(files: Sequence[str], info: DataInfo,
-                      shard: Optional[Tuple[int, int]]):
-  """(table, n): every record of the files (this pipeline's share) in a
-  host-side lookup table index -> serialized record, read once and kept for
-  the process (a table, not a constant: tf.data functions capture it by
-  handle, never by value)."""
-  key = (tuple(files), shard)
-  if key not in _RECORDS_IN_MEMORY:
-    # Called while tf.data traces the epoch function: read eagerly.
-    with tf.init_scope(), tf.device("/cpu:0"):
-      stream = tf.data.TFRecordDataset(list(files), info.compression,
-                                       buffer_size=8 << 20)
-      if shard is not None:
-        stream = stream.shard(*shard)
-      values = tf.concat(list(stream.batch(4096)), axis=0)
-      n = int(values.shape[0])
-      table = tf.lookup.StaticHashTable(
-          tf.lookup.KeyValueTensorInitializer(
-              tf.range(n, dtype=tf.int64), values), default_value="")
-    del values
-    _RECORDS_IN_MEMORY[key] = (table, n)
-  return _RECORDS_IN_MEMORY[key]
+def _every_record(info: DataInfo, folds,
+                  shard: Optional[Tuple[int, int]]) -> tf.data.Dataset:
+  """A one-element dataset: every record of the files (this pipeline's
+  share, in file order) as one string tensor [n].
+
+  Read in the graph (file names are all it captures), so the same graph
+  runs in this process or on a tf.data service worker.
+  """
+  n = info.num_records(folds)
+  stream = tf.data.TFRecordDataset(info.files(folds), info.compression,
+                                   buffer_size=8 << 20)
+  if shard is not None:
+    stream = stream.shard(*shard)
+    n = len(range(shard[1], n, shard[0]))
+  # batch(n), not a larger bound: batch reserves its size up front.
+  return stream.batch(max(n, 1))
 
 
 def pairing_mode(info: DataInfo, folds, config: InputConfig,
@@ -208,19 +208,21 @@ def pairing_mode(info: DataInfo, folds, config: InputConfig,
 
 
 def _epoch_pairs(info: DataInfo, folds, config: InputConfig, epoch,
-                 layout: _Layout) -> tf.data.Dataset:
+                 layout: _Layout, every_record=None) -> tf.data.Dataset:
   """One epoch of (primary, partner) record batches: the pairing table
-  (the module docstring says what each pairing mode does)."""
+  (the module docstring says what each pairing mode does).
+
+  every_record: string [n], this pipeline's records ('global' pairing).
+  """
   files = info.files(folds)
-  shard = ((layout.num_pipelines, layout.pipeline_id)
-           if layout.num_pipelines > 1 else None)
+  shard = _pipeline_shard(layout)
   # base: seed * 1_000_003 + 4 epoch (batches.key's first half), from which
   # the epoch's shuffles and permutations take base, base + 1, base + 2.
   base = batches.key(config.seed, tf.cast(epoch, tf.int64) * 4, 0)[0]
   b = layout.per_replica_batch
   mode = pairing_mode(info, folds, config, layout.num_pipelines)
   if mode == "global":
-    table, n = records_in_memory(files, info, shard)
+    n = tf.shape(every_record)[0]
     used = n // b * b
     key = tf.stack([base + 1, 0])
     primary = _permutation(n, key)[:used]
@@ -229,8 +231,8 @@ def _epoch_pairs(info: DataInfo, folds, config: InputConfig, epoch,
     pairs = tf.data.Dataset.from_tensor_slices(
         (tf.reshape(primary, [-1, b]), tf.reshape(partner, [-1, b])))
     pairs = pairs.map(
-        lambda p, q: (table.lookup(tf.cast(p, tf.int64)),
-                      table.lookup(tf.cast(q, tf.int64))),
+        lambda p, q: (tf.gather(every_record, p),
+                      tf.gather(every_record, q)),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   elif mode == "independent":
     primary = _shuffled_records(files, info, config, base, shard)
@@ -275,8 +277,8 @@ def train_dataset(info: DataInfo, folds, config: InputConfig,
   b = layout.per_replica_batch
   spec = info.batch_spec
 
-  def epoch_batches(epoch):
-    pairs = _epoch_pairs(info, folds, config, epoch, layout)
+  def epoch_batches(epoch, every_record=None):
+    pairs = _epoch_pairs(info, folds, config, epoch, layout, every_record)
     return pairs.enumerate().map(lambda j, pq: (epoch, j, pq[0], pq[1]))
 
   def host_batch(epoch, j, primary, partner):
@@ -296,6 +298,10 @@ def train_dataset(info: DataInfo, folds, config: InputConfig,
   last = None if num_epochs is None else start_epoch + num_epochs
   epochs = (tf.data.Dataset.range(start_epoch, last) if last is not None
             else tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max))
+  if pairing_mode(info, folds, config, layout.num_pipelines) == "global":
+    # Read once, then kept: the cache hands every epoch the same tensor.
+    every_record = _every_record(info, folds, _pipeline_shard(layout))
+    epochs = tf.data.Dataset.zip(epochs, every_record.cache().repeat())
   # Two epochs open at once, each yielding exactly its `steps` batches in
   # turn: the next epoch's readers fill their buffers while this one runs
   # (no stall at epoch starts), and the order is still epoch after epoch.
@@ -304,12 +310,18 @@ def train_dataset(info: DataInfo, folds, config: InputConfig,
   ds = epochs.apply(tf.data.experimental.parallel_interleave(
       epoch_batches, cycle_length=2, block_length=layout.steps,
       sloppy=False, buffer_output_elements=2, prefetch_input_elements=0))
+  if config.data_service:  # each worker cuts its own share of the batches
+    ds = data_service.split_by_worker(ds)
   ds = ds.map(host_batch, num_parallel_calls=tf.data.AUTOTUNE,
               deterministic=True)
   if config.placement == "host":
     ds = ds.map(lambda batch: batches.augment_batch(batch, spec,
                                                     augment_config),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  if config.data_service:
+    ds = data_service.read_from_service(
+        ds, config.data_service, layout.pipeline_id,
+        None if num_epochs is None else num_epochs * layout.steps)
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -320,7 +332,11 @@ def pairing_table(info: DataInfo, folds, config: InputConfig, epoch: int,
   them (reads the epoch's records; for logging and checks)."""
   layout = _layout(info, folds, config, input_context, max_steps_per_epoch)
   spec = {records.FNAME: tf.io.FixedLenFeature([], tf.string)}
-  names = _epoch_pairs(info, folds, config, epoch, layout).map(
+  every_record = None
+  if pairing_mode(info, folds, config, layout.num_pipelines) == "global":
+    every_record = _every_record(info, folds, _pipeline_shard(layout)
+                                 ).get_single_element()
+  names = _epoch_pairs(info, folds, config, epoch, layout, every_record).map(
       lambda p, q: (tf.io.parse_example(p, spec)[records.FNAME],
                     tf.io.parse_example(q, spec)[records.FNAME]))
   table = []

@@ -60,6 +60,9 @@ class InputConfig:
   placement: str = "device"            # where augment_batch runs
   train_sources: str = ""              # comma separated source names the
   val_sources: str = ""                # train / validation read ("": all)
+  data_service: str = ""               # host:port of a tf.data service
+                                       # dispatcher: the host side runs on
+                                       # its workers (tools/data_service)
   seed: int = 0
 
 

@@ -32,6 +32,7 @@ from absl import logging
 from tagger import augment
 from tagger import batches
 from tagger import data_info
+from tagger import data_service
 from tagger import distribute
 from tagger import errors
 from tagger import fileio
@@ -99,6 +100,10 @@ class FoldRun:
     self.train_folds = data_info.select_folds(self.info, fold, "train")
     self.val_folds = data_info.select_folds(self.info, fold, "validation")
     self.input = settings.input_config(config)
+    if self.input.data_service:
+      data_service.check_reachable(self.input.data_service)
+      logging.info("training input: the tf.data service at %s",
+                   self.input.data_service)
     # The sources each side reads (e.g. train on curated + noisy, validate
     # on curated only), and each source's loss weight.
     self.train_info = self.info.only_sources(
@@ -700,7 +705,9 @@ class FoldRun:
                "parameters": model_lib.parameter_counts(self.model),
                "strategy": distribute.describe(self.strategy),
                "precision": keras.mixed_precision.global_policy().name,
-               "traces": dict(self.traces)}
+               "traces": dict(self.traces),
+               "input": (f"tf.data service at {self.input.data_service}"
+                         if self.input.data_service else "local")}
     if copied:
       summary["initialised_from"] = {"path": self.config.model.init_from,
                                      "layers": copied}
