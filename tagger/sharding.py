@@ -272,39 +272,68 @@ class Staged:
   duration_s: np.ndarray  # [N]
 
 
-def collect_staged(rows: Sequence[Row], options: Options, staging: str):
-  """Reads chunk metadata; decides per clip: write, write flagged, or skip.
+@dataclasses.dataclass
+class ClipMeta:
+  """What extraction found of one clip, without its log-mel."""
+  row: int  # Row.index
+  status: int
+  reason: str
+  num_frames: int
+  summary: np.ndarray  # [1133]
+  duration_s: float
+  chunk: int = -1  # where its log-mel is staged (local runs)
+  offset: int = -1
 
-  Returns (Staged, or None when no clip can be written; the Problems).
-  """
-  by_index = {row.index: row for row in rows}
-  keep, problems = collections.defaultdict(list), []
-  num_chunks = math.ceil(len(rows) / options.chunk_size)
-  for k in range(num_chunks):
+
+def clip_meta(result: extract.ClipFeatures) -> ClipMeta:
+  return ClipMeta(result.row, result.status, result.reason,
+                  int(result.log_mel_db.shape[1]), result.summary,
+                  float(result.duration_s))
+
+
+def collect_staged(rows: Sequence[Row], options: Options, staging: str):
+  """Reads chunk metadata; decides per clip (decide_clips)."""
+  metas = []
+  for k in range(math.ceil(len(rows) / options.chunk_size)):
     chunk = fileio.read_npz(_chunk_path(staging, k))
     for j, (row_index, status, reason) in enumerate(
         zip(chunk["row"], chunk["status"], chunk["reason"])):
-      row = by_index[int(row_index)]
-      status = int(status)
-      if options.split == "train" and status not in extract.USABLE:
-        problems.append(Problem(row.fname, row.index, str(reason), "skipped"))
-        continue
-      if status == extract.CUT:
-        problems.append(Problem(row.fname, row.index, str(reason),
-                                "written_cut"))
-      elif status == extract.TRUNCATED:
-        problems.append(Problem(row.fname, row.index, str(reason),
-                                "written_partial"))
-      elif status in (extract.EMPTY, extract.FAILED):
-        problems.append(Problem(row.fname, row.index, str(reason),
-                                "written_empty"))
-      keep["rows"].append(row)
-      keep["chunk"].append(k)
-      keep["offset"].append(j)
-      keep["num_frames"].append(int(chunk["num_frames"][j]))
-      keep["summary"].append(chunk["summary"][j])
-      keep["empty"].append(status in (extract.EMPTY, extract.FAILED))
-      keep["duration_s"].append(float(chunk["duration_s"][j]))
+      metas.append(ClipMeta(
+          int(row_index), int(status), str(reason),
+          int(chunk["num_frames"][j]), chunk["summary"][j],
+          float(chunk["duration_s"][j]), k, j))
+  return decide_clips(metas, rows, options.split)
+
+
+def decide_clips(metas: Sequence[ClipMeta], rows: Sequence[Row],
+                 split: str):
+  """Per clip: write, write flagged, or skip (with a Problem saying why).
+
+  metas: one per row, in the rows' order. Returns (Staged, or None when no
+  clip can be written; the Problems).
+  """
+  by_index = {row.index: row for row in rows}
+  keep, problems = collections.defaultdict(list), []
+  for meta in metas:
+    row = by_index[meta.row]
+    status, reason = meta.status, meta.reason
+    if split == "train" and status not in extract.USABLE:
+      problems.append(Problem(row.fname, row.index, reason, "skipped"))
+      continue
+    if status == extract.CUT:
+      problems.append(Problem(row.fname, row.index, reason, "written_cut"))
+    elif status == extract.TRUNCATED:
+      problems.append(Problem(row.fname, row.index, reason,
+                              "written_partial"))
+    elif status in (extract.EMPTY, extract.FAILED):
+      problems.append(Problem(row.fname, row.index, reason, "written_empty"))
+    keep["rows"].append(row)
+    keep["chunk"].append(meta.chunk)
+    keep["offset"].append(meta.offset)
+    keep["num_frames"].append(meta.num_frames)
+    keep["summary"].append(meta.summary)
+    keep["empty"].append(status in (extract.EMPTY, extract.FAILED))
+    keep["duration_s"].append(meta.duration_s)
   if not keep["rows"]:
     return None, problems
   staged = Staged(
@@ -315,6 +344,32 @@ def collect_staged(rows: Sequence[Row], options: Options, staging: str):
       empty=np.array(keep["empty"], bool),
       duration_s=np.array(keep["duration_s"]))
   return staged, problems
+
+
+def fit_and_fold(staged: Staged, options: Options, multi_label: bool,
+                 fit, clips_skipped: bool):
+  """Train: fits (and saves) the PCA and assigns folds; test: the given
+  fit, fold -1. Returns (fit, folds [N], fold plan or None, PCA vectors
+  [N, dim], 0 for empty clips)."""
+  if options.split == "train":
+    fit = pca_lib.fit_pca(staged.summary, options.pca_components)
+    fit.save(fileio.join(options.output_dir, pca_lib.FIT_FILE))
+    if multi_label:
+      folds, fold_plan = folds_lib.assign_multilabel_folds(
+          [r.labels for r in staged.rows], options.num_folds,
+          options.fold_seed)
+    else:
+      folds, fold_plan = folds_lib.assign_folds(
+          [r.label for r in staged.rows], options.num_folds,
+          options.fold_seed)
+    if clips_skipped:  # clips were skipped: the classes may allow fewer
+      for note in fold_plan.warnings():
+        logging.warning("%s", note)
+  else:
+    folds, fold_plan = np.full(len(staged.rows), -1, np.int64), None
+  pca_vectors = fit.apply(staged.summary)
+  pca_vectors[staged.empty] = 0.0
+  return fit, folds, fold_plan, pca_vectors
 
 
 # ---------------------------------------------------------------------------
@@ -374,58 +429,80 @@ def shard_name(split: str, index: int, count: int) -> str:
   return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
 
 
-def write_shards(staged: Staged, pca_vectors: np.ndarray, folds: np.ndarray,
-                 vocabulary: Sequence[str], options: Options, staging: str):
-  """Writes every shard that is not there yet; returns shard file names."""
+def shard_layout(staged: Staged, pca_dim: int, folds: np.ndarray,
+                 options: Options):
+  """(file names, record indices of each shard, (fold, source) of each)."""
   record_bytes = (staged.num_frames * options.params.mel_bands * 2 +
-                  pca_vectors.shape[1] * 4 + 256)
+                  pca_dim * 4 + 256)
   sources = np.array([r.source for r in staged.rows], np.int64)
   plan = plan_fold_shards(record_bytes, folds, options.split, options,
                           sources)
-  shards = [members for members, _, _ in plan]
-  names = [shard_name(options.split, i, len(shards))
-           for i in range(len(shards))]
+  names = [shard_name(options.split, i, len(plan)) for i in range(len(plan))]
+  return (names, [members for members, _, _ in plan],
+          [(fold, source) for _, fold, source in plan])
+
+
+def serialize_clip(row: Row, log_mel: np.ndarray, empty: bool, fold: int,
+                   pca_vector: np.ndarray, label_index: Dict[str, int],
+                   split: str) -> bytes:
+  """One clip's record (an empty clip keeps no frames)."""
+  is_train = split == "train"
+  return records.serialize_example(
+      fname=row.fname,
+      label=label_index[row.label] if is_train else -1,
+      label_name=",".join(row.labels) if is_train else "",
+      fold=int(fold), manually_verified=row.manually_verified,
+      log_mel_db=log_mel[:, :0] if empty else log_mel, pca=pca_vector,
+      labels=[label_index[l] for l in row.labels] if is_train else (),
+      source=row.source)
+
+
+def write_shard_file(path: str, serialized: Sequence[bytes],
+                     compression: str) -> None:
+  """Writes records under a temporary name, then renames: a shard file
+  is complete or absent."""
+  writer_options = tf.io.TFRecordOptions(
+      compression_type="GZIP" if compression == "gzip" else "")
+  tmp = fileio.temp_name(path)
+  with tf.io.TFRecordWriter(tmp, writer_options) as writer:
+    for record in serialized:
+      writer.write(record)
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def write_shards(staged: Staged, pca_vectors: np.ndarray, folds: np.ndarray,
+                 vocabulary: Sequence[str], options: Options, staging: str):
+  """Writes every shard that is not there yet; returns (names, record
+  indices of each shard, (fold, source) of each)."""
+  names, shards, keys = shard_layout(staged, pca_vectors.shape[1], folds,
+                                     options)
   todo = [i for i, name in enumerate(names)
           if not fileio.exists(fileio.join(options.output_dir, name))]
   # Hold at most ~512 MB of shards at once; each group reads every chunk once.
   per_group = max(1, int(512 // max(options.shard_mb, 1)))
   label_index = {label: i for i, label in enumerate(vocabulary)}
-  writer_options = tf.io.TFRecordOptions(
-      compression_type="GZIP" if options.compression == "gzip" else "")
   for start in range(0, len(todo), per_group):
     group = todo[start:start + per_group]
     records_of_chunk = collections.defaultdict(list)
     for i in group:
       for n in shards[i]:
         records_of_chunk[int(staged.chunk[n])].append(n)
-    is_train = options.split == "train"
     serialized = {}
     for k in sorted(records_of_chunk):
       chunk = fileio.read_npz(_chunk_path(staging, k))
       starts = np.concatenate([[0], np.cumsum(chunk["num_frames"])])
       for n in records_of_chunk[k]:
         j = staged.offset[n]
-        row = staged.rows[n]
-        log_mel = chunk["log_mel"][:, starts[j]:starts[j + 1]]
-        if staged.empty[n]:
-          log_mel = log_mel[:, :0]
-        serialized[n] = records.serialize_example(
-            fname=row.fname,
-            label=label_index[row.label] if is_train else -1,
-            label_name=",".join(row.labels) if is_train else "",
-            fold=int(folds[n]), manually_verified=row.manually_verified,
-            log_mel_db=log_mel, pca=pca_vectors[n],
-            labels=[label_index[l] for l in row.labels] if is_train else (),
-            source=row.source)
+        serialized[n] = serialize_clip(
+            staged.rows[n], chunk["log_mel"][:, starts[j]:starts[j + 1]],
+            staged.empty[n], folds[n], pca_vectors[n], label_index,
+            options.split)
     for i in group:
-      path = fileio.join(options.output_dir, names[i])
-      tmp = fileio.temp_name(path)
-      with tf.io.TFRecordWriter(tmp, writer_options) as writer:
-        for n in shards[i]:
-          writer.write(serialized[n])
-      tf.io.gfile.rename(tmp, path, overwrite=True)
+      write_shard_file(fileio.join(options.output_dir, names[i]),
+                       [serialized[n] for n in shards[i]],
+                       options.compression)
       logging.info("wrote %s (%d records)", names[i], len(shards[i]))
-  return names, shards, [(fold, source) for _, fold, source in plan]
+  return names, shards, keys
 
 
 # ---------------------------------------------------------------------------
@@ -666,35 +743,31 @@ def _make_tfrecords_locked(options: Options, started: float, vocabulary,
     raise ShardingError(f"no clip of {options.csv} could be written; the "
                         f"reasons are above and in {errors_path}")
 
-  if options.split == "train":
-    fit = pca_lib.fit_pca(staged.summary, options.pca_components)
-    fit.save(fileio.join(options.output_dir, pca_lib.FIT_FILE))
-    if context.multi_label:
-      folds, fold_plan = folds_lib.assign_multilabel_folds(
-          [r.labels for r in staged.rows], options.num_folds,
-          options.fold_seed)
-    else:
-      folds, fold_plan = folds_lib.assign_folds(
-          [r.label for r in staged.rows], options.num_folds,
-          options.fold_seed)
-    if clip_problems:  # clips were skipped: the classes may allow fewer
-      for note in fold_plan.warnings():
-        logging.warning("%s", note)
-  else:
-    folds, fold_plan = np.full(len(staged.rows), -1, np.int64), None
-  pca_vectors = fit.apply(staged.summary)
-  pca_vectors[staged.empty] = 0.0
+  fit, folds, fold_plan, pca_vectors = fit_and_fold(
+      staged, options, context.multi_label, fit, bool(clip_problems))
+  names, shards, shard_keys = write_shards(staged, pca_vectors, folds,
+                                           vocabulary, options, staging)
+  manifest = finish_run(options, staged, folds, vocabulary, fit, names,
+                        shards, shard_keys, problems, started, audio_seconds,
+                        extract_time, fold_plan, context)
+  if not options.keep_staging:
+    fileio.remove_tree(staging)
+  return manifest
 
-  names, shards, shard_folds = write_shards(staged, pca_vectors, folds,
-                                            vocabulary, options, staging)
+
+def finish_run(options, staged, folds, vocabulary, fit, names, shards,
+               shard_keys, problems, started, audio_seconds, extract_time,
+               fold_plan, context: "RunContext", engine: str = "local pool"
+               ) -> dict:
+  """labels.txt and the manifest, written last: a folder with a manifest
+  is complete."""
   fileio.atomic_write_text(fileio.join(options.output_dir, LABELS),
                            "\n".join(vocabulary) + "\n")
   manifest = build_manifest(options, staged, folds, vocabulary, fit, names,
-                            shards, shard_folds, problems, started, audio_seconds,
-                            extract_time, fold_plan, context)
+                            shards, shard_keys, problems, started,
+                            audio_seconds, extract_time, fold_plan, context)
+  manifest["engine"] = engine
   records.write_manifest(options.output_dir, manifest)
-  if not options.keep_staging:
-    fileio.remove_tree(staging)
   return manifest
 
 
