@@ -46,6 +46,11 @@ class PcaFit:
     return cls(**{f.name: arrays[f.name] for f in dataclasses.fields(cls)})
 
 
+def _one_blas_thread():
+  import threadpoolctl  # pylint: disable=g-import-not-at-top
+  return threadpoolctl.threadpool_limits(1)
+
+
 def fit_pca(features: np.ndarray, components: int) -> PcaFit:
   """Fits StandardScaler then PCA on [N, F] train features.
 
@@ -61,9 +66,12 @@ def fit_pca(features: np.ndarray, components: int) -> PcaFit:
         "PCA: %d components asked, but the train split has %d clips and %d "
         "features; keeping %d components. The model's PCA input will be %d "
         "wide.", components, num_clips, num_features, kept, kept)
-  scaler = StandardScaler().fit(features.astype(np.float64))
-  scaled = scaler.transform(features.astype(np.float64))
-  pca = PCA(n_components=kept, svd_solver="full").fit(scaled)
+  # One BLAS thread: the fit is then the same whatever process runs it
+  # (a local run's main process, a Beam worker) and however many cores.
+  with _one_blas_thread():
+    scaler = StandardScaler().fit(features.astype(np.float64))
+    scaled = scaler.transform(features.astype(np.float64))
+    pca = PCA(n_components=kept, svd_solver="full").fit(scaled)
   return PcaFit(scale_mean=scaler.mean_, scale=scaler.scale_,
                 pca_mean=pca.mean_, components=pca.components_,
                 explained_variance_ratio=pca.explained_variance_ratio_)

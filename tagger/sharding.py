@@ -80,6 +80,8 @@ class Options:
   progress: bool = True
   max_file_mb: float = clip_files.MAX_FILE_MB
   params: FeatureParams = FeatureParams()
+  runner: str = ""  # "": the local process pool; else a Beam runner
+  beam_options: str = ""  # the runner's pipeline options (command line)
 
 
 Row = clip_files.Row  # a CSV row (clip_files reads the CSV)
@@ -521,7 +523,7 @@ def _fingerprint(options: Options, csv_bytes: bytes,
   'extract': to reuse staged features; 'write': to keep written shards)."""
   keyed = dataclasses.asdict(options)
   for transient in ("num_workers", "resume", "overwrite", "keep_staging",
-                    "progress"):
+                    "progress", "runner", "beam_options"):
     keyed.pop(transient)
   if stage == "extract":  # what the staged features depend on
     for later in WRITE_OPTIONS:
@@ -674,6 +676,9 @@ def make_tfrecords(options: Options) -> dict:
                         f"{options.split!r}")
   if options.compression not in ("none", "gzip"):
     raise ShardingError("--compression must be none or gzip")
+  if options.runner:  # before any work: the extra may be missing
+    from tagger import beam_sharding  # pylint: disable=g-import-not-at-top
+    beam_sharding.check_installed()
   runs = inputs(options)
   for run in runs:
     if not fileio.exists(run.audio_dir):
@@ -703,9 +708,14 @@ def make_tfrecords(options: Options) -> dict:
   context = RunContext(runs, rows, multi_label)
   check_output_dir(options.output_dir)
   lock_output_dir(options.output_dir)
+  if options.runner:
+    from tagger import beam_sharding  # pylint: disable=g-import-not-at-top
+    locked = beam_sharding.make_tfrecords_locked
+  else:
+    locked = _make_tfrecords_locked
   try:
-    return _make_tfrecords_locked(options, started, vocabulary, usable,
-                                  problems, fit, context)
+    return locked(options, started, vocabulary, usable, problems, fit,
+                  context)
   finally:
     release_output_dir(options.output_dir)
 
@@ -726,23 +736,11 @@ def _make_tfrecords_locked(options: Options, started: float, vocabulary,
       manifest_path):
     logging.info("%s is already complete; nothing to resume", manifest_path)
     return fileio.read_json(manifest_path)
-  csv_bytes = b"".join(fileio.read_bytes(run.csv) for run in context.inputs)
-  staging = prepare_output_dir(options, {
-      "extract": _fingerprint(options, csv_bytes, "extract"),
-      "write": _fingerprint(options, csv_bytes, "write")})
-
+  staging = prepare_run(options, context)
   audio_seconds = extract_to_staging(usable, options, staging)
   extract_time = time.time() - started
   staged, clip_problems = collect_staged(usable, options, staging)
-  for p in clip_problems:
-    logging.warning("%s [%s]", p.reason, p.action)
-  problems += clip_problems
-  errors_path = fileio.join(options.output_dir, ERRORS)
-  fileio.atomic_write_text(errors_path, _errors_csv(problems, context.rows))
-  if staged is None:
-    raise ShardingError(f"no clip of {options.csv} could be written; the "
-                        f"reasons are above and in {errors_path}")
-
+  staged = report_problems(options, staged, clip_problems, problems, context)
   fit, folds, fold_plan, pca_vectors = fit_and_fold(
       staged, options, context.multi_label, fit, bool(clip_problems))
   names, shards, shard_keys = write_shards(staged, pca_vectors, folds,
@@ -753,6 +751,30 @@ def _make_tfrecords_locked(options: Options, started: float, vocabulary,
   if not options.keep_staging:
     fileio.remove_tree(staging)
   return manifest
+
+
+def prepare_run(options: Options, context: RunContext) -> str:
+  """Fingerprints the run and readies output_dir; returns the staging
+  folder."""
+  csv_bytes = b"".join(fileio.read_bytes(run.csv) for run in context.inputs)
+  return prepare_output_dir(options, {
+      "extract": _fingerprint(options, csv_bytes, "extract"),
+      "write": _fingerprint(options, csv_bytes, "write")})
+
+
+def report_problems(options: Options, staged, clip_problems, problems,
+                    context: RunContext):
+  """Logs the clips' problems, adds them to `problems` and writes
+  errors.csv; refuses a run where no clip can be written."""
+  for p in clip_problems:
+    logging.warning("%s [%s]", p.reason, p.action)
+  problems += clip_problems
+  errors_path = fileio.join(options.output_dir, ERRORS)
+  fileio.atomic_write_text(errors_path, _errors_csv(problems, context.rows))
+  if staged is None:
+    raise ShardingError(f"no clip of {options.csv} could be written; the "
+                        f"reasons are above and in {errors_path}")
+  return staged
 
 
 def finish_run(options, staged, folds, vocabulary, fit, names, shards,

@@ -55,6 +55,14 @@ flags.DEFINE_bool("keep_staging", False, "Keep staged features afterwards.")
 flags.DEFINE_integer("chunk_size", 64, "Clips per staged chunk (the unit of "
                      "--resume).")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_string("runner", "", "Run as an Apache Beam pipeline on this "
+                    "runner (DirectRunner, DataflowRunner, FlinkRunner, "
+                    "SparkRunner; needs pip install -e '.[beam]'). Empty: "
+                    "the local process pool.")
+flags.DEFINE_string("beam_options", "", "The runner's pipeline options, as "
+                    "on its command line ('--project=p --region=r "
+                    "--temp_location=gs://b/tmp'). DirectRunner defaults to "
+                    "one process per core (--num_workers).")
 
 
 def options_from_flags() -> sharding.Options:
@@ -66,7 +74,8 @@ def options_from_flags() -> sharding.Options:
       num_folds=FLAGS.num_folds, fold_seed=FLAGS.fold_seed,
       pca_components=FLAGS.pca_components, resume=FLAGS.resume,
       overwrite=FLAGS.overwrite, chunk_size=FLAGS.chunk_size,
-      keep_staging=FLAGS.keep_staging, progress=FLAGS.progress)
+      keep_staging=FLAGS.keep_staging, progress=FLAGS.progress,
+      runner=FLAGS.runner, beam_options=FLAGS.beam_options)
 
 
 def main(argv):
