@@ -14,7 +14,8 @@ TOOLS = ("make_demo_data", "make_tfrecords", "benchmark_make_tfrecords",
          "demo", "benchmark_pipeline", "show_batch", "train",
          "benchmark_train", "score", "export", "benchmark_score",
          "benchmark_serving", "benchmark_finetune",
-         "make_recorded_data", "benchmark_quality")
+         "make_recorded_data", "benchmark_quality", "data_service",
+         "benchmark_data_service")
 
 setuptools.setup(
     name="tagger",
@@ -40,7 +41,11 @@ setuptools.setup(
         "ml-collections==1.1.0",
         "matplotlib==3.11.2",
     ],
-    extras_require={"test": ["pytest==9.2.0", "moto[server]==5.2.5"]},
+    extras_require={
+        "test": ["pytest==9.2.0", "moto[server]==5.2.5"],
+        # make_tfrecords --runner=...: ~300 MB with pyarrow, so optional.
+        "beam": ["apache-beam==2.77.0"],
+    },
     entry_points={"console_scripts": [
         f"tagger-{name.replace('_', '-')}=tools.{name}:run" for name in TOOLS
     ]},

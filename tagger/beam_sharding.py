@@ -74,6 +74,17 @@ def pipeline_options(runner: str, beam_options: str,
   return PipelineOptions(args)
 
 
+def runner_of(name: str):
+  """The runner for a --runner name. DirectRunner is Beam's Python engine
+  (FnApiRunner) itself: Beam 2.77's DirectRunner would first try to
+  download the Prism runner from GitHub, and run on it where that works,
+  so the same command would run on other engines on other machines."""
+  if name == "DirectRunner":
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # pylint: disable=g-import-not-at-top
+    return FnApiRunner()
+  return name
+
+
 if beam is not None:
 
   class ExtractClip(beam.DoFn):
@@ -212,8 +223,10 @@ def make_tfrecords_locked(options, started: float, vocabulary,
     return fileio.read_json(manifest_path)
   staging = sharding.prepare_run(options, context)
   logging.info("running %d clips on Beam's %s", len(usable), options.runner)
-  with beam.Pipeline(options=pipeline_options(
-      options.runner, options.beam_options, options.num_workers)) as p:
+  with beam.Pipeline(runner=runner_of(options.runner),
+                     options=pipeline_options(options.runner,
+                                              options.beam_options,
+                                              options.num_workers)) as p:
     build_pipeline(p, options, usable, vocabulary, fit,
                    context.multi_label, staging)
   extract_time = time.time() - started

@@ -90,11 +90,15 @@ def reference_realtime_factor(audio_dir: str, fnames, params: FeatureParams,
 
 def benchmark_make_tfrecords(csv: str = "", audio_dir: str = "",
                              num_workers: int = 0, per_class: int = 6,
-                             reference_clips: int = 0) -> dict:
-  """Times make_tfrecords (train split) end to end on a dataset.
+                             reference_clips: int = 0,
+                             runners: Sequence[str] = ("",)) -> dict:
+  """Times make_tfrecords (train split) end to end on a dataset, once per
+  runner ("": the local pool; else a Beam runner), on the same data.
 
   Without csv/audio_dir, makes a demo-like dataset of per_class clips per
-  class in a temporary directory first (not timed).
+  class in a temporary directory first (not timed). The figures of the
+  first runner are at the top level; every runner's under "runs", with
+  the shards' sha256 (equal across runners when the outputs are).
   """
   with tempfile.TemporaryDirectory() as tmp:
     if not csv:
@@ -102,21 +106,27 @@ def benchmark_make_tfrecords(csv: str = "", audio_dir: str = "",
           train_per_class=per_class, test_per_class=0, seed=1))
       csv, audio_dir = os.path.join(tmp, "train.csv"), os.path.join(
           tmp, "audio_train")
-    options = sharding.Options(
-        csv=csv, audio_dir=audio_dir, output_dir=os.path.join(tmp, "out"),
-        num_workers=num_workers, progress=False,
-        num_folds=min(10, per_class) if per_class else 10)
-    start = time.perf_counter()
-    with PeakMemory() as memory:
-      manifest = sharding.make_tfrecords(options)
-    wall = time.perf_counter() - start
-    audio_s = manifest["audio_hours"] * 3600
-    result = {"clips": manifest["num_records"], "audio_s": audio_s,
-              "wall_s": wall, "clips_per_sec": manifest["num_records"] / wall,
-              "realtime_factor": audio_s / wall,
-              "num_workers": num_workers or os.cpu_count(),
-              "peak_rss_mb": {"total": memory.peak_total_mb,
-                              "largest_worker": memory.peak_worker_mb}}
+    runs = {}
+    for runner in runners:
+      options = sharding.Options(
+          csv=csv, audio_dir=audio_dir,
+          output_dir=os.path.join(tmp, f"out_{runner or 'local'}"),
+          num_workers=num_workers, progress=False, runner=runner,
+          num_folds=min(10, per_class) if per_class else 10)
+      start = time.perf_counter()
+      with PeakMemory() as memory:
+        manifest = sharding.make_tfrecords(options)
+      wall = time.perf_counter() - start
+      audio_s = manifest["audio_hours"] * 3600
+      runs[runner or "local"] = {
+          "clips": manifest["num_records"], "audio_s": audio_s,
+          "wall_s": wall, "clips_per_sec": manifest["num_records"] / wall,
+          "realtime_factor": audio_s / wall,
+          "num_workers": num_workers or os.cpu_count(),
+          "peak_rss_mb": {"total": memory.peak_total_mb,
+                          "largest_worker": memory.peak_worker_mb},
+          "shard_sha256": [s["sha256"] for s in manifest["shards"]]}
+    result = {**runs[runners[0] or "local"], "runs": runs}
     if reference_clips:
       import csv as csv_lib  # pylint: disable=g-import-not-at-top
       with open(csv, encoding="utf-8") as f:
@@ -232,7 +242,7 @@ def _serve_in_subprocesses(num_workers: int):
   """A dispatcher and num_workers workers, each its own process (tools/
   data_service) on loopback; returns (address, processes)."""
   from tagger import data_service  # pylint: disable=g-import-not-at-top
-  ports = [data_service.free_port() for _ in range(num_workers + 1)]
+  ports = data_service.free_ports(num_workers + 1)
   workers = [f"localhost:{p}" for p in ports[1:]]
   tool = [sys.executable, "-m", "tools.data_service"]
   procs = [subprocess.Popen(tool + ["--role=dispatcher", f"--port={ports[0]}",

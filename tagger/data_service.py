@@ -15,12 +15,11 @@ How the work is split (what stays and what changes against local input):
     seeds) depends only on (seed, epoch, step), so every batch is the one
     local input would make, and every clip is once a primary and once a
     partner per epoch, as locally.
-  - The trainer reads the workers in strict rounds (coordinated reads, one
-    consumer), so the order is fixed by the worker count: within each round
-    of W consecutive batches the workers' batches may come in another order
-    than locally. When an epoch's step count is not a multiple of W, a
-    round can straddle two epochs, so a batch can move one step across an
-    epoch boundary.
+  - What changes is the order: the trainer takes batches as the workers
+    deliver them (first come, first served), so a batch can come a few
+    steps (the workers' buffers) earlier or later than locally, also across
+    an epoch boundary; over the run every batch comes exactly once. A
+    resumed run restarts at its epoch and gets that epoch's batches.
   - Evaluation stays on the trainer (it is small and must see every clip
     once).
 
@@ -31,8 +30,7 @@ records.
 
 import dataclasses
 import socket
-import uuid
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 import tensorflow as tf
 
@@ -67,11 +65,24 @@ def check_reachable(address: str, timeout_s: float = 10.0) -> None:
         "one with python -m tools.data_service --role=dispatcher") from e
 
 
+def free_ports(count: int) -> List[int]:
+  """`count` different TCP ports free on loopback now (tests, benchmarks).
+  All are held open until all are chosen: the OS may otherwise hand out
+  one port twice, and gRPC servers share a port (SO_REUSEPORT) silently."""
+  sockets = []
+  try:
+    for _ in range(count):
+      s = socket.socket()
+      s.bind(("localhost", 0))
+      sockets.append(s)
+    return [s.getsockname()[1] for s in sockets]
+  finally:
+    for s in sockets:
+      s.close()
+
+
 def free_port() -> int:
-  """A TCP port free on loopback now (tests and benchmarks)."""
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
+  return free_ports(1)[0]
 
 
 def start_dispatcher(port: int, worker_addresses: Sequence[str],
@@ -123,7 +134,8 @@ def local_cluster(port: int, num_workers: int) -> LoopbackCluster:
 
 def loopback_cluster(num_workers: int) -> LoopbackCluster:
   """local_cluster on free ports."""
-  return _cluster(free_port(), [free_port() for _ in range(num_workers)])
+  port, *ports = free_ports(num_workers + 1)
+  return _cluster(port, ports)
 
 
 def _cluster(port: int, ports: Sequence[int]) -> LoopbackCluster:
@@ -141,20 +153,18 @@ def split_by_worker(ds: tf.data.Dataset) -> tf.data.Dataset:
                   tf.data.experimental.SHARD_HINT)
 
 
-def read_from_service(ds: tf.data.Dataset, address: str,
-                      pipeline_id: int = 0,
-                      count: Optional[int] = None) -> tf.data.Dataset:
-  """`ds` run by the service's workers, read in strict rounds.
+def read_from_service(ds: tf.data.Dataset, address: str) -> tf.data.Dataset:
+  """`ds` run by the service's workers (each its shard, split_by_worker),
+  read first come, first served: every element exactly once, in the order
+  the workers deliver them.
 
-  count: elements to read (None: ds is endless). Coordinated reads need an
-  endless dataset, so ds is repeated and the reader stops at count.
+  (Coordinated reads would fix the order, but need an endless dataset and
+  were seen to take a round twice from one worker when the other's task
+  started late: a batch twice, another never.)
   """
-  job = f"tagger-input-{pipeline_id}-{uuid.uuid4().hex[:12]}"
-  out = ds.repeat().apply(service.distribute(
+  return ds.apply(service.distribute(
       processing_mode=service.ShardingPolicy.HINT,
-      service=f"grpc://{split_address(address)}", job_name=job,
-      consumer_index=0, num_consumers=1,
+      service=f"grpc://{split_address(address)}",
       # Float16 log-mel windows barely compress; compressing costs the
       # workers more than it saves on a datacenter network.
       compression=None))
-  return out if count is None else out.take(count)

@@ -319,9 +319,7 @@ def train_dataset(info: DataInfo, folds, config: InputConfig,
                                                     augment_config),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   if config.data_service:
-    ds = data_service.read_from_service(
-        ds, config.data_service, layout.pipeline_id,
-        None if num_epochs is None else num_epochs * layout.steps)
+    ds = data_service.read_from_service(ds, config.data_service)
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
