@@ -110,3 +110,15 @@ def test_demo_config_trains_an_epoch_through_two_workers(cluster, tmp_path):
   assert summary["input"] == f"tf.data service at {cluster.address}"
   saved = json.load(open(tmp_path / "run" / "config.json"))
   assert saved["input"]["data_service"] == cluster.address
+
+
+def test_tool_refuses_a_dispatcher_without_its_workers():
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  done = subprocess.run(
+      [sys.executable, "-m", "tools.data_service", "--role=dispatcher",
+       f"--port={data_service.free_port()}"],
+      cwd=repo, capture_output=True, text=True, timeout=120)
+  assert done.returncode == 1
+  assert "--worker_addresses" in done.stderr.splitlines()[-1]
