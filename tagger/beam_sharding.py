@@ -42,6 +42,7 @@ import numpy as np
 from tagger import clip_files
 from tagger import extract
 from tagger import fileio
+from tagger import records
 from tagger import sharding
 from tagger.params import FeatureParams
 
@@ -109,14 +110,14 @@ if beam is not None:
         result = extract.extract_clip(task, self._params)
       except Exception as e:  # pylint: disable=broad-except
         # Reported and skipped like any bad clip; the bundle goes on.
-        result = extract._failed(  # pylint: disable=protected-access
+        result = extract.failed(
             task, extract.FAILED, f"{task.name}: {type(e).__name__}: {e}",
             0.0, self._params)
       yield row.index, result
 
   class Plan(beam.DoFn):
     """Every clip's metadata -> the run's decisions (once, on one worker);
-    emits (row index, (shard, position, fold, PCA vector, empty))."""
+    emits (row index, (shard file, position, fold, PCA vector, empty))."""
 
     def __init__(self, options, rows, fit, multi_label, staging):
       self._options, self._rows, self._fit = options, rows, fit
@@ -143,16 +144,16 @@ if beam is not None:
                                 pickle.dumps(plan))
       if staged is None:
         return
-      for shard, members in enumerate(shards):
+      for name, members in zip(names, shards):
         for position, n in enumerate(members):
           yield (staged.rows[n].index,
-                 (shard, position, int(folds[n]), pca_vectors[n],
+                 (name, position, int(folds[n]), pca_vectors[n],
                   bool(staged.empty[n])))
 
   class Serialize(beam.DoFn):
     """(row index, {results: [features], placements: [placement]}) ->
-    (shard, (position, record)); a clip without a placement was skipped
-    (errors.csv)."""
+    (shard file, (position, record)); a clip without a placement was
+    skipped (errors.csv)."""
 
     def __init__(self, rows, vocabulary, split):
       self._rows = {row.index: row for row in rows}
@@ -165,29 +166,26 @@ if beam is not None:
       if not placements:
         return
       (result,), (place,) = list(joined["results"]), placements
-      shard, position, fold, pca_vector, empty = place
-      yield shard, (position, sharding.serialize_clip(
+      name, position, fold, pca_vector, empty = place
+      yield name, (position, sharding.serialize_clip(
           self._rows[row_index], result.log_mel_db, empty, fold, pca_vector,
           self._label_index, self._split))
 
   class WriteShard(beam.DoFn):
-    """(shard, [(position, record)]) -> the shard file, records in plan
-    order; an existing file (re-run) is kept."""
+    """(shard file, [(position, record)]) -> the shard, records in plan
+    order; an existing file (a re-run) is kept."""
 
-    def __init__(self, output_dir, compression, staging):
+    def __init__(self, output_dir, compression):
       self._output_dir, self._compression = output_dir, compression
-      self._staging = staging
 
     def process(self, grouped):
-      shard, records_ = grouped
-      plan = pickle.loads(fileio.read_bytes(
-          fileio.join(self._staging, PLAN_FILE)))
-      path = fileio.join(self._output_dir, plan["names"][shard])
+      name, records_ = grouped
+      path = fileio.join(self._output_dir, name)
       if not fileio.exists(path):
         sharding.write_shard_file(
             path, [r for _, r in sorted(records_, key=lambda x: x[0])],
             self._compression)
-      yield plan["names"][shard]
+      yield name
 
 
 def build_pipeline(p, options, usable: Sequence, vocabulary, fit,
@@ -207,8 +205,17 @@ def build_pipeline(p, options, usable: Sequence, vocabulary, fit,
           | "Serialize" >> beam.ParDo(Serialize(usable, vocabulary,
                                                 options.split))
           | "ByShard" >> beam.GroupByKey()
-          | "WriteShard" >> beam.ParDo(WriteShard(
-              options.output_dir, options.compression, staging)))
+          | "WriteShard" >> beam.ParDo(WriteShard(options.output_dir,
+                                                  options.compression)))
+
+
+def make_tfrecords(options) -> dict:
+  """sharding.make_tfrecords on options.runner (or the local pool when it
+  is empty); returns the manifest."""
+  if not options.runner:
+    return sharding.make_tfrecords(options)
+  check_installed()  # before any work
+  return sharding.make_tfrecords(options, engine=make_tfrecords_locked)
 
 
 def make_tfrecords_locked(options, started: float, vocabulary,
@@ -216,7 +223,7 @@ def make_tfrecords_locked(options, started: float, vocabulary,
                           context) -> dict:
   """sharding._make_tfrecords_locked's steps on a Beam runner."""
   check_installed()
-  manifest_path = fileio.join(options.output_dir, "manifest.json")
+  manifest_path = fileio.join(options.output_dir, records.MANIFEST)
   if options.resume and not options.overwrite and fileio.exists(
       manifest_path):
     logging.info("%s is already complete; nothing to resume", manifest_path)

@@ -115,7 +115,11 @@ def benchmark_make_tfrecords(csv: str = "", audio_dir: str = "",
           num_folds=min(10, per_class) if per_class else 10)
       start = time.perf_counter()
       with PeakMemory() as memory:
-        manifest = sharding.make_tfrecords(options)
+        if runner:
+          from tagger import beam_sharding  # pylint: disable=g-import-not-at-top
+          manifest = beam_sharding.make_tfrecords(options)
+        else:
+          manifest = sharding.make_tfrecords(options)
       wall = time.perf_counter() - start
       audio_s = manifest["audio_hours"] * 3600
       runs[runner or "local"] = {

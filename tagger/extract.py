@@ -46,8 +46,9 @@ class ClipFeatures:
   summary: np.ndarray  # float32 [1133]
 
 
-def _failed(task: ClipTask, status: int, reason: str, duration_s: float,
-            params: FeatureParams) -> ClipFeatures:
+def failed(task: ClipTask, status: int, reason: str, duration_s: float,
+           params: FeatureParams) -> ClipFeatures:
+  """A result without features: the clip is reported with its reason."""
   return ClipFeatures(
       row=task.row, status=status, reason=reason, duration_s=duration_s,
       log_mel_db=np.zeros((params.mel_bands, 0), np.float16),
@@ -57,20 +58,20 @@ def _failed(task: ClipTask, status: int, reason: str, duration_s: float,
 def extract_clip(task: ClipTask, params: FeatureParams) -> ClipFeatures:
   """Decodes, trims and computes the log-mel and summary features."""
   if task.data is None:
-    return _failed(task, FAILED, task.read_error, 0.0, params)
+    return failed(task, FAILED, task.read_error, 0.0, params)
   try:
     waveform, truncated, full_seconds = audio.decode_audio(
         task.data, task.name, params)
   except audio.AudioError as e:
     status = EMPTY if "0 bytes" in str(e) else FAILED
-    return _failed(task, status, str(e), 0.0, params)
+    return failed(task, status, str(e), 0.0, params)
   duration_s = waveform.size / params.load_sample_rate_hz
   if waveform.size == 0:
-    return _failed(task, EMPTY, f"{task.name}: no audio samples", 0.0,
+    return failed(task, EMPTY, f"{task.name}: no audio samples", 0.0,
                    params)
   trimmed = audio.trim_silence(waveform, params)
   if trimmed.size == 0:
-    return _failed(task, EMPTY, f"{task.name}: silent (nothing left after "
+    return failed(task, EMPTY, f"{task.name}: silent (nothing left after "
                    f"trimming at {params.trim_top_db:g} dB)", duration_s,
                    params)
   try:
@@ -80,7 +81,7 @@ def extract_clip(task: ClipTask, params: FeatureParams) -> ClipFeatures:
     summary = summary_features.summary_features(head, params)
   except Exception as e:  # pylint: disable=broad-except
     # A bad clip is reported and skipped; it never stops the whole run.
-    return _failed(task, FAILED, f"{task.name}: feature extraction failed "
+    return failed(task, FAILED, f"{task.name}: feature extraction failed "
                    f"({type(e).__name__}: {e})", duration_s, params)
   status, reason = OK, ""
   if full_seconds:

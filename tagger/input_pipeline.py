@@ -6,7 +6,9 @@ with position i of the partner order, so every clip is once a primary and
 once a partner per epoch (but the n % batch left over). Where the partners
 come from depends on `InputConfig.pairing`:
   global       the reference's table: the train records of this input
-               pipeline are held in host memory (read once, at start), and
+               pipeline are held in host memory (read once per dataset,
+               in the graph, and cached; so a tf.data service worker
+               runs the same graph), and
                every epoch draws two independent random orders of all of
                them (the second over the same n - n % batch records as the
                first); a partner can be any clip of the set.
@@ -37,6 +39,10 @@ function in tf.data instead.
 Evaluation (`eval_dataset`): every clip once per fixed length, built by
 `batches.eval_host_batches` (the scorer's builder too), spread evenly over
 replicas.
+
+With `InputConfig.data_service` the host side runs on tf.data service
+workers, each making its share of the batches (data_service.py says what
+stays and what changes).
 
 Everything random is stateless and keyed by (seed, epoch, step), so an epoch
 is reproducible on its own: a resumed run rebuilds the dataset from its

@@ -668,17 +668,21 @@ def _errors_csv(problems: Sequence[Problem], rows: Sequence[Row]) -> str:
   return buffer.getvalue()
 
 
-def make_tfrecords(options: Options) -> dict:
-  """Runs the three steps; returns the manifest written to output_dir."""
+def make_tfrecords(options: Options, engine=None) -> dict:
+  """Runs the three steps; returns the manifest written to output_dir.
+
+  engine: what runs them once the CSV is checked and the output folder
+  locked (default: the local process pool; beam_sharding.make_tfrecords
+  passes its pipeline)."""
   started = time.time()
   if options.split not in SPLITS:
     raise ShardingError(f"--split must be one of {SPLITS}, not "
                         f"{options.split!r}")
   if options.compression not in ("none", "gzip"):
     raise ShardingError("--compression must be none or gzip")
-  if options.runner:  # before any work: the extra may be missing
-    from tagger import beam_sharding  # pylint: disable=g-import-not-at-top
-    beam_sharding.check_installed()
+  if options.runner and engine is None:
+    raise ShardingError(f"--runner={options.runner} runs on Apache Beam: "
+                        "call beam_sharding.make_tfrecords")
   runs = inputs(options)
   for run in runs:
     if not fileio.exists(run.audio_dir):
@@ -708,14 +712,9 @@ def make_tfrecords(options: Options) -> dict:
   context = RunContext(runs, rows, multi_label)
   check_output_dir(options.output_dir)
   lock_output_dir(options.output_dir)
-  if options.runner:
-    from tagger import beam_sharding  # pylint: disable=g-import-not-at-top
-    locked = beam_sharding.make_tfrecords_locked
-  else:
-    locked = _make_tfrecords_locked
   try:
-    return locked(options, started, vocabulary, usable, problems, fit,
-                  context)
+    return (engine or _make_tfrecords_locked)(
+        options, started, vocabulary, usable, problems, fit, context)
   finally:
     release_output_dir(options.output_dir)
 

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import write_dataset  # pylint: disable=g-bad-import-order
 from test_sharding import bad_clips, good_clips, options  # pylint: disable=g-bad-import-order
+from tagger import beam_sharding
 from tagger import sharding
 
 beam = pytest.importorskip("apache_beam", reason="pip install -e '.[beam]'")
@@ -52,7 +53,7 @@ def test_beam_train_and_test_splits_equal_the_local_pool(dataset):
     opts = options(tmp, csv_path, audio_dir, out=f"{engine}_train",
                    runner=runner, beam_options="--direct_num_workers=2 "
                    "--direct_running_mode=multi_processing")
-    runs[engine] = sharding.make_tfrecords(opts)
+    runs[engine] = beam_sharding.make_tfrecords(opts)
   assert runs["beam"]["engine"] == "beam:DirectRunner"
   assert runs["local"]["engine"] == "local pool"
   same_outputs(str(tmp / "local_train"), str(tmp / "beam_train"))
@@ -66,7 +67,7 @@ def test_beam_train_and_test_splits_equal_the_local_pool(dataset):
       str(tmp / "test_data"), good_clips(per_class=2) + bad_clips()[:-1],
       csv_name="test.csv", audio="audio_test", header=("fname", "label"))
   for engine, runner in (("local", ""), ("beam", "DirectRunner")):
-    sharding.make_tfrecords(options(
+    beam_sharding.make_tfrecords(options(
         tmp, test_csv, test_dir, split="test", out=f"{engine}_test",
         pca_from=str(tmp / "local_train"), runner=runner,
         beam_options="--direct_running_mode=in_memory"))
@@ -78,9 +79,9 @@ def test_beam_rerun_keeps_finished_shards_and_refuses_a_finished_dir(
   _, csv_path, audio_dir = dataset
   opts = options(tmp_path, csv_path, audio_dir, runner="DirectRunner",
                  beam_options="--direct_running_mode=in_memory")
-  manifest = sharding.make_tfrecords(opts)
+  manifest = beam_sharding.make_tfrecords(opts)
   with pytest.raises(sharding.ShardingError, match="--overwrite"):
-    sharding.make_tfrecords(opts)
+    beam_sharding.make_tfrecords(opts)
   # A run killed after some shards: the manifest is missing, shards stay.
   out = opts.output_dir
   os.remove(os.path.join(out, "manifest.json"))
@@ -89,7 +90,7 @@ def test_beam_rerun_keeps_finished_shards_and_refuses_a_finished_dir(
   os.makedirs(os.path.join(out, sharding.STAGING))
   before = os.stat(first).st_mtime_ns
   import dataclasses  # pylint: disable=g-import-not-at-top
-  again = sharding.make_tfrecords(dataclasses.replace(opts, resume=True))
+  again = beam_sharding.make_tfrecords(dataclasses.replace(opts, resume=True))
   assert os.stat(first).st_mtime_ns == before  # kept, not rewritten
   assert [s["sha256"] for s in again["shards"]] == [
       s["sha256"] for s in manifest["shards"]]

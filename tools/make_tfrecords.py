@@ -81,7 +81,12 @@ def options_from_flags() -> sharding.Options:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  manifest = sharding.make_tfrecords(options_from_flags())
+  options = options_from_flags()
+  if options.runner:  # Apache Beam is imported only when asked for
+    from tagger import beam_sharding  # pylint: disable=g-import-not-at-top
+    manifest = beam_sharding.make_tfrecords(options)
+  else:
+    manifest = sharding.make_tfrecords(options)
   print(sharding.describe(manifest, FLAGS.output_dir))
 
 
