@@ -292,7 +292,18 @@ def _free_ports(count):
   return ports
 
 
-def test_two_workers_with_multi_worker_mirrored_strategy(data_dir, tmp_path):
+@pytest.mark.parametrize("service", [False, True],
+                         ids=["local_input", "data_service"])
+def test_two_workers_with_multi_worker_mirrored_strategy(data_dir, tmp_path,
+                                                         service):
+  """Two trainer processes; with a tf.data service (a dispatcher and two
+  workers on loopback) each trainer's input pipeline reads its half of the
+  records through it."""
+  extra = []
+  if service:
+    from tagger import data_service  # pylint: disable=g-import-not-at-top
+    served = data_service.loopback_cluster(2)
+    extra = [f"--config.input.data_service={served.address}"]
   config_path = tmp_path / "tiny.py"
   config_path.write_text(CONFIG_FILE.replace(
       "config.schedule.fine_tune_max_epochs = 2",
@@ -310,15 +321,21 @@ def test_two_workers_with_multi_worker_mirrored_strategy(data_dir, tmp_path):
         {"cluster": cluster, "task": {"type": "worker", "index": index}})}
     procs.append(subprocess.Popen(
         train_command(config_path, data_dir, model_dir,
-                      "--strategy=multi_worker"),
+                      "--strategy=multi_worker", *extra),
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True))
-  outputs = [p.communicate(timeout=600) for p in procs]
+  try:
+    outputs = [p.communicate(timeout=600) for p in procs]
+  finally:
+    if service:
+      served.stop()
   for p, (out, err) in zip(procs, outputs):
     assert p.returncode == 0, err[-3000:]
   summary = json.load(open(os.path.join(model_dir, model_dir_lib.SUMMARY)))
   assert summary["strategy"] == ("MultiWorkerMirroredStrategy with 2 "
                                  "replica(s)")
+  assert summary["input"] == (f"tf.data service at {served.address}"
+                              if service else "local")
   assert summary["steps"] == 3
   # Each worker read its own half: primaries of the two tables are disjoint.
   tables = [os.path.join(model_dir, model_dir_lib.PAIRING, name) for name in
