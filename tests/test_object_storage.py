@@ -111,3 +111,32 @@ def test_shard_train_and_score_on_s3(s3_env, tmp_path):
                            Key="submission.csv")["Body"].read().decode()
   rows = list(csv.reader(io.StringIO(body)))
   assert rows[0] == ["fname", "label"] and len(rows) == 1 + len(clips)
+
+
+def test_beam_writes_shards_to_s3_equal_to_the_local_pool(s3_env, tmp_path):
+  """make_tfrecords --runner=DirectRunner with the output in S3: the Beam
+  workers (processes of their own) write through tensorflow-io's S3 file
+  system, and the shards equal a local-pool run's."""
+  pytest.importorskip("apache_beam")
+  env, client = s3_env
+  clips = [(f"{name}{i}.wav", name, wav_bytes(tone(0.5, f, seed=i)))
+           for name, f in (("low", 220.0), ("high", 3520.0))
+           for i in range(4)]
+  csv_path, audio = write_dataset(str(tmp_path), clips)
+  common = ("tools.make_tfrecords", f"--csv={csv_path}",
+            f"--audio_dir={audio}", "--num_folds=2", "--noprogress")
+  _run(env, *common, f"--output_dir={tmp_path}/local")
+  s3 = f"s3://{BUCKET}/beam"
+  _run(env, *common, f"--output_dir={s3}", "--runner=DirectRunner",
+       "--beam_options=--direct_num_workers=2")
+  import json  # pylint: disable=g-import-not-at-top
+  local = json.load(open(tmp_path / "local" / "manifest.json"))
+  beam = json.loads(client.get_object(
+      Bucket=BUCKET, Key="beam/manifest.json")["Body"].read())
+  assert beam["engine"] == "beam:DirectRunner"
+  assert [(s["file"], s["sha256"]) for s in beam["shards"]] == [
+      (s["file"], s["sha256"]) for s in local["shards"]]
+  for shard in beam["shards"]:  # the bytes in S3 are the ones hashed
+    body = client.get_object(Bucket=BUCKET,
+                             Key=f"beam/{shard['file']}")["Body"].read()
+    assert len(body) == shard["bytes"]
