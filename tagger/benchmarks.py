@@ -153,6 +153,18 @@ def _rate(iterator, step_fn, warmup: int, steps: int, batch: int) -> float:
   return steps * batch / (time.perf_counter() - start)
 
 
+def _train_shards(tmp: str, data_dir: str, num_records: int, seed: int):
+  """(DataInfo, train folds of the first fold's split) of data_dir, or of
+  num_records synthetic clips of realistic lengths written into tmp."""
+  from tagger import data_info  # pylint: disable=g-import-not-at-top
+  from tagger import synthetic  # pylint: disable=g-import-not-at-top
+  if not data_dir:
+    data_dir = os.path.join(tmp, "shards")
+    synthetic.write_synthetic_shards(data_dir, num_records, seed=seed)
+  info = data_info.load_data_info(data_dir)
+  return info, data_info.select_folds(info, info.folds[0], "train")
+
+
 def benchmark_pipeline(data_dir: str = "", num_records: int = 4000,
                        batch_size: int = 64, warmup: int = 30,
                        steps: int = 200, seed: int = 0,
@@ -173,14 +185,9 @@ def benchmark_pipeline(data_dir: str = "", num_records: int = 4000,
   from tagger import batches  # pylint: disable=g-import-not-at-top
   from tagger import data_info  # pylint: disable=g-import-not-at-top
   from tagger import input_pipeline as ip  # pylint: disable=g-import-not-at-top
-  from tagger import synthetic  # pylint: disable=g-import-not-at-top
 
   with tempfile.TemporaryDirectory() as tmp:
-    if not data_dir:
-      data_dir = os.path.join(tmp, "shards")
-      synthetic.write_synthetic_shards(data_dir, num_records, seed=seed)
-    info = data_info.load_data_info(data_dir)
-    folds = data_info.select_folds(info, info.folds[0], "train")
+    info, folds = _train_shards(tmp, data_dir, num_records, seed)
     spec = info.batch_spec
     full = settings.AugmentConfig()
     plain = settings.AugmentConfig(shift_fraction=0.0, flip_probability=0.0,
@@ -281,20 +288,15 @@ def benchmark_data_service(data_dir: str = "", num_records: int = 4000,
                            worker_counts: Sequence[int] = (1, 2),
                            placement: str = "device") -> dict:
   """Training-input examples/s (the host side of `placement`: with
-  'host' the augmentation runs there too) read locally and through a tf.data service with each worker count, in one
-  run on the same shards. The dispatcher and every worker are processes
-  of their own on loopback, as on separate machines but sharing this
-  machine's cores with each other and with the reader."""
-  from tagger import data_info  # pylint: disable=g-import-not-at-top
+  'host' the augmentation runs there too) read locally and through a
+  tf.data service with each worker count, in one run on the same shards.
+  The dispatcher and every worker are processes of their own on loopback,
+  as on separate machines but sharing this machine's cores with each other
+  and with the reader."""
   from tagger import input_pipeline as ip  # pylint: disable=g-import-not-at-top
-  from tagger import synthetic  # pylint: disable=g-import-not-at-top
 
   with tempfile.TemporaryDirectory() as tmp:
-    if not data_dir:
-      data_dir = os.path.join(tmp, "shards")
-      synthetic.write_synthetic_shards(data_dir, num_records, seed=seed)
-    info = data_info.load_data_info(data_dir)
-    folds = data_info.select_folds(info, info.folds[0], "train")
+    info, folds = _train_shards(tmp, data_dir, num_records, seed)
     results = {"records": info.num_records(folds), "cores": os.cpu_count()}
     config = settings.InputConfig(batch_size=batch_size, seed=seed,
                                   placement=placement)

@@ -9,22 +9,13 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from tagger import batches as batches_lib
 from tagger import data_info
 from tagger import data_service
 from tagger import input_pipeline as ip
-from tagger import records
-from tagger import settings
 from tagger import synthetic
 from tagger import trainer
-from conftest import tiny_config  # pylint: disable=g-bad-import-order
-
-NUM_RECORDS, FOLDS, CLASSES, PCA = 240, 4, 6, 4
-CONFIG = settings.InputConfig(batch_size=16, length_quantum=8,
-                              shuffle_buffer=32, pairing_block=64,
-                              eval_lengths=(20, 50))
+from test_input_pipeline import CONFIG, info  # pylint: disable=g-bad-import-order,unused-import
 
 
 @pytest.fixture(scope="module")
@@ -35,15 +26,6 @@ def cluster():
   # cycle) hold open requests that a worker's stop waits out: free them.
   gc.collect()
   two.stop()
-
-
-@pytest.fixture(scope="module")
-def info(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("shards"))
-  synthetic.write_synthetic_shards(
-      path, NUM_RECORDS, num_classes=CLASSES, num_folds=FOLDS, pca_dim=PCA,
-      median_frames=60, sigma=0.5, shards_per_fold=2, seed=3)
-  return data_info.load_data_info(path)
 
 
 def digest(batch) -> str:
