@@ -16,6 +16,15 @@ network unchanged plus an L2-penalised linear path from the PCA vector to
 the logits, the PCA vector kept out of the dense layers. Larger datasets
 train more steps per epoch: lower cyclic_epochs so that the run fits the
 time you have.
+
+configs/cpu.py:pretrained: stage 1 on aisfx's audio-pretrained CNN9
+(model.backbone=cnn9_aisfx; the weights: pip download aisfx==0.1.2
+--no-deps -d weights/, read in place), fine-tuned at a lower LR; the
+choice for sources the training set never heard (BUILD.md, "Quality on
+sources never heard").
+
+  python -m tools.train --config=configs/cpu.py:pretrained \
+      --data_dir=tfrecords/train --model_dir=runs/cpu/pretrained/fold0
 """
 
 import os
@@ -25,10 +34,16 @@ from tagger import settings
 DEMO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo.py")
 
 
+AISFX_WHEEL = "weights/aisfx-0.1.2-py2.py3-none-any.whl"
+
+
 def get_config(stage="stage1"):
   """configs/demo.py's config of the stage, with what differs."""
-  if stage not in ("stage1", "stage2"):
-    raise ValueError(f"configs/cpu.py:{stage}: use :stage1 or :stage2")
+  if stage not in ("stage1", "stage2", "pretrained"):
+    raise ValueError(f"configs/cpu.py:{stage}: use :stage1, :stage2 or "
+                     ":pretrained")
+  if stage == "pretrained":
+    return pretrained()
   config = settings.load_config(f"{DEMO}:{stage}")
   config.schedule.max_lr = 1e-3
   config.schedule.cyclic_epochs = 70
@@ -40,4 +55,19 @@ def get_config(stage="stage1"):
     config.model.pca_into_mlp = False
     config.model.pca_head_l2 = 0.03
     config.schedule.cyclic_epochs = 16
+  return config
+
+
+def pretrained():
+  """Stage 1 on the pretrained CNN9: its weights move at a tenth of the
+  from-scratch LR (the fine-tuning benchmark's finding), for fewer
+  epochs (each costs about three of MobileNetV2's on a CPU)."""
+  config = get_config("stage1")
+  config.model.backbone = "cnn9_aisfx"
+  config.model.backbone_weights = AISFX_WHEEL
+  config.schedule.base_lr = 1e-5
+  config.schedule.max_lr = 1e-4
+  config.schedule.cyclic_epochs = 16
+  config.schedule.cycle_step_epochs = 2.0
+  config.schedule.fine_tune_max_epochs = 2
   return config

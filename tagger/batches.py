@@ -174,7 +174,11 @@ def _view(batch: Dict[str, tf.Tensor], prefix: str, spec: BatchSpec,
   # 'constant' padding fills silence: lo dB, 0 after normalisation.
   image = tf.transpose(augment.gather_time(log_mel, index, valid, fill=lo),
                        [0, 2, 1])
-  image = features.normalize(tf.cast(image, tf.float32), lo, hi)
+  image = tf.cast(image, tf.float32)
+  # image: [b, M, L] float32 dB
+  if train and aug.recording_ops:
+    image = augment.apply_recording_ops(image, seed, aug)
+  image = features.normalize(image, lo, hi)
   # image: [b, M, L] float32 in [0, 1]
   if train:
     image = augment.apply_image_ops(image, seed, aug)

@@ -59,14 +59,21 @@ def _imagenet_weights(path: str) -> str:
 class Backbone:
   build: Callable[..., keras.Model]  # (alpha, weights) -> keras.Model
   min_frames: int                    # shortest input that still pools
+  # own_stem: takes the normalised log-mel [B, mels, T, 1] itself (its own
+  # front-end) instead of the reference's BN + 1x1 convs to 3 channels.
+  own_stem: bool = False
+  # pool: avg (global average) | mean_freq_max_time ([B, F', T', D]
+  # backbones: mean over axis 1, max over axis 2).
+  pool: str = "avg"
 
 
 BACKBONES: Dict[str, Backbone] = {}
 
 
-def register_backbone(name: str, build, min_frames: int) -> None:
+def register_backbone(name: str, build, min_frames: int,
+                      own_stem: bool = False, pool: str = "avg") -> None:
   """Makes `name` usable as config.model.backbone."""
-  BACKBONES[name] = Backbone(build, int(min_frames))
+  BACKBONES[name] = Backbone(build, int(min_frames), own_stem, pool)
 
 
 def backbone_spec(name: str) -> Backbone:
@@ -84,7 +91,7 @@ def _mobilenet_v2(alpha: float, weights: Optional[str]) -> keras.Model:
   # Keras rejects (64, None, 3) but takes (None, None, 3) (BUILD.md).
   return keras.applications.MobileNetV2(
       input_shape=(None, None, 3), alpha=float(alpha), include_top=False,
-      weights=weights)
+      weights=_imagenet_weights(weights) if weights else None)
 
 
 def _small_cnn(alpha: float, weights: Optional[str]) -> keras.Model:
@@ -106,8 +113,74 @@ def _small_cnn(alpha: float, weights: Optional[str]) -> keras.Model:
   return keras.Model(inputs, x)
 
 
+def _cnn9_aisfx(alpha: float, weights: Optional[str]) -> keras.Model:
+  """aisfx's audio-pretrained CNN9 behind an adapter from the shards'
+  log-mel (tagger/pretrained.py); weights: the aisfx wheel or its
+  checkpoint.pth (none: random initialisation)."""
+  from tagger import pretrained  # pylint: disable=g-import-not-at-top
+  from tagger.params import FeatureParams  # pylint: disable=g-import-not-at-top
+  if alpha != 1.0:
+    raise ModelError("the cnn9_aisfx backbone has one width (alpha 1.0)")
+  params = FeatureParams()
+  # The time axis is [B, T', F', D] here: pooled as mean over F', max T'.
+  return pretrained.cnn9_backbone(
+      weights or "", params.mel_bands,
+      params.norm_max_db - params.norm_min_db)
+
+
 register_backbone("mobilenet_v2", _mobilenet_v2, MIN_FRAMES)
 register_backbone("small_cnn", _small_cnn, 16)
+register_backbone("cnn9_aisfx", _cnn9_aisfx, 16, own_stem=True,
+                  pool="mean_freq_max_time")
+
+
+# ---------------------------------------------------------------------------
+# Input normalisation: what the network sees of a clip's level and channel.
+
+INPUT_NORMS = ("batch", "clip", "clip_band")
+
+
+@keras.saving.register_keras_serializable(package="tagger")
+class ClipStandardization(keras.layers.Layer):
+  """Each clip's log-mel image standardised by its own statistics, so that
+  the recording's level (a constant in dB) and, per band ('clip_band'),
+  its channel (a fixed EQ: a constant per mel band in dB) do not reach the
+  network. [B, M, T, 1] -> the same shape.
+
+  per_band=False: minus the clip's mean, over its standard deviation.
+  per_band=True: minus each band's mean over time (cepstral mean
+  normalisation), over the clip's standard deviation."""
+
+  def __init__(self, per_band: bool = False, epsilon: float = 1e-3,
+               **kwargs):
+    super().__init__(**kwargs)
+    self.per_band = bool(per_band)
+    self.epsilon = float(epsilon)
+
+  def call(self, x):
+    x32 = keras.ops.cast(x, "float32")
+    mean = keras.ops.mean(x32, axis=(2, 3) if self.per_band else (1, 2, 3),
+                          keepdims=True)     # [B, M or 1, 1, 1]
+    centred = x32 - mean
+    std = keras.ops.sqrt(keras.ops.mean(keras.ops.square(centred),
+                                        axis=(1, 2, 3), keepdims=True))
+    return keras.ops.cast(centred / (std + self.epsilon), x.dtype)
+
+  def get_config(self):
+    return {**super().get_config(), "per_band": self.per_band,
+            "epsilon": self.epsilon}
+
+
+def _input_norm(log_mel, input_norm: str):
+  """[B, M, T, 1] normalised image -> what the stem sees (mel_bn always
+  follows, so the weights are the same for every choice)."""
+  if input_norm not in INPUT_NORMS:
+    raise ModelError(f"model.input_norm must be one of {INPUT_NORMS}, not "
+                     f"{input_norm!r}")
+  if input_norm == "batch":       # the reference: fixed dB bounds + BN
+    return log_mel
+  return ClipStandardization(per_band=input_norm == "clip_band",
+                             name="clip_norm")(log_mel)
 
 
 def build_model(num_classes: int, pca_dim: int = 0, *, num_mels: int = 64,
@@ -117,7 +190,8 @@ def build_model(num_classes: int, pca_dim: int = 0, *, num_mels: int = 64,
                 alpha: float = 1.0, dropout: float = 0.0,
                 backbone: str = "mobilenet_v2",
                 pca_head_l2: float = 0.0,
-                multi_label: bool = False) -> keras.Model:
+                multi_label: bool = False,
+                input_norm: str = "batch") -> keras.Model:
   """Stage 1 when pca_dim == 0, else stage 2. Inputs: dict log_mel
   [B, num_mels, T, 1] (T free) and, for stage 2, pca [B, pca_dim].
 
@@ -135,7 +209,9 @@ def build_model(num_classes: int, pca_dim: int = 0, *, num_mels: int = 64,
   (MobileNetV2's (the reference: 1.0;
   ImageNet weights exist for 0.35, 0.5, 0.75, 1.0, 1.3, 1.4).
   multi_label: a sigmoid head, one independent probability per class
-  (several labels per clip), instead of the softmax."""
+  (several labels per clip), instead of the softmax. input_norm: 'batch'
+  (the reference: the fixed dB bounds, then BatchNorm), 'clip' or
+  'clip_band' (ClipStandardization first: level- and channel-free)."""
   activation = "sigmoid" if multi_label else "softmax"
   # Sigmoid outputs start at the prior of a label, 1/C, not at 0.5: else
   # the first steps only learn that most labels are absent (Lin et al.,
@@ -143,16 +219,28 @@ def build_model(num_classes: int, pca_dim: int = 0, *, num_mels: int = 64,
   head_bias = (keras.initializers.Constant(-float(np.log(max(
       num_classes - 1, 1)))) if multi_label else "zeros")
   log_mel = keras.Input((num_mels, None, 1), name=records.LOG_MEL)
-  x = keras.layers.BatchNormalization(name="mel_bn")(log_mel)
-  x = keras.layers.Conv2D(10, 1, activation="relu", name="mel_conv10")(x)
-  x = keras.layers.Conv2D(3, 1, activation="relu", name="mel_conv3")(x)
-  weights = None
-  if backbone_weights not in ("", "none", None):
-    weights = _imagenet_weights(backbone_weights)
-  features = backbone_spec(backbone).build(alpha, weights)
+  spec = backbone_spec(backbone)
+  if spec.own_stem:
+    if input_norm != "batch":
+      raise ModelError(f"the {backbone} backbone normalises its input "
+                       "itself: use model.input_norm='batch'")
+    x = log_mel
+  else:
+    x = _input_norm(log_mel, input_norm)
+    x = keras.layers.BatchNormalization(name="mel_bn")(x)
+    x = keras.layers.Conv2D(10, 1, activation="relu", name="mel_conv10")(x)
+    x = keras.layers.Conv2D(3, 1, activation="relu", name="mel_conv3")(x)
+  weights = (None if backbone_weights in ("", "none", None)
+             else backbone_weights)
+  features = spec.build(alpha, weights)
   features.name = BACKBONE
   x = features(x)
-  x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+  if spec.pool == "mean_freq_max_time":
+    # [B, T', F', D] -> [B, D]: aisfx's pooling of CNN9 (time first).
+    x = keras.layers.Lambda(lambda f: keras.ops.max(keras.ops.mean(
+        f, axis=2), axis=1), name="pool")(x)
+  else:
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
   inputs = {records.LOG_MEL: log_mel}
   if pca_dim:
     pca = keras.Input((pca_dim,), name=records.PCA)

@@ -8,12 +8,23 @@ measured on the test split:
   pca       logistic regression on each clip's PCA vector (the stage-2
             model's second input);
   mel_stats logistic regression on each clip's log-mel mean and standard
-            deviation over time (2 x mels values).
+            deviation over time (2 x mels values);
+  pretrained (with the weights) logistic regression on a frozen
+            audio-pretrained embedding of each clip (aisfx's CNN9, 1,024
+            values: tagger/pretrained.py).
+
+Recording sources: a set with sources.csv (fname,source[,split]) is
+measured in two groups beside the whole test split: clips from sources
+the train split also holds (same source) and from sources it never holds
+(cross source). The validation fold is drawn from the train split, so it
+shares its sources: only the cross-source group says what a user with
+other microphones, rooms or instruments gets (BUILD.md, "Quality on
+sources never heard").
 """
 
 import dataclasses
 import time
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -25,6 +36,9 @@ from tagger import metrics
 from tagger import records
 
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+SOURCES_CSV = "sources.csv"
+ALL, SAME, CROSS = "all", "same_source", "cross_source"
+PRETRAINED = "pretrained"
 
 
 class QualityError(errors.UserError):
@@ -107,56 +121,154 @@ def _probs(model, x, num_classes: int) -> np.ndarray:
   return out
 
 
-def linear_baselines(train_dir: str, test_dir: str,
-                     truth: Dict[str, Tuple[str, ...]], val_fold: int = 0,
-                     seed: int = 0) -> Dict[str, dict]:
-  """MAP@3 on the test split of each baseline (see the module doc); for
-  multi-label shards also lwlrap (one-vs-rest logistic regression), MAP@3
-  and top-1 of the single-label test clips."""
-  from tagger import score as score_lib  # pylint: disable=g-import-not-at-top
-  truth = score_lib.label_sets(truth)
-  info = data_info.load_data_info(train_dir)
-  labels, multi = info.labels, info.multi_label
+def read_source_groups(data_dir: str) -> Dict[str, str]:
+  """Test fname -> 'same_source' (its recording source is also in the
+  train split) or 'cross_source' (training never hears it), from the
+  set's sources.csv (fname,source[,split]; without split, the clips of
+  train.csv are the train split). {} when the set has no sources.csv."""
+  import csv  # pylint: disable=g-import-not-at-top
+  import io  # pylint: disable=g-import-not-at-top
+  path = fileio.join(data_dir, SOURCES_CSV)
+  if not fileio.exists(path):
+    return {}
+  reader = csv.DictReader(io.StringIO(fileio.read_text(path)))
+  if not {"fname", "source"} <= set(reader.fieldnames or []):
+    raise QualityError(f"{path}: needs the columns fname,source[,split]")
+  rows = list(reader)
+  if rows and "split" not in rows[0]:
+    from tagger import clip_files  # pylint: disable=g-import-not-at-top
+    train = {r.fname for r in clip_files.read_csv_rows(
+        fileio.join(data_dir, "train.csv"), "train")}
+    for r in rows:
+      r["split"] = "train" if r["fname"] in train else "test"
+  heard = {r["source"] for r in rows if r["split"] == "train"}
+  return {r["fname"]: SAME if r["source"] in heard else CROSS
+          for r in rows if r["split"] != "train"}
+
+
+def test_figures(fnames: Sequence[str], probs: np.ndarray,
+                 truth: Dict[str, Tuple[str, ...]], labels: Sequence[str],
+                 multi: bool = False,
+                 groups: Optional[Dict[str, str]] = None) -> Dict[str, dict]:
+  """{'all': figures[, 'same_source': ..., 'cross_source': ...]} of test
+  probabilities [N, C] (rows in fnames' order) against the answers:
+  MAP@3 and top-1 of the single-label clips, lwlrap for multi-label sets,
+  and the clip count. Clips without a known answer are left out."""
   index = {name: i for i, name in enumerate(labels)}
-  train, test = read_split(train_dir), read_split(test_dir)
-  fit_rows = (train.folds != val_fold) & ~train.empty
-  val_rows = (train.folds == val_fold) & ~train.empty
-  test_rows = np.array([bool(truth.get(f)) and all(
-      l in index for l in truth[f]) for f in test.fnames])
-  hot_test = np.zeros((int(test_rows.sum()), len(labels)), bool)
-  for j, f in enumerate(test.fnames[test_rows]):
-    hot_test[j, [index[l] for l in truth[f]]] = True
-  single = hot_test.sum(axis=1) == 1
-  y_test = hot_test.argmax(axis=1)
-  y_train = train.hot if multi else train.labels
+  known = np.array([bool(truth.get(f)) and all(l in index for l in truth[f])
+                    for f in fnames], bool)
   out = {}
-  for name in ("pca", "mel_stats"):
-    x_train, x_test = getattr(train, name), getattr(test, name)
-    model, c, val_figure = _fit(
-        x_train[fit_rows], y_train[fit_rows], x_train[val_rows],
-        y_train[val_rows], len(labels), seed, multi)
-    probs = _probs(model, x_test[test_rows], len(labels))
-    out[name] = {"map3": metrics.map_at_3(probs[single], y_test[single]),
-                 "accuracy": metrics.accuracy(probs[single], y_test[single]),
-                 "C": c, "val_map3" if not multi else "val_lwlrap":
-                 val_figure, "train_clips": int(fit_rows.sum()),
-                 "test_clips": int(test_rows.sum())}
+  for group in (ALL, SAME, CROSS):
+    rows = known & np.array([group == ALL or (groups or {}).get(f) == group
+                             for f in fnames], bool)
+    if not rows.any():
+      continue
+    hot = np.zeros((int(rows.sum()), len(labels)), bool)
+    for j, f in enumerate(np.asarray(fnames)[rows]):
+      hot[j, [index[l] for l in truth[f]]] = True
+    single = hot.sum(axis=1) == 1
+    p, y = probs[rows], hot.argmax(axis=1)
+    out[group] = {"map3": metrics.map_at_3(p[single], y[single]),
+                  "accuracy": metrics.accuracy(p[single], y[single]),
+                  "test_clips": int(rows.sum())}
     if multi:
-      out[name]["lwlrap"] = metrics.lwlrap(hot_test,
-                                           np.log(probs + 1e-9))[0]
+      out[group]["lwlrap"] = metrics.lwlrap(hot, np.log(p + 1e-9))[0]
   return out
 
 
+def _fit_and_measure(x_train, x_test, train: Split, test: Split, truth,
+                     labels, multi: bool, val_fold: int, seed: int,
+                     groups) -> dict:
+  """A logistic regression on train features (the folds other than
+  val_fold; C by the validated fold) measured on the test features."""
+  fit_rows = (train.folds != val_fold) & ~train.empty
+  val_rows = (train.folds == val_fold) & ~train.empty
+  y_train = train.hot if multi else train.labels
+  model, c, val_figure = _fit(
+      x_train[fit_rows], y_train[fit_rows], x_train[val_rows],
+      y_train[val_rows], len(labels), seed, multi)
+  by_group = test_figures(test.fnames, _probs(model, x_test, len(labels)),
+                          truth, labels, multi, groups)
+  return {**by_group[ALL], "C": c,
+          "val_lwlrap" if multi else "val_map3": val_figure,
+          "train_clips": int(fit_rows.sum()), "groups": by_group}
+
+
+def linear_baselines(train_dir: str, test_dir: str,
+                     truth: Dict[str, Tuple[str, ...]], val_fold: int = 0,
+                     seed: int = 0, groups: Optional[Dict[str, str]] = None,
+                     embeddings: Optional[Dict[str, np.ndarray]] = None
+                     ) -> Dict[str, dict]:
+  """The test figures of each baseline (see the module doc; 'pretrained'
+  too when embeddings, fname -> vector, are given): MAP@3 and top-1 of
+  the single-label test clips, for multi-label shards also lwlrap
+  (one-vs-rest logistic regression); under 'groups' the same by source
+  (read_source_groups)."""
+  from tagger import score as score_lib  # pylint: disable=g-import-not-at-top
+  truth = score_lib.label_sets(truth)
+  info = data_info.load_data_info(train_dir)
+  train, test = read_split(train_dir), read_split(test_dir)
+  features = {"pca": (train.pca, test.pca),
+              "mel_stats": (train.mel_stats, test.mel_stats)}
+  if embeddings is not None:
+    features[PRETRAINED] = tuple(np.stack([embeddings[f] for f in
+                                           split.fnames])
+                                 for split in (train, test))
+  return {name: _fit_and_measure(x_train, x_test, train, test, truth,
+                                 info.labels, info.multi_label, val_fold,
+                                 seed, groups)
+          for name, (x_train, x_test) in features.items()}
+
+
+def pretrained_embeddings(data_dir: str, split_dirs: Sequence[str],
+                          weights: str, cache: str) -> Dict[str, np.ndarray]:
+  """fname -> the CNN9 clip embedding (tagger/pretrained.py) of every clip
+  of the shard folders, from the audio of a Kaggle-layout set (decoded at
+  44.1 kHz, not trimmed: aisfx's own way). Cached in `cache` (.npz)."""
+  from tagger import audio  # pylint: disable=g-import-not-at-top
+  from tagger import clip_files  # pylint: disable=g-import-not-at-top
+  from tagger import pretrained  # pylint: disable=g-import-not-at-top
+  from tagger.params import FeatureParams  # pylint: disable=g-import-not-at-top
+  done = dict(fileio.read_npz(cache)) if fileio.exists(cache) else {}
+  wanted = []
+  for split_dir, folder in zip(split_dirs, ("audio_train", "audio_test")):
+    wanted += [(f, fileio.join(data_dir, folder)) for f in
+               read_split(split_dir).fnames if f not in done]
+  if wanted:
+    model = pretrained.embedding_model(weights)
+    params = FeatureParams()
+    for start in range(0, len(wanted), 64):
+      chunk, waves = wanted[start:start + 64], []
+      for fname, folder in chunk:
+        path, problem = clip_files.resolve(folder, fname)
+        try:
+          waves.append(audio.decode_audio(
+              clip_files.read_clip(path), fname, params)[0]
+                       if not problem else np.zeros(0, np.float32))
+        except (audio.AudioError, OSError, tf.errors.OpError):
+          waves.append(np.zeros(0, np.float32))
+      for (fname, _), e in zip(chunk, pretrained.clip_embeddings(waves,
+                                                                 model)):
+        done[fname] = e.astype(np.float32)
+    fileio.write_npz(cache, **done)
+  return done
+
+
 def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
-                  fold: int = 0, num_workers: int = 0) -> dict:
+                  fold: int = 0, num_workers: int = 0,
+                  pretrained_weights: str = "") -> dict:
   """Shards a Kaggle-layout set (train.csv, sample_submission.csv,
   test_labels.csv; or FSDKaggle2019's train_curated.csv + train_noisy.csv,
   test/, sample_submission.csv, test_labels.csv with a labels column: then
   trained on both sources, noisy at half weight, validated on curated),
   trains each config in turn on one fold (stage 2 starts from the stage-1
   model of this run), scores the test split with the last stage's model
-  (TTA) and fits the linear baselines on the same split. Steps already
-  done under workdir are skipped (a re-run resumes)."""
+  (TTA) and fits the linear baselines on the same split (with
+  pretrained_weights, aisfx's wheel or checkpoint, also the frozen
+  pretrained embedding's). With sources.csv every figure is also given
+  by source group (read_source_groups), and `warnings` says where
+  validation misleads. Steps already done under workdir are skipped (a
+  re-run resumes)."""
   from tagger import demo  # pylint: disable=g-import-not-at-top
   from tagger import score as score_lib  # pylint: disable=g-import-not-at-top
   from tagger import trainer  # pylint: disable=g-import-not-at-top
@@ -166,7 +278,11 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
     raise QualityError(f"{labels_csv} not found: the benchmark needs the "
                        "test answers (fname,label) beside sample_submission"
                        ".csv")
-  truth = score_lib.read_labels_csv(labels_csv)
+  if pretrained_weights:
+    from tagger import pretrained  # pylint: disable=g-import-not-at-top
+    pretrained.cnn9_state(pretrained_weights)  # one line, before sharding
+  truth = score_lib.label_sets(score_lib.read_labels_csv(labels_csv))
+  groups = read_source_groups(data_dir)
   layout_2019 = fileio.exists(fileio.join(data_dir, "train_curated.csv"))
   demo.make_shards(workdir, data_dir, num_workers,
                    demo.LAYOUT_2019 if layout_2019 else demo.LAYOUT_2018)
@@ -189,17 +305,75 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
     result = score_lib.score(
         model_dirs=model_dir, output=fileio.join(workdir, f"{name}.csv"),
         data_dir=test_dir, labels_csv=labels_csv,
-        progress=False)
+        probs_out=fileio.join(workdir, f"{name}_probs.csv"), progress=False)
     evaluation = result["evaluation"]
+    fnames, probs, labels = _read_probs(fileio.join(workdir,
+                                                    f"{name}_probs.csv"))
+    validation = summary.get("best_model_validation", {})
     stages.append({"name": name, "model_dir": model_dir,
                    "map3": evaluation["map3"],
                    "accuracy": evaluation["accuracy"],
                    "lwlrap": evaluation.get("lwlrap"),
+                   "val_map3": validation.get("val_map3"),
+                   "groups": test_figures(fnames, probs, truth, labels,
+                                          layout_2019 or any(
+                                              len(t) > 1 for t in
+                                              truth.values()), groups),
                    "train_seconds": time.time() - stage_started})
     previous = model_dir
-  baselines = linear_baselines(train_dir, test_dir, truth, val_fold=fold)
+  embeddings = None
+  if pretrained_weights and not layout_2019:
+    embeddings = pretrained_embeddings(
+        data_dir, (train_dir, test_dir), pretrained_weights,
+        fileio.join(workdir, "pretrained_embeddings.npz"))
+  baselines = linear_baselines(train_dir, test_dir, truth, val_fold=fold,
+                               groups=groups, embeddings=embeddings)
   return {"stages": stages, "baselines": baselines,
+          "warnings": source_warnings(stages, baselines, groups),
           "seconds": time.time() - started}
+
+
+def _read_probs(path: str):
+  """(fnames, probabilities [N, C], labels) of a --probs_out CSV."""
+  import csv  # pylint: disable=g-import-not-at-top
+  import io  # pylint: disable=g-import-not-at-top
+  header, *rows = csv.reader(io.StringIO(fileio.read_text(path)))
+  return ([r[0] for r in rows],
+          np.array([[float(v) for v in r[1:]] for r in rows]).reshape(
+              len(rows), len(header) - 1), header[1:])
+
+
+WARN_GAP = 0.1   # same-source minus cross-source MAP@3 worth a warning
+
+
+def source_warnings(stages, baselines, groups: Dict[str, str]) -> list:
+  """Lines that tell a user where the validation figure misleads."""
+  if not stages:
+    return []
+  last = stages[-1]
+  if not groups:
+    return [f"no {SOURCES_CSV} in the set: the test clips may come from the "
+            "sources the network trained on, as the validation fold does; "
+            "list each clip's recording source (fname,source) to measure "
+            "sources it never heard"]
+  cross = last["groups"].get(CROSS)
+  if cross is None:
+    return [f"every test clip's source is also in the train split "
+            f"({SOURCES_CSV}): nothing here measures sources the network "
+            "never heard"]
+  out = []
+  val = last.get("val_map3")
+  if val is not None and val - cross["map3"] > WARN_GAP:
+    out.append(f"validation MAP@3 {val:.3f} is measured on the training "
+               f"sources; on sources training never heard, {last['name']} "
+               f"gets {cross['map3']:.3f} ({cross['map3'] - val:+.3f})")
+  for name, figures in baselines.items():
+    other = figures["groups"].get(CROSS)
+    if other and other["map3"] > cross["map3"]:
+      out.append(f"on sources never heard, the {name} baseline "
+                 f"({other['map3']:.3f}) beats {last['name']} "
+                 f"({cross['map3']:.3f})")
+  return out
 
 
 # ---------------------------------------------------------------------------

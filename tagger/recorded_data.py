@@ -20,13 +20,26 @@ by fluidsynth, then given the realism of a user's data:
   - 60% of the train rows are unverified (manually_verified=0) and a fifth
     of those carry a wrong label, as in FSDKaggle2018.
 
+Sources: each soundfont is a recording source (other instruments, rooms
+and microphones behind the samples). A fourth source, Freepats (Debian's
+freepats: GUS patches of other recorded instruments, played by timidity),
+covers 32 of the classes. With `test_only_sources` (the cross-source set)
+those sources are heard only in the test split: the test split then holds
+test_per_class clips of each class from the training sources ("same
+source") and as many from the held-out ones ("cross source"), and the set
+is restricted to the classes every source can play. sources.csv
+(fname,split,source) names each clip's source; tools/benchmark_quality
+reports the two groups side by side.
+
 Layout written: train.csv, audio_train/, sample_submission.csv, audio_test/,
-test_labels.csv (the test answers, all correct). Deterministic by seed for a
-given fluidsynth and soundfont version.
+test_labels.csv (the test answers, all correct), sources.csv.
+Deterministic by seed for a given fluidsynth, timidity and soundfont
+version.
 
 Needs the fluidsynth program and the soundfonts (Debian: apt-get install
 fluidsynth fluid-soundfont-gm timgm6mb-soundfont
-musescore-general-soundfont-small); nothing else in tagger does.
+musescore-general-soundfont-small), and for Freepats timidity and freepats;
+nothing else in tagger does.
 """
 
 import dataclasses
@@ -45,12 +58,33 @@ from tagger import errors
 RATE = 44100
 TICKS_PER_SECOND = 960      # 480 ticks per quarter at 120 bpm
 GAP_S = 2.5                 # silence between performances in one render
-SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2",
-              "/usr/share/sounds/sf2/TimGM6mb.sf2",
-              "/usr/share/sounds/sf3/MuseScore_General.sf3")
+DRUMS = 9                   # the General MIDI percussion channel
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """A recording source: a sample set and the synthesizer that plays it."""
+  name: str
+  synth: str        # fluidsynth (path: a soundfont) | timidity (a .cfg)
+  path: str
+  apt: str          # the Debian packages that bring it
+
+
+SOURCES = {s.name: s for s in (
+    Source("fluidr3", "fluidsynth", "/usr/share/sounds/sf2/FluidR3_GM.sf2",
+           "fluidsynth fluid-soundfont-gm"),
+    Source("timgm6mb", "fluidsynth", "/usr/share/sounds/sf2/TimGM6mb.sf2",
+           "fluidsynth timgm6mb-soundfont"),
+    Source("musescore", "fluidsynth",
+           "/usr/share/sounds/sf3/MuseScore_General.sf3",
+           "fluidsynth musescore-general-soundfont-small"),
+    Source("freepats", "timidity", "/etc/timidity/freepats.cfg",
+           "timidity freepats"),
+)}
+DEFAULT_SOURCES = ("fluidr3", "timgm6mb", "musescore")
+SOUNDFONTS = tuple(SOURCES[n].path for n in DEFAULT_SOURCES)
 APT_PACKAGES = ("fluidsynth fluid-soundfont-gm timgm6mb-soundfont "
                 "musescore-general-soundfont-small")
-DRUMS = 9                   # the General MIDI percussion channel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +160,8 @@ class RecordedSpec:
   wrong_label: float = 0.2       # share of unverified rows mislabelled
   second_sound: float = 0.25     # share of clips with a sound underneath
   snr_db: Tuple[float, float] = (5.0, 35.0)
+  sources: Tuple[str, ...] = DEFAULT_SOURCES
+  test_only_sources: Tuple[str, ...] = ()   # heard only in the test split
 
 
 class RecordedDataError(errors.UserError):
@@ -229,34 +265,80 @@ def midi_score(performances) -> Tuple[bytes, List[Tuple[float, float]]]:
   return midi_file(events), spans
 
 
-def check_tools() -> str:
-  """The fluidsynth program's path; RecordedDataError if it or a
-  soundfont is missing."""
-  program = shutil.which("fluidsynth")
-  missing = [path for path in SOUNDFONTS if not os.path.exists(path)]
-  if program is None or missing:
-    what = "the fluidsynth program" if program is None else ", ".join(missing)
+def check_tools(sources: Sequence[str] = DEFAULT_SOURCES) -> dict:
+  """{synth name: its program path} for the sources; RecordedDataError
+  naming what is missing and the apt line that brings it."""
+  unknown = [n for n in sources if n not in SOURCES]
+  if unknown:
+    raise RecordedDataError(f"unknown source(s) {unknown}; known: "
+                            f"{sorted(SOURCES)}")
+  programs, missing, packages = {}, [], []
+  for name in sources:
+    source = SOURCES[name]
+    program = shutil.which(source.synth)
+    if program is None or not os.path.exists(source.path):
+      missing.append(f"the {source.synth} program" if program is None
+                     else source.path)
+      packages.append(source.apt)
+    programs[source.synth] = program
+  if missing:
+    apt = " ".join(dict.fromkeys(" ".join(packages).split()))
     raise RecordedDataError(
-        f"the recorded evaluation set needs {what}: apt-get install "
-        f"{APT_PACKAGES} (Debian/Ubuntu; BUILD.md)")
-  return program
+        f"the recorded evaluation set needs {', '.join(missing)}: apt-get "
+        f"install {apt} (Debian/Ubuntu; BUILD.md)")
+  return programs
 
 
-def render(program: str, soundfont: str, midi: bytes, workdir: str
+def _timidity_instruments(cfg: str) -> Tuple[set, set]:
+  """(melodic programs, drum keys) that a timidity .cfg maps to patches."""
+  programs, keys, section = set(), set(), None
+  with open(cfg, encoding="utf-8", errors="replace") as f:
+    for line in f:
+      words = line.split("#")[0].split()
+      if len(words) >= 2 and words[0] in ("bank", "drumset"):
+        section = words[0] if words[1] == "0" else None
+      elif len(words) >= 2 and words[0].isdigit() and section:
+        (programs if section == "bank" else keys).add(int(words[0]))
+  return programs, keys
+
+
+def playable(sound: SoundClass, source: Source) -> SoundClass:
+  """The class restricted to the programs or drum keys the source has; a
+  class with none left has programs == () and drum_keys == ()."""
+  if source.synth != "timidity":
+    return sound        # the soundfonts are complete General MIDI sets
+  programs, keys = _timidity_instruments(source.path)
+  if sound.kind == "drum":
+    return dataclasses.replace(sound, drum_keys=tuple(
+        k for k in sound.drum_keys if k in keys))
+  return dataclasses.replace(sound, programs=tuple(
+      p for p in sound.programs if p in programs))
+
+
+def _can_play(sound: SoundClass) -> bool:
+  return bool(sound.drum_keys if sound.kind == "drum" else sound.programs)
+
+
+def render(program: str, source: Source, midi: bytes, workdir: str
            ) -> np.ndarray:
-  """fluidsynth's rendering of a MIDI file: mono float32 at RATE, without
-  its own reverb and chorus (rooms are added per clip)."""
+  """The synthesizer's rendering of a MIDI file: mono float32 at RATE,
+  without its own reverb and chorus (rooms are added per clip)."""
   import soundfile as sf  # pylint: disable=g-import-not-at-top
   midi_path = os.path.join(workdir, "score.mid")
   wav_path = os.path.join(workdir, "render.wav")
   with open(midi_path, "wb") as f:
     f.write(midi)
-  result = subprocess.run(
-      [program, "-ni", "-q", "-R", "0", "-C", "0", "-g", "0.5", "-r",
-       str(RATE), "-F", wav_path, soundfont, midi_path],
-      capture_output=True, text=True, check=False)
+  if source.synth == "timidity":
+    command = [program, "-c", source.path, "-Ow", "--output-mono", "-s",
+               str(RATE), "-EFreverb=0", "-EFchorus=0", "-o", wav_path,
+               midi_path]
+  else:
+    command = [program, "-ni", "-q", "-R", "0", "-C", "0", "-g", "0.5", "-r",
+               str(RATE), "-F", wav_path, source.path, midi_path]
+  result = subprocess.run(command, capture_output=True, text=True,
+                          check=False)
   if result.returncode != 0 or not os.path.exists(wav_path):
-    raise RecordedDataError(f"fluidsynth failed on {soundfont}: "
+    raise RecordedDataError(f"{source.synth} failed on {source.path}: "
                             f"{result.stderr.strip()[-300:]}")
   waveform, rate = sf.read(wav_path, dtype="float32", always_2d=True)
   assert rate == RATE, rate
@@ -339,35 +421,59 @@ def make_clip(sound: np.ndarray, under: Optional[np.ndarray], rng,
 # The set.
 
 
-def _plan(spec: RecordedSpec, rng):
-  """Every clip's (split, class, soundfont, performance), shuffled."""
+def set_classes(spec: RecordedSpec) -> List[SoundClass]:
+  """The classes every source of the set can play (all 39 with the
+  default soundfonts)."""
+  return [c for c in CLASSES
+          if all(_can_play(playable(c, SOURCES[n])) for n in spec.sources)]
+
+
+def _plan(spec: RecordedSpec, classes, rng):
+  """Every clip's (split, class, source index, performance), shuffled.
+  Test clips of held-out sources come after the others in the draw, so a
+  set without them draws as before."""
+  heard = [i for i, n in enumerate(spec.sources)
+           if n not in spec.test_only_sources]
+  held = [i for i, n in enumerate(spec.sources)
+          if n in spec.test_only_sources]
   clips = []
   for split, per_class in (("train", spec.train_per_class),
                            ("test", spec.test_per_class)):
-    for k, sound in enumerate(CLASSES):
+    for k, sound in enumerate(classes):
       for _ in range(per_class):
-        clips.append((split, k, int(rng.integers(len(SOUNDFONTS))),
+        clips.append((split, k, heard[int(rng.integers(len(heard)))],
                       _performance(sound, rng)))
+  for k, sound in enumerate(classes):
+    for _ in range(spec.test_per_class if held else 0):
+      clips.append(("test", k, held[int(rng.integers(len(held)))],
+                    _performance(sound, rng)))
   order = rng.permutation(len(clips))
   return [clips[i] for i in order]
 
 
-def _render_all(plan, program: str, rng) -> List[np.ndarray]:
-  """Renders every planned performance: one fluidsynth run per soundfont."""
+def _render_all(plan, spec: RecordedSpec, classes, programs, rng
+                ) -> List[np.ndarray]:
+  """Renders every planned performance: one synthesizer run per source."""
   sounds: List[Optional[np.ndarray]] = [None] * len(plan)
   with tempfile.TemporaryDirectory() as workdir:
-    for font_index, soundfont in enumerate(SOUNDFONTS):
-      mine = [i for i, clip in enumerate(plan) if clip[2] == font_index]
+    for source_index, name in enumerate(spec.sources):
+      source = SOURCES[name]
+      mine = [i for i, clip in enumerate(plan) if clip[2] == source_index]
       performances = []
       for i in mine:
-        sound = CLASSES[plan[i][1]]
+        sound = playable(classes[plan[i][1]], source)
+        notes = plan[i][3]
         if sound.kind == "drum":
-          performances.append((0, DRUMS, plan[i][3]))
+          # Keys the source lacks are played by one it has.
+          notes = [n if n.key in sound.drum_keys else dataclasses.replace(
+              n, key=int(rng.choice(sound.drum_keys))) for n in notes]
+          performances.append((0, DRUMS, notes))
         else:
-          performances.append((int(rng.choice(sound.programs)), 0,
-                               plan[i][3]))
+          performances.append((int(rng.choice(sound.programs)), 0, notes))
+      if not mine:
+        continue
       midi, spans = midi_score(performances)
-      audio = render(program, soundfont, midi, workdir)
+      audio = render(programs[source.synth], source, midi, workdir)
       for i, (start, stop) in zip(mine, spans):
         piece = audio[int(start * RATE):int(stop * RATE)]
         sounds[i] = _trim_tail(piece)
@@ -386,22 +492,33 @@ def make_recorded_data(output_dir: str,
                        spec: RecordedSpec = RecordedSpec(),
                        progress: bool = True) -> dict:
   """Writes the set under output_dir (local); returns counts."""
-  program = check_tools()
+  programs = check_tools(spec.sources)
+  held = set(spec.test_only_sources)
+  if held - set(spec.sources) or held == set(spec.sources):
+    raise RecordedDataError(
+        f"test_only_sources {sorted(held)} must be some, not all, of the "
+        f"sources {list(spec.sources)}")
+  classes = set_classes(spec)
   rng = np.random.default_rng(spec.seed)
-  plan = _plan(spec, rng)
-  sounds = _render_all(plan, program, rng)
+  plan = _plan(spec, classes, rng)
+  sounds = _render_all(plan, spec, classes, programs, rng)
   names = rng.choice(16**8, size=len(plan), replace=False)
   rows = {"train": [], "test": []}
-  labels = [c.name for c in CLASSES]
+  source_rows = []
+  labels = [c.name for c in classes]
   for split in rows:
     os.makedirs(os.path.join(output_dir, f"audio_{split}"), exist_ok=True)
-  by_split = {split: [i for i, clip in enumerate(plan) if clip[0] == split]
-              for split in rows}
+  # A second sound comes from the same split and side of the hold-out.
+  def group(clip):
+    return clip[0], spec.sources[clip[2]] in held
+  by_group = {}
+  for i, clip in enumerate(plan):
+    by_group.setdefault(group(clip), []).append(i)
   wrong = 0
-  for i, (split, k, _, _) in enumerate(plan):
+  for i, (split, k, source_index, _) in enumerate(plan):
     under = None
     if rng.uniform() < spec.second_sound:
-      other = int(rng.choice(by_split[split]))  # never across splits
+      other = int(rng.choice(by_group[group(plan[i])]))
       if plan[other][1] != k:
         under = sounds[other]
     clip, rate = make_clip(sounds[i], under, rng, spec)
@@ -409,6 +526,7 @@ def make_recorded_data(output_dir: str,
     with open(os.path.join(output_dir, f"audio_{split}", fname), "wb") as f:
       f.write(demo_data.wav_bytes(clip, rate))
     label = labels[k]
+    source_rows.append([fname, split, spec.sources[source_index]])
     if split == "train":
       verified = int(rng.uniform() >= spec.unverified)
       if not verified and rng.uniform() < spec.wrong_label:
@@ -428,5 +546,9 @@ def make_recorded_data(output_dir: str,
                       [[r[0], placeholder] for r in rows["test"]])
   demo_data.write_csv(os.path.join(output_dir, "test_labels.csv"),
                       ["fname", "label"], rows["test"])
+  demo_data.write_csv(os.path.join(output_dir, "sources.csv"),
+                      ["fname", "split", "source"], source_rows)
   return {"train": len(rows["train"]), "test": len(rows["test"]),
-          "classes": len(labels), "wrong_train_labels": wrong}
+          "classes": len(labels), "wrong_train_labels": wrong,
+          "cross_source_test": sum(1 for c in plan if c[0] == "test" and
+                                   spec.sources[c[2]] in held)}

@@ -38,6 +38,10 @@ class AugmentConfig:
   # The ops on the normalised image, in order (augment.IMAGE_OPS), and the
   # keyword arguments of ops that take them: {"op": {"name": value}}.
   image_ops: Tuple[str, ...] = ("random_erasing", "spec_augment")
+  # Ops on the log-mel in dB before the normalisation (augment.
+  # RECORDING_OPS: gain, equalizer, background_noise, reverberation,
+  # pitch_shift); none in the reference.
+  recording_ops: Tuple[str, ...] = ()
   op_params: Tuple = ()                # from_mapping: dict -> sorted items
 
 
@@ -116,6 +120,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.pca_into_mlp = True        # stage 2: PCA into the dense layers
   c.model.dropout = 0.0              # before the dense layers and logits
   c.model.pca_head_l2 = 0.0          # L2 on the linear PCA path's kernel
+  # batch (reference: fixed dB bounds + BatchNorm) | clip | clip_band:
+  # each clip standardised by its own statistics (model.ClipStandardization)
+  c.model.input_norm = "batch"
   # Fine-tuning (init_from a model of other labels): the stem and backbone
   # get no updates for this many epochs (BatchNorm statistics still adapt).
   c.model.freeze_epochs = 0
@@ -169,7 +176,8 @@ def architecture(config) -> dict:
           "alpha": float(config.model.get("alpha", 1.0)),
           "pca_head": pca_head,
           "pca_into_mlp": bool(config.model.get("pca_into_mlp", True)
-                               or not pca_head)}
+                               or not pca_head),
+          "input_norm": str(config.model.get("input_norm", "batch"))}
 
 
 def names(text: str) -> Tuple[str, ...]:

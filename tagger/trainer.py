@@ -116,8 +116,9 @@ class FoldRun:
     self.augment = settings.augment_config(config)
     try:
       augment.check_image_ops(self.augment.image_ops)
+      augment.check_recording_ops(self.augment.recording_ops)
     except ValueError as e:
-      raise TrainError(f"config.augment.image_ops: {e}") from e
+      raise TrainError(f"config.augment: {e}") from e
     self.stage2 = int(config.stage) == 2
     self.eval_lengths = data_info.eval_lengths(self.info, self.input)
     shortest = min(self.eval_lengths + (data_info.length_range(

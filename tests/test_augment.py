@@ -174,3 +174,77 @@ def test_an_added_image_op_moves_no_other_ops_numbers():
   np.testing.assert_array_equal(augment.op_seed(SEED, 1),
                                 augment.split_seed(SEED, 3)[1])
   assert not np.array_equal(augment.op_seed(SEED, 9), augment.op_seed(SEED, 1))
+
+
+# ---------------------------------------------------------------------------
+# Augmentations of the recording, and the level-free input normalisation.
+
+
+def _log_mel(seed=0, b=4, m=64, l=60):
+  rng = np.random.default_rng(seed)
+  base = rng.uniform(-70, 10, (b, m, 1)) + rng.normal(0, 6, (b, m, l))
+  return tf.constant(base, tf.float32)
+
+
+@pytest.mark.parametrize("name", sorted(augment.RECORDING_OPS))
+def test_recording_ops_are_seeded_and_change_the_clip(name):
+  x = _log_mel()
+  op = augment.RECORDING_OPS[name]
+  a = op.apply(x, tf.constant([1, 2]), None)
+  b = op.apply(x, tf.constant([1, 2]), None)
+  c = op.apply(x, tf.constant([3, 4]), None)
+  assert a.shape == x.shape and bool(tf.reduce_all(tf.math.is_finite(a)))
+  np.testing.assert_array_equal(a, b)
+  assert float(tf.reduce_max(tf.abs(a - c))) > 0.1
+  assert float(tf.reduce_max(tf.abs(a - x))) > 0.1
+
+
+def test_gain_and_equalizer_are_what_they_say():
+  x = _log_mel()
+  shifted = augment.gain(x, tf.constant([5, 6]), None, max_db=6.0)
+  step = (shifted - x).numpy()
+  assert np.allclose(step, step[:, :1, :1], atol=1e-4)   # one level a clip
+  assert np.all(np.abs(step) <= 6.0)
+  eq = (augment.equalizer(x, tf.constant([5, 6]), None) - x).numpy()
+  assert np.allclose(eq, eq[:, :, :1], atol=1e-4)        # a curve per band
+  assert np.all(np.abs(np.diff(eq[:, :, 0], axis=1)) < 2.0)  # smooth
+
+
+def test_noise_and_room_only_add_power():
+  x = _log_mel()
+  for op in (augment.background_noise, augment.reverberation):
+    y = op(x, tf.constant([7, 8]), None)
+    # Added power: never quieter than the clip (but for the room's dry
+    # share at most max_wet lower: 10 log10(0.3) = -5.2 dB).
+    assert float(tf.reduce_min(y - x)) > -5.3
+
+
+def test_recording_ops_in_a_config_reach_the_training_batch(tmp_path):
+  from tagger import settings  # pylint: disable=g-import-not-at-top
+  config = settings.default_config()
+  config.augment.recording_ops = ("gain", "equalizer")
+  config.augment.op_params = {"gain": {"max_db": 3.0}}
+  aug = settings.augment_config(config)
+  assert aug.recording_ops == ("gain", "equalizer")
+  out = augment.apply_recording_ops(_log_mel(), tf.constant([1, 1]), aug)
+  assert out.shape == (4, 64, 60)
+  config.augment.recording_ops = ("gain", "nope")
+  with pytest.raises(ValueError, match="unknown augment.recording_ops"):
+    augment.apply_recording_ops(_log_mel(), tf.constant([1, 1]),
+                                settings.augment_config(config))
+
+
+@pytest.mark.parametrize("norm", ["clip", "clip_band"])
+def test_clip_standardisation_takes_out_level_and_channel(norm):
+  from tagger import model as model_lib  # pylint: disable=g-import-not-at-top
+  model = model_lib.build_model(5, 0, backbone="small_cnn", input_norm=norm)
+  image = tf.random.uniform([2, 64, 40, 1], 0.2, 0.6, seed=1)
+  louder = image + 0.1                                   # a gain
+  channel = image + tf.linspace(-0.05, 0.05, 64)[None, :, None, None]
+  base = model({"log_mel": image})
+  np.testing.assert_allclose(model({"log_mel": louder}), base, atol=1e-5)
+  moved = model({"log_mel": channel})
+  if norm == "clip_band":                                # an EQ too
+    np.testing.assert_allclose(moved, base, atol=1e-5)
+  else:
+    assert float(tf.reduce_max(tf.abs(moved - base))) > 1e-6

@@ -259,3 +259,94 @@ def test_quality_benchmark_end_to_end_on_a_small_kaggle_folder(tmp_path):
                                 fold=0, num_workers=2)
   assert [s["map3"] for s in again["stages"]] == [
       s["map3"] for s in result["stages"]]
+
+
+# ---------------------------------------------------------------------------
+# Recording sources: same-source and cross-source figures.
+
+
+def _write(path, header, rows):
+  with open(path, "w", newline="") as f:
+    csv.writer(f).writerows([header] + rows)
+
+
+def test_source_groups_come_from_sources_csv(tmp_path):
+  _write(tmp_path / "sources.csv", ["fname", "split", "source"],
+         [["a.wav", "train", "font1"], ["b.wav", "train", "font2"],
+          ["c.wav", "test", "font1"], ["d.wav", "test", "other"]])
+  assert quality.read_source_groups(str(tmp_path)) == {
+      "c.wav": quality.SAME, "d.wav": quality.CROSS}
+  # Without a split column the train CSV says which clips are training's.
+  _write(tmp_path / "train.csv", ["fname", "label"], [["a.wav", "x"]])
+  _write(tmp_path / "sources.csv", ["fname", "source"],
+         [["a.wav", "font1"], ["c.wav", "font1"], ["d.wav", "font2"]])
+  assert quality.read_source_groups(str(tmp_path)) == {
+      "c.wav": quality.SAME, "d.wav": quality.CROSS}
+  os.remove(tmp_path / "sources.csv")
+  assert quality.read_source_groups(str(tmp_path)) == {}
+
+
+def test_test_figures_by_group_and_the_warnings():
+  labels = ["a", "b", "c", "d"]
+  fnames = ["s1", "s2", "x1", "x2", "unknown"]
+  truth = {"s1": ("a",), "s2": ("b",), "x1": ("c",), "x2": ("d",)}
+  probs = np.array([[0.7, 0.1, 0.1, 0.1],     # right
+                    [0.1, 0.7, 0.1, 0.1],     # right
+                    [0.1, 0.1, 0.2, 0.6],     # second
+                    [0.1, 0.7, 0.2, 0.0],     # missed
+                    [0.25] * 4])
+  groups = {"s1": quality.SAME, "s2": quality.SAME, "x1": quality.CROSS,
+            "x2": quality.CROSS}
+  out = quality.test_figures(fnames, probs, truth, labels, groups=groups)
+  assert out[quality.SAME]["map3"] == 1.0
+  assert out[quality.CROSS]["map3"] == pytest.approx(0.25)
+  assert out[quality.ALL]["map3"] == pytest.approx(0.625)
+  assert out[quality.ALL]["test_clips"] == 4
+  stages = [{"name": "stage1", "val_map3": 0.9, "groups": out}]
+  baselines = {"pretrained": {"groups": {quality.CROSS: {"map3": 0.5}}}}
+  lines = quality.source_warnings(stages, baselines, groups)
+  assert any("validation MAP@3 0.900" in l and "0.250" in l for l in lines)
+  assert any("pretrained baseline (0.500) beats stage1" in l for l in lines)
+  assert "sources.csv" in quality.source_warnings(stages, baselines, {})[0]
+
+
+@pytest.mark.skipif(not all(shutil.which(p) for p in ("fluidsynth",
+                                                       "timidity")) or
+                    not all(os.path.exists(s.path) for s in
+                            recorded_data.SOURCES.values()),
+                    reason="needs fluidsynth, timidity, the soundfonts and "
+                    "freepats (BUILD.md)")
+def test_cross_source_set_holds_a_source_out_of_training(tmp_path):
+  spec = recorded_data.RecordedSpec(
+      train_per_class=1, test_per_class=1,
+      sources=("fluidr3", "timgm6mb", "freepats"),
+      test_only_sources=("freepats",))
+  counts = recorded_data.make_recorded_data(str(tmp_path), spec,
+                                            progress=False)
+  classes = recorded_data.set_classes(spec)
+  assert 25 <= len(classes) < len(recorded_data.CLASSES)  # freepats has less
+  assert counts["test"] == 2 * counts["train"] == 2 * len(classes)
+  with open(tmp_path / "sources.csv") as f:
+    rows = list(csv.DictReader(f))
+  train_sources = {r["source"] for r in rows if r["split"] == "train"}
+  assert train_sources <= {"fluidr3", "timgm6mb"}
+  groups = quality.read_source_groups(str(tmp_path))
+  assert sum(g == quality.CROSS for g in groups.values()) == len(classes)
+  for name in os.listdir(tmp_path / "audio_test"):
+    rate = struct.unpack("<I", (tmp_path / "audio_test" / name).read_bytes()[
+        24:28])[0]
+    assert rate in (22050, 44100)
+
+
+def test_the_default_set_is_unchanged_by_the_sources():
+  """The default three soundfonts and no held-out source draw the same
+  plan as before sources existed (the README's figures stay reproducible)."""
+  spec = recorded_data.RecordedSpec()
+  plan = recorded_data._plan(spec, recorded_data.set_classes(spec),
+                             np.random.default_rng(0))
+  rng = np.random.default_rng(0)
+  first = (rng.integers(3), recorded_data._performance(
+      recorded_data.CLASSES[0], rng))
+  assert len(plan) == 39 * (25 + 12)
+  assert {c[0] for c in plan} == {"train", "test"}
+  assert any(c[2] == first[0] and c[3] == first[1] for c in plan)
