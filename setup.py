@@ -22,7 +22,7 @@ setuptools.setup(
     version=VERSION,
     description="Train and serve general-purpose audio taggers "
                 "(MobileNetV2 on log-mels, TFRecords, tf.distribute).",
-    packages=["tagger", "tools"],
+    packages=["tagger", "tagger.cli"],
     python_requires=">=3.11,<3.12",
     install_requires=[
         "tensorflow==2.16.2",
@@ -47,6 +47,6 @@ setuptools.setup(
         "beam": ["apache-beam==2.77.0"],
     },
     entry_points={"console_scripts": [
-        f"tagger-{name.replace('_', '-')}=tools.{name}:run" for name in TOOLS
+        f"tagger-{name.replace('_', '-')}=tagger.cli.{name}:run" for name in TOOLS
     ]},
 )

@@ -255,7 +255,7 @@ def _serve_in_subprocesses(num_workers: int):
   from tagger import data_service  # pylint: disable=g-import-not-at-top
   ports = data_service.free_ports(num_workers + 1)
   workers = [f"localhost:{p}" for p in ports[1:]]
-  tool = [sys.executable, "-m", "tools.data_service"]
+  tool = [sys.executable, "-m", "tagger.cli.data_service"]
   procs = [subprocess.Popen(tool + ["--role=dispatcher", f"--port={ports[0]}",
                                     "--worker_addresses=" + ",".join(workers)],
                             stdout=subprocess.DEVNULL,

@@ -1,6 +1,6 @@
 """The base of every error a user can fix (bad input, settings, paths).
 
-Tools print these as one line and exit 1 (tools.run_tool); anything else is
+Tools print these as one line and exit 1 (tagger.cli.run_tool); anything else is
 a bug and keeps its traceback.
 """
 

@@ -1,0 +1,89 @@
+"""Command-line tools: each parses absl flags and calls one tagger function.
+
+Installed as console scripts (tagger-<name>); from a checkout also as
+`python -m tools.<name>` (tools/ holds one-line launchers, so that no
+generic top-level `tools` package is installed).
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import logging
+
+# The checkout's configs/ (the tools that default to a config file).
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "configs")
+
+
+def run_tool(main) -> None:
+  """app.run(main); an error the user can fix (tagger.errors.UserError)
+  ends the tool with its message on one line and exit status 1."""
+  from tagger import errors  # pylint: disable=g-import-not-at-top
+
+  def guarded(argv):
+    try:
+      result = main(argv)
+    except errors.UserError as e:
+      logging.error("%s", e)
+      name = os.path.basename(sys.argv[0]).replace(".py", "")
+      _exit(f"{name}: {e}", 1)
+    except (OSError, *_file_errors()) as e:
+      # A path the user gave that cannot be read or written: one line.
+      logging.exception("file error")
+      name = os.path.basename(sys.argv[0]).replace(".py", "")
+      why = getattr(e, "message", None) or str(e)
+      _exit(f"{name}: {why}", 1)
+    _exit("", 0)
+    return result
+
+  app.run(guarded, flags_parser=_parse_flags)
+
+
+def _file_errors() -> tuple:
+  """TensorFlow's errors for paths that are missing, not directories or
+  not permitted (tf.io.gfile raises these, not OSError)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return (tf.errors.NotFoundError, tf.errors.PermissionDeniedError,
+          tf.errors.FailedPreconditionError, tf.errors.AlreadyExistsError)
+
+
+def _exit(message: str, status: int) -> None:
+  """SystemExit, or, once a tensorflow-io file system (s3://) was used,
+  os._exit after flushing: its S3 client aborts at interpreter exit
+  (tensorflow/io#2039), which would turn a finished run into exit 134."""
+  from tagger import fileio  # pylint: disable=g-import-not-at-top
+  if not fileio.tfio_filesystem_used():
+    if message or status:
+      raise SystemExit(message or status) from None
+    return
+  if message:
+    print(message, file=sys.stderr)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  logging.flush()
+  os._exit(status)  # pylint: disable=protected-access
+
+
+def _parse_flags(argv):
+  """absl's parser; a bad --config.* override (a mistyped key, a value of
+  the wrong type) ends the tool with one line instead of a traceback."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    # Whatever a flag or a config file's get_config raises while parsing.
+    name = os.path.basename(sys.argv[0]).replace(".py", "")
+    overrides = [a.split("=")[0] for a in argv[1:] if a.startswith(
+        "--config.")]
+    why = str(e)
+    if why[:1] in "'\"" and why[-1:] == why[:1]:  # a KeyError's repr
+      why = why[1:-1].replace("\\n", "\n").replace("\\'", "'")
+    if "Traceback (most recent call last)" in why:  # a config file raised
+      head, _, tail = why.partition("Traceback (most recent call last)")
+      why = head + tail.strip().splitlines()[-1]
+    why = " ".join(why.split())
+    where = ", ".join(overrides) if isinstance(e, AttributeError) and \
+        overrides else "flags"
+    raise SystemExit(f"{name}: bad {where}: {why} (--helpshort lists the "
+                     "flags)") from None

@@ -1,0 +1,107 @@
+r"""Quality on a real-recorded set: the recipe's MAP@3 beside two linear
+baselines on the same split, and the wall time (last lines).
+
+  python -m tools.make_recorded_data --output_dir=recorded_data  # once
+  python -m tools.benchmark_quality --data_dir=recorded_data \
+      --workdir=runs/quality
+
+Shards the set, trains --stage1 then --stage2 (configs; override fields as
+--stage1.schedule.cyclic_epochs=20) on --fold, scores the test split with
+TTA, and fits logistic regression on the shards' PCA vectors and on log-mel
+mean/std statistics (tagger/quality.py), and with --pretrained_weights on
+a frozen audio-pretrained embedding. A set with sources.csv (fname,source:
+tools.make_recorded_data writes it) is measured by group: test clips of
+sources the training set holds, and of sources it never heard. Works on any Kaggle-layout folder
+that has test_labels.csv, FSDKaggle2019's multi-label layout included
+(train_curated.csv + train_noisy.csv; lwlrap is then the headline). A
+re-run in the same --workdir skips what is done.
+"""
+
+import os
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from tagger import quality
+from tagger.cli import CONFIGS
+from tagger.cli import run_tool
+
+FLAGS = flags.FLAGS
+CPU_CONFIG = os.path.join(CONFIGS, "cpu.py")
+flags.DEFINE_string("data_dir", "recorded_data", "Kaggle-layout set with "
+                    "test_labels.csv (tools.make_recorded_data).")
+flags.DEFINE_string("workdir", "runs/quality", "Shards and models go here.")
+config_flags.DEFINE_config_file("stage1", f"{CPU_CONFIG}:stage1",
+                                "Stage-1 config.", lock_config=True)
+config_flags.DEFINE_config_file("stage2", f"{CPU_CONFIG}:stage2",
+                                "Stage-2 config.",
+                                lock_config=True)
+flags.DEFINE_list("stages", ["1", "2"], "Which stages to train: 1,2 or 1 "
+                  "or 2 (stage 2 alone starts from "
+                  "--stage2.model.init_from).")
+flags.DEFINE_integer("fold", 0, "The validated fold.")
+flags.DEFINE_integer("num_workers", 0, "Sharding workers (0: all cores).")
+flags.DEFINE_string("pretrained_weights", "", "aisfx's wheel (pip download "
+                    "aisfx==0.1.2 --no-deps) or its checkpoint.pth: adds the "
+                    "frozen pretrained embedding's logistic regression.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  chosen = {"1": FLAGS.stage1, "2": FLAGS.stage2}
+  unknown = sorted(set(FLAGS.stages) - set(chosen))
+  if unknown or not FLAGS.stages:
+    raise app.UsageError(f"--stages: 1, 2 or 1,2 (got {FLAGS.stages})")
+  configs = [chosen[s] for s in sorted(set(FLAGS.stages))]
+  r = quality.run_benchmark(FLAGS.data_dir, FLAGS.workdir, configs,
+                            fold=FLAGS.fold, num_workers=FLAGS.num_workers,
+                            pretrained_weights=FLAGS.pretrained_weights)
+  print_table(r)
+
+
+NAMES = {"pca": "logistic regression, PCA vectors",
+         "mel_stats": "logistic regression, log-mel stats",
+         quality.PRETRAINED: "logistic regression, CNN9 embedding"}
+
+
+def print_table(r: dict) -> None:
+  """The figures, by source group where the set says its sources; the
+  warnings; the headline on the last line."""
+  b = r["baselines"]
+  multi = "lwlrap" in b["pca"]
+  key = "lwlrap" if multi else "map3"
+  groups = [g for g in (quality.ALL, quality.SAME, quality.CROSS)
+            if g in b["pca"]["groups"]]
+  counts = ", ".join(f"{g} {b['pca']['groups'][g]['test_clips']}"
+                     for g in groups)
+  print(f"{key} on the test split ({counts} clips); validation: the "
+        "validated fold (shares the training sources)")
+  print(f"{'what':<38} " + " ".join(f"{g:>12}" for g in groups) +
+        f" {'validation':>10}")
+  rows = [(f"recipe {s['name']} ({s['train_seconds'] / 60:.1f} min)",
+           s["groups"], s.get("val_map3")) for s in r["stages"]]
+  rows += [(NAMES[n], f["groups"], f.get("val_map3")) for n, f in b.items()]
+  for name, figures, val in rows:
+    cells = " ".join(f"{figures[g][key]:>12.4f}" for g in groups)
+    print(f"{name:<38} {cells} " + (f"{val:>10.4f}" if val is not None
+                                     else f"{'':>10}"))
+  for line in r["warnings"]:
+    print(f"WARNING: {line}")
+  headline = quality.CROSS if quality.CROSS in groups else quality.ALL
+  final = r["stages"][-1]["groups"][headline][key]
+  best_name, best = max(((n, f["groups"][headline][key])
+                         for n, f in b.items()), key=lambda x: x[1])
+  print(f"wall time {r['seconds'] / 60:.1f} min; recipe - best baseline "
+        f"({best_name}) on {headline} = {final - best:+.4f}")
+  print(f"recipe_{key}={final:.4f} best_baseline_{key}={best:.4f} "
+        f"group={headline} minutes={r['seconds'] / 60:.1f}")
+
+
+def run():
+  run_tool(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,49 @@
+r"""Trains a tagger on TFRecord shards (one fold, or every fold in turn).
+
+  python -m tools.train --config=configs/stage1_mel.py \
+      --data_dir=tfrecords/train --model_dir=runs/stage1/fold0 --config.fold=0
+
+Re-running the same command after a crash or kill resumes from the last
+finished epoch. Strategy: --strategy=auto|mirrored|multi_worker|one_device
+(multi_worker reads TF_CONFIG); precision: --precision=auto|float32|
+mixed_float16|mixed_bfloat16. Outputs in --model_dir: best.weights.h5,
+config.json, history.csv, summary.json, confusion_matrix.png, tensorboard/.
+"""
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from tagger import distribute
+from tagger import trainer
+from tagger.cli import run_tool
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Training config file.",
+                                lock_config=True)
+flags.DEFINE_string("data_dir", "tfrecords/train", "Train shards.")
+flags.DEFINE_string("model_dir", None, "Where the run's outputs go.")
+flags.DEFINE_string("strategy", "", "Overrides config.strategy.")
+flags.DEFINE_string("precision", "", "Overrides config.precision.")
+flags.DEFINE_integer("cpu_replicas", 0, "Split the CPU into this many "
+                     "logical devices (with --strategy=mirrored: several "
+                     "replicas without a GPU, for tests and debugging).")
+flags.mark_flags_as_required(["config", "model_dir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  distribute.split_cpu(FLAGS.cpu_replicas)
+  strategy = trainer.setup(FLAGS.config, FLAGS.strategy, FLAGS.precision)
+  summary = trainer.train(FLAGS.config, FLAGS.data_dir, FLAGS.model_dir,
+                          strategy)
+  print(trainer.describe_summary(summary))
+
+
+def run():
+  run_tool(main)
+
+
+if __name__ == "__main__":
+  run()
