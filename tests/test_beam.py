@@ -111,7 +111,7 @@ def test_tool_runs_on_beam_and_names_a_missing_extra(dataset, tmp_path):
   hidden = subprocess.run(
       [sys.executable, "-c",
        "import sys; sys.modules['apache_beam'] = None\n"
-       "from tools import make_tfrecords; make_tfrecords.run()",
+       "from tagger.cli import make_tfrecords; make_tfrecords.run()",
        f"--csv={csv_path}", f"--audio_dir={audio_dir}",
        f"--output_dir={tmp_path / 'none'}", "--runner=DirectRunner"],
       cwd=REPO, capture_output=True, text=True, timeout=300)
