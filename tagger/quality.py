@@ -262,8 +262,9 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
   test/, sample_submission.csv, test_labels.csv with a labels column: then
   trained on both sources, noisy at half weight, validated on curated),
   trains each config in turn on one fold (stage 2 starts from the stage-1
-  model of this run), scores the test split with the last stage's model
-  (TTA) and fits the linear baselines on the same split (with
+  model of this run with the same backbone), scores the test split with
+  each stage's model (TTA), and with several backbones their last models
+  together ('ensemble'), and fits the linear baselines on the same split (with
   pretrained_weights, aisfx's wheel or checkpoint, also the frozen
   pretrained embedding's). With sources.csv every figure is also given
   by source group (read_source_groups), and `warnings` says where
@@ -289,38 +290,35 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
   train_dir = fileio.join(workdir, "tfrecords", "train")
   test_dir = fileio.join(workdir, "tfrecords", "test")
   strategy = trainer.setup(configs[0])
-  stages, previous = [], ""
+  stages, previous = [], {}
+  multi = layout_2019 or any(len(t) > 1 for t in truth.values())
   for config in configs:
     config.fold = str(fold)
     if layout_2019:
       config.input.val_sources = config.input.val_sources or "curated"
       config.source_weights = config.source_weights or "noisy=0.5"
-    name = f"stage{config.stage}"
-    if config.stage == 2 and previous:
-      config.model.init_from = previous  # else the config's own
+    backbone = str(config.model.backbone)
+    name = f"stage{config.stage}" + ("" if backbone == "mobilenet_v2"
+                                      else f"_{backbone}")
+    if config.stage == 2 and backbone in previous:
+      config.model.init_from = previous[backbone]  # else the config's own
     model_dir = fileio.join(workdir, name, f"fold{fold}")
     stage_started = time.time()
     summary = trainer.train(config, train_dir, model_dir, strategy)
     print(trainer.describe_summary(summary), flush=True)
-    result = score_lib.score(
-        model_dirs=model_dir, output=fileio.join(workdir, f"{name}.csv"),
-        data_dir=test_dir, labels_csv=labels_csv,
-        probs_out=fileio.join(workdir, f"{name}_probs.csv"), progress=False)
-    evaluation = result["evaluation"]
-    fnames, probs, labels = _read_probs(fileio.join(workdir,
-                                                    f"{name}_probs.csv"))
     validation = summary.get("best_model_validation", {})
     stages.append({"name": name, "model_dir": model_dir,
-                   "map3": evaluation["map3"],
-                   "accuracy": evaluation["accuracy"],
-                   "lwlrap": evaluation.get("lwlrap"),
                    "val_map3": validation.get("val_map3"),
-                   "groups": test_figures(fnames, probs, truth, labels,
-                                          layout_2019 or any(
-                                              len(t) > 1 for t in
-                                              truth.values()), groups),
+                   **_score_models(model_dir, name, workdir, test_dir,
+                                   labels_csv, truth, multi, groups),
                    "train_seconds": time.time() - stage_started})
-    previous = model_dir
+    previous[backbone] = model_dir
+  if len(previous) > 1:   # several backbones: their last models together
+    dirs = ",".join(previous.values())
+    stages.append({"name": "ensemble", "model_dir": dirs, "val_map3": None,
+                   **_score_models(dirs, "ensemble", workdir, test_dir,
+                                   labels_csv, truth, multi, groups),
+                   "train_seconds": sum(s["train_seconds"] for s in stages)})
   embeddings = None
   if pretrained_weights and not layout_2019:
     embeddings = pretrained_embeddings(
@@ -331,6 +329,22 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
   return {"stages": stages, "baselines": baselines,
           "warnings": source_warnings(stages, baselines, groups),
           "seconds": time.time() - started}
+
+
+def _score_models(model_dirs: str, name: str, workdir: str, test_dir: str,
+                  labels_csv: str, truth, multi: bool, groups) -> dict:
+  """The test figures of model dirs scored together (TTA)."""
+  from tagger import score as score_lib  # pylint: disable=g-import-not-at-top
+  probs_csv = fileio.join(workdir, f"{name}_probs.csv")
+  evaluation = score_lib.score(
+      model_dirs=model_dirs, output=fileio.join(workdir, f"{name}.csv"),
+      data_dir=test_dir, labels_csv=labels_csv, probs_out=probs_csv,
+      progress=False)["evaluation"]
+  fnames, probs, labels = _read_probs(probs_csv)
+  return {"map3": evaluation["map3"], "accuracy": evaluation["accuracy"],
+          "lwlrap": evaluation.get("lwlrap"),
+          "groups": test_figures(fnames, probs, truth, labels, multi,
+                                 groups)}
 
 
 def _read_probs(path: str):
@@ -362,7 +376,8 @@ def source_warnings(stages, baselines, groups: Dict[str, str]) -> list:
             f"({SOURCES_CSV}): nothing here measures sources the network "
             "never heard"]
   out = []
-  val = last.get("val_map3")
+  val = next((s["val_map3"] for s in reversed(stages)
+              if s.get("val_map3") is not None), None)
   if val is not None and val - cross["map3"] > WARN_GAP:
     out.append(f"validation MAP@3 {val:.3f} is measured on the training "
                f"sources; on sources training never heard, {last['name']} "

@@ -239,9 +239,16 @@ def test_quality_benchmark_end_to_end_on_a_small_kaggle_folder(tmp_path):
   stage2 = tiny_config(**{"stage": 2, "model.pca_head": True,
                           "model.pca_into_mlp": False,
                           "model.pca_head_l2": 0.03})
+  other = tiny_config(**{"model.backbone": "small_cnn"})
   result = quality.run_benchmark(data, str(tmp_path / "work"),
-                                 [stage1, stage2], fold=0, num_workers=2)
-  assert [s["name"] for s in result["stages"]] == ["stage1", "stage2"]
+                                 [stage1, stage2, other], fold=0,
+                                 num_workers=2)
+  assert [s["name"] for s in result["stages"]] == [
+      "stage1", "stage2", "stage1_small_cnn", "ensemble"]
+  assert result["stages"][-1]["model_dir"].count(",") == 1
+  # No sources.csv: one group, and a warning that says so.
+  assert list(result["stages"][0]["groups"]) == [quality.ALL]
+  assert "sources.csv" in result["warnings"][0]
   for stage in result["stages"]:
     assert 0.0 <= stage["map3"] <= 1.0
   for name in ("pca", "mel_stats"):
@@ -255,7 +262,9 @@ def test_quality_benchmark_end_to_end_on_a_small_kaggle_folder(tmp_path):
                                 [tiny_config(), tiny_config(**{
                                     "stage": 2, "model.pca_head": True,
                                     "model.pca_into_mlp": False,
-                                    "model.pca_head_l2": 0.03})],
+                                    "model.pca_head_l2": 0.03}),
+                                 tiny_config(**{
+                                     "model.backbone": "small_cnn"})],
                                 fold=0, num_workers=2)
   assert [s["map3"] for s in again["stages"]] == [
       s["map3"] for s in result["stages"]]

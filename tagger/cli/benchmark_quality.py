@@ -37,24 +37,34 @@ config_flags.DEFINE_config_file("stage1", f"{CPU_CONFIG}:stage1",
 config_flags.DEFINE_config_file("stage2", f"{CPU_CONFIG}:stage2",
                                 "Stage-2 config.",
                                 lock_config=True)
-flags.DEFINE_list("stages", ["1", "2"], "Which stages to train: 1,2 or 1 "
-                  "or 2 (stage 2 alone starts from "
-                  "--stage2.model.init_from).")
+config_flags.DEFINE_config_file("pretrained", f"{CPU_CONFIG}:pretrained",
+                                "The pretrained backbone's config (stage "
+                                "'pretrained').", lock_config=True)
+flags.DEFINE_list("stages", ["1", "2"], "Which stages to train, of 1, 2 "
+                  "and pretrained (stage 2 alone starts from "
+                  "--stage2.model.init_from; with pretrained and 1 or 2, "
+                  "an 'ensemble' row scores the last of each backbone "
+                  "together).")
 flags.DEFINE_integer("fold", 0, "The validated fold.")
 flags.DEFINE_integer("num_workers", 0, "Sharding workers (0: all cores).")
 flags.DEFINE_string("pretrained_weights", "", "aisfx's wheel (pip download "
                     "aisfx==0.1.2 --no-deps) or its checkpoint.pth: adds the "
-                    "frozen pretrained embedding's logistic regression.")
+                    "frozen pretrained embedding's logistic regression (and "
+                    "is the pretrained stage's backbone_weights).")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  chosen = {"1": FLAGS.stage1, "2": FLAGS.stage2}
+  chosen = {"1": FLAGS.stage1, "2": FLAGS.stage2,
+            "pretrained": FLAGS.pretrained}
   unknown = sorted(set(FLAGS.stages) - set(chosen))
   if unknown or not FLAGS.stages:
-    raise app.UsageError(f"--stages: 1, 2 or 1,2 (got {FLAGS.stages})")
-  configs = [chosen[s] for s in sorted(set(FLAGS.stages))]
+    raise app.UsageError(f"--stages: of 1, 2, pretrained (got "
+                         f"{FLAGS.stages})")
+  if "pretrained" in FLAGS.stages and FLAGS.pretrained_weights:
+    FLAGS.pretrained.model.backbone_weights = FLAGS.pretrained_weights
+  configs = [chosen[s] for s in chosen if s in FLAGS.stages]
   r = quality.run_benchmark(FLAGS.data_dir, FLAGS.workdir, configs,
                             fold=FLAGS.fold, num_workers=FLAGS.num_workers,
                             pretrained_weights=FLAGS.pretrained_weights)
