@@ -203,7 +203,8 @@ def test_a_registered_backbone_trains_and_scores(learnable, tmp_path):
                                   "configs/demo.py:stage1",
                                   "configs/demo.py:stage2",
                                   "configs/cpu.py:stage1",
-                                  "configs/cpu.py:stage2"])
+                                  "configs/cpu.py:stage2",
+                                  "configs/cpu.py:pretrained"])
 def test_configs_set_only_known_fields(spec):
   """A mistyped field in a config file would be a new, unused key."""
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -221,6 +222,9 @@ def test_configs_set_only_known_fields(spec):
   assert set(keys(config)) == set(keys(settings.default_config()))
   if spec.startswith("configs/cpu.py:stage2"):
     assert config.model.pca_head and not config.model.pca_into_mlp
+  if spec.endswith(":pretrained"):
+    assert config.model.backbone == "cnn9_aisfx"
+    assert config.model.backbone_weights.endswith(".whl")
   if spec.startswith("configs/stage"):  # the reference's recipe
     assert not config.model.pca_head
     assert config.select_best == "val_loss"
