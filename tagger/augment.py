@@ -13,12 +13,13 @@ applied in that order by `apply_image_ops`. Each draws from its own random
 stream, so adding, removing or reordering an op leaves every other op's
 numbers as they were. To add one, register it here (or from your own code):
 
-  def gain(image, seed, aug, max_db=6.0):   # image [b, M, L] in [0, 1]
+  def contrast(image, seed, aug, amount=0.2):   # image [b, M, L] in [0, 1]
     ...
-  augment.register_image_op("gain", stream=3, apply=gain)
+  augment.register_image_op("contrast", stream=20, apply=contrast)
 
-and name it in the config: config.augment.image_ops = (..., "gain"),
-config.augment.op_params = {"gain": {"max_db": 3.0}}.
+and name it in the config: config.augment.image_ops = (..., "contrast"),
+config.augment.op_params = {"contrast": {"amount": 0.1}}. Streams are
+shared with the recording ops (below; 3-7 are theirs).
 """
 
 import dataclasses
@@ -236,27 +237,54 @@ class ImageOp:
 
 
 IMAGE_OPS: Dict[str, ImageOp] = {}
+RECORDING_OPS: Dict[str, ImageOp] = {}   # below: ops on the log-mel in dB
+
+
+def _register(registry: Dict[str, "ImageOp"], kind: str, name: str,
+              stream: int, apply: Callable[..., tf.Tensor]) -> None:
+  """One op into its registry; its stream must be free in every registry
+  (image and recording ops share the numbering)."""
+  if name in registry:
+    raise ValueError(f"{kind} op {name!r} is already registered")
+  taken = {op.stream: op.name for ops in (IMAGE_OPS, RECORDING_OPS)
+           for op in ops.values()}
+  if stream == TIME_STREAM or stream in taken or stream < 0:
+    owner = taken.get(stream, "crop/shift/flip")
+    raise ValueError(f"{kind} op {name!r}: stream {stream} is {owner}'s; "
+                     "pick a number no op uses")
+  registry[name] = ImageOp(name, stream, apply)
+
+
+def _check(registry: Dict[str, "ImageOp"], field: str,
+           names: Sequence[str]) -> None:
+  unknown = [n for n in names if n not in registry]
+  if unknown:
+    raise ValueError(f"unknown augment.{field} {unknown}; registered: "
+                     f"{sorted(registry)} (augment.register_"
+                     f"{field[:-1]})")
+
+
+def _apply(registry: Dict[str, "ImageOp"], field: str, x: tf.Tensor,
+           seed: tf.Tensor, aug) -> tf.Tensor:
+  """x -> the config's ops of one kind (aug.<field>) applied in order."""
+  params = dict(aug.op_params)
+  for name in getattr(aug, field):
+    _check(registry, field, [name])
+    op = registry[name]
+    x = op.apply(x, op_seed(seed, op.stream), aug,
+                 **dict(params.get(name, ())))
+  return x
 
 
 def register_image_op(name: str, stream: int,
                       apply: Callable[..., tf.Tensor]) -> None:
   """Makes an op nameable in AugmentConfig.image_ops. stream: a number no
   other op uses (its random numbers are op_seed(seed, stream))."""
-  if name in IMAGE_OPS:
-    raise ValueError(f"image op {name!r} is already registered")
-  taken = {op.stream: op.name for op in IMAGE_OPS.values()}
-  if stream == TIME_STREAM or stream in taken or stream < 0:
-    owner = taken.get(stream, "crop/shift/flip")
-    raise ValueError(f"image op {name!r}: stream {stream} is {owner}'s; "
-                     "pick a number no op uses")
-  IMAGE_OPS[name] = ImageOp(name, stream, apply)
+  _register(IMAGE_OPS, "image", name, stream, apply)
 
 
 def check_image_ops(names: Sequence[str]) -> None:
-  unknown = [n for n in names if n not in IMAGE_OPS]
-  if unknown:
-    raise ValueError(f"unknown augment.image_ops {unknown}; registered: "
-                     f"{sorted(IMAGE_OPS)} (augment.register_image_op)")
+  _check(IMAGE_OPS, "image_ops", names)
 
 
 def op_seed(seed: tf.Tensor, stream: int) -> tf.Tensor:
@@ -274,13 +302,7 @@ def op_seed(seed: tf.Tensor, stream: int) -> tf.Tensor:
 
 def apply_image_ops(image: tf.Tensor, seed: tf.Tensor, aug) -> tf.Tensor:
   """image [b, M, L] -> the config's image ops applied in order."""
-  params = dict(aug.op_params)
-  for name in aug.image_ops:
-    check_image_ops([name])
-    op = IMAGE_OPS[name]
-    image = op.apply(image, op_seed(seed, op.stream), aug,
-                     **dict(params.get(name, ())))
-  return image
+  return _apply(IMAGE_OPS, "image_ops", image, seed, aug)
 
 
 def _erasing_op(image, seed, aug):
@@ -310,38 +332,21 @@ register_image_op("spec_augment", 2, _spec_augment_op)
 # random streams' numbering with the image ops; AugmentConfig.recording_ops
 # names them, op_params sets their arguments.
 
-RECORDING_OPS: Dict[str, ImageOp] = {}
-
-
 def register_recording_op(name: str, stream: int,
                           apply: Callable[..., tf.Tensor]) -> None:
   """As register_image_op, for an op on the log-mel [b, M, L] in dB:
   apply(log_mel_db, seed, aug, **params) -> the same shape."""
-  taken = {op.stream for op in IMAGE_OPS.values()} | {
-      op.stream for op in RECORDING_OPS.values()}
-  if name in RECORDING_OPS or stream in taken or stream == TIME_STREAM:
-    raise ValueError(f"recording op {name!r} (stream {stream}) clashes "
-                     "with a registered op")
-  RECORDING_OPS[name] = ImageOp(name, stream, apply)
+  _register(RECORDING_OPS, "recording", name, stream, apply)
 
 
 def check_recording_ops(names: Sequence[str]) -> None:
-  unknown = [n for n in names if n not in RECORDING_OPS]
-  if unknown:
-    raise ValueError(f"unknown augment.recording_ops {unknown}; registered:"
-                     f" {sorted(RECORDING_OPS)} (register_recording_op)")
+  _check(RECORDING_OPS, "recording_ops", names)
 
 
 def apply_recording_ops(log_mel_db: tf.Tensor, seed: tf.Tensor,
                         aug) -> tf.Tensor:
   """log-mel [b, M, L] dB -> the config's recording ops applied in order."""
-  params = dict(aug.op_params)
-  for name in getattr(aug, "recording_ops", ()):
-    check_recording_ops([name])
-    op = RECORDING_OPS[name]
-    log_mel_db = op.apply(log_mel_db, op_seed(seed, op.stream), aug,
-                          **dict(params.get(name, ())))
-  return log_mel_db
+  return _apply(RECORDING_OPS, "recording_ops", log_mel_db, seed, aug)
 
 
 def _per_clip(x: tf.Tensor, seed, low: float, high: float) -> tf.Tensor:

@@ -146,10 +146,10 @@ def read_torch_checkpoint(path: str):
 
   try:
     return Unpickler(io.BytesIO(archive.read(pickles[0]))).load()
+  except PretrainedError:
+    raise
   except (KeyError, ValueError, EOFError, pickle.UnpicklingError,
           zipfile.BadZipFile) as e:
-    if isinstance(e, PretrainedError):
-      raise
     raise PretrainedError(f"{path}: damaged checkpoint ({e}); get it "
                           f"again: {HOW_TO_GET}") from e
 
@@ -311,7 +311,9 @@ def cnn9_backbone(weights: str = "", num_mels: int = 64,
   """[B, M, T, 1] normalised log-mel -> [B, T/16, 12, 512] CNN9 feature
   maps; weights: aisfx's wheel or checkpoint ('' : random)."""
   inputs = keras.Input((num_mels, None, 1))
-  x = AisfxAdapter(db_range, num_mels, name="aisfx_adapter")(inputs)
+  # float32 under mixed precision too: dB arithmetic and a log-domain map.
+  x = AisfxAdapter(db_range, num_mels, name="aisfx_adapter",
+                   dtype="float32")(inputs)
   features = cnn9()
   if weights:
     load_cnn9_weights(features, cnn9_state(weights))

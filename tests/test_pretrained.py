@@ -275,3 +275,16 @@ def test_the_pretrained_backbone_without_weights_is_one_line(tmp_path):
                      match="pip download aisfx==0.1.2 --no-deps"):
     model_lib.build_model(3, 0, backbone="cnn9_aisfx",
                           backbone_weights=str(tmp_path / "missing.whl"))
+
+
+def test_the_pretrained_backbone_builds_and_runs_under_mixed_float16():
+  """The GPU default precision: the adapter stays float32, CNN9 runs in
+  float16, the probabilities come out float32 and finite."""
+  keras.mixed_precision.set_global_policy("mixed_float16")
+  try:
+    model = model_lib.build_model(3, 0, backbone="cnn9_aisfx")
+    out = model({"log_mel": tf.random.uniform([2, 64, 48, 1])})
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
+  assert out.dtype == tf.float32 and bool(tf.reduce_all(tf.math.is_finite(
+      out)))
