@@ -15,7 +15,7 @@ TOOLS = ("make_demo_data", "make_tfrecords", "benchmark_make_tfrecords",
          "benchmark_train", "score", "export", "benchmark_score",
          "benchmark_serving", "benchmark_finetune",
          "make_recorded_data", "benchmark_quality", "data_service",
-         "benchmark_data_service")
+         "benchmark_data_service", "doctor", "benchmark_gpu")
 
 setuptools.setup(
     name="tagger",
@@ -45,6 +45,10 @@ setuptools.setup(
         "test": ["pytest==9.2.0", "moto[server]==5.2.5"],
         # make_tfrecords --runner=...: ~300 MB with pyarrow, so optional.
         "beam": ["apache-beam==2.77.0"],
+        # GPUs: TensorFlow's own CUDA 12.3 / cuDNN 8.9 wheels (its
+        # [and-cuda] extra, at the same pin); the plain install is CPU-only
+        # on most GPU machines. Needs an NVIDIA driver >= 525 (README).
+        "gpu": ["tensorflow[and-cuda]==2.16.2"],
     },
     entry_points={"console_scripts": [
         f"tagger-{name.replace('_', '-')}=tagger.cli.{name}:run" for name in TOOLS

@@ -19,12 +19,16 @@ time you have.
 
 configs/cpu.py:pretrained: stage 1 on aisfx's audio-pretrained CNN9
 (model.backbone=cnn9_aisfx; the weights: pip download aisfx==0.1.2
---no-deps -d weights/, read in place), fine-tuned at a lower LR; the
+--no-deps -d weights/, read in place), fine-tuned at a lower LR, on
+shards of aisfx's own front-end (make_tfrecords --features=aisfx); the
 choice for sources the training set never heard (BUILD.md, "Quality on
 sources never heard").
 
+  python -m tools.make_tfrecords --features=aisfx --csv=train.csv \
+      --audio_dir=audio_train --output_dir=tfrecords_aisfx/train
   python -m tools.train --config=configs/cpu.py:pretrained \
-      --data_dir=tfrecords/train --model_dir=runs/cpu/pretrained/fold0
+      --data_dir=tfrecords_aisfx/train \
+      --model_dir=runs/cpu/pretrained/fold0
 """
 
 import os
@@ -70,4 +74,8 @@ def pretrained():
   config.schedule.cyclic_epochs = 16
   config.schedule.cycle_step_epochs = 2.0
   config.schedule.fine_tune_max_epochs = 2
+  # The aisfx feature set has 43 frames/s (the demo's lengths in seconds).
+  config.input.length_range = (56, 128)
+  config.input.eval_lengths = (72, 112)
+  config.input.length_quantum = 8
   return config

@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from tagger import audio
 from tagger import errors
+from tagger import features
 from tagger import fileio
 from tagger import graph_features
 from tagger import serving
@@ -224,17 +225,20 @@ class Tagger:
     chunk_frames = max(self.window, int(self.chunk_seconds * fps))
     mel_db = tf.function(lambda c, n: graph_features.chunk_mel_db(
         c, n, params), reduce_retracing=True)
-    loudest = -np.inf
+    loudest, peak = -np.inf, 0.0
     for chunk, count, _ in self._chunks(source, sample_rate, chunk_frames):
       loudest = max(loudest, float(tf.reduce_max(mel_db(chunk, count))))
+      peak = max(peak, float(np.max(np.abs(chunk))))
     floor = loudest - params.db_top_db
+    # db_ref_peak: relative to the recording's peak (as for a whole clip).
+    shift = features.peak_db(np.array([peak], np.float32), params)
     carry = np.zeros((0, params.mel_bands), np.float16)  # frames [T, M]
     offset = 0        # recording frame of carry[0]
     next_start = 0
     starts, probs = [], []
     for chunk, count, last in self._chunks(source, sample_rate,
                                            chunk_frames):
-      db = np.maximum(mel_db(chunk, count).numpy(), floor)
+      db = np.maximum(mel_db(chunk, count).numpy(), floor) - shift
       carry = np.concatenate([carry, db.T.astype(np.float16)])
       end = offset + carry.shape[0]
       todo = []

@@ -12,6 +12,7 @@ from absl import logging
 
 from tagger import demo_data
 from tagger import fileio
+from tagger import params as params_lib
 from tagger import score as score_lib
 from tagger import records
 from tagger import settings
@@ -37,18 +38,25 @@ LAYOUT_2019 = (("train", ("train_curated.csv", "train_noisy.csv"),
                ("test", ("sample_submission.csv",), ("test",), ""))
 
 
+def shard_root(workdir: str, features: str = "reference") -> str:
+  """Where make_shards puts a feature set's train/ and test/ folders."""
+  return os.path.join(workdir, "tfrecords" if features == "reference"
+                      else f"tfrecords_{features}")
+
+
 def make_shards(workdir: str, data_dir: str, num_workers: int,
-                layout=LAYOUT_2018) -> dict:
+                layout=LAYOUT_2018, features: str = "reference") -> dict:
   manifests = {}
+  root = shard_root(workdir, features)
   for step, (split, csvs, folders, sources) in enumerate(layout, start=2):
-    output_dir = os.path.join(workdir, "tfrecords", split)
+    output_dir = os.path.join(root, split)
     options = sharding.Options(
         csv=",".join(os.path.join(data_dir, c) for c in csvs),
         audio_dir=",".join(os.path.join(data_dir, a) for a in folders),
         output_dir=output_dir, sources=sources,
         split=split, num_workers=num_workers,
-        pca_from=os.path.join(workdir, "tfrecords", "train")
-        if split == "test" else None,
+        pca_from=os.path.join(root, "train") if split == "test" else None,
+        params=params_lib.preset(features),
         resume=fileio.exists(os.path.join(output_dir, sharding.STAGING)) or
         fileio.exists(os.path.join(output_dir, records.MANIFEST)))
     logging.info("sharding %s", split)

@@ -1,7 +1,11 @@
 """Strategy and precision: one place decides where and how training runs."""
 
+import dataclasses
 import json
 import os
+import shutil
+import subprocess
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import keras
 import tensorflow as tf
@@ -32,13 +36,144 @@ def split_cpu(replicas: int) -> None:
                           f"after TensorFlow started ({e})") from e
 
 
-def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
+# ---------------------------------------------------------------------------
+# What this machine has: GPUs as TensorFlow and as the driver see them.
+
+
+@dataclasses.dataclass(frozen=True)
+class Gpu:
+  name: str
+  compute_capability: Optional[Tuple[int, int]]   # None: not reported
+  memory_mb: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Devices:
+  """TensorFlow's GPUs, nvidia-smi's (None: no nvidia-smi on PATH) and
+  TensorFlow's build (CUDA or not)."""
+  tf_gpus: Tuple[Gpu, ...]
+  driver_gpus: Optional[Tuple[Gpu, ...]]
+  cuda_build: bool
+  build: Dict[str, str]
+
+  @property
+  def unusable_gpus(self) -> bool:
+    """The driver lists GPUs that TensorFlow cannot use."""
+    return bool(self.driver_gpus) and not self.tf_gpus
+
+
+def tensorflow_gpus() -> Tuple[Gpu, ...]:
+  out = []
+  for gpu in tf.config.list_physical_devices("GPU"):
+    details = tf.config.experimental.get_device_details(gpu)
+    capability = details.get("compute_capability")
+    out.append(Gpu(details.get("device_name", gpu.name),
+                   tuple(capability) if capability else None))
+  return tuple(out)
+
+
+def driver_gpus(command: str = "nvidia-smi") -> Optional[Tuple[Gpu, ...]]:
+  """The GPUs nvidia-smi lists (None: no nvidia-smi; () when it fails or
+  lists none)."""
+  if shutil.which(command) is None:
+    return None
+  try:
+    result = subprocess.run(
+        [command, "--query-gpu=name,compute_cap,memory.total",
+         "--format=csv,noheader,nounits"], capture_output=True, text=True,
+        timeout=30, check=False)
+  except (OSError, subprocess.TimeoutExpired):
+    return ()
+  if result.returncode != 0:
+    return ()
+  gpus = []
+  for line in result.stdout.splitlines():
+    parts = [p.strip() for p in line.split(",")]
+    if len(parts) < 3 or not parts[0]:
+      continue
+    try:
+      major, minor = (int(v) for v in parts[1].split("."))
+      capability = (major, minor)
+    except ValueError:
+      capability = None
+    memory = int(float(parts[2])) if parts[2].replace(".", "").isdigit() \
+        else None
+    gpus.append(Gpu(parts[0], capability, memory))
+  return tuple(gpus)
+
+
+def devices() -> Devices:
+  info = tf.sysconfig.get_build_info()
+  build = {k: str(info[k]) for k in ("cuda_version", "cudnn_version")
+           if k in info}
+  return Devices(tensorflow_gpus(), driver_gpus(),
+                 bool(info.get("is_cuda_build")), build)
+
+
+GPU_INSTALL = ("pip install -e '.[gpu]' (TensorFlow with its CUDA "
+               "libraries; README, 'GPUs')")
+
+
+def check_gpus_usable(found: Devices, strategy: str) -> None:
+  """Refuses to train on the CPU when the driver lists GPUs TensorFlow
+  cannot use, unless the CPU was asked for (--strategy=one_device)."""
+  if not found.unusable_gpus or strategy == "one_device":
+    return
+  why = ("this TensorFlow was built without CUDA" if not found.cuda_build
+         else "TensorFlow found no usable GPU (CUDA libraries or driver)")
+  raise DistributeError(
+      f"nvidia-smi lists {len(found.driver_gpus)} GPU(s) but {why}: "
+      f"{GPU_INSTALL}; tools/doctor says more; --strategy=one_device "
+      "trains on the CPU anyway")
+
+
+def describe_devices(found: Devices) -> List[str]:
+  """What tools/doctor prints: the build, the GPUs each side sees, what
+  --strategy=auto and --precision=auto pick and why; the last line is the
+  verdict (OK, or the one line that training would stop with)."""
+  def gpu(g: Gpu) -> str:
+    capability = ("compute ?" if g.compute_capability is None else
+                  "compute %d.%d" % g.compute_capability)
+    memory = f", {g.memory_mb} MiB" if g.memory_mb else ""
+    return f"{g.name} ({capability}{memory})"
+  build = ("CUDA build, CUDA " + found.build.get("cuda_version", "?") +
+           ", cuDNN " + found.build.get("cudnn_version", "?")
+           if found.cuda_build else "CPU-only build")
+  lines = [f"TensorFlow {tf.__version__} ({build})",
+           "TensorFlow sees: " + ("; ".join(gpu(g) for g in found.tf_gpus)
+                                  or "no GPU")]
+  if found.driver_gpus is None:
+    lines.append("nvidia-smi: not on PATH (no NVIDIA driver here)")
+  else:
+    lines.append(f"nvidia-smi lists {len(found.driver_gpus)} GPU(s)" + (
+        ": " + "; ".join(gpu(g) for g in found.driver_gpus)
+        if found.driver_gpus else ""))
+  count = len(found.tf_gpus)
+  lines.append("strategy auto: " + (
+      f"MirroredStrategy over {count} GPUs" if count > 1 else
+      "OneDeviceStrategy on the GPU" if count else
+      "OneDeviceStrategy on the CPU"))
+  policy, why = choose_precision("auto", found.tf_gpus)
+  lines.append(f"precision auto: {policy} ({why})")
+  try:
+    check_gpus_usable(found, "auto")
+    lines.append("OK")
+  except DistributeError as e:
+    lines.append(f"PROBLEM: {e}")
+  return lines
+
+
+def make_strategy(name: str = "auto",
+                  found: Optional[Devices] = None) -> tf.distribute.Strategy:
   """auto: MirroredStrategy over all visible GPUs when there are several,
   else one device (the GPU, or the CPU). mirrored on a machine without GPUs
-  mirrors over its logical CPU devices. multi_worker reads TF_CONFIG."""
+  mirrors over its logical CPU devices. multi_worker reads TF_CONFIG.
+  Refuses the CPU when the driver lists GPUs that TensorFlow cannot use
+  (check_gpus_usable), but for one_device."""
   if name not in STRATEGIES:
     raise DistributeError(f"strategy must be one of {STRATEGIES}, not "
                           f"{name!r}")
+  check_gpus_usable(found or devices(), name)
   if name == "multi_worker":
     if "TF_CONFIG" not in os.environ:
       raise DistributeError(
@@ -50,25 +185,56 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
   if name == "auto":
     name = "mirrored" if len(gpus) > 1 else "one_device"
   if name == "mirrored":
-    devices = gpus or tf.config.list_logical_devices("CPU")
-    return tf.distribute.MirroredStrategy([d.name for d in devices])
+    devices_ = gpus or tf.config.list_logical_devices("CPU")
+    return tf.distribute.MirroredStrategy([d.name for d in devices_])
   return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
 
 
-def choose_precision(name: str = "auto") -> str:
-  """auto: mixed_float16 (with loss scaling) on GPUs, float32 on CPUs."""
+BF16_CAPABILITY = (8, 0)   # Ampere: bfloat16 tensor cores
+
+
+def choose_precision(name: str = "auto",
+                     gpus: Optional[Sequence[Gpu]] = None
+                     ) -> Tuple[str, str]:
+  """(policy, why). auto: mixed_bfloat16 when every GPU has compute
+  capability >= 8.0 (A100, H100, L4, RTX 30xx and newer: bfloat16 tensor
+  cores; the float32 exponent range, so no loss scaling and no overflow),
+  mixed_float16 with loss scaling on older GPUs, float32 on CPUs. gpus:
+  TensorFlow's (tensorflow_gpus() when None)."""
   if name not in PRECISIONS:
     raise DistributeError(f"precision must be one of {PRECISIONS}, not "
                           f"{name!r}")
-  if name == "auto":
-    return "mixed_float16" if tf.config.list_logical_devices("GPU") \
-        else "float32"
-  return name
+  if name != "auto":
+    return name, "asked for"
+  gpus = tensorflow_gpus() if gpus is None else tuple(gpus)
+  if not gpus:
+    return "float32", "auto: no GPU"
+  capabilities = [g.compute_capability for g in gpus]
+  if all(c is not None and c >= BF16_CAPABILITY for c in capabilities):
+    return "mixed_bfloat16", ("auto: every GPU has compute capability >= "
+                              "8.0; bfloat16 needs no loss scaling")
+  return "mixed_float16", ("auto: compute capability "
+                           f"{_capabilities(capabilities)}, below 8.0 (no "
+                           "bfloat16): float16 with loss scaling")
 
 
-def set_precision(policy: str) -> None:
+def _capabilities(capabilities) -> str:
+  return ", ".join("unknown" if c is None else f"{c[0]}.{c[1]}"
+                   for c in capabilities)
+
+
+_CHOSEN = {"why": ""}
+
+
+def set_precision(policy: str, why: str = "") -> None:
   keras.mixed_precision.set_global_policy(policy)
-  logging.info("precision policy: %s", policy)
+  _CHOSEN["why"] = why
+  logging.info("precision policy: %s%s", policy, f" ({why})" if why else "")
+
+
+def precision_reason() -> str:
+  """Why set_precision's policy was chosen (for the run's summary)."""
+  return _CHOSEN["why"]
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

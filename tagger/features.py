@@ -18,12 +18,24 @@ MEL_BLOCK_FRAMES = 2048  # ~20 s of audio per block
 
 @functools.lru_cache(maxsize=8)
 def mel_filterbank(params: FeatureParams) -> np.ndarray:
-  """Slaney-style mel filterbank [mel_bands, fft_length // 2 + 1], float32."""
+  """Mel filterbank [mel_bands, fft_length // 2 + 1], float32 (Slaney's
+  or HTK's scale; area- or unit-sum-normalised filters)."""
   import librosa  # pylint: disable=g-import-not-at-top
   return librosa.filters.mel(
       sr=params.mel_sample_rate_hz, n_fft=params.mel_fft_length,
       n_mels=params.mel_bands, fmin=params.mel_min_hz,
-      fmax=params.mel_max_hz, htk=False, norm="slaney").astype(np.float32)
+      fmax=params.mel_max_hz, htk=params.mel_htk,
+      norm="slaney" if params.mel_norm == "slaney" else 1.0
+  ).astype(np.float32)
+
+
+def peak_db(waveform: np.ndarray, params: FeatureParams) -> float:
+  """What db_ref_peak subtracts: the dB of the waveform's peak power (0
+  when params.db_ref_peak is off; silence counts as amin)."""
+  if not params.db_ref_peak or waveform.size == 0:
+    return 0.0
+  peak = float(np.max(np.abs(waveform)))
+  return 10.0 * float(np.log10(max(params.db_amin, peak * peak)))
 
 
 @functools.lru_cache(maxsize=8)
@@ -97,7 +109,8 @@ def waveform_to_log_mel(waveform: np.ndarray,
     # magnitude: [block, fft_length // 2 + 1]
     mel[:, start:start + block.shape[0]] = filterbank @ magnitude.T
   # mel: [mel_bands, T]
-  return power_to_db(mel, params).astype(np.float32)
+  return (power_to_db(mel, params) - peak_db(waveform, params)).astype(
+      np.float32)
 
 
 def normalize(log_mel_db, min_db: float, max_db: float):

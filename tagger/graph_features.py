@@ -180,4 +180,12 @@ def log_mel(waveform: tf.Tensor, params: FeatureParams) -> tf.Tensor:
   low = resample(waveform, params)
   fft = params.mel_fft_length
   db = _mel_db(tf.pad(low, [[fft // 2, fft // 2]]), params)
-  return tf.maximum(db, tf.reduce_max(db) - params.db_top_db)
+  db = tf.maximum(db, tf.reduce_max(db) - params.db_top_db)
+  if params.db_ref_peak:
+    db -= peak_db(tf.reduce_max(tf.abs(waveform)), params)
+  return db
+
+
+def peak_db(peak: tf.Tensor, params: FeatureParams) -> tf.Tensor:
+  """dB of a waveform peak's power, as features.peak_db (db_ref_peak)."""
+  return 10.0 * _log10(tf.maximum(params.db_amin, peak * peak))

@@ -65,15 +65,20 @@ class Backbone:
   # pool: avg (global average) | mean_freq_max_time ([B, F', T', D]
   # backbones: mean over axis 1, max over axis 2).
   pool: str = "avg"
+  # features: the params.PRESETS feature set the shards must be made with
+  # ('': any).
+  features: str = ""
 
 
 BACKBONES: Dict[str, Backbone] = {}
 
 
 def register_backbone(name: str, build, min_frames: int,
-                      own_stem: bool = False, pool: str = "avg") -> None:
+                      own_stem: bool = False, pool: str = "avg",
+                      features: str = "") -> None:
   """Makes `name` usable as config.model.backbone."""
-  BACKBONES[name] = Backbone(build, int(min_frames), own_stem, pool)
+  BACKBONES[name] = Backbone(build, int(min_frames), own_stem, pool,
+                             features)
 
 
 def backbone_spec(name: str) -> Backbone:
@@ -114,24 +119,20 @@ def _small_cnn(alpha: float, weights: Optional[str]) -> keras.Model:
 
 
 def _cnn9_aisfx(alpha: float, weights: Optional[str]) -> keras.Model:
-  """aisfx's audio-pretrained CNN9 behind an adapter from the shards'
-  log-mel (tagger/pretrained.py); weights: the aisfx wheel or its
-  checkpoint.pth (none: random initialisation)."""
+  """aisfx's audio-pretrained CNN9 on shards of aisfx's front-end
+  (tagger/pretrained.py); weights: the aisfx wheel or its checkpoint.pth
+  (none: random initialisation)."""
   from tagger import pretrained  # pylint: disable=g-import-not-at-top
-  from tagger.params import FeatureParams  # pylint: disable=g-import-not-at-top
   if alpha != 1.0:
     raise ModelError("the cnn9_aisfx backbone has one width (alpha 1.0)")
-  params = FeatureParams()
   # The time axis is [B, T', F', D] here: pooled as mean over F', max T'.
-  return pretrained.cnn9_backbone(
-      weights or "", params.mel_bands,
-      params.norm_max_db - params.norm_min_db)
+  return pretrained.cnn9_backbone(weights or "")
 
 
 register_backbone("mobilenet_v2", _mobilenet_v2, MIN_FRAMES)
 register_backbone("small_cnn", _small_cnn, 16)
 register_backbone("cnn9_aisfx", _cnn9_aisfx, 16, own_stem=True,
-                  pool="mean_freq_max_time")
+                  pool="mean_freq_max_time", features="aisfx")
 
 
 # ---------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from tagger import errors
 from tagger import fileio
 from tagger import model as model_lib
 from tagger import pca as pca_lib
+from tagger.params import FeatureParams
 
 STATE = "state.json"
 CONFIG = "config.json"
@@ -74,6 +75,12 @@ class DataDescription:
         self.num_mels, self.pca_dim, len(self.labels),
         (float(self.normalization["min_db"]),
          float(self.normalization["max_db"])), self.multi_label)
+
+  @property
+  def params(self) -> Optional[FeatureParams]:
+    """The feature parameters of its shards (None: written before 0.5)."""
+    return (FeatureParams.from_dict(self.feature_params)
+            if self.feature_params else None)
 
   def to_json(self) -> dict:
     return dataclasses.asdict(self)

@@ -285,10 +285,15 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
   truth = score_lib.label_sets(score_lib.read_labels_csv(labels_csv))
   groups = read_source_groups(data_dir)
   layout_2019 = fileio.exists(fileio.join(data_dir, "train_curated.csv"))
-  demo.make_shards(workdir, data_dir, num_workers,
-                   demo.LAYOUT_2019 if layout_2019 else demo.LAYOUT_2018)
-  train_dir = fileio.join(workdir, "tfrecords", "train")
-  test_dir = fileio.join(workdir, "tfrecords", "test")
+  layout = demo.LAYOUT_2019 if layout_2019 else demo.LAYOUT_2018
+  # One shard set per feature set the configs' backbones need (the
+  # reference's first: the linear baselines read it).
+  feature_sets = ["reference"] + sorted(
+      {_feature_set(c) for c in configs} - {"reference"})
+  for features in feature_sets:
+    demo.make_shards(workdir, data_dir, num_workers, layout, features)
+  train_dir = fileio.join(demo.shard_root(workdir), "train")
+  test_dir = fileio.join(demo.shard_root(workdir), "test")
   strategy = trainer.setup(configs[0])
   stages, previous = [], {}
   multi = layout_2019 or any(len(t) > 1 for t in truth.values())
@@ -301,23 +306,28 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
     name = f"stage{config.stage}" + ("" if backbone == "mobilenet_v2"
                                       else f"_{backbone}")
     if config.stage == 2 and backbone in previous:
-      config.model.init_from = previous[backbone]  # else the config's own
+      config.model.init_from = fileio.join(   # else the config's own
+          workdir, previous[backbone], f"fold{fold}")
     model_dir = fileio.join(workdir, name, f"fold{fold}")
+    shards = demo.shard_root(workdir, _feature_set(config))
     stage_started = time.time()
-    summary = trainer.train(config, train_dir, model_dir, strategy)
+    summary = trainer.train(config, fileio.join(shards, "train"), model_dir,
+                            strategy)
     print(trainer.describe_summary(summary), flush=True)
     validation = summary.get("best_model_validation", {})
     stages.append({"name": name, "model_dir": model_dir,
                    "val_map3": validation.get("val_map3"),
-                   **_score_models(model_dir, name, workdir, test_dir,
-                                   labels_csv, truth, multi, groups),
+                   **_score_models(model_dir, name, workdir,
+                                   fileio.join(shards, "test"), labels_csv,
+                                   truth, multi, groups),
                    "train_seconds": time.time() - stage_started})
-    previous[backbone] = model_dir
+    previous[backbone] = name
   if len(previous) > 1:   # several backbones: their last models together
-    dirs = ",".join(previous.values())
-    stages.append({"name": "ensemble", "model_dir": dirs, "val_map3": None,
-                   **_score_models(dirs, "ensemble", workdir, test_dir,
-                                   labels_csv, truth, multi, groups),
+    last = [s for s in stages if s["name"] in previous.values()]
+    stages.append({"name": "ensemble",
+                   "model_dir": ",".join(s["model_dir"] for s in last),
+                   "val_map3": None,
+                   **_ensemble(last, workdir, truth, multi, groups),
                    "train_seconds": sum(s["train_seconds"] for s in stages)})
   embeddings = None
   if pretrained_weights and not layout_2019:
@@ -345,6 +355,46 @@ def _score_models(model_dirs: str, name: str, workdir: str, test_dir: str,
           "lwlrap": evaluation.get("lwlrap"),
           "groups": test_figures(fnames, probs, truth, labels, multi,
                                  groups)}
+
+
+def _feature_set(config) -> str:
+  """The params.PRESETS feature set a config's backbone needs."""
+  from tagger import model as model_lib  # pylint: disable=g-import-not-at-top
+  return model_lib.backbone_spec(
+      str(config.model.backbone)).features or "reference"
+
+
+def _ensemble(stages, workdir: str, truth, multi: bool, groups) -> dict:
+  """The test figures of stages' test probabilities together, as score
+  combines models (the geometric mean, renormalised), whichever shard set
+  each was scored on; written as ensemble_probs.csv."""
+  import csv  # pylint: disable=g-import-not-at-top
+  import io  # pylint: disable=g-import-not-at-top
+  read = [_read_probs(fileio.join(workdir, f"{s['name']}_probs.csv"))
+          for s in stages]
+  fnames, _, labels = read[0]
+  logs = []
+  for names, probs, its_labels in read:
+    if its_labels != labels or sorted(names) != sorted(fnames):
+      raise QualityError("the ensemble's models were scored on different "
+                         "clips or labels")
+    order = {f: i for i, f in enumerate(names)}
+    logs.append(np.log(np.maximum(probs[[order[f] for f in fnames]], 1e-9)))
+  mean = np.mean(logs, axis=0)
+  probs = np.exp(mean) if multi else np.exp(
+      mean - mean.max(axis=1, keepdims=True))
+  if not multi:
+    probs /= probs.sum(axis=1, keepdims=True)
+  out = io.StringIO()
+  writer = csv.writer(out)
+  writer.writerow(["fname"] + list(labels))
+  writer.writerows([f] + [f"{v:.6g}" for v in row]
+                   for f, row in zip(fnames, probs))
+  fileio.atomic_write_text(fileio.join(workdir, "ensemble_probs.csv"),
+                    out.getvalue())
+  figures = test_figures(fnames, probs, truth, labels, multi, groups)
+  return {"map3": figures[ALL]["map3"], "accuracy": figures[ALL]["accuracy"],
+          "lwlrap": figures[ALL].get("lwlrap"), "groups": figures}
 
 
 def _read_probs(path: str):

@@ -32,6 +32,11 @@ class RunState:
   phase_epoch: int = 0
   epoch: int = 0             # epochs finished over all phases (input seed)
   step: int = 0
+  # Inside an epoch (a checkpoint every N steps, or a preemption): steps
+  # done in it, their losses, and its training seconds so far.
+  epoch_step: int = 0
+  epoch_losses: list = dataclasses.field(default_factory=list)
+  epoch_seconds: float = 0.0
   plateau: Optional[dict] = None   # fine-tune phases: LR and counters
   best_val_loss: float = math.inf
   best: Optional[dict] = None

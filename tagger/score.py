@@ -70,7 +70,7 @@ def load_model(model_dir: str) -> LoadedModel:
 def check_compatible(models: Sequence[LoadedModel], info_labels=None):
   first = models[0].data
   for m in models[1:]:
-    for key in ("labels", "num_mels", "normalization"):
+    for key in ("labels", "num_mels", "normalization", "params"):
       if getattr(m.data, key) != getattr(first, key):
         raise ScoreError(f"{m.model_dir} and {models[0].model_dir} differ in "
                          f"{key}; score models of one dataset together")

@@ -53,7 +53,7 @@ def check_models(models) -> None:
     if not m.data.feature_params:
       raise ServingError(f"{m.model_dir}: data.json has no feature "
                          "parameters; re-train with this tagger")
-    for key in ("labels", "num_mels", "normalization", "feature_params"):
+    for key in ("labels", "num_mels", "normalization", "params"):
       if getattr(m.data, key) != getattr(first, key):
         raise ServingError(f"{m.model_dir} and {models[0].model_dir} differ "
                            f"in {key}; serve models of one dataset together")

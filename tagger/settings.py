@@ -148,6 +148,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.verified_weight = 1.0      # loss weight of manually verified clips
   c.eval_batch_size = 128
   c.max_steps_per_epoch = 0    # 0: whole epochs
+  # A checkpoint also every N steps inside an epoch (0: at epoch ends
+  # only); SIGTERM / SIGINT always write one before the run stops.
+  c.checkpoint_every_steps = 0
+  # XLA for the training step (one compilation per input length: see
+  # input.length_quantum). Off: measured slower on CPUs (BUILD.md, "GPUs").
+  c.jit_compile = False
   c.log_pairing = False        # write each epoch's pairing table (CSV)
   c.tensorboard_images = 6
   return c

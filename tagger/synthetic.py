@@ -34,17 +34,18 @@ def write_synthetic_shards(output_dir: str, num_records: int, *,
                            pca_dim: int = 350, median_frames: float = 500,
                            sigma: float = 0.7, shards_per_fold: int = 1,
                            seed: int = 0, lengths=None,
-                           learnable: bool = False) -> dict:
+                           learnable: bool = False,
+                           params: FeatureParams = FeatureParams()) -> dict:
   """Writes train shards (one fold per shard group) and manifest.json.
 
   Label i % num_classes, fold synthetic_fold(i) (every fold holds every
   class); log-mel uniform in dB over
   the normalisation range, or (learnable) quiet noise with a loud band of
   mel rows that depends on the class (and a PCA vector shifted by class),
-  which a model learns in a few steps.
+  which a model learns in a few steps. params: the feature set written
+  into the manifest (its mel bands and dB bounds shape the log-mel).
   Returns the manifest.
   """
-  params = FeatureParams()
   rng = np.random.default_rng(seed)
   if lengths is None:
     lengths = clip_lengths(num_records, rng, median_frames, sigma)

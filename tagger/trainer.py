@@ -22,6 +22,7 @@ import io
 import json
 import os
 import time
+from typing import Optional
 
 import keras
 import ml_collections
@@ -40,7 +41,9 @@ from tagger import input_pipeline as ip
 from tagger import metrics
 from tagger import model as model_lib
 from tagger import model_dir as model_dir_lib
+from tagger import params as params_lib
 from tagger import plots
+from tagger import preemption
 from tagger import records
 from tagger import run_state
 from tagger import schedules
@@ -128,6 +131,7 @@ class FoldRun:
       shortest_allowed = model_lib.min_frames(backbone)
     except model_lib.ModelError as e:
       raise TrainError(f"config.model.backbone: {e}") from e
+    self._check_feature_set(backbone)
     if shortest < shortest_allowed:
       raise TrainError(
           f"input length {shortest} is below {shortest_allowed} frames, "
@@ -151,6 +155,18 @@ class FoldRun:
 
   # -- building ------------------------------------------------------------
 
+
+  def _check_feature_set(self, backbone: str) -> None:
+    """A backbone that hears one front-end only (a pretrained one) refuses
+    shards made with another."""
+    needed = model_lib.backbone_spec(backbone).features
+    have = params_lib.preset_name(params_lib.FeatureParams.from_dict(
+        self.info.manifest["feature_params"]))
+    if needed and have != needed:
+      raise TrainError(
+          f"config.model.backbone={backbone} needs shards made with "
+          f"make_tfrecords --features={needed}; these have the "
+          f"{have or 'custom'} features")
   def build(self):
     cfg = self.config.model
     with self.strategy.scope():
@@ -249,9 +265,8 @@ class FoldRun:
     frozen = (model_lib.feature_variables(model, model.trainable_variables)
               if int(self.config.model.get("freeze_epochs", 0)) > 0 else None)
 
-    def replica_step(batch):
-      if device_augment:
-        batch = batches.augment_batch(batch, self.spec, self.augment)
+    def learn(batch):
+      """Loss, gradients and the update of one replica's batch."""
       inputs = model_lib.model_inputs(batch, self.stage2)
       target = batch[batches.TARGET]
       # target: [b, C] (mixed) one-hot, or multi-hot for multi-label data
@@ -284,6 +299,17 @@ class FoldRun:
         grads = distribute.finite_everywhere(grads)
       optimizer.apply(grads, model.trainable_variables)
       return loss
+
+    if self.config.get("jit_compile", False):
+      # XLA for each replica's forward, backward and update (not the
+      # augmentation: XLA has no stateless gamma for mixup's Beta): one
+      # compilation per distinct input length.
+      learn = tf.function(learn, jit_compile=True)
+
+    def replica_step(batch):
+      if device_augment:
+        batch = batches.augment_batch(batch, self.spec, self.augment)
+      return learn(batch)
 
     @tf.function(input_signature=[self.train_data.element_spec,
                                   tf.TensorSpec([], tf.float32)])
@@ -429,7 +455,8 @@ class FoldRun:
   def _checkpoint(self, state: run_state.RunState):
     if not self.chief:
       return
-    name = f"epoch-{state.epoch:05d}.npz"
+    name = f"epoch-{state.epoch:05d}" + (
+        f"-step-{state.epoch_step:06d}" if state.epoch_step else "") + ".npz"
     path = self._file(model_dir_lib.CHECKPOINTS, name)
     fileio.makedirs(self._file(model_dir_lib.CHECKPOINTS))
     run_state.save_checkpoint(path, self.model, self.optimizer)
@@ -479,20 +506,40 @@ class FoldRun:
     logging.info("phase %s: from the best weights, LR %g",
                  PHASES[state.phase], lr)
 
-  def run_epoch(self, state: run_state.RunState, iterator) -> dict:
+  def run_epoch(self, state: run_state.RunState, iterator,
+                stop: Optional[preemption.StopSignals] = None) -> dict:
+    """The epoch's remaining steps (from state.epoch_step), then its
+    validation; a checkpoint inside it every checkpoint_every_steps, and
+    on a stop signal a checkpoint and Preempted."""
     started = time.perf_counter()
     freeze = int(self.config.model.get("freeze_epochs", 0))
     if freeze:
       self.frozen.assign(1.0 if state.epoch < freeze else 0.0)
-    losses = []
-    for j in range(self.steps_per_epoch):
+    losses = list(state.epoch_losses)   # floats of steps before a resume
+    every = int(self.config.get("checkpoint_every_steps", 0))
+    for j in range(state.epoch_step, self.steps_per_epoch):
       lr = self._phase_lr(state, j)
       losses.append(self.train_step(next(iterator), tf.constant(lr,
                                                                 tf.float32)))
       state.step += 1
-    train_loss = float(np.mean([l.numpy() for l in losses]))
+      last = j + 1 == self.steps_per_epoch
+      signalled = self._agree_stop(stop)
+      if not last and (signalled or (every and state.step % every == 0)):
+        state.epoch_step = j + 1
+        state.epoch_losses = [float(np.asarray(l)) for l in losses]
+        state.epoch_seconds += time.perf_counter() - started
+        started = time.perf_counter()
+        self._checkpoint(state)
+        if signalled:
+          raise preemption.Preempted(
+              f"stopped on {stop.requested} in {self.model_dir} at phase "
+              f"{PHASES[state.phase]}, epoch {state.epoch} step "
+              f"{j + 1}/{self.steps_per_epoch}: checkpoint written; run "
+              "the same command again to resume there")
+    train_loss = float(np.mean([float(np.asarray(l)) for l in losses]))
     self.sync_statistics()
-    train_time = time.perf_counter() - started
+    train_time = time.perf_counter() - started + state.epoch_seconds
+    state.epoch_step, state.epoch_losses, state.epoch_seconds = 0, [], 0.0
     row = {"phase": PHASES[state.phase], "epoch": state.epoch,
            "lr": float(f"{self._phase_lr(state, self.steps_per_epoch - 1):.6g}"),
            "train_loss": round(train_loss, 6),
@@ -526,6 +573,14 @@ class FoldRun:
     return text + (". Try a lower LR (--config.schedule.max_lr / "
                    "fine_tune_lrs) or --precision=float32, then re-run to "
                    "resume from the last finished epoch")
+
+  def _agree_stop(self, stop: Optional[preemption.StopSignals]) -> bool:
+    """Whether a stop signal arrived (on any worker: all stop at the same
+    step)."""
+    requested = bool(stop and stop.requested)
+    if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+      return self._agree(float(requested)) > 0
+    return requested
 
   def _agree(self, value: float) -> float:
     """The mean of value over all workers: every worker then takes the same
@@ -640,21 +695,31 @@ class FoldRun:
     self.datasets(state.epoch)
     self.compile_steps()
     iterator = iter(self.train_data)
-    logging.info("%s, %d steps of %d per epoch, validation at lengths %s",
+    for _ in range(state.epoch_step):  # resumed inside an epoch
+      next(iterator)   # batches carry their own (epoch, step) seeds
+    logging.info("%s, %d steps of %d per epoch, validation at lengths %s; "
+                 "XLA %s, input lengths in steps of %d frames",
                  distribute.describe(self.strategy), self.steps_per_epoch,
-                 self.input.batch_size, list(self.eval_lengths))
+                 self.input.batch_size, list(self.eval_lengths),
+                 "on" if self.config.get("jit_compile", False) else "off",
+                 self.input.length_quantum)
+    with preemption.StopSignals() as stop:
+      return self._loop(state, iterator, copied, stop)
+
+  def _loop(self, state: run_state.RunState, iterator, copied,
+            stop: preemption.StopSignals) -> dict:
     while state.phase < len(PHASES):
       if self._phase_length(state.phase) <= 0:
         state.phase, state.phase_epoch = state.phase + 1, 0
         continue
-      if state.phase_epoch == 0:
+      if state.phase_epoch == 0 and state.epoch_step == 0:
         if state.phase > 0:
           self._start_phase(state)
         self.log_batch_images(state.epoch)
         if self.config.log_pairing:
           self.write_pairing(state.epoch)
       try:
-        row = self.run_epoch(state, iterator)
+        row = self.run_epoch(state, iterator, stop)
       except tf.errors.DataLossError as e:
         raise data_info.explain_data_loss(
             self.info.data_dir, self.info.manifest, e) from e
@@ -706,6 +771,11 @@ class FoldRun:
                "parameters": model_lib.parameter_counts(self.model),
                "strategy": distribute.describe(self.strategy),
                "precision": keras.mixed_precision.global_policy().name,
+               "precision_reason": distribute.precision_reason(),
+               "compile": {"jit_compile": bool(self.config.get(
+                   "jit_compile", False)),
+                           "length_quantum": int(self.input.length_quantum),
+                           "train_traces": int(self.traces["train"])},
                "traces": dict(self.traces),
                "input": (f"tf.data service at {self.input.data_service}"
                          if self.input.data_service else "local")}
@@ -758,7 +828,7 @@ def setup(config, strategy_name: str = "", precision_name: str = ""):
   """Strategy first (multi-worker must start before other TF work), then
   precision, seeds and determinism."""
   strategy = distribute.make_strategy(strategy_name or config.strategy)
-  distribute.set_precision(distribute.choose_precision(
+  distribute.set_precision(*distribute.choose_precision(
       precision_name or config.precision))
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()

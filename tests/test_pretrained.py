@@ -1,7 +1,8 @@
 """The audio-pretrained CNN9 without PyTorch: the checkpoint reader on a
 checkpoint made here in PyTorch's zip format, the Keras network against a
-numpy version of PyTorch's arithmetic, the adapter, and the backbone
-training in the pipeline. No aisfx wheel or PyTorch is needed."""
+numpy version of PyTorch's arithmetic, the aisfx feature set and the
+front-end layer against aisfx's own front-end, and the backbone training
+in the pipeline. No aisfx wheel or PyTorch is needed."""
 
 import collections
 import io
@@ -16,7 +17,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tagger import features
+from tagger import graph_features
 from tagger import model as model_lib
+from tagger import params as params_lib
 from tagger import pretrained
 from tagger import synthetic
 from tagger import trainer
@@ -229,19 +233,39 @@ def test_clip_embeddings_are_mean_and_max_over_blocks(checkpoint):
   assert np.all(np.isfinite(out[1]))   # a near-empty clip: one padded block
 
 
-def test_the_adapter_follows_the_clip_not_its_level():
-  """A recording 20 dB louder is the same input to CNN9 (aisfx
-  peak-normalises its audio); the bands above 11 kHz are the floor."""
-  layer = pretrained.AisfxAdapter(129.71, 64)
-  image = tf.random.uniform([2, 64, 40, 1], 0.2, 0.6)
-  louder = image + 20.0 / 129.71
-  a, b = layer(image), layer(louder)
-  assert a.shape == (2, 20, 96, 1)
-  np.testing.assert_allclose(a, b, atol=1e-5)
-  top = pretrained.band_map().sum(axis=0) == 0
-  assert 10 < top.sum() < 30          # aisfx's bands above 11.025 kHz
-  floor = max(0.0, pretrained.ADAPTER_OFFSET - 8 * pretrained.ADAPTER_SCALE)
-  assert float(tf.reduce_max(a[:, :, -1])) <= floor / pretrained.LOG_MAX
+def _front_end_input(waveform):
+  """The aisfx feature set's log-mel of a waveform, normalised as batches
+  normalise it, through AisfxFrontEnd: [T, 96]."""
+  aisfx = params_lib.preset("aisfx")
+  db = features.waveform_to_log_mel(waveform, aisfx)          # [96, T]
+  image = features.normalize(db, aisfx.norm_min_db, aisfx.norm_max_db)
+  layer = pretrained.AisfxFrontEnd(aisfx.norm_min_db, aisfx.norm_max_db)
+  return layer(image[None, :, :, None].astype(np.float32))[0, :, :, 0]
+
+
+def test_the_aisfx_feature_set_is_aisfxs_own_front_end():
+  """Shards made with --features=aisfx, through the backbone's first
+  layer, are what aisfx's librosa front-end gives CNN9; and a recording
+  20 dB quieter is the same input (aisfx peak-normalises its audio)."""
+  rng = np.random.default_rng(4)
+  t = np.arange(pretrained.RATE * 2) / pretrained.RATE
+  wave = (0.3 * np.sin(2 * np.pi * 440 * t) * np.exp(-t) +
+          rng.normal(0, 0.02, t.size)).astype(np.float32)
+  got = _front_end_input(wave).numpy()
+  want = pretrained.aisfx_log_mel(wave)                       # [T, 96]
+  assert got.shape == want.shape
+  # The 120 dB span floors what aisfx's log map already takes to ~0.
+  np.testing.assert_allclose(got, want, atol=2e-3)
+  np.testing.assert_allclose(_front_end_input(wave * 0.1), got, atol=2e-3)
+
+
+def test_the_graph_front_end_agrees_on_the_aisfx_feature_set():
+  """Scoring raw audio (serving, the API) computes the same features."""
+  aisfx = params_lib.preset("aisfx")
+  wave = np.random.default_rng(5).normal(0, 0.05, 30000).astype(np.float32)
+  np.testing.assert_allclose(
+      graph_features.log_mel(tf.constant(wave), aisfx).numpy(),
+      features.waveform_to_log_mel(wave, aisfx), atol=0.05)
 
 
 def test_the_pretrained_backbone_trains_in_the_pipeline(checkpoint,
@@ -252,8 +276,9 @@ def test_the_pretrained_backbone_trains_in_the_pipeline(checkpoint,
   keras.mixed_precision.set_global_policy("float32")
   data = str(tmp_path / "shards")
   synthetic.write_synthetic_shards(data, 48, num_classes=3, num_folds=2,
-                                   pca_dim=4, median_frames=40, seed=3)
-  built = model_lib.build_model(3, 0, backbone="cnn9_aisfx",
+                                   pca_dim=4, median_frames=40, seed=3,
+                                   params=params_lib.preset("aisfx"))
+  built = model_lib.build_model(3, 0, num_mels=96, backbone="cnn9_aisfx",
                                 backbone_weights=path)
   kernel = built.get_layer(model_lib.BACKBONE).get_layer(
       "cnn9").get_layer("cnn9_b3_conv2").get_weights()[0]
@@ -270,20 +295,33 @@ def test_the_pretrained_backbone_trains_in_the_pipeline(checkpoint,
   assert 0 < np.max(np.abs(trained - kernel)) < 0.5 * np.max(np.abs(kernel))
 
 
+def test_the_pretrained_backbone_refuses_other_features(tmp_path):
+  """CNN9 hears aisfx's front-end only: shards of the reference's are one
+  line naming the flag, before any training."""
+  data = str(tmp_path / "shards")
+  synthetic.write_synthetic_shards(data, 24, num_classes=3, num_folds=2,
+                                   pca_dim=4, median_frames=40)
+  config = tiny_config(**{"model.backbone": "cnn9_aisfx"})
+  with pytest.raises(trainer.TrainError,
+                     match="make_tfrecords --features=aisfx"):
+    trainer.train(config, data, str(tmp_path / "model"),
+                  trainer.setup(config))
+
+
 def test_the_pretrained_backbone_without_weights_is_one_line(tmp_path):
   with pytest.raises(pretrained.PretrainedError,
                      match="pip download aisfx==0.1.2 --no-deps"):
-    model_lib.build_model(3, 0, backbone="cnn9_aisfx",
+    model_lib.build_model(3, 0, num_mels=96, backbone="cnn9_aisfx",
                           backbone_weights=str(tmp_path / "missing.whl"))
 
 
 def test_the_pretrained_backbone_builds_and_runs_under_mixed_float16():
-  """The GPU default precision: the adapter stays float32, CNN9 runs in
+  """The GPU default precision: the front-end stays float32, CNN9 runs in
   float16, the probabilities come out float32 and finite."""
   keras.mixed_precision.set_global_policy("mixed_float16")
   try:
-    model = model_lib.build_model(3, 0, backbone="cnn9_aisfx")
-    out = model({"log_mel": tf.random.uniform([2, 64, 48, 1])})
+    model = model_lib.build_model(3, 0, num_mels=96, backbone="cnn9_aisfx")
+    out = model({"log_mel": tf.random.uniform([2, 96, 48, 1])})
   finally:
     keras.mixed_precision.set_global_policy("float32")
   assert out.dtype == tf.float32 and bool(tf.reduce_all(tf.math.is_finite(

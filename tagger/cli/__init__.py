@@ -27,7 +27,7 @@ def run_tool(main) -> None:
     except errors.UserError as e:
       logging.error("%s", e)
       name = os.path.basename(sys.argv[0]).replace(".py", "")
-      _exit(f"{name}: {e}", 1)
+      _exit(f"{name}: {e}", getattr(e, "exit_status", 1))
     except (OSError, *_file_errors()) as e:
       # A path the user gave that cannot be read or written: one line.
       logging.exception("file error")
@@ -54,6 +54,9 @@ def _exit(message: str, status: int) -> None:
   (tensorflow/io#2039), which would turn a finished run into exit 134."""
   from tagger import fileio  # pylint: disable=g-import-not-at-top
   if not fileio.tfio_filesystem_used():
+    if message and status != 1:   # SystemExit(message) exits with 1
+      print(message, file=sys.stderr)
+      raise SystemExit(status) from None
     if message or status:
       raise SystemExit(message or status) from None
     return

@@ -22,6 +22,7 @@ flags.DEFINE_integer("warmup", 3, "Steps before timing.")
 flags.DEFINE_integer("steps", 15, "Timed steps.")
 flags.DEFINE_string("strategy", "auto", "auto|mirrored|one_device.")
 flags.DEFINE_string("precision", "auto", "auto|float32|mixed_float16|...")
+flags.DEFINE_bool("jit_compile", False, "XLA for the training step.")
 
 
 def main(argv):
@@ -31,9 +32,11 @@ def main(argv):
                                  length=FLAGS.length, warmup=FLAGS.warmup,
                                  steps=FLAGS.steps,
                                  strategy_name=FLAGS.strategy,
-                                 precision=FLAGS.precision)
+                                 precision=FLAGS.precision,
+                                 jit_compile=FLAGS.jit_compile)
   print(f"stage-2 model, length {r['length']}, batch {r['batch_size']}, "
-        f"{r['precision']}, {r['strategy']}")
+        f"{r['precision']}, {r['strategy']}, XLA "
+        f"{'on' if r['jit_compile'] else 'off'}")
   for name in ("with_augmentation", "without_augmentation"):
     print(f"{name}: {r[name + '_examples_per_sec']:.1f} examples/s "
           f"({r[name + '_traces']} trace(s) of the step)")

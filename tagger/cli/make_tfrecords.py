@@ -17,6 +17,7 @@ column) go into one shard set, each clip keeping its source:
 from absl import app
 from absl import flags
 
+from tagger import params as params_lib
 from tagger import sharding
 from tagger.cli import run_tool
 
@@ -39,6 +40,11 @@ flags.DEFINE_string("pca_from", None, "Train output_dir whose PCA fit and "
                     "feature parameters a test split reuses.")
 flags.DEFINE_string("labels", None, "Optional labels.txt fixing the label "
                     "vocabulary and its order (default: sorted CSV labels).")
+flags.DEFINE_enum("features", "reference", sorted(params_lib.PRESETS),
+                  "The log-mel's parameters (tagger/params.py): the "
+                  "reference recipe's, or aisfx's front-end (what the "
+                  "cnn9_aisfx backbone needs). A test split always takes "
+                  "its --pca_from train split's.")
 flags.DEFINE_integer("num_workers", 0, "Feature processes (0: all cores).")
 flags.DEFINE_float("shard_mb", 32.0, "Target shard size in MB.")
 flags.DEFINE_integer("min_shards", 8, "At least this many shards (if there "
@@ -75,7 +81,8 @@ def options_from_flags() -> sharding.Options:
       pca_components=FLAGS.pca_components, resume=FLAGS.resume,
       overwrite=FLAGS.overwrite, chunk_size=FLAGS.chunk_size,
       keep_staging=FLAGS.keep_staging, progress=FLAGS.progress,
-      runner=FLAGS.runner, beam_options=FLAGS.beam_options)
+      runner=FLAGS.runner, beam_options=FLAGS.beam_options,
+      params=params_lib.preset(FLAGS.features))
 
 
 def main(argv):
