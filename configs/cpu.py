@@ -43,11 +43,13 @@ AISFX_WHEEL = "weights/aisfx-0.1.2-py2.py3-none-any.whl"
 
 def get_config(stage="stage1"):
   """configs/demo.py's config of the stage, with what differs."""
-  if stage not in ("stage1", "stage2", "pretrained"):
-    raise ValueError(f"configs/cpu.py:{stage}: use :stage1, :stage2 or "
-                     ":pretrained")
+  if stage not in ("stage1", "stage2", "pretrained", "probe"):
+    raise ValueError(f"configs/cpu.py:{stage}: use :stage1, :stage2, "
+                     ":pretrained or :probe")
   if stage == "pretrained":
     return pretrained()
+  if stage == "probe":
+    return probe()
   config = settings.load_config(f"{DEMO}:{stage}")
   config.schedule.max_lr = 1e-3
   config.schedule.cyclic_epochs = 70
@@ -78,4 +80,16 @@ def pretrained():
   config.input.length_range = (56, 128)
   config.input.eval_lengths = (72, 112)
   config.input.length_quantum = 8
+  return config
+
+
+def probe():
+  """The pretrained CNN9 frozen (weights and BatchNorm statistics), only
+  the head trained, at the from-scratch LR: what generalises best to
+  sources training never heard (BUILD.md), and cheap (no backward pass
+  through the backbone)."""
+  config = pretrained()
+  config.model.freeze_backbone = True
+  config.schedule.base_lr = 1e-4
+  config.schedule.max_lr = 1e-3
   return config

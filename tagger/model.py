@@ -62,8 +62,8 @@ class Backbone:
   # own_stem: takes the normalised log-mel [B, mels, T, 1] itself (its own
   # front-end) instead of the reference's BN + 1x1 convs to 3 channels.
   own_stem: bool = False
-  # pool: avg (global average) | mean_freq_max_time ([B, F', T', D]
-  # backbones: mean over axis 1, max over axis 2).
+  # pool: avg (global average) | aisfx_blocks ([B, T', F', D] CNN9 maps:
+  # aisfx's clip embedding, _aisfx_block_pool).
   pool: str = "avg"
   # features: the params.PRESETS feature set the shards must be made with
   # ('': any).
@@ -125,14 +125,13 @@ def _cnn9_aisfx(alpha: float, weights: Optional[str]) -> keras.Model:
   from tagger import pretrained  # pylint: disable=g-import-not-at-top
   if alpha != 1.0:
     raise ModelError("the cnn9_aisfx backbone has one width (alpha 1.0)")
-  # The time axis is [B, T', F', D] here: pooled as mean over F', max T'.
   return pretrained.cnn9_backbone(weights or "")
 
 
 register_backbone("mobilenet_v2", _mobilenet_v2, MIN_FRAMES)
 register_backbone("small_cnn", _small_cnn, 16)
 register_backbone("cnn9_aisfx", _cnn9_aisfx, 16, own_stem=True,
-                  pool="mean_freq_max_time", features="aisfx")
+                  pool="aisfx_blocks", features="aisfx")
 
 
 # ---------------------------------------------------------------------------
@@ -184,6 +183,23 @@ def _input_norm(log_mel, input_norm: str):
                              name="clip_norm")(log_mel)
 
 
+AISFX_BLOCK = 12      # CNN9 frames (x 8 input frames): aisfx's 2.3 s blocks
+AISFX_BLOCK_HOP = 6   # every 1.15 s
+
+
+def _aisfx_block_pool(x):
+  """[B, T', F', D] CNN9 maps -> [B, 2D], aisfx's clip embedding: the mean
+  over frequency, the max over each block of 2.3 s (every 1.15 s; one
+  block for a shorter input), then the mean and the max over blocks."""
+  x = keras.layers.Lambda(lambda f: keras.ops.mean(f, axis=2),
+                          name="freq_mean")(x)                # [B, T', D]
+  x = keras.layers.MaxPooling1D(AISFX_BLOCK, AISFX_BLOCK_HOP, padding="same",
+                                name="block_max")(x)          # [B, n, D]
+  return keras.layers.Concatenate(name="pool")([
+      keras.layers.GlobalAveragePooling1D(name="block_mean")(x),
+      keras.layers.GlobalMaxPooling1D(name="blocks_max")(x)])  # [B, 2D]
+
+
 def build_model(num_classes: int, pca_dim: int = 0, *, num_mels: int = 64,
                 backbone_weights: str = "none",
                 bn_momentum: Optional[float] = None,
@@ -192,7 +208,8 @@ def build_model(num_classes: int, pca_dim: int = 0, *, num_mels: int = 64,
                 backbone: str = "mobilenet_v2",
                 pca_head_l2: float = 0.0,
                 multi_label: bool = False,
-                input_norm: str = "batch") -> keras.Model:
+                input_norm: str = "batch",
+                freeze_backbone: bool = False) -> keras.Model:
   """Stage 1 when pca_dim == 0, else stage 2. Inputs: dict log_mel
   [B, num_mels, T, 1] (T free) and, for stage 2, pca [B, pca_dim].
 
@@ -212,7 +229,9 @@ def build_model(num_classes: int, pca_dim: int = 0, *, num_mels: int = 64,
   multi_label: a sigmoid head, one independent probability per class
   (several labels per clip), instead of the softmax. input_norm: 'batch'
   (the reference: the fixed dB bounds, then BatchNorm), 'clip' or
-  'clip_band' (ClipStandardization first: level- and channel-free)."""
+  'clip_band' (ClipStandardization first: level- and channel-free).
+  freeze_backbone: the backbone's weights (and BatchNorm statistics) stay
+  as built: a probe of pretrained features (only the head trains)."""
   activation = "sigmoid" if multi_label else "softmax"
   # Sigmoid outputs start at the prior of a label, 1/C, not at 0.5: else
   # the first steps only learn that most labels are absent (Lin et al.,
@@ -236,10 +255,10 @@ def build_model(num_classes: int, pca_dim: int = 0, *, num_mels: int = 64,
   features = spec.build(alpha, weights)
   features.name = BACKBONE
   x = features(x)
-  if spec.pool == "mean_freq_max_time":
-    # [B, T', F', D] -> [B, D]: aisfx's pooling of CNN9 (time first).
-    x = keras.layers.Lambda(lambda f: keras.ops.max(keras.ops.mean(
-        f, axis=2), axis=1), name="pool")(x)
+  if freeze_backbone:   # a probe: the backbone's weights and BN fixed
+    features.trainable = False
+  if spec.pool == "aisfx_blocks":
+    x = _aisfx_block_pool(x)
   else:
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
   inputs = {records.LOG_MEL: log_mel}

@@ -303,11 +303,13 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
       config.input.val_sources = config.input.val_sources or "curated"
       config.source_weights = config.source_weights or "noisy=0.5"
     backbone = str(config.model.backbone)
-    name = f"stage{config.stage}" + ("" if backbone == "mobilenet_v2"
-                                      else f"_{backbone}")
-    if config.stage == 2 and backbone in previous:
+    kind = backbone + ("_probe" if config.model.get("freeze_backbone")
+                       else "")
+    name = f"stage{config.stage}" + ("" if kind == "mobilenet_v2"
+                                      else f"_{kind}")
+    if config.stage == 2 and kind in previous:
       config.model.init_from = fileio.join(   # else the config's own
-          workdir, previous[backbone], f"fold{fold}")
+          workdir, previous[kind], f"fold{fold}")
     model_dir = fileio.join(workdir, name, f"fold{fold}")
     shards = demo.shard_root(workdir, _feature_set(config))
     stage_started = time.time()
@@ -321,8 +323,8 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
                                    fileio.join(shards, "test"), labels_csv,
                                    truth, multi, groups),
                    "train_seconds": time.time() - stage_started})
-    previous[backbone] = name
-  if len(previous) > 1:   # several backbones: their last models together
+    previous[kind] = name
+  if len(previous) > 1:   # several kinds of model: their last together
     last = [s for s in stages if s["name"] in previous.values()]
     stages.append({"name": "ensemble",
                    "model_dir": ",".join(s["model_dir"] for s in last),

@@ -59,11 +59,23 @@ class RunState:
 
 
 def save_checkpoint(path: str, model: keras.Model,
-                    optimizer: keras.optimizers.Optimizer) -> None:
+                    optimizer: keras.optimizers.Optimizer,
+                    replica_statistics=None) -> None:
+  """Weights and optimizer state; replica_statistics (inside an epoch on
+  several replicas): each statistic's per-replica copies [R, ...], which
+  drift apart until the epoch's end (see FoldRun.compile_steps)."""
   arrays = {f"model_{i:04d}": w for i, w in enumerate(model.get_weights())}
   arrays.update({f"opt_{i:04d}": np.asarray(v.numpy())
                  for i, v in enumerate(optimizer.variables)})
+  arrays.update({f"replica_{i:04d}": v
+                 for i, v in enumerate(replica_statistics or ())})
   fileio.write_npz(path, **arrays)
+
+
+def replica_statistics(path: str):
+  """save_checkpoint's replica_statistics ([] when it has none)."""
+  arrays = fileio.read_npz(path)
+  return [arrays[k] for k in sorted(arrays) if k.startswith("replica_")]
 
 
 def restore_checkpoint(path: str, model: keras.Model,

@@ -123,6 +123,9 @@ def default_config() -> ml_collections.ConfigDict:
   # batch (reference: fixed dB bounds + BatchNorm) | clip | clip_band:
   # each clip standardised by its own statistics (model.ClipStandardization)
   c.model.input_norm = "batch"
+  # The backbone never trains (its pretrained weights and BatchNorm
+  # statistics stay): a probe, for sources training never heard.
+  c.model.freeze_backbone = False
   # Fine-tuning (init_from a model of other labels): the stem and backbone
   # get no updates for this many epochs (BatchNorm statistics still adapt).
   c.model.freeze_epochs = 0

@@ -177,6 +177,7 @@ class FoldRun:
           bn_momentum=cfg.bn_momentum,
           dropout=float(cfg.get("dropout", 0.0)),
           pca_head_l2=float(cfg.get("pca_head_l2", 0.0)),
+          freeze_backbone=bool(cfg.get("freeze_backbone", False)),
           **self.architecture)
       optimizer = keras.optimizers.Adam(learning_rate=1e-4)
       if keras.mixed_precision.global_policy().name == "mixed_float16":
@@ -337,6 +338,21 @@ class FoldRun:
 
     self.sync_statistics = (sync_statistics if self.replicas > 1
                             else lambda: None)
+
+    @tf.function
+    def local_statistics():
+      return strategy.run(lambda: [tf.identity(v) for v in statistics])
+
+    @tf.function
+    def set_local_statistics(stacked):
+      def assign():
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        for variable, values in zip(statistics, stacked):
+          variable.assign(tf.gather(values, replica))
+      strategy.run(assign)
+
+    self.local_statistics = local_statistics
+    self.set_local_statistics = set_local_statistics
     if self.eval_data is not None:
       def replica_eval(batch):
         if device_augment:
@@ -453,13 +469,14 @@ class FoldRun:
                              run_state.history_csv(state.history))
 
   def _checkpoint(self, state: run_state.RunState):
+    statistics = self._replica_statistics(state)   # every worker: collective
     if not self.chief:
       return
     name = f"epoch-{state.epoch:05d}" + (
         f"-step-{state.epoch_step:06d}" if state.epoch_step else "") + ".npz"
     path = self._file(model_dir_lib.CHECKPOINTS, name)
     fileio.makedirs(self._file(model_dir_lib.CHECKPOINTS))
-    run_state.save_checkpoint(path, self.model, self.optimizer)
+    run_state.save_checkpoint(path, self.model, self.optimizer, statistics)
     previous = state.checkpoint
     state.checkpoint = name
     self._save_state(state)
@@ -467,6 +484,19 @@ class FoldRun:
       old = self._file(model_dir_lib.CHECKPOINTS, previous)
       if fileio.exists(old):
         tf.io.gfile.remove(old)
+
+  def _replica_statistics(self, state: run_state.RunState):
+    """Inside an epoch on several replicas of one worker: each statistic's
+    per-replica copies [R, ...] (a resumed run then continues exactly);
+    with several workers, their mean (the chief sees only its own)."""
+    if not state.epoch_step or self.replicas == 1:
+      return None
+    if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+      self.sync_statistics()
+      return None
+    return [np.stack([np.asarray(t) for t in
+                      self.strategy.experimental_local_results(values)])
+            for values in self.local_statistics()]
 
   def _load_best(self):
     """The best weights: from memory (identical on every worker), or after
@@ -694,6 +724,11 @@ class FoldRun:
         self._save_state(state)
     self.datasets(state.epoch)
     self.compile_steps()
+    if state.checkpoint and state.epoch_step:
+      stacked = run_state.replica_statistics(self._file(
+          model_dir_lib.CHECKPOINTS, state.checkpoint))
+      if stacked and stacked[0].shape[0] == self.replicas:
+        self.set_local_statistics([tf.constant(v) for v in stacked])
     iterator = iter(self.train_data)
     for _ in range(state.epoch_step):  # resumed inside an epoch
       next(iterator)   # batches carry their own (epoch, step) seeds

@@ -295,6 +295,32 @@ def test_the_pretrained_backbone_trains_in_the_pipeline(checkpoint,
   assert 0 < np.max(np.abs(trained - kernel)) < 0.5 * np.max(np.abs(kernel))
 
 
+def test_a_probe_trains_the_head_on_the_frozen_backbone(checkpoint,
+                                                        tmp_path):
+  """model.freeze_backbone: CNN9's weights and BatchNorm statistics stay
+  the checkpoint's; the head learns."""
+  path, state = checkpoint
+  keras.mixed_precision.set_global_policy("float32")
+  data = str(tmp_path / "shards")
+  synthetic.write_synthetic_shards(data, 48, num_classes=3, num_folds=2,
+                                   pca_dim=4, median_frames=40, seed=3,
+                                   params=params_lib.preset("aisfx"))
+  config = tiny_config(**{"model.backbone": "cnn9_aisfx",
+                          "model.backbone_weights": path,
+                          "model.freeze_backbone": True})
+  run = trainer.FoldRun(config, data, str(tmp_path / "probe"),
+                        trainer.setup(config), 0)
+  run.train()
+  cnn9 = run.model.get_layer(model_lib.BACKBONE).get_layer("cnn9")
+  np.testing.assert_array_equal(
+      cnn9.get_layer("cnn9_b3_conv2").get_weights()[0], np.transpose(
+          state["embedding_net.conv_block3.conv2.weight"], (2, 3, 1, 0)))
+  np.testing.assert_array_equal(
+      cnn9.get_layer("cnn9_b1_bn1").get_weights()[2],
+      state["embedding_net.conv_block1.bn1.running_mean"])
+  assert run.model.get_layer("fc1536").trainable
+
+
 def test_the_pretrained_backbone_refuses_other_features(tmp_path):
   """CNN9 hears aisfx's front-end only: shards of the reference's are one
   line naming the flag, before any training."""

@@ -311,7 +311,8 @@ def test_sigterm_inside_an_epoch_checkpoints_and_resumes_exactly(
                           text=True)
   assert result.returncode == 0, result.stderr[-3000:]
   stopped = str(tmp_path / "stopped")
-  proc = subprocess.Popen(train_command(config_path, data_dir, stopped, *GPU_LIKE),
+  proc = subprocess.Popen(train_command(config_path, data_dir, stopped,
+                                        *GPU_LIKE),
                           cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
   state_path = os.path.join(stopped, model_dir_lib.STATE)
@@ -334,7 +335,8 @@ def test_sigterm_inside_an_epoch_checkpoints_and_resumes_exactly(
   assert 0 < state["epoch_step"] < 6 and not state["done"]
   assert len(state["epoch_losses"]) == state["epoch_step"]
   assert f"-step-{state['epoch_step']:06d}.npz" in state["checkpoint"]
-  result = subprocess.run(train_command(config_path, data_dir, stopped, *GPU_LIKE),
+  result = subprocess.run(train_command(config_path, data_dir, stopped,
+                                        *GPU_LIKE),
                           cwd=REPO, env=_env(), capture_output=True,
                           text=True)
   assert result.returncode == 0, result.stderr[-3000:]

@@ -40,10 +40,13 @@ config_flags.DEFINE_config_file("stage2", f"{CPU_CONFIG}:stage2",
 config_flags.DEFINE_config_file("pretrained", f"{CPU_CONFIG}:pretrained",
                                 "The pretrained backbone's config (stage "
                                 "'pretrained').", lock_config=True)
-flags.DEFINE_list("stages", ["1", "2"], "Which stages to train, of 1, 2 "
-                  "and pretrained (stage 2 alone starts from "
-                  "--stage2.model.init_from; with pretrained and 1 or 2, "
-                  "an 'ensemble' row scores the last of each backbone "
+config_flags.DEFINE_config_file("probe", f"{CPU_CONFIG}:probe",
+                                "The frozen pretrained backbone's config "
+                                "(stage 'probe').", lock_config=True)
+flags.DEFINE_list("stages", ["1", "2"], "Which stages to train, of 1, 2, "
+                  "pretrained and probe (stage 2 alone starts from "
+                  "--stage2.model.init_from; with several kinds of model, "
+                  "an 'ensemble' row scores the last of each kind "
                   "together).")
 flags.DEFINE_integer("fold", 0, "The validated fold.")
 flags.DEFINE_integer("num_workers", 0, "Sharding workers (0: all cores).")
@@ -57,13 +60,14 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   chosen = {"1": FLAGS.stage1, "2": FLAGS.stage2,
-            "pretrained": FLAGS.pretrained}
+            "pretrained": FLAGS.pretrained, "probe": FLAGS.probe}
   unknown = sorted(set(FLAGS.stages) - set(chosen))
   if unknown or not FLAGS.stages:
-    raise app.UsageError(f"--stages: of 1, 2, pretrained (got "
+    raise app.UsageError(f"--stages: of 1, 2, pretrained, probe (got "
                          f"{FLAGS.stages})")
-  if "pretrained" in FLAGS.stages and FLAGS.pretrained_weights:
-    FLAGS.pretrained.model.backbone_weights = FLAGS.pretrained_weights
+  if FLAGS.pretrained_weights:
+    for stage in ("pretrained", "probe"):
+      chosen[stage].model.backbone_weights = FLAGS.pretrained_weights
   configs = [chosen[s] for s in chosen if s in FLAGS.stages]
   r = quality.run_benchmark(FLAGS.data_dir, FLAGS.workdir, configs,
                             fold=FLAGS.fold, num_workers=FLAGS.num_workers,
