@@ -64,6 +64,26 @@ def _config_json(config) -> str:
   return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
 
 
+def same_config(saved_text: str, config) -> bool:
+  """Is the config of a model dir's config.json the run's? Settings that
+  a newer tagger added, at their default values, do not count: a run
+  started before an upgrade resumes."""
+  saved = json.loads(saved_text)
+  current = json.loads(_config_json(config))
+  defaults = json.loads(_config_json(settings.default_config()))
+
+  def fill(into, new, default):
+    for key, value in new.items():
+      if key not in into and isinstance(default, dict) and \
+          default.get(key) == value:
+        into[key] = value
+      elif isinstance(value, dict) and isinstance(into.get(key), dict):
+        fill(into[key], value, (default or {}).get(key)
+             if isinstance(default, dict) else None)
+  fill(saved, current, defaults)
+  return saved == current
+
+
 def class_weights(info: data_info.DataInfo) -> np.ndarray:
   """[C] weights proportional to 1 / class count, normalised so that the
   mean weight over the training clips is 1."""
@@ -700,8 +720,8 @@ class FoldRun:
     self.build()
     copied = []
     if fileio.exists(state_path):
-      if fileio.exists(config_path) and fileio.read_text(
-          config_path) != config_text:
+      if fileio.exists(config_path) and not same_config(
+          fileio.read_text(config_path), self.config):
         raise TrainError(
             f"{self.model_dir} holds a run with another config (see "
             f"{config_path}); use a new --model_dir to start over")

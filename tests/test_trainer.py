@@ -477,3 +477,17 @@ def test_an_overflow_on_one_replica_skips_the_step_on_all():
   values, scale_ratio = run(agree=True)
   np.testing.assert_array_equal(values, [1.0, 2.0])  # step skipped
   assert scale_ratio == 0.5
+
+
+def test_a_run_from_before_an_upgrade_resumes_but_not_another_config():
+  """config.json without settings added later (at their defaults) is the
+  same config; any changed value is not."""
+  config = tiny_config()
+  saved = json.loads(trainer._config_json(config))  # pylint: disable=protected-access
+  del saved["checkpoint_every_steps"], saved["model"]["freeze_backbone"]
+  assert trainer.same_config(json.dumps(saved), config)
+  config.checkpoint_every_steps = 100
+  assert not trainer.same_config(json.dumps(saved), config)
+  config.checkpoint_every_steps = 0
+  config.schedule.max_lr = 0.5
+  assert not trainer.same_config(json.dumps(saved), config)
