@@ -19,16 +19,20 @@ time you have.
 
 configs/cpu.py:pretrained: stage 1 on aisfx's audio-pretrained CNN9
 (model.backbone=cnn9_aisfx; the weights: pip download aisfx==0.1.2
---no-deps -d weights/, read in place), fine-tuned at a lower LR, on
-shards of aisfx's own front-end (make_tfrecords --features=aisfx); the
-choice for sources the training set never heard (BUILD.md, "Quality on
-sources never heard").
+--no-deps -d weights/, read in place), fine-tuned at a lower LR; with
+MobileNetV2 the choice for sources the training set never heard
+(BUILD.md, "Quality on sources never heard").
+
+  python -m tools.train --config=configs/cpu.py:pretrained \
+      --data_dir=tfrecords/train --model_dir=runs/cpu/pretrained/fold0
+
+configs/cpu.py:probe: the same CNN9 frozen, only the head trained, on
+shards of aisfx's own front-end:
 
   python -m tools.make_tfrecords --features=aisfx --csv=train.csv \
       --audio_dir=audio_train --output_dir=tfrecords_aisfx/train
-  python -m tools.train --config=configs/cpu.py:pretrained \
-      --data_dir=tfrecords_aisfx/train \
-      --model_dir=runs/cpu/pretrained/fold0
+  python -m tools.train --config=configs/cpu.py:probe \
+      --data_dir=tfrecords_aisfx/train --model_dir=runs/cpu/probe/fold0
 """
 
 import os
@@ -76,20 +80,22 @@ def pretrained():
   config.schedule.cyclic_epochs = 16
   config.schedule.cycle_step_epochs = 2.0
   config.schedule.fine_tune_max_epochs = 2
-  # The aisfx feature set has 43 frames/s (the demo's lengths in seconds).
-  config.input.length_range = (56, 128)
-  config.input.eval_lengths = (72, 112)
-  config.input.length_quantum = 8
   return config
 
 
 def probe():
-  """The pretrained CNN9 frozen (weights and BatchNorm statistics), only
-  the head trained, at the from-scratch LR: what generalises best to
-  sources training never heard (BUILD.md), and cheap (no backward pass
-  through the backbone)."""
+  """The pretrained CNN9 frozen (weights and BatchNorm statistics) on
+  shards of aisfx's own front-end (cnn9_aisfx_native; make_tfrecords
+  --features=aisfx), only the head trained, at the from-scratch LR: about
+  a quarter of the fine-tuning's time (no backward pass through the
+  backbone)."""
   config = pretrained()
+  config.model.backbone = "cnn9_aisfx_native"
   config.model.freeze_backbone = True
   config.schedule.base_lr = 1e-4
   config.schedule.max_lr = 1e-3
+  # The aisfx feature set has 43 frames/s (the demo's lengths in seconds).
+  config.input.length_range = (56, 128)
+  config.input.eval_lengths = (72, 112)
+  config.input.length_quantum = 8
   return config

@@ -62,8 +62,9 @@ class Backbone:
   # own_stem: takes the normalised log-mel [B, mels, T, 1] itself (its own
   # front-end) instead of the reference's BN + 1x1 convs to 3 channels.
   own_stem: bool = False
-  # pool: avg (global average) | aisfx_blocks ([B, T', F', D] CNN9 maps:
-  # aisfx's clip embedding, _aisfx_block_pool).
+  # pool: avg (global average) | mean_freq_max_time ([B, T', F', D] CNN9
+  # maps: the mean over frequency, the max over time) | aisfx_blocks (the
+  # same maps: aisfx's clip embedding, _aisfx_block_pool).
   pool: str = "avg"
   # features: the params.PRESETS feature set the shards must be made with
   # ('': any).
@@ -119,19 +120,34 @@ def _small_cnn(alpha: float, weights: Optional[str]) -> keras.Model:
 
 
 def _cnn9_aisfx(alpha: float, weights: Optional[str]) -> keras.Model:
-  """aisfx's audio-pretrained CNN9 on shards of aisfx's front-end
-  (tagger/pretrained.py); weights: the aisfx wheel or its checkpoint.pth
-  (none: random initialisation)."""
+  """aisfx's audio-pretrained CNN9 behind an adapter from the reference's
+  log-mel (tagger/pretrained.py); weights: the aisfx wheel or its
+  checkpoint.pth (none: random initialisation)."""
   from tagger import pretrained  # pylint: disable=g-import-not-at-top
+  from tagger.params import FeatureParams  # pylint: disable=g-import-not-at-top
   if alpha != 1.0:
     raise ModelError("the cnn9_aisfx backbone has one width (alpha 1.0)")
-  return pretrained.cnn9_backbone(weights or "")
+  params = FeatureParams()
+  return pretrained.cnn9_adapted(weights or "", params.mel_bands,
+                                 params.norm_max_db - params.norm_min_db)
+
+
+def _cnn9_aisfx_native(alpha: float, weights: Optional[str]) -> keras.Model:
+  """The same CNN9 on shards of aisfx's own front-end
+  (make_tfrecords --features=aisfx)."""
+  from tagger import pretrained  # pylint: disable=g-import-not-at-top
+  if alpha != 1.0:
+    raise ModelError("the cnn9_aisfx_native backbone has one width "
+                     "(alpha 1.0)")
+  return pretrained.cnn9_native(weights or "")
 
 
 register_backbone("mobilenet_v2", _mobilenet_v2, MIN_FRAMES)
 register_backbone("small_cnn", _small_cnn, 16)
 register_backbone("cnn9_aisfx", _cnn9_aisfx, 16, own_stem=True,
-                  pool="aisfx_blocks", features="aisfx")
+                  pool="mean_freq_max_time")
+register_backbone("cnn9_aisfx_native", _cnn9_aisfx_native, 16,
+                  own_stem=True, pool="aisfx_blocks", features="aisfx")
 
 
 # ---------------------------------------------------------------------------
@@ -259,6 +275,10 @@ def build_model(num_classes: int, pca_dim: int = 0, *, num_mels: int = 64,
     features.trainable = False
   if spec.pool == "aisfx_blocks":
     x = _aisfx_block_pool(x)
+  elif spec.pool == "mean_freq_max_time":
+    # [B, T', F', D] -> [B, D]: aisfx's pooling of a CNN9 block.
+    x = keras.layers.Lambda(lambda f: keras.ops.max(keras.ops.mean(
+        f, axis=2), axis=1), name="pool")(x)
   else:
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
   inputs = {records.LOG_MEL: log_mel}

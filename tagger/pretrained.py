@@ -221,22 +221,100 @@ def embedding_model(path: str):
 
 
 # ---------------------------------------------------------------------------
-# The backbone: CNN9 on shards made with aisfx's front-end.
+# Two backbones, two ways to give CNN9 its front-end.
 #
-# CNN9 hears what aisfx's front-end computes, and nothing else works as
-# well: an adapter from the reference's log-mel (64 Slaney bands to 11
-# kHz, an 80 ms window every 10 ms, dB relative to a fixed level),
-# interpolating bands and fitting the level map, lost 0.06 MAP@3 on
-# unheard sources in the frozen embedding alone (BUILD.md, "Quality on
-# sources never heard"). So the shards carry aisfx's front-end instead
+# cnn9_aisfx (cnn9_adapted): the reference's shards (64 Slaney bands to
+# 11.025 kHz, an 80 ms window every 10 ms, dB), adapted inside the
+# network (AisfxAdapter): dB relative to the clip's loudest bin (aisfx
+# peak-normalises its audio), the 64 bands interpolated at the centres of
+# aisfx's 96 HTK bands (78 lie under 11.025 kHz; the 18 above get the
+# floor), log10(1 + 10^4 S) as an affine map of dB (fitted by least
+# squares against aisfx's front-end on real recordings, correlation 0.93;
+# trainable), relu, /9.4578, and 2x average pooling in time (50 frames/s;
+# aisfx 43). One shard set serves every backbone, so tools/score ensembles
+# it with MobileNetV2; fine-tuned it measured best (BUILD.md).
+#
+# cnn9_aisfx_native (cnn9_native): shards made with aisfx's own front-end
 # (make_tfrecords --features=aisfx: params.PRESETS['aisfx'], dB relative
-# to the waveform's peak, which is aisfx's peak normalisation), and the
-# network's first layer (AisfxFrontEnd) only undoes the fixed [0, 1]
-# normalisation and applies aisfx's log map, exactly:
+# to the waveform's peak, which is aisfx's peak normalisation); the first
+# layer (AisfxFrontEnd) only undoes the fixed [0, 1] normalisation and
+# applies aisfx's log map exactly:
 #     log10(1 + 10^4 S) = softplus(ln 10 (dB / 10 + 4)) / ln 10.
-# The backbone refuses other shards (model.Backbone.features).
+# CNN9 then hears what it was trained on: its frozen embedding is 0.04
+# better across sources than the adapted one's (BUILD.md), the choice for
+# a probe (model.freeze_backbone). The backbone refuses other shards
+# (model.Backbone.features).
 
-FEATURES = "aisfx"   # the params.PRESETS entry the backbone needs
+FEATURES = "aisfx"   # the params.PRESETS entry cnn9_native needs
+
+ADAPTER_SCALE = 0.9125      # log10 units per 10 dB
+ADAPTER_OFFSET = 7.638      # log10(1 + 10^4 S) at the clip's peak
+ADAPTER_TIME_POOL = 2
+FLOOR_DB = -80.0            # the shards' top_db below the peak
+
+
+def band_map(params=None) -> np.ndarray:
+  """[mel_bands, 96]: linear interpolation of the shards' Slaney mel bands
+  at the centre frequencies of aisfx's HTK bands (zero columns above the
+  shards' top band)."""
+  import librosa  # pylint: disable=g-import-not-at-top
+  from tagger.params import FeatureParams  # pylint: disable=g-import-not-at-top
+  params = params or FeatureParams()
+  source = librosa.mel_frequencies(params.mel_bands + 2,
+                                   fmin=params.mel_min_hz,
+                                   fmax=params.mel_max_hz)[1:-1]
+  target = librosa.mel_frequencies(MELS + 2, fmin=0.0, fmax=RATE / 2,
+                                   htk=True)[1:-1]
+  out = np.zeros((params.mel_bands, MELS), np.float32)
+  for j, f in enumerate(target):
+    if f > source[-1]:
+      continue
+    i = int(np.searchsorted(source, f))
+    if i == 0:
+      out[0, j] = 1.0
+      continue
+    t = (f - source[i - 1]) / (source[i] - source[i - 1])
+    out[i - 1, j], out[i, j] = 1.0 - t, t
+  return out
+
+
+@keras.saving.register_keras_serializable(package="tagger")
+class AisfxAdapter(keras.layers.Layer):
+  """Normalised log-mel image [B, M, T, 1] -> CNN9's input [B, T/2, 96, 1]
+  (see above). db_range: the shards' normalisation span in dB."""
+
+  def __init__(self, db_range: float, num_mels: int = 64, **kwargs):
+    super().__init__(**kwargs)
+    self.db_range = float(db_range)
+    self.num_mels = int(num_mels)
+
+  def build(self, input_shape):
+    del input_shape
+    self.bands = self.add_weight(
+        name="bands", shape=(self.num_mels, MELS), trainable=False,
+        initializer=keras.initializers.Constant(band_map()))
+    self.scale = self.add_weight(
+        name="scale", shape=(),
+        initializer=keras.initializers.Constant(ADAPTER_SCALE))
+    self.offset = self.add_weight(
+        name="offset", shape=(),
+        initializer=keras.initializers.Constant(ADAPTER_OFFSET))
+
+  def call(self, x):
+    x = keras.ops.cast(x[..., 0], "float32")                   # [B, M, T]
+    rel = (x - keras.ops.max(x, axis=(1, 2), keepdims=True)) * self.db_range
+    # Bands with no source (above the shards' top band) sit at the floor.
+    unmapped = 1.0 - keras.ops.sum(self.bands, axis=0)       # [96]
+    mel = keras.ops.einsum("bmt,mk->btk", rel, self.bands) + (
+        unmapped * FLOOR_DB)                                  # [B, T, 96]
+    mel = keras.ops.relu(self.scale * mel / 10.0 + self.offset) / LOG_MAX
+    mel = keras.ops.average_pool(mel, ADAPTER_TIME_POOL, ADAPTER_TIME_POOL,
+                                 padding="same")               # [B, T', 96]
+    return keras.ops.cast(mel[..., None], self.compute_dtype)
+
+  def get_config(self):
+    return {**super().get_config(), "db_range": self.db_range,
+            "num_mels": self.num_mels}
 
 
 @keras.saving.register_keras_serializable(package="tagger")
@@ -262,20 +340,34 @@ class AisfxFrontEnd(keras.layers.Layer):
             "max_db": self.max_db}
 
 
-def cnn9_backbone(weights: str = ""):
-  """[B, 96, T, 1] normalised log-mel of the 'aisfx' feature set ->
-  [B, T/8, 12, 512] CNN9 feature maps; weights: aisfx's wheel or
-  checkpoint ('' : random)."""
-  from tagger import params as params_lib  # pylint: disable=g-import-not-at-top
-  params = params_lib.preset(FEATURES)
-  inputs = keras.Input((params.mel_bands, None, 1))
-  # float32 under mixed precision too: dB arithmetic and a log-domain map.
-  x = AisfxFrontEnd(params.norm_min_db, params.norm_max_db,
-                    name="aisfx_front_end", dtype="float32")(inputs)
+def _with_cnn9(inputs, x, weights: str):
   features = cnn9()
   if weights:
     load_cnn9_weights(features, cnn9_state(weights))
   return keras.Model(inputs, features(x))
+
+
+def cnn9_adapted(weights: str = "", num_mels: int = 64,
+                 db_range: float = 129.71):
+  """[B, M, T, 1] normalised log-mel of the reference's features ->
+  [B, T/16, 12, 512] CNN9 feature maps; weights: aisfx's wheel or
+  checkpoint ('' : random)."""
+  inputs = keras.Input((num_mels, None, 1))
+  # float32 under mixed precision too: dB arithmetic and a log-domain map.
+  x = AisfxAdapter(db_range, num_mels, name="aisfx_adapter",
+                   dtype="float32")(inputs)
+  return _with_cnn9(inputs, x, weights)
+
+
+def cnn9_native(weights: str = ""):
+  """[B, 96, T, 1] normalised log-mel of the 'aisfx' feature set ->
+  [B, T/8, 12, 512] CNN9 feature maps."""
+  from tagger import params as params_lib  # pylint: disable=g-import-not-at-top
+  params = params_lib.preset(FEATURES)
+  inputs = keras.Input((params.mel_bands, None, 1))
+  x = AisfxFrontEnd(params.norm_min_db, params.norm_max_db,
+                    name="aisfx_front_end", dtype="float32")(inputs)
+  return _with_cnn9(inputs, x, weights)
 
 
 # ---------------------------------------------------------------------------

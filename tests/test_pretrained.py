@@ -268,7 +268,29 @@ def test_the_graph_front_end_agrees_on_the_aisfx_feature_set():
       features.waveform_to_log_mel(wave, aisfx), atol=0.05)
 
 
-def test_the_pretrained_backbone_trains_in_the_pipeline(checkpoint,
+def test_the_adapter_follows_the_clip_not_its_level():
+  """cnn9_aisfx on the reference's shards: a recording 20 dB louder is the
+  same input to CNN9 (aisfx peak-normalises its audio); the bands above
+  11 kHz are the floor."""
+  layer = pretrained.AisfxAdapter(129.71, 64)
+  image = tf.random.uniform([2, 64, 40, 1], 0.2, 0.6)
+  louder = image + 20.0 / 129.71
+  a, b = layer(image), layer(louder)
+  assert a.shape == (2, 20, 96, 1)
+  np.testing.assert_allclose(a, b, atol=1e-5)
+  top = pretrained.band_map().sum(axis=0) == 0
+  assert 10 < top.sum() < 30          # aisfx's bands above 11.025 kHz
+  floor = max(0.0, pretrained.ADAPTER_OFFSET - 8 * pretrained.ADAPTER_SCALE)
+  assert float(tf.reduce_max(a[:, :, -1])) <= floor / pretrained.LOG_MAX
+
+
+BACKBONES = (("cnn9_aisfx", "reference", 64),
+             ("cnn9_aisfx_native", "aisfx", 96))
+
+
+@pytest.mark.parametrize("backbone,features,mels", BACKBONES)
+def test_the_pretrained_backbone_trains_in_the_pipeline(backbone, features,
+                                                        mels, checkpoint,
                                                         tmp_path):
   """cnn9_aisfx with the checkpoint's weights: the backbone starts from
   them, trains, and the model dir rebuilds and scores without the file."""
@@ -277,14 +299,14 @@ def test_the_pretrained_backbone_trains_in_the_pipeline(checkpoint,
   data = str(tmp_path / "shards")
   synthetic.write_synthetic_shards(data, 48, num_classes=3, num_folds=2,
                                    pca_dim=4, median_frames=40, seed=3,
-                                   params=params_lib.preset("aisfx"))
-  built = model_lib.build_model(3, 0, num_mels=96, backbone="cnn9_aisfx",
+                                   params=params_lib.preset(features))
+  built = model_lib.build_model(3, 0, num_mels=mels, backbone=backbone,
                                 backbone_weights=path)
   kernel = built.get_layer(model_lib.BACKBONE).get_layer(
       "cnn9").get_layer("cnn9_b3_conv2").get_weights()[0]
   np.testing.assert_array_equal(kernel, np.transpose(
       state["embedding_net.conv_block3.conv2.weight"], (2, 3, 1, 0)))
-  config = tiny_config(**{"model.backbone": "cnn9_aisfx",
+  config = tiny_config(**{"model.backbone": backbone,
                           "model.backbone_weights": path})
   model_dir = str(tmp_path / "model")
   trainer.train(config, data, model_dir, trainer.setup(config))
@@ -305,7 +327,7 @@ def test_a_probe_trains_the_head_on_the_frozen_backbone(checkpoint,
   synthetic.write_synthetic_shards(data, 48, num_classes=3, num_folds=2,
                                    pca_dim=4, median_frames=40, seed=3,
                                    params=params_lib.preset("aisfx"))
-  config = tiny_config(**{"model.backbone": "cnn9_aisfx",
+  config = tiny_config(**{"model.backbone": "cnn9_aisfx_native",
                           "model.backbone_weights": path,
                           "model.freeze_backbone": True})
   run = trainer.FoldRun(config, data, str(tmp_path / "probe"),
@@ -327,7 +349,7 @@ def test_the_pretrained_backbone_refuses_other_features(tmp_path):
   data = str(tmp_path / "shards")
   synthetic.write_synthetic_shards(data, 24, num_classes=3, num_folds=2,
                                    pca_dim=4, median_frames=40)
-  config = tiny_config(**{"model.backbone": "cnn9_aisfx"})
+  config = tiny_config(**{"model.backbone": "cnn9_aisfx_native"})
   with pytest.raises(trainer.TrainError,
                      match="make_tfrecords --features=aisfx"):
     trainer.train(config, data, str(tmp_path / "model"),
@@ -337,17 +359,20 @@ def test_the_pretrained_backbone_refuses_other_features(tmp_path):
 def test_the_pretrained_backbone_without_weights_is_one_line(tmp_path):
   with pytest.raises(pretrained.PretrainedError,
                      match="pip download aisfx==0.1.2 --no-deps"):
-    model_lib.build_model(3, 0, num_mels=96, backbone="cnn9_aisfx",
+    model_lib.build_model(3, 0, num_mels=64, backbone="cnn9_aisfx",
                           backbone_weights=str(tmp_path / "missing.whl"))
 
 
-def test_the_pretrained_backbone_builds_and_runs_under_mixed_float16():
+@pytest.mark.parametrize("backbone,features,mels", BACKBONES)
+def test_the_pretrained_backbone_builds_and_runs_under_mixed_float16(
+    backbone, features, mels):
   """The GPU default precision: the front-end stays float32, CNN9 runs in
   float16, the probabilities come out float32 and finite."""
   keras.mixed_precision.set_global_policy("mixed_float16")
   try:
-    model = model_lib.build_model(3, 0, num_mels=96, backbone="cnn9_aisfx")
-    out = model({"log_mel": tf.random.uniform([2, 96, 48, 1])})
+    del features
+    model = model_lib.build_model(3, 0, num_mels=mels, backbone=backbone)
+    out = model({"log_mel": tf.random.uniform([2, mels, 48, 1])})
   finally:
     keras.mixed_precision.set_global_policy("float32")
   assert out.dtype == tf.float32 and bool(tf.reduce_all(tf.math.is_finite(

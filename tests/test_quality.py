@@ -204,7 +204,8 @@ def test_a_registered_backbone_trains_and_scores(learnable, tmp_path):
                                   "configs/demo.py:stage2",
                                   "configs/cpu.py:stage1",
                                   "configs/cpu.py:stage2",
-                                  "configs/cpu.py:pretrained"])
+                                  "configs/cpu.py:pretrained",
+                                  "configs/cpu.py:probe"])
 def test_configs_set_only_known_fields(spec):
   """A mistyped field in a config file would be a new, unused key."""
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -225,6 +226,9 @@ def test_configs_set_only_known_fields(spec):
   if spec.endswith(":pretrained"):
     assert config.model.backbone == "cnn9_aisfx"
     assert config.model.backbone_weights.endswith(".whl")
+  if spec.endswith(":probe"):
+    assert config.model.backbone == "cnn9_aisfx_native"
+    assert config.model.freeze_backbone
   if spec.startswith("configs/stage"):  # the reference's recipe
     assert not config.model.pca_head
     assert config.select_best == "val_loss"
