@@ -123,7 +123,9 @@ def test_mixed_bfloat16_through_every_phase_on_two_replicas(data_dir,
     config = tiny_config(**{"max_steps_per_epoch": 2,
                             "schedule.fine_tune_max_epochs": 1,
                             "augment.mixup_alpha": 1.0,
-                            "augment.freq_masks": 1})
+                            "augment.freq_masks": 1,
+                            "model.backbone": "small_cnn",
+                            "model.alpha": 0.25})
     run = trainer.FoldRun(config, data_dir, str(tmp_path / "bf16"),
                           two_cpu_strategy(), 0)
     summary = run.train()

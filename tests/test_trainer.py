@@ -226,24 +226,35 @@ GPU_LIKE = ("--precision=mixed_float16", "--strategy=mirrored",
             "--cpu_replicas=2")
 
 
+@pytest.fixture(scope="module")
+def straight_run(data_dir, tmp_path_factory):
+  """(config file, model dir) of an uninterrupted tools.train run under
+  GPU_LIKE: the reference the interrupted runs must end at."""
+  folder = tmp_path_factory.mktemp("straight")
+  config_path = folder / "tiny.py"
+  config_path.write_text(CONFIG_FILE.replace(
+      "  return config",
+      "  config.model.backbone = 'small_cnn'\n"
+      "  config.model.alpha = 0.25\n"
+      "  config.max_steps_per_epoch = 4\n  return config"))
+  straight = str(folder / "straight")
+  result = subprocess.run(
+      train_command(config_path, data_dir, straight, *GPU_LIKE), cwd=REPO,
+      env=_env(), capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return config_path, straight
+
+
 def test_kill_and_resume_ends_where_an_uninterrupted_run_does(data_dir,
-                                                              tmp_path):
+                                                              tmp_path,
+                                                              straight_run):
   """mixed_float16 on 2 replicas, killed in the first fine-tune phase.
 
   A small backbone (with BatchNorm): what is checked is the run state
   (optimizer, loss scale, phase, RNG), and each of the three processes
   traces its steps; MobileNetV2 under mixed_float16 on 2 replicas takes
   40 s a trace on 2 cores (its phases are tested in-process above)."""
-  config_path = tmp_path / "tiny.py"
-  config_path.write_text(CONFIG_FILE.replace(
-      "  return config",
-      "  config.model.backbone = 'small_cnn'\n"
-      "  config.model.alpha = 0.25\n  return config"))
-  straight = str(tmp_path / "straight")
-  result = subprocess.run(
-      train_command(config_path, data_dir, straight, *GPU_LIKE), cwd=REPO,
-      env=_env(), capture_output=True, text=True)
-  assert result.returncode == 0, result.stderr[-3000:]
+  config_path, straight = straight_run
   summary = json.load(open(os.path.join(straight, model_dir_lib.SUMMARY)))
   assert summary["precision"] == "mixed_float16"
   assert summary["strategy"] == "MirroredStrategy with 2 replica(s)"
@@ -291,25 +302,14 @@ def test_kill_and_resume_ends_where_an_uninterrupted_run_does(data_dir,
 
 
 def test_sigterm_inside_an_epoch_checkpoints_and_resumes_exactly(
-    data_dir, tmp_path):
+    data_dir, tmp_path, straight_run):
   """SIGTERM at a random step inside an epoch: the step in flight ends, a
   checkpoint of that step is written, the tool exits 75 with one line;
   the same command resumes at the next step and the run ends bit for bit
   where an uninterrupted one does (history and weights). mixed_float16
   on 2 CPU replicas, as the kill -9 test."""
   import random  # pylint: disable=g-import-not-at-top
-  config_path = tmp_path / "tiny.py"
-  config_path.write_text(CONFIG_FILE.replace(
-      "  return config",
-      "  config.model.backbone = 'small_cnn'\n"
-      "  config.model.alpha = 0.25\n"
-      "  config.max_steps_per_epoch = 6\n  return config"))
-  straight = str(tmp_path / "straight")
-  result = subprocess.run(train_command(config_path, data_dir, straight,
-                                        *GPU_LIKE),
-                          cwd=REPO, env=_env(), capture_output=True,
-                          text=True)
-  assert result.returncode == 0, result.stderr[-3000:]
+  config_path, straight = straight_run
   stopped = str(tmp_path / "stopped")
   proc = subprocess.Popen(train_command(config_path, data_dir, stopped,
                                         *GPU_LIKE),
@@ -332,7 +332,7 @@ def test_sigterm_inside_an_epoch_checkpoints_and_resumes_exactly(
   assert last.startswith("train: stopped on SIGTERM in ") and \
       "run the same command again to resume" in last, last
   state = json.load(open(state_path))
-  assert 0 < state["epoch_step"] < 6 and not state["done"]
+  assert 0 < state["epoch_step"] < 4 and not state["done"]
   assert len(state["epoch_losses"]) == state["epoch_step"]
   assert f"-step-{state['epoch_step']:06d}.npz" in state["checkpoint"]
   result = subprocess.run(train_command(config_path, data_dir, stopped,
