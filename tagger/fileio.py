@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tagger import errors
+
 TMP_MARK = ".tmp-"
 TFIO_SCHEMES = ("s3", "hdfs", "viewfs", "har", "az", "http", "https")
 _tfio_used = []
@@ -85,8 +87,23 @@ def write_json(path: str, value: Any) -> None:
   atomic_write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n")
 
 
+class DamagedFileError(errors.UserError):
+  """A file tagger wrote that no longer reads as it wrote it."""
+
+
 def read_json(path: str) -> Any:
-  return json.loads(read_text(path))
+  """The JSON in path; a file that is not valid JSON (damaged, cut short,
+  edited by hand) is one line naming it."""
+  data = read_bytes(path)
+  try:
+    return json.loads(data.decode("utf-8"))
+  except ValueError as e:   # JSONDecodeError
+    where = (f" at line {e.lineno} column {e.colno}"
+             if isinstance(e, json.JSONDecodeError) else "")
+    raise DamagedFileError(
+        f"{path}: not valid JSON ({getattr(e, 'msg', e)}{where}); the file "
+        "is damaged: restore it or re-make it with the tool that wrote "
+        "it") from e
 
 
 def write_npz(path: str, **arrays: np.ndarray) -> None:
@@ -126,3 +143,40 @@ def remove_temp_files(directory: str) -> int:
 def remove_tree(path: str) -> None:
   if exists(path):
     tf.io.gfile.rmtree(path)
+
+
+class InUseError(errors.UserError):
+  """A folder that a live run of a tool holds."""
+
+
+_LOCKS = {}  # folder -> open lock file, held until released or the end
+
+
+def lock_dir(path: str, tool: str, flag: str) -> None:
+  """One live run per folder (local folders; an object store has no
+  locks): an advisory lock on path/.lock that dies with its process, so
+  a killed run never leaves a stale one. A second run is InUseError,
+  naming the holder; tool and flag word the message."""
+  if "://" in path or path in _LOCKS:
+    return
+  import fcntl  # pylint: disable=g-import-not-at-top
+  handle = open(os.path.join(path, ".lock"), "a+", encoding="utf-8")  # pylint: disable=consider-using-with
+  try:
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError:
+    handle.seek(0)
+    owner = handle.read().strip() or "another process"
+    handle.close()
+    raise InUseError(f"{path} is in use by a running {tool} ({owner}); wait "
+                     f"for it to end, or use another {flag}") from None
+  handle.seek(0)
+  handle.truncate()
+  handle.write(f"pid {os.getpid()}")
+  handle.flush()
+  _LOCKS[path] = handle
+
+
+def release_dir(path: str) -> None:
+  handle = _LOCKS.pop(path, None)
+  if handle is not None:
+    handle.close()

@@ -52,7 +52,11 @@ class RunState:
 
   @classmethod
   def from_json(cls, text: str) -> "RunState":
-    value = json.loads(text)
+    return cls.from_value(json.loads(text))
+
+  @classmethod
+  def from_value(cls, value: dict) -> "RunState":
+    value = dict(value)
     if value.get("best_val_loss") is None:
       value["best_val_loss"] = math.inf
     return cls(**value)

@@ -596,38 +596,16 @@ def check_output_dir(path: str) -> None:
                         f"({getattr(e, 'message', None) or e})") from e
 
 
-_LOCKS = {}  # output dir -> open lock file, held until the process ends
-
-
 def lock_output_dir(path: str) -> None:
-  """One live run per output folder (local folders; an object store has
-  no locks). The lock dies with its process, so a killed run never leaves
-  a stale one."""
-  if "://" in path or path in _LOCKS:
-    return
-  import fcntl  # pylint: disable=g-import-not-at-top
-  lock_path = os.path.join(path, ".lock")
-  handle = open(lock_path, "a+", encoding="utf-8")  # pylint: disable=consider-using-with
+  """One live run per output folder (fileio.lock_dir)."""
   try:
-    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-  except OSError:
-    handle.seek(0)
-    owner = handle.read().strip() or "another process"
-    handle.close()
-    raise ShardingError(f"{path} is in use by a running make_tfrecords "
-                        f"({owner}); wait for it to end, or use another "
-                        "--output_dir") from None
-  handle.seek(0)
-  handle.truncate()
-  handle.write(f"pid {os.getpid()}")
-  handle.flush()
-  _LOCKS[path] = handle
+    fileio.lock_dir(path, "make_tfrecords", "--output_dir")
+  except fileio.InUseError as e:
+    raise ShardingError(str(e)) from None
 
 
 def release_output_dir(path: str) -> None:
-  handle = _LOCKS.pop(path, None)
-  if handle is not None:
-    handle.close()
+  fileio.release_dir(path)
 
 
 def _resolve_test_inputs(options: Options):

@@ -64,11 +64,11 @@ def _config_json(config) -> str:
   return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
 
 
-def same_config(saved_text: str, config) -> bool:
-  """Is the config of a model dir's config.json the run's? Settings that
-  a newer tagger added, at their default values, do not count: a run
-  started before an upgrade resumes."""
-  saved = json.loads(saved_text)
+def same_config(saved: dict, config) -> bool:
+  """Is the config of a model dir's config.json (parsed) the run's?
+  Settings that a newer tagger added, at their default values, do not
+  count: a run started before an upgrade resumes."""
+  saved = json.loads(json.dumps(saved))   # a copy
   current = json.loads(_config_json(config))
   defaults = json.loads(_config_json(settings.default_config()))
 
@@ -714,6 +714,14 @@ class FoldRun:
       raise TrainError(f"--model_dir {self.model_dir} is a file, not a "
                        "folder")
     fileio.makedirs(self.model_dir)
+    if self.chief:   # one live run per model dir
+      fileio.lock_dir(self.model_dir, "tools/train", "--model_dir")
+    try:
+      return self._train()
+    finally:
+      fileio.release_dir(self.model_dir)
+
+  def _train(self) -> dict:
     config_path = self._file(model_dir_lib.CONFIG)
     config_text = _config_json(self.config)
     state_path = self._file(model_dir_lib.STATE)
@@ -721,11 +729,11 @@ class FoldRun:
     copied = []
     if fileio.exists(state_path):
       if fileio.exists(config_path) and not same_config(
-          fileio.read_text(config_path), self.config):
+          fileio.read_json(config_path), self.config):
         raise TrainError(
             f"{self.model_dir} holds a run with another config (see "
             f"{config_path}); use a new --model_dir to start over")
-      state = run_state.RunState.from_json(fileio.read_text(state_path))
+      state = run_state.RunState.from_value(fileio.read_json(state_path))
       if state.done:
         logging.info("%s is finished; nothing to do", self.model_dir)
         return fileio.read_json(self._file(model_dir_lib.SUMMARY))

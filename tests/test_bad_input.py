@@ -427,3 +427,41 @@ def test_multi_label_folds_spread_every_label_evenly():
     per_fold = np.bincount([f for f, s in zip(folds, label_sets)
                             if name in s], minlength=5)
     assert per_fold.max() - per_fold.min() <= 3, (name, per_fold)
+
+
+def test_damaged_json_is_one_line_naming_the_file(tmp_path):
+  """A manifest.json, data.json or state.json that is not JSON (cut short,
+  overwritten) is one line naming the file, not a JSONDecodeError."""
+  from tagger import fileio  # pylint: disable=g-import-not-at-top
+  for content in (b'{"labels": ["a", ', b"\xff\xfe\x00garbage"):
+    path = tmp_path / "data.json"
+    path.write_bytes(content)
+    with pytest.raises(fileio.DamagedFileError) as e:
+      fileio.read_json(str(path))
+    assert str(path) in str(e.value) and "not valid JSON" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_flag_values_that_cannot_work_are_refused_at_parse_time(tmp_path):
+  """--tries=0, --lengths=abc (score) and --chunk_size=0, --shard_mb=0,
+  --min_shards=0 (make_tfrecords): one line each, before any work."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  cases = [("score", "--tries=0", "tries"),
+           ("score", "--tries=-1", "tries"),
+           ("score", "--lengths=abc", "--lengths"),
+           ("make_tfrecords", "--chunk_size=0", "chunk_size"),
+           ("make_tfrecords", "--shard_mb=0", "--shard_mb"),
+           ("make_tfrecords", "--min_shards=0", "min_shards")]
+  for tool, flag, named in cases:
+    out = f"--{'output' if tool == 'score' else 'output_dir'}=" + str(
+        tmp_path / "out")
+    result = subprocess.run(
+        [sys.executable, "-m", f"tools.{tool}", flag, out], cwd=repo,
+        capture_output=True,
+        text=True, timeout=120,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode != 0, (tool, flag)
+    lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
+    assert named in lines[-1], (tool, flag, lines[-3:])
+    assert "Traceback" not in result.stderr, (tool, flag)
+  assert not (tmp_path / "out").exists()

@@ -485,9 +485,33 @@ def test_a_run_from_before_an_upgrade_resumes_but_not_another_config():
   config = tiny_config()
   saved = json.loads(trainer._config_json(config))  # pylint: disable=protected-access
   del saved["checkpoint_every_steps"], saved["model"]["freeze_backbone"]
-  assert trainer.same_config(json.dumps(saved), config)
+  assert trainer.same_config(saved, config)
   config.checkpoint_every_steps = 100
-  assert not trainer.same_config(json.dumps(saved), config)
+  assert not trainer.same_config(saved, config)
   config.checkpoint_every_steps = 0
   config.schedule.max_lr = 0.5
-  assert not trainer.same_config(json.dumps(saved), config)
+  assert not trainer.same_config(saved, config)
+
+
+def test_a_model_dir_in_use_is_refused_in_one_line(data_dir, tmp_path):
+  """Two runs on one --model_dir: the second stops before training, naming
+  the holder (here this process holds the lock)."""
+  from tagger import fileio  # pylint: disable=g-import-not-at-top
+  model_dir = tmp_path / "busy"
+  model_dir.mkdir()
+  fileio.lock_dir(str(model_dir), "tools/train", "--model_dir")
+  try:
+    config_path = tmp_path / "tiny.py"
+    config_path.write_text(CONFIG_FILE)
+    result = subprocess.run(train_command(config_path, data_dir,
+                                          str(model_dir)),
+                            cwd=REPO, env=_env(), capture_output=True,
+                            text=True, timeout=300)
+  finally:
+    fileio.release_dir(str(model_dir))
+  assert result.returncode == 1
+  last = result.stderr.strip().splitlines()[-1]
+  assert last == (f"train: {model_dir} is in use by a running tools/train "
+                  f"(pid {os.getpid()}); wait for it to end, or use another "
+                  "--model_dir"), last
+  assert not (model_dir / model_dir_lib.STATE).exists()

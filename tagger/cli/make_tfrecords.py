@@ -46,9 +46,12 @@ flags.DEFINE_enum("features", "reference", sorted(params_lib.PRESETS),
                   "cnn9_aisfx backbone needs). A test split always takes "
                   "its --pca_from train split's.")
 flags.DEFINE_integer("num_workers", 0, "Feature processes (0: all cores).")
-flags.DEFINE_float("shard_mb", 32.0, "Target shard size in MB.")
+flags.DEFINE_float("shard_mb", 32.0, "Target shard size in MB (> 0).")
+flags.register_validator("shard_mb", lambda v: v > 0,
+                         "--shard_mb: a size in MB above 0")
 flags.DEFINE_integer("min_shards", 8, "At least this many shards (if there "
-                     "are as many clips), for parallel reads.")
+                     "are as many clips), for parallel reads.",
+                     lower_bound=1)
 flags.DEFINE_enum("compression", "none", ["none", "gzip"], "Shard files.")
 flags.DEFINE_integer("num_folds", 10, "Stratified folds (train).")
 flags.DEFINE_integer("fold_seed", 20180629, "Seed of the folds and of the "
@@ -59,7 +62,7 @@ flags.DEFINE_bool("resume", False, "Finish an interrupted run in output_dir.")
 flags.DEFINE_bool("overwrite", False, "Replace what output_dir holds.")
 flags.DEFINE_bool("keep_staging", False, "Keep staged features afterwards.")
 flags.DEFINE_integer("chunk_size", 64, "Clips per staged chunk (the unit of "
-                     "--resume).")
+                     "--resume).", lower_bound=1)
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 flags.DEFINE_string("runner", "", "Run as an Apache Beam pipeline on this "
                     "runner (DirectRunner, DataflowRunner, FlinkRunner, "

@@ -45,8 +45,12 @@ flags.DEFINE_enum("submission_format", "auto", ["auto", "kaggle2018",
 flags.DEFINE_list("lengths", [], "Crop lengths in frames (default: the "
                   "models' validation lengths).")
 flags.DEFINE_integer("tries", score.DEFAULT_TRIES, "Random crops/pads per "
-                     "clip and length.")
-flags.DEFINE_integer("batch_size", 256, "Model batch (clips x tries).")
+                     "clip and length.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 256, "Model batch (clips x tries).",
+                     lower_bound=1)
+flags.register_validator(
+    "lengths", lambda v: all(x.strip().isdigit() and int(x) >= 1 for x in v),
+    "--lengths: whole numbers of frames >= 1, comma separated")
 flags.DEFINE_integer("seed", 0, "Seed of the random crops.")
 flags.DEFINE_enum("tta", "random", ["random", "even"], "Where the tries' "
                   "windows go: seeded random places, or spread evenly over "
