@@ -124,10 +124,22 @@ def save_weights(model: keras.Model, path: str) -> None:
 
 
 def load_weights(model: keras.Model, path: str) -> None:
+  """Keras' .weights.h5 into model; a damaged file (truncated, not HDF5)
+  or one of another network (other labels, another backbone) is one line
+  naming it."""
   with tempfile.TemporaryDirectory() as tmp:
     local = os.path.join(tmp, "w.weights.h5")
     tf.io.gfile.copy(path, local, overwrite=True)
-    model.load_weights(local)
+    try:
+      model.load_weights(local)
+    except (OSError, ValueError, KeyError) as e:
+      first = str(e).strip().splitlines()[0] if str(e).strip() else (
+          type(e).__name__)
+      what = ("is not a readable weights file (truncated or damaged?)"
+              if isinstance(e, OSError) else
+              "does not fit the network its data.json describes (another "
+              "label set, backbone or stage?)")
+      raise ModelDirError(f"{path} {what}: {first[:200]}") from e
 
 
 def build(data: DataDescription) -> keras.Model:

@@ -505,6 +505,22 @@ class FoldRun:
       if fileio.exists(old):
         tf.io.gfile.remove(old)
 
+  def _check_same_data(self) -> None:
+    """A model dir resumed on other shards (another --data_dir) is one
+    line, not a shape error deep in Keras."""
+    if not fileio.exists(self._file(model_dir_lib.DATA)):
+      return
+    data = model_dir_lib.read_data(self.model_dir)
+    ours = {"labels": list(self.info.labels), "num_mels": self.info.num_mels,
+            "pca_dim": self.info.pca_dim if self.stage2 else data.pca_dim}
+    theirs = data.data_dir or "see its data.json"
+    for key, value in ours.items():
+      if getattr(data, key) != value:
+        raise TrainError(
+            f"{self.model_dir} holds a run on other data ({key} differ from "
+            f"{self.info.data_dir}'s; the run's data: {theirs}); resume it "
+            "with its own --data_dir, or use a new --model_dir")
+
   def _replica_statistics(self, state: run_state.RunState):
     """Inside an epoch on several replicas of one worker: each statistic's
     per-replica copies [R, ...] (a resumed run then continues exactly);
@@ -734,6 +750,7 @@ class FoldRun:
             f"{self.model_dir} holds a run with another config (see "
             f"{config_path}); use a new --model_dir to start over")
       state = run_state.RunState.from_value(fileio.read_json(state_path))
+      self._check_same_data()
       if state.done:
         logging.info("%s is finished; nothing to do", self.model_dir)
         return fileio.read_json(self._file(model_dir_lib.SUMMARY))

@@ -465,3 +465,49 @@ def test_flag_values_that_cannot_work_are_refused_at_parse_time(tmp_path):
     assert named in lines[-1], (tool, flag, lines[-3:])
     assert "Traceback" not in result.stderr, (tool, flag)
   assert not (tmp_path / "out").exists()
+
+
+def test_damaged_or_foreign_weights_are_one_line_naming_the_file(tmp_path):
+  """A truncated best.weights.h5, and weights of another label set, are a
+  ModelDirError naming the file (score, export and init_from load through
+  model_dir.load_weights)."""
+  from tagger import model as model_lib  # pylint: disable=g-import-not-at-top
+  from tagger import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
+  model = model_lib.build_model(3, 0, backbone="small_cnn", alpha=0.25)
+  path = str(tmp_path / "best.weights.h5")
+  model_dir_lib.save_weights(model, path)
+  data = open(path, "rb").read()
+  cut = str(tmp_path / "cut.weights.h5")
+  open(cut, "wb").write(data[:len(data) // 2])
+  with pytest.raises(model_dir_lib.ModelDirError,
+                     match="cut.weights.h5 is not a readable weights file"):
+    model_dir_lib.load_weights(model, cut)
+  other = model_lib.build_model(5, 0, backbone="small_cnn", alpha=0.25)
+  with pytest.raises(model_dir_lib.ModelDirError,
+                     match="best.weights.h5 does not fit the network"):
+    model_dir_lib.load_weights(other, path)
+
+
+def test_resuming_on_other_shards_names_the_model_dir(tmp_path):
+  """A killed run re-run with another --data_dir: one line saying the
+  model dir holds a run on other data, before any weights are touched."""
+  from conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  from tagger import synthetic  # pylint: disable=g-import-not-at-top
+  from tagger import trainer  # pylint: disable=g-import-not-at-top
+  first, second = str(tmp_path / "a"), str(tmp_path / "b")
+  synthetic.write_synthetic_shards(first, 48, num_classes=3, num_folds=2,
+                                   pca_dim=4, median_frames=40)
+  synthetic.write_synthetic_shards(second, 48, num_classes=4, num_folds=2,
+                                   pca_dim=4, median_frames=40)
+  config = tiny_config(**{"model.backbone": "small_cnn", "model.alpha": 0.25,
+                          "max_steps_per_epoch": 1})
+  model_dir = str(tmp_path / "m")
+  strategy = trainer.setup(config)
+  trainer.train(config, first, model_dir, strategy)
+  state = os.path.join(model_dir, "state.json")   # as if killed
+  value = json.load(open(state))
+  value["done"] = False
+  open(state, "w").write(json.dumps(value))
+  with pytest.raises(trainer.TrainError, match="holds a run on other data "
+                     r"\(labels differ"):
+    trainer.train(config, second, model_dir, strategy)
