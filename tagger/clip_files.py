@@ -227,11 +227,18 @@ def clip_tasks(rows: Sequence, audio_dir: str,
 
 def list_folder(audio_dir: str) -> list:
   """The file names of a folder (sorted; hidden files and subfolders
-  left out), for scoring every file of a folder."""
-  return sorted(n for n in fileio.listdir(audio_dir)
-                if not n.endswith("/") and not n.startswith(".") and
-                (_has_scheme(audio_dir) or
-                 not os.path.isdir(os.path.join(audio_dir, n))))
+  left out, and said so in a warning), for scoring every file of a
+  folder."""
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  names = [n for n in fileio.listdir(audio_dir) if not n.endswith("/") and
+           (_has_scheme(audio_dir) or
+            not os.path.isdir(os.path.join(audio_dir, n)))]
+  hidden = sorted(n for n in names if n.startswith("."))
+  if hidden:
+    logging.warning("%s: %d hidden file(s) left out (%s%s); list them in "
+                    "--audio_csv to score them", audio_dir, len(hidden),
+                    ", ".join(hidden[:3]), ", ..." if len(hidden) > 3 else "")
+  return sorted(n for n in names if not n.startswith("."))
 
 
 def names_to_score(audio_dir: str, csv_path: str = "") -> List[str]:

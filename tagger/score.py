@@ -227,7 +227,8 @@ def shard_records(data_dir: str) -> tf.data.Dataset:
 
 def audio_records(audio_dir: str, model_dir: str, num_workers: int = 0,
                   csv_path: str = "", max_file_mb: float =
-                  clip_files.MAX_FILE_MB) -> tf.data.Dataset:
+                  clip_files.MAX_FILE_MB,
+                  progress: bool = True) -> tf.data.Dataset:
   """Records made in memory from raw audio files with the feature code of
   the shards: the files of csv_path's fname column, or every file in
   audio_dir (sorted). Each file is judged as make_tfrecords judges it
@@ -252,7 +253,7 @@ def audio_records(audio_dir: str, model_dir: str, num_workers: int = 0,
       num_workers or os.cpu_count() or 1, extract.init_worker,
       (params.to_dict(),), size=extract.task_size)
   serialized = []
-  bar = parallel.progress_bar(len(rows), unit="file")
+  bar = parallel.progress_bar(len(rows), unit="file", enabled=progress)
   for row, result in zip(rows, results):
     bar.update(1)
     mel = result.log_mel_db
@@ -436,7 +437,8 @@ def score(*, model_dirs: str, output: str, data_dir: str = "",
     check_compatible(models, info.labels)
     serialized = shard_records(data_dir)
   else:
-    serialized = audio_records(audio_dir, dirs[0], num_workers, audio_csv)
+    serialized = audio_records(audio_dir, dirs[0], num_workers, audio_csv,
+                               progress=progress)
   try:
     scores = score_records(serialized, models, strategy, lengths=lengths,
                            tries=tries, batch_size=batch_size, seed=seed,

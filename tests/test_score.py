@@ -205,3 +205,17 @@ def test_raw_audio_scores_as_its_shards(tmp_path):
   pb = np.loadtxt(tmp_path / "pb.csv", delimiter=",", skiprows=1,
                   usecols=(1, 2))
   np.testing.assert_allclose(pa, pb, atol=1e-5)
+
+
+def test_audio_dir_says_what_it_leaves_out(tmp_path, caplog):
+  """score --audio_dir on a folder with a hidden file: a warning names it
+  (it is not scored)."""
+  from conftest import tone, wav_bytes  # pylint: disable=g-import-not-at-top
+  from tagger import clip_files  # pylint: disable=g-import-not-at-top
+  folder = tmp_path / "audio"
+  folder.mkdir()
+  for name in ("a.wav", ".hidden.wav"):
+    (folder / name).write_bytes(wav_bytes(tone(0.5, 440, seed=1)))
+  with caplog.at_level("WARNING"):
+    assert clip_files.list_folder(str(folder)) == ["a.wav"]
+  assert "1 hidden file(s) left out (.hidden.wav)" in caplog.text
