@@ -384,13 +384,15 @@ def benchmark_gpu(batch_size: int = 64, lengths=(263, 513, 763),
                   steps: int = 20, warmup: int = 3, precision: str = "auto",
                   strategy_name: str = "auto", jit_compile: bool = False,
                   num_records: int = 2000, pipeline_steps: int = 200,
-                  progress=print) -> dict:
+                  backbone: str = "mobilenet_v2", progress=print) -> dict:
   """The figures that decide a GPU run, on synthetic shards (41 classes,
   350 PCA, clips of realistic lengths): the training step's examples/s of
   stage 1 and stage 2 at each input length (the reference's batch and
   lengths by default; full augmentation on the device), the host input
   pipeline's examples/s on the same machine, and their ratio (above 1:
-  the host keeps up with the step). Tiny arguments make it a CPU check."""
+  the host keeps up with the step). backbone: a registered one that
+  trains on the reference's features. Tiny arguments make it a CPU
+  check."""
   from tagger import distribute  # pylint: disable=g-import-not-at-top
   from tagger import synthetic  # pylint: disable=g-import-not-at-top
   from tagger import trainer  # pylint: disable=g-import-not-at-top
@@ -399,6 +401,7 @@ def benchmark_gpu(batch_size: int = 64, lengths=(263, 513, 763),
   policy, why = distribute.choose_precision(precision)
   distribute.set_precision(policy, why)
   results = {"batch_size": batch_size, "lengths": list(lengths),
+             "backbone": backbone,
              "precision": policy, "precision_reason": why,
              "strategy": distribute.describe(strategy),
              "jit_compile": bool(jit_compile)}
@@ -417,6 +420,7 @@ def benchmark_gpu(batch_size: int = 64, lengths=(263, 513, 763),
         config.input.eval_lengths = (length,)
         config.tensorboard_images = 0
         config.jit_compile = bool(jit_compile)
+        config.model.backbone = backbone
         run = trainer.FoldRun(config, data_dir, os.path.join(
             tmp, f"stage{stage}_{length}"), strategy, 0)
         rates.append(run.measure_train_rate(steps, warmup))

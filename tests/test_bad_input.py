@@ -443,15 +443,14 @@ def test_damaged_json_is_one_line_naming_the_file(tmp_path):
 
 
 def test_flag_values_that_cannot_work_are_refused_at_parse_time(tmp_path):
-  """--tries=0, --lengths=abc (score) and --chunk_size=0, --shard_mb=0,
-  --min_shards=0 (make_tfrecords): one line each, before any work."""
+  """--tries=0, --lengths=abc (score) and --chunk_size=0, --shard_mb=0
+  (make_tfrecords): one line each, before any work (--tries=-1,
+  --batch_size=0 and --min_shards=0 are the same bounds)."""
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   cases = [("score", "--tries=0", "tries"),
-           ("score", "--tries=-1", "tries"),
            ("score", "--lengths=abc", "--lengths"),
            ("make_tfrecords", "--chunk_size=0", "chunk_size"),
-           ("make_tfrecords", "--shard_mb=0", "--shard_mb"),
-           ("make_tfrecords", "--min_shards=0", "min_shards")]
+           ("make_tfrecords", "--shard_mb=0", "--shard_mb")]
   for tool, flag, named in cases:
     out = f"--{'output' if tool == 'score' else 'output_dir'}=" + str(
         tmp_path / "out")

@@ -172,7 +172,8 @@ def test_the_gpu_check_runs_tiny_on_a_cpu():
   result = subprocess.run(
       [sys.executable, "-m", "tools.benchmark_gpu", "--batch_size=4",
        "--lengths=48", "--steps=2", "--warmup=1", "--num_records=48",
-       "--pipeline_steps=5"], cwd=REPO, capture_output=True, text=True,
+       "--pipeline_steps=5", "--backbone=small_cnn"], cwd=REPO,
+      capture_output=True, text=True,
       timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
   assert result.returncode == 0, result.stderr[-3000:]
   last = result.stdout.strip().splitlines()[-1]

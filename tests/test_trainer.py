@@ -357,7 +357,9 @@ def test_checkpoints_every_n_steps_change_nothing_else(data_dir, tmp_path):
   for every in (0, 1):
     config = tiny_config(checkpoint_every_steps=every, deterministic=True,
                          max_steps_per_epoch=3,
-                         **{"schedule.fine_tune_max_epochs": 0})
+                         **{"schedule.fine_tune_max_epochs": 0,
+                            "model.backbone": "small_cnn",
+                            "model.alpha": 0.25})
     keras.utils.set_random_seed(0)
     model_dir = str(tmp_path / f"every{every}")
     trainer.FoldRun(config, data_dir, model_dir,
@@ -396,7 +398,9 @@ def test_two_workers_with_multi_worker_mirrored_strategy(data_dir, tmp_path,
           "config.schedule.cyclic_epochs = 1\n"
           "  config.log_pairing = True").replace(
               "config.max_steps_per_epoch = 2",
-              "config.max_steps_per_epoch = 3"))
+              "config.max_steps_per_epoch = 3\n"
+              "  config.model.backbone = 'small_cnn'\n"
+              "  config.model.alpha = 0.25"))
   cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
   model_dir = str(tmp_path / "mw")
   procs = []

@@ -28,6 +28,8 @@ flags.DEFINE_string("strategy", "auto", "auto|mirrored|one_device.")
 flags.DEFINE_bool("jit_compile", False, "XLA for the training step.")
 flags.DEFINE_integer("num_records", 2000, "Synthetic clips.")
 flags.DEFINE_integer("pipeline_steps", 200, "Timed host batches.")
+flags.DEFINE_string("backbone", "mobilenet_v2", "The network's backbone "
+                    "(model.BACKBONES; one on the reference's features).")
 
 
 def main(argv):
@@ -42,8 +44,9 @@ def main(argv):
   r = benchmarks.benchmark_gpu(
       FLAGS.batch_size, lengths, FLAGS.steps, FLAGS.warmup, FLAGS.precision,
       FLAGS.strategy, FLAGS.jit_compile, FLAGS.num_records,
-      FLAGS.pipeline_steps)
-  print(f"{r['strategy']}, {r['precision']} ({r['precision_reason']}), "
+      FLAGS.pipeline_steps, FLAGS.backbone)
+  print(f"{r['backbone']}, {r['strategy']}, {r['precision']} "
+        f"({r['precision_reason']}), "
         f"XLA {'on' if r['jit_compile'] else 'off'}, batch "
         f"{r['batch_size']}, lengths {r['lengths']}")
   for stage in (1, 2):
