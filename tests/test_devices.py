@@ -13,9 +13,8 @@ import pytest
 
 from tagger import distribute
 from tagger import model_dir as model_dir_lib
-from tagger import synthetic
 from tagger import trainer
-from conftest import tiny_config, two_cpu_strategy  # pylint: disable=g-bad-import-order
+from conftest import learnable_shards, tiny_config, two_cpu_strategy  # pylint: disable=g-bad-import-order
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H100 = distribute.Gpu("NVIDIA H100 80GB HBM3", (9, 0))
@@ -106,11 +105,7 @@ def test_doctor_reports_the_machine_and_its_verdict(tmp_path):
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("learnable"))
-  synthetic.write_synthetic_shards(
-      path, 96, num_classes=4, num_folds=3, pca_dim=6, median_frames=40,
-      sigma=0.2, seed=1, learnable=True)
-  return path
+  return learnable_shards(str(tmp_path_factory.mktemp("learnable")))
 
 
 def test_mixed_bfloat16_through_every_phase_on_two_replicas(data_dir,

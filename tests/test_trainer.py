@@ -19,9 +19,8 @@ from tagger import distribute
 from tagger import model as model_lib
 from tagger import model_dir as model_dir_lib
 from tagger import run_state
-from tagger import synthetic
 from tagger import trainer
-from conftest import tiny_config, two_cpu_strategy  # pylint: disable=g-bad-import-order
+from conftest import learnable_shards, tiny_config, two_cpu_strategy  # pylint: disable=g-bad-import-order
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,11 +48,7 @@ def test_imagenet_offline_gives_a_clear_error(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("learnable"))
-  synthetic.write_synthetic_shards(
-      path, 96, num_classes=4, num_folds=3, pca_dim=6, median_frames=40,
-      sigma=0.2, seed=1, learnable=True)
-  return path
+  return learnable_shards(str(tmp_path_factory.mktemp("learnable")))
 
 
 def test_loss_falls_under_mirrored_strategy_on_two_cpus(data_dir, tmp_path):
@@ -226,6 +221,17 @@ GPU_LIKE = ("--precision=mixed_float16", "--strategy=mirrored",
             "--cpu_replicas=2")
 
 
+def _assert_same_best_weights(a: str, b: str) -> None:
+  """The best weights of two small_cnn (alpha 0.25) model dirs of 4
+  classes are equal bit for bit."""
+  w1 = model_lib.build_model(4, 0, backbone="small_cnn", alpha=0.25)
+  w2 = model_lib.build_model(4, 0, backbone="small_cnn", alpha=0.25)
+  model_dir_lib.load_weights(w1, os.path.join(a, model_dir_lib.BEST))
+  model_dir_lib.load_weights(w2, os.path.join(b, model_dir_lib.BEST))
+  for x, y in zip(w1.get_weights(), w2.get_weights()):
+    np.testing.assert_array_equal(x, y)
+
+
 @pytest.fixture(scope="module")
 def straight_run(data_dir, tmp_path_factory):
   """(config file, model dir) of an uninterrupted tools.train run under
@@ -286,14 +292,7 @@ def test_kill_and_resume_ends_where_an_uninterrupted_run_does(data_dir,
   assert result.returncode == 0, result.stderr[-3000:]
   assert "resuming" in result.stderr
   assert _comparable(killed) == _comparable(straight)
-  a = keras.Model  # weights equal bit for bit
-  del a
-  w1 = model_lib.build_model(4, 0, backbone="small_cnn", alpha=0.25)
-  w2 = model_lib.build_model(4, 0, backbone="small_cnn", alpha=0.25)
-  model_dir_lib.load_weights(w1, os.path.join(straight, model_dir_lib.BEST))
-  model_dir_lib.load_weights(w2, os.path.join(killed, model_dir_lib.BEST))
-  for x, y in zip(w1.get_weights(), w2.get_weights()):
-    np.testing.assert_array_equal(x, y)
+  _assert_same_best_weights(straight, killed)
   # A finished run is not trained again.
   again = subprocess.run(train_command(config_path, data_dir, killed,
                                        *GPU_LIKE),
@@ -341,12 +340,7 @@ def test_sigterm_inside_an_epoch_checkpoints_and_resumes_exactly(
                           text=True)
   assert result.returncode == 0, result.stderr[-3000:]
   assert _comparable(stopped) == _comparable(straight)
-  w1 = model_lib.build_model(4, 0, backbone="small_cnn", alpha=0.25)
-  w2 = model_lib.build_model(4, 0, backbone="small_cnn", alpha=0.25)
-  model_dir_lib.load_weights(w1, os.path.join(straight, model_dir_lib.BEST))
-  model_dir_lib.load_weights(w2, os.path.join(stopped, model_dir_lib.BEST))
-  for x, y in zip(w1.get_weights(), w2.get_weights()):
-    np.testing.assert_array_equal(x, y)
+  _assert_same_best_weights(straight, stopped)
 
 
 def test_checkpoints_every_n_steps_change_nothing_else(data_dir, tmp_path):
