@@ -22,7 +22,7 @@ setuptools.setup(
     version=VERSION,
     description="Train and serve general-purpose audio taggers "
                 "(MobileNetV2 on log-mels, TFRecords, tf.distribute).",
-    packages=["tagger", "tagger.cli"],
+    packages=setuptools.find_packages(include=["tagger", "tagger.*"]),
     python_requires=">=3.11,<3.12",
     install_requires=[
         "tensorflow==2.16.2",

@@ -26,13 +26,13 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from tagger import audio
 from tagger import errors
-from tagger import features
 from tagger import fileio
-from tagger import graph_features
-from tagger import serving
-from tagger.params import FeatureParams
+from tagger.audio import decode
+from tagger.audio import features
+from tagger.audio import graph_features
+from tagger.audio.params import FeatureParams
+from tagger.infer import serving
 
 Audio = Union[str, np.ndarray]
 
@@ -108,7 +108,7 @@ class Tagger:
       labels = [l.decode() for l in module.labels.numpy()]
       params = FeatureParams.from_dict(_params_of(module))
       return cls(module, labels, params, int(module.window_frames), **kwargs)
-    from tagger import score  # pylint: disable=g-import-not-at-top
+    from tagger.infer import score  # pylint: disable=g-import-not-at-top
     models = [score.load_model(d) for d in score.find_model_dirs(path)]
     module = serving.WaveformTagger(models)
     return cls(module, [l.decode() for l in module.labels.numpy()],
@@ -119,14 +119,14 @@ class Tagger:
   def _waveform(self, source: Audio, sample_rate: Optional[int]):
     if isinstance(source, str):
       data = fileio.read_bytes(source)
-      waveform, _, _ = audio.decode_audio(data, source, self.params)
+      waveform, _, _ = decode.decode_audio(data, source, self.params)
       return waveform
     waveform = np.asarray(source, np.float32)
     if waveform.ndim == 2:  # [samples, channels]
       waveform = waveform.mean(axis=1)
     if sample_rate is None:
       raise ApiError("give the sample_rate of a waveform")
-    return audio.resample(waveform, int(sample_rate),
+    return decode.resample(waveform, int(sample_rate),
                           self.params.load_sample_rate_hz)
 
   def tag(self, source: Audio, sample_rate: Optional[int] = None
@@ -156,13 +156,13 @@ class Tagger:
     import soundfile as sf  # pylint: disable=g-import-not-at-top
     import soxr  # pylint: disable=g-import-not-at-top
     if tf.io.gfile.stat(source).length == 0:
-      raise audio.AudioError(f"{source}: file is empty (0 bytes)")
+      raise decode.AudioError(f"{source}: file is empty (0 bytes)")
     with tf.io.gfile.GFile(source, "rb") as f:
       try:
         sound = sf.SoundFile(f)
       except (sf.LibsndfileError, RuntimeError) as e:
-        raise audio.AudioError(f"{source}: unreadable audio "
-                               f"({audio.decode_reason(e)})") from e
+        raise decode.AudioError(f"{source}: unreadable audio "
+                               f"({decode.decode_reason(e)})") from e
       stream = None if sound.samplerate == rate_out else soxr.ResampleStream(
           sound.samplerate, rate_out, 1, dtype="float32", quality="HQ")
       step = int(block_seconds * sound.samplerate)
@@ -299,7 +299,7 @@ def write_frames(tagger: Tagger, paths: Sequence[str], csv_path: str, *,
     name = os.path.basename(path)
     try:
       result = tagger.frames(path, hop_seconds)
-    except (ApiError, audio.AudioError, tf.errors.OpError) as e:
+    except (ApiError, decode.AudioError, tf.errors.OpError) as e:
       logging.warning("%s (skipped)", getattr(e, "message", None) or e)
       skipped.append(path)
       bar.update(1)
@@ -324,7 +324,7 @@ def frames_of_files(model_dirs: str, audio_dir: str, csv_out: str, *,
   those of audio_csv's fname column), with the stage-1 models of
   model_dirs. Files the sharding tool would refuse are reported and
   skipped, as are files that do not decode."""
-  from tagger import clip_files  # pylint: disable=g-import-not-at-top
+  from tagger.shards import clip_files  # pylint: disable=g-import-not-at-top
   try:
     names = clip_files.names_to_score(audio_dir, audio_csv)
   except clip_files.CsvError as e:

@@ -259,6 +259,16 @@ def worker_index(strategy: tf.distribute.Strategy) -> int:
   return int(resolver.task_id or 0)
 
 
+def num_workers(strategy: tf.distribute.Strategy) -> int:
+  """How many workers feed the replicas, one input pipeline each: the
+  cluster's chief and worker tasks (1 but in multi-worker runs)."""
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return 1
+  spec = strategy.cluster_resolver.cluster_spec()
+  return max(1, sum(spec.num_tasks(job) for job in ("chief", "worker")
+                    if job in spec.jobs))
+
+
 def task_name() -> str:
   """This process's task in TF_CONFIG ('worker:1'), or 'local'."""
   task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})

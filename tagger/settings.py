@@ -2,8 +2,10 @@
 (configs/*.py) and tools load these cheaply.
 
 `default_config()` lists every field with the reference's value (stage 1);
-configs change what differs. `InputConfig` and `AugmentConfig` are the
-input pipeline's typed view of config.input and config.augment.
+configs change what differs. `InputConfig`, `AugmentConfig`, `ModelConfig`
+and `ScheduleConfig` are the typed views of config.input, config.augment,
+config.model and config.schedule: each holds its fields' defaults (the one
+place they are written) and checks its own values.
 """
 
 import dataclasses
@@ -70,6 +72,85 @@ class InputConfig:
   seed: int = 0
 
 
+INPUT_NORMS = ("batch", "clip", "clip_band")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """The network and where its weights start (config.model)."""
+  backbone_weights: str = "none"       # none | imagenet | a path (.h5, wheel)
+  init_from: str = ""                  # stage 2: 'runs/stage1/fold{fold}'
+  # None keeps Keras' own (backbone 0.999, head 0.99); short runs need ~0.9.
+  bn_momentum: Optional[float] = None
+  backbone: str = "mobilenet_v2"       # networks.BACKBONES: | small_cnn ...
+  alpha: float = 1.0                   # the backbone's width
+  pca_head: bool = False               # stage 2: + linear PCA -> logits path
+  pca_into_mlp: bool = True            # stage 2: PCA into the dense layers
+  dropout: float = 0.0                 # before the dense layers and logits
+  pca_head_l2: float = 0.0             # L2 on the linear PCA path's kernel
+  # batch (reference: fixed dB bounds + BatchNorm) | clip | clip_band:
+  # each clip standardised by its own statistics (ClipStandardization)
+  input_norm: str = "batch"
+  # The backbone never trains (its pretrained weights and BatchNorm
+  # statistics stay): a probe, for sources training never heard.
+  freeze_backbone: bool = False
+  # Fine-tuning (init_from a model of other labels): the stem and backbone
+  # get no updates for this many epochs (BatchNorm statistics still adapt).
+  freeze_epochs: int = 0
+
+  def __post_init__(self):
+    _check("model.alpha", self.alpha, self.alpha > 0, "above 0")
+    _check("model.dropout", self.dropout, 0 <= self.dropout < 1,
+           "in [0, 1)")
+    _check("model.pca_head_l2", self.pca_head_l2, self.pca_head_l2 >= 0,
+           "0 or more")
+    _check("model.input_norm", self.input_norm,
+           self.input_norm in INPUT_NORMS, f"one of {INPUT_NORMS}")
+    _check("model.freeze_epochs", self.freeze_epochs,
+           self.freeze_epochs >= 0, "0 or more")
+    _check("model.bn_momentum", self.bn_momentum,
+           self.bn_momentum is None or 0 < self.bn_momentum < 1,
+           "in (0, 1), or None")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig:
+  """The three phases' learning rates and lengths (config.schedule): a
+  triangular cyclic LR (base..max, a half cycle every cycle_step_epochs)
+  for cyclic_epochs, then two fine-tuning phases from the best weights at
+  fine_tune_lrs with reduce-on-plateau and early stopping."""
+  cyclic_epochs: int = 100
+  base_lr: float = 1e-4
+  max_lr: float = 1e-3
+  cycle_step_epochs: float = 1.0
+  fine_tune_lrs: Tuple[float, float] = (1e-5, 1e-4)
+  fine_tune_max_epochs: int = 100
+  plateau_factor: float = 0.1
+  plateau_patience: int = 3
+  plateau_min_delta: float = 1e-4
+  early_stop_patience: int = 10
+
+  def __post_init__(self):
+    for name in ("cyclic_epochs", "fine_tune_max_epochs", "plateau_patience",
+                 "early_stop_patience"):
+      value = getattr(self, name)
+      _check(f"schedule.{name}", value, value >= 0, "0 or more")
+    _check("schedule.base_lr", self.base_lr,
+           0 < self.base_lr <= self.max_lr, "above 0 and at most max_lr")
+    _check("schedule.cycle_step_epochs", self.cycle_step_epochs,
+           self.cycle_step_epochs > 0, "above 0")
+    _check("schedule.fine_tune_lrs", self.fine_tune_lrs,
+           len(self.fine_tune_lrs) == 2 and min(self.fine_tune_lrs) > 0,
+           "two LRs above 0 (one per fine-tuning phase)")
+    _check("schedule.plateau_factor", self.plateau_factor,
+           0 < self.plateau_factor < 1, "in (0, 1)")
+
+
+def _check(name: str, value, ok: bool, should: str) -> None:
+  if not ok:
+    raise SettingsError(f"config.{name}={value!r}: should be {should}")
+
+
 def from_mapping(cls, values) -> object:
   """A dataclass from a dict / ConfigDict, rejecting unknown keys."""
   values = dict(values or {})
@@ -109,37 +190,11 @@ def default_config() -> ml_collections.ConfigDict:
       f.name: f.default for f in dataclasses.fields(AugmentConfig)
       if f.name != "op_params"})
   c.augment.op_params = ml_collections.ConfigDict()
-  c.model = ml_collections.ConfigDict()
-  c.model.backbone_weights = "none"  # none | imagenet | path to a .h5
-  c.model.init_from = ""             # stage 2: 'runs/stage1/fold{fold}'
-  # None keeps Keras' own (backbone 0.999, head 0.99); short runs need ~0.9.
+  c.model = ml_collections.ConfigDict({
+      f.name: f.default for f in dataclasses.fields(ModelConfig)})
   c.model.bn_momentum = config_dict.placeholder(float)
-  c.model.backbone = "mobilenet_v2"  # model.BACKBONES: | small_cnn
-  c.model.alpha = 1.0                # the backbone's width
-  c.model.pca_head = False           # stage 2: + linear PCA -> logits path
-  c.model.pca_into_mlp = True        # stage 2: PCA into the dense layers
-  c.model.dropout = 0.0              # before the dense layers and logits
-  c.model.pca_head_l2 = 0.0          # L2 on the linear PCA path's kernel
-  # batch (reference: fixed dB bounds + BatchNorm) | clip | clip_band:
-  # each clip standardised by its own statistics (model.ClipStandardization)
-  c.model.input_norm = "batch"
-  # The backbone never trains (its pretrained weights and BatchNorm
-  # statistics stay): a probe, for sources training never heard.
-  c.model.freeze_backbone = False
-  # Fine-tuning (init_from a model of other labels): the stem and backbone
-  # get no updates for this many epochs (BatchNorm statistics still adapt).
-  c.model.freeze_epochs = 0
-  c.schedule = ml_collections.ConfigDict()
-  c.schedule.cyclic_epochs = 100
-  c.schedule.base_lr = 1e-4
-  c.schedule.max_lr = 1e-3
-  c.schedule.cycle_step_epochs = 1.0
-  c.schedule.fine_tune_lrs = (1e-5, 1e-4)
-  c.schedule.fine_tune_max_epochs = 100
-  c.schedule.plateau_factor = 0.1
-  c.schedule.plateau_patience = 3
-  c.schedule.plateau_min_delta = 1e-4
-  c.schedule.early_stop_patience = 10
+  c.schedule = ml_collections.ConfigDict({
+      f.name: f.default for f in dataclasses.fields(ScheduleConfig)})
   c.class_weights = False      # stage 2: weights 1 / class count
   # The monitored value (best weights, plateau, early stop): val_loss (the
   # reference) or val_map3 (the competition's metric; small noisy sets).
@@ -177,16 +232,22 @@ def augment_config(config) -> AugmentConfig:
   return from_mapping(AugmentConfig, config.augment.to_dict())
 
 
+def model_config(config) -> ModelConfig:
+  return from_mapping(ModelConfig, config.model.to_dict())
+
+
+def schedule_config(config) -> ScheduleConfig:
+  return from_mapping(ScheduleConfig, config.schedule.to_dict())
+
+
 def architecture(config) -> dict:
   """build_model's keyword arguments that shape the weights (data.json)."""
-  stage2 = int(config.stage) == 2
-  pca_head = bool(config.model.get("pca_head", False) and stage2)
-  return {"backbone": str(config.model.get("backbone", "mobilenet_v2")),
-          "alpha": float(config.model.get("alpha", 1.0)),
+  model = model_config(config)
+  pca_head = model.pca_head and int(config.stage) == 2
+  return {"backbone": model.backbone, "alpha": float(model.alpha),
           "pca_head": pca_head,
-          "pca_into_mlp": bool(config.model.get("pca_into_mlp", True)
-                               or not pca_head),
-          "input_norm": str(config.model.get("input_norm", "batch"))}
+          "pca_into_mlp": model.pca_into_mlp or not pca_head,
+          "input_norm": model.input_norm}
 
 
 def names(text: str) -> Tuple[str, ...]:

@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 
 from conftest import tone, wav_bytes, write_dataset
-from tagger import clip_files
-from tagger import data_info
-from tagger import extract
-from tagger import folds as folds_lib
-from tagger import records
-from tagger import score
-from tagger import sharding
-from tagger import synthetic
+from tagger.audio import extract
+from tagger.datasets import synthetic
+from tagger.infer import score
+from tagger.shards import clip_files
+from tagger.shards import data_info
+from tagger.shards import folds as folds_lib
+from tagger.shards import records
+from tagger.shards import sharding
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -401,7 +401,7 @@ def test_long_clips_are_cut_and_reported(params):
 
 
 def test_log_mel_in_blocks_equals_one_block(params, monkeypatch):
-  from tagger import features  # pylint: disable=g-import-not-at-top
+  from tagger.audio import features  # pylint: disable=g-import-not-at-top
   waveform = tone(3.0, 500.0)
   whole = features.waveform_to_log_mel(waveform, params)
   monkeypatch.setattr(features, "MEL_BLOCK_FRAMES", 37)
@@ -470,8 +470,8 @@ def test_damaged_or_foreign_weights_are_one_line_naming_the_file(tmp_path):
   """A truncated best.weights.h5, and weights of another label set, are a
   ModelDirError naming the file (score, export and init_from load through
   model_dir.load_weights)."""
-  from tagger import model as model_lib  # pylint: disable=g-import-not-at-top
-  from tagger import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
+  from tagger.model import networks as model_lib  # pylint: disable=g-import-not-at-top
+  from tagger.model import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
   model = model_lib.build_model(3, 0, backbone="small_cnn", alpha=0.25)
   path = str(tmp_path / "best.weights.h5")
   model_dir_lib.save_weights(model, path)
@@ -491,8 +491,8 @@ def test_resuming_on_other_shards_names_the_model_dir(tmp_path):
   """A killed run re-run with another --data_dir: one line saying the
   model dir holds a run on other data, before any weights are touched."""
   from conftest import tiny_config  # pylint: disable=g-import-not-at-top
-  from tagger import synthetic  # pylint: disable=g-import-not-at-top
-  from tagger import trainer  # pylint: disable=g-import-not-at-top
+  from tagger.datasets import synthetic  # pylint: disable=g-import-not-at-top
+  from tagger.train import trainer  # pylint: disable=g-import-not-at-top
   first, second = str(tmp_path / "a"), str(tmp_path / "b")
   synthetic.write_synthetic_shards(first, 48, num_classes=3, num_folds=2,
                                    pca_dim=4, median_frames=40)

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tagger import augment
-from tagger import batches
-from tagger import data_info
-from tagger import model_dir as model_dir_lib
-from tagger import records
-from tagger import score
 from tagger import settings
-from tagger import sharding
-from tagger import trainer
+from tagger.infer import score
+from tagger.input import augment
+from tagger.input import batches
+from tagger.model import model_dir as model_dir_lib
+from tagger.shards import data_info
+from tagger.shards import records
+from tagger.shards import sharding
+from tagger.train import trainer
 from conftest import tiny_config, tone, two_cpu_strategy, wav_bytes  # pylint: disable=g-bad-import-order
 
 FREQS = {"low": 300.0, "mid": 1200.0, "high": 4800.0, "top": 9000.0}
@@ -299,7 +299,7 @@ def test_fine_tuning_on_new_labels_copies_the_backbone_and_freezes_it(
 def test_waveform_serving_keeps_multi_label_probabilities(trained):
   """The waveform module of a multi-label model: each class's own
   probability (not renormalised over the classes), for clips and frames."""
-  from tagger import serving  # pylint: disable=g-import-not-at-top
+  from tagger.infer import serving  # pylint: disable=g-import-not-at-top
   _, model_dir, _ = trained
   module = serving.WaveformTagger([score.load_model(model_dir)], tries=2)
   wave = (tone(1.0, FREQS["low"]) + tone(1.0, FREQS["top"])) / 2

@@ -14,8 +14,8 @@ The last line is the largest worker count.
 from absl import app
 from absl import flags
 
-from tagger import benchmarks
 from tagger.cli import run_tool
+from tagger.lab import benchmarks
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", "", "Train shards (default: synthetic).")

@@ -15,10 +15,10 @@ import os
 from absl import app
 from absl import flags
 
-from tagger import quality
 from tagger import settings
 from tagger.cli import CONFIGS
 from tagger.cli import run_tool
+from tagger.lab import quality
 
 FLAGS = flags.FLAGS
 DEMO_CONFIG = os.path.join(CONFIGS, "demo.py")

@@ -14,8 +14,8 @@ holds the figures.
 from absl import app
 from absl import flags
 
-from tagger import benchmarks
 from tagger.cli import run_tool
+from tagger.lab import benchmarks
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch_size", 64, "Global batch.")

@@ -13,8 +13,8 @@ on the same data in one run and says whether their shards are equal.
 from absl import app
 from absl import flags
 
-from tagger import benchmarks
 from tagger.cli import run_tool
+from tagger.lab import benchmarks
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("csv", "", "Train CSV (default: make synthetic data).")

@@ -18,8 +18,8 @@ tf.data; host_* lines run everything in tf.data.
 from absl import app
 from absl import flags
 
-from tagger import benchmarks
 from tagger.cli import run_tool
+from tagger.lab import benchmarks
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", "", "Train shards (default: synthetic).")

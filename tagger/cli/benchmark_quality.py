@@ -23,9 +23,9 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from tagger import quality
 from tagger.cli import CONFIGS
 from tagger.cli import run_tool
+from tagger.lab import quality
 
 FLAGS = flags.FLAGS
 CPU_CONFIG = os.path.join(CONFIGS, "cpu.py")

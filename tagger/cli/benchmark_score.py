@@ -12,8 +12,8 @@ adds nothing over the model; the target is >= 0.9.
 from absl import app
 from absl import flags
 
-from tagger import benchmarks
 from tagger.cli import run_tool
+from tagger.lab import benchmarks
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", "", "Test shards (default: synthetic).")

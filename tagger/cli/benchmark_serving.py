@@ -13,8 +13,8 @@ means memory does not grow with the recording.
 from absl import app
 from absl import flags
 
-from tagger import benchmarks
 from tagger.cli import run_tool
+from tagger.lab import benchmarks
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dirs", "", "Stage-1 model dirs (default: one "

@@ -21,9 +21,9 @@ import socket
 from absl import app
 from absl import flags
 
-from tagger import data_service
 from tagger import fileio
 from tagger.cli import run_tool
+from tagger.input import data_service
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("role", None, ["dispatcher", "worker", "local"],

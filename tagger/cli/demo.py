@@ -14,8 +14,8 @@ Re-running resumes where a killed run stopped.
 from absl import app
 from absl import flags
 
-from tagger import demo
 from tagger.cli import run_tool
+from tagger.lab import demo
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "runs/demo", "Where data, shards and runs go.")

@@ -16,9 +16,9 @@ files (float32 and dynamic-range quantised) beside it.
 from absl import app
 from absl import flags
 
-from tagger import export
-from tagger import serving
 from tagger.cli import run_tool
+from tagger.infer import export
+from tagger.infer import serving
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "tools/train output dir(s): a dir, "

@@ -12,8 +12,8 @@ per class) and test_labels.csv (fname,labels).
 from absl import app
 from absl import flags
 
-from tagger import demo_data
 from tagger.cli import run_tool
+from tagger.datasets import demo_data
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", "demo_data", "Where the dataset goes.")

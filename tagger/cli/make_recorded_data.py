@@ -17,8 +17,8 @@ freepats):
 from absl import app
 from absl import flags
 
-from tagger import recorded_data
 from tagger.cli import run_tool
+from tagger.datasets import recorded_data
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", "recorded_data", "Where the set goes.")

@@ -17,9 +17,9 @@ column) go into one shard set, each clip keeping its source:
 from absl import app
 from absl import flags
 
-from tagger import params as params_lib
-from tagger import sharding
+from tagger.audio import params as params_lib
 from tagger.cli import run_tool
+from tagger.shards import sharding
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("csv", None, "Kaggle CSV: fname,label[,manually_verified]"
@@ -93,7 +93,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   options = options_from_flags()
   if options.runner:  # Apache Beam is imported only when asked for
-    from tagger import beam_sharding  # pylint: disable=g-import-not-at-top
+    from tagger.shards import beam_sharding  # pylint: disable=g-import-not-at-top
     manifest = beam_sharding.make_tfrecords(options)
   else:
     manifest = sharding.make_tfrecords(options)

@@ -23,8 +23,8 @@ from absl import app
 from absl import flags
 
 from tagger import api
-from tagger import score
 from tagger.cli import run_tool
+from tagger.infer import score
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", "", "Test shards (tools/make_tfrecords "

@@ -11,11 +11,11 @@ from absl import app
 from absl import flags
 
 
-from tagger import data_info
 from tagger import fileio
-from tagger import input_pipeline as ip
 from tagger import settings
 from tagger.cli import run_tool
+from tagger.input import pipeline as ip
+from tagger.shards import data_info
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", "tfrecords/train", "Train shards.")

@@ -15,8 +15,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from tagger import distribute
-from tagger import trainer
 from tagger.cli import run_tool
+from tagger.train import trainer
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config file.",

@@ -1,0 +1,554 @@
+"""A Kaggle-layout evaluation set made of real recorded sounds.
+
+The synthetic demo set is too easy to tell where quality comes from. This
+one is built from the sampled recordings in Debian's General MIDI
+soundfonts (FluidR3_GM: recorded instruments, drums and effects; TimGM6mb
+and MuseScore General: other recordings of the same instruments), played
+by fluidsynth, then given the realism of a user's data:
+
+  - 39 classes: pitched instruments (several confusable families: violin /
+    cello, trumpet / trombone / horn, oboe / clarinet / flute), drums and
+    percussion, and recorded effects (applause, helicopter, seashore, ...);
+  - each clip is a short performance (one note, a phrase, a chord, an
+    arpeggio, a drum pattern) in one of three soundfonts, with random
+    pitch, velocity, tempo and length (0.3 s to about 10 s);
+  - a room (synthetic reverberation) on half the clips, a band-limited
+    "microphone" on some, 22.05 kHz files on some;
+  - background noise (white, pink or brown, some with mains hum) at 5-35 dB
+    SNR, and on a quarter of the clips a second sound of another class
+    underneath (6-18 dB lower);
+  - 60% of the train rows are unverified (manually_verified=0) and a fifth
+    of those carry a wrong label, as in FSDKaggle2018.
+
+Sources: each soundfont is a recording source (other instruments, rooms
+and microphones behind the samples). A fourth source, Freepats (Debian's
+freepats: GUS patches of other recorded instruments, played by timidity),
+covers 32 of the classes. With `test_only_sources` (the cross-source set)
+those sources are heard only in the test split: the test split then holds
+test_per_class clips of each class from the training sources ("same
+source") and as many from the held-out ones ("cross source"), and the set
+is restricted to the classes every source can play. sources.csv
+(fname,split,source) names each clip's source; tools/benchmark_quality
+reports the two groups side by side.
+
+Layout written: train.csv, audio_train/, sample_submission.csv, audio_test/,
+test_labels.csv (the test answers, all correct), sources.csv.
+Deterministic by seed for a given fluidsynth, timidity and soundfont
+version.
+
+Needs the fluidsynth program and the soundfonts (Debian: apt-get install
+fluidsynth fluid-soundfont-gm timgm6mb-soundfont
+musescore-general-soundfont-small), and for Freepats timidity and freepats;
+nothing else in tagger does.
+"""
+
+import dataclasses
+import os
+import shutil
+import struct
+import subprocess
+import tempfile
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from tagger import errors
+from tagger.datasets import demo_data
+
+RATE = 44100
+TICKS_PER_SECOND = 960      # 480 ticks per quarter at 120 bpm
+GAP_S = 2.5                 # silence between performances in one render
+DRUMS = 9                   # the General MIDI percussion channel
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """A recording source: a sample set and the synthesizer that plays it."""
+  name: str
+  synth: str        # fluidsynth (path: a soundfont) | timidity (a .cfg)
+  path: str
+  apt: str          # the Debian packages that bring it
+
+
+SOURCES = {s.name: s for s in (
+    Source("fluidr3", "fluidsynth", "/usr/share/sounds/sf2/FluidR3_GM.sf2",
+           "fluidsynth fluid-soundfont-gm"),
+    Source("timgm6mb", "fluidsynth", "/usr/share/sounds/sf2/TimGM6mb.sf2",
+           "fluidsynth timgm6mb-soundfont"),
+    Source("musescore", "fluidsynth",
+           "/usr/share/sounds/sf3/MuseScore_General.sf3",
+           "fluidsynth musescore-general-soundfont-small"),
+    Source("freepats", "timidity", "/etc/timidity/freepats.cfg",
+           "timidity freepats"),
+)}
+DEFAULT_SOURCES = ("fluidr3", "timgm6mb", "musescore")
+SOUNDFONTS = tuple(SOURCES[n].path for n in DEFAULT_SOURCES)
+APT_PACKAGES = ("fluidsynth fluid-soundfont-gm timgm6mb-soundfont "
+                "musescore-general-soundfont-small")
+
+
+@dataclasses.dataclass(frozen=True)
+class SoundClass:
+  name: str
+  programs: Tuple[int, ...] = ()   # GM programs (0-based); () = drums
+  keys: Tuple[int, int] = (48, 84)  # pitch range, or drum keys (listed)
+  drum_keys: Tuple[int, ...] = ()
+  kind: str = "pitched"             # pitched | drum | effect
+
+
+def _pitched(name, programs, low, high):
+  return SoundClass(name, tuple(programs), (low, high))
+
+
+def _drum(name, keys):
+  return SoundClass(name, drum_keys=tuple(keys), kind="drum")
+
+
+def _effect(name, program):
+  return SoundClass(name, (program,), (52, 72), kind="effect")
+
+
+CLASSES = (
+    _pitched("Acoustic_guitar", (24, 25), 40, 76),
+    _pitched("Electric_guitar", (29, 30), 40, 76),
+    _pitched("Bass_guitar", (32, 33, 34), 28, 52),
+    _pitched("Piano", (0, 1), 36, 96),
+    _pitched("Electric_piano", (4, 5), 40, 84),
+    _pitched("Organ", (16, 19), 36, 84),
+    _pitched("Accordion", (21,), 48, 84),
+    _pitched("Harmonica", (22,), 60, 84),
+    _pitched("Glockenspiel", (9,), 72, 96),
+    _pitched("Marimba", (12,), 48, 84),
+    _pitched("Violin_or_fiddle", (40,), 55, 91),
+    _pitched("Cello", (42,), 36, 64),
+    _pitched("Harp", (46,), 36, 88),
+    _pitched("Choir", (52, 53), 48, 76),
+    _pitched("Trumpet", (56,), 55, 82),
+    _pitched("Trombone", (57,), 40, 70),
+    _pitched("French_horn", (60,), 41, 72),
+    _pitched("Saxophone", (65, 66), 49, 80),
+    _pitched("Oboe", (68,), 58, 88),
+    _pitched("Clarinet", (71,), 50, 86),
+    _pitched("Flute", (73,), 60, 96),
+    _pitched("Banjo", (105,), 48, 80),
+    _pitched("Steel_drum", (114,), 52, 84),
+    _drum("Bass_drum", (35, 36)),
+    _drum("Snare_drum", (38, 40)),
+    _drum("Hi-hat", (42, 44, 46)),
+    _drum("Cymbal", (49, 51, 57)),
+    _drum("Tom", (41, 43, 45, 47, 48, 50)),
+    _drum("Hand_clap", (39,)),
+    _drum("Cowbell", (56,)),
+    _drum("Tambourine", (54,)),
+    _drum("Bongo_or_conga", (60, 61, 62, 63, 64)),
+    _drum("Triangle", (80, 81)),
+    _effect("Telephone", 124),
+    _effect("Bird", 123),
+    _effect("Applause", 126),
+    _effect("Gunshot", 127),
+    _effect("Helicopter", 125),
+    _effect("Seashore", 122),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordedSpec:
+  train_per_class: int = 25
+  test_per_class: int = 12
+  seed: int = 0
+  unverified: float = 0.6        # share of train rows not verified
+  wrong_label: float = 0.2       # share of unverified rows mislabelled
+  second_sound: float = 0.25     # share of clips with a sound underneath
+  snr_db: Tuple[float, float] = (5.0, 35.0)
+  sources: Tuple[str, ...] = DEFAULT_SOURCES
+  test_only_sources: Tuple[str, ...] = ()   # heard only in the test split
+
+
+class RecordedDataError(errors.UserError):
+  """fluidsynth or the soundfonts are missing; the message says what."""
+
+
+# ---------------------------------------------------------------------------
+# Performances: what is played, as MIDI notes.
+
+
+@dataclasses.dataclass
+class Note:
+  start: float      # seconds from the performance's start
+  duration: float
+  key: int
+  velocity: int
+
+
+def _performance(sound: SoundClass, rng) -> List[Note]:
+  """A short random performance of one class (notes in seconds)."""
+  if sound.kind == "drum":
+    hits = int(rng.integers(1, 12))
+    step = rng.uniform(0.12, 0.6)
+    notes, t = [], 0.0
+    for _ in range(hits):
+      notes.append(Note(t, 0.1, int(rng.choice(sound.drum_keys)),
+                        int(rng.integers(50, 128))))
+      t += step * rng.choice([0.5, 1.0, 1.0, 2.0])
+    return notes
+  low, high = sound.keys
+  if sound.kind == "effect":
+    return [Note(0.0, float(rng.uniform(0.5, 6.0)),
+                 int(rng.integers(low, high + 1)), int(rng.integers(70, 128)))]
+  pattern = rng.choice(["note", "phrase", "phrase", "chord", "arpeggio"])
+  velocity = int(rng.integers(45, 128))
+  if pattern == "note":
+    return [Note(0.0, float(rng.uniform(0.3, 4.0)),
+                 int(rng.integers(low, high + 1)), velocity)]
+  if pattern == "chord":
+    root = int(rng.integers(low, max(low + 1, high - 7)))
+    shape = [0, 4, 7] if rng.uniform() < 0.5 else [0, 3, 7, 12]
+    length = float(rng.uniform(0.4, 3.0))
+    return [Note(0.0, length, min(high, root + s), velocity) for s in shape]
+  notes, t = [], 0.0
+  key = int(rng.integers(low, high + 1))
+  step = rng.uniform(0.1, 0.5)
+  for _ in range(int(rng.integers(3, 13))):
+    length = step * rng.choice([1.0, 1.0, 2.0, 0.5])
+    legato = length * (1.6 if pattern == "arpeggio" else rng.uniform(0.6,
+                                                                     1.0))
+    notes.append(Note(t, legato, key, int(np.clip(
+        velocity + rng.integers(-15, 16), 1, 127))))
+    t += length
+    key = int(np.clip(key + rng.choice([-5, -3, -2, -1, 1, 2, 3, 4, 5, 7]),
+                      low, high))
+  return notes
+
+
+def _varlen(value: int) -> bytes:
+  out = [value & 0x7F]
+  value >>= 7
+  while value:
+    out.append((value & 0x7F) | 0x80)
+    value >>= 7
+  return bytes(reversed(out))
+
+
+def midi_file(events: Sequence[Tuple[int, bytes]]) -> bytes:
+  """A format-0 standard MIDI file of (tick, message) events, 120 bpm."""
+  track = b"\x00\xff\x51\x03" + (500000).to_bytes(3, "big")
+  last = 0
+  for tick, message in sorted(events, key=lambda e: e[0]):
+    track += _varlen(tick - last) + message
+    last = tick
+  track += b"\x00\xff\x2f\x00"
+  return (b"MThd" + struct.pack(">IHHH", 6, 0, 1, TICKS_PER_SECOND // 2) +
+          b"MTrk" + struct.pack(">I", len(track)) + track)
+
+
+def midi_score(performances) -> Tuple[bytes, List[Tuple[float, float]]]:
+  """One MIDI file playing (program, channel, notes) one after another;
+  returns it and each performance's (start, end) in seconds."""
+  events, spans, t = [], [], 0.5
+  for program, channel, notes in performances:
+    if channel != DRUMS:
+      events.append((int(t * TICKS_PER_SECOND), bytes([0xC0 | channel,
+                                                       program])))
+    end = t
+    for note in notes:
+      on = int((t + note.start) * TICKS_PER_SECOND) + 1
+      off = on + max(1, int(note.duration * TICKS_PER_SECOND))
+      events.append((on, bytes([0x90 | channel, note.key, note.velocity])))
+      events.append((off, bytes([0x80 | channel, note.key, 0])))
+      end = max(end, off / TICKS_PER_SECOND)
+    # The release rings on; everything is silenced before the next one.
+    stop = end + 1.2
+    events.append((int(stop * TICKS_PER_SECOND),
+                   bytes([0xB0 | channel, 120, 0])))
+    spans.append((t, stop))
+    t = stop + GAP_S
+  return midi_file(events), spans
+
+
+def check_tools(sources: Sequence[str] = DEFAULT_SOURCES) -> dict:
+  """{synth name: its program path} for the sources; RecordedDataError
+  naming what is missing and the apt line that brings it."""
+  unknown = [n for n in sources if n not in SOURCES]
+  if unknown:
+    raise RecordedDataError(f"unknown source(s) {unknown}; known: "
+                            f"{sorted(SOURCES)}")
+  programs, missing, packages = {}, [], []
+  for name in sources:
+    source = SOURCES[name]
+    program = shutil.which(source.synth)
+    if program is None or not os.path.exists(source.path):
+      missing.append(f"the {source.synth} program" if program is None
+                     else source.path)
+      packages.append(source.apt)
+    programs[source.synth] = program
+  if missing:
+    apt = " ".join(dict.fromkeys(" ".join(packages).split()))
+    raise RecordedDataError(
+        f"the recorded evaluation set needs {', '.join(missing)}: apt-get "
+        f"install {apt} (Debian/Ubuntu; BUILD.md)")
+  return programs
+
+
+def _timidity_instruments(cfg: str) -> Tuple[set, set]:
+  """(melodic programs, drum keys) that a timidity .cfg maps to patches."""
+  programs, keys, section = set(), set(), None
+  with open(cfg, encoding="utf-8", errors="replace") as f:
+    for line in f:
+      words = line.split("#")[0].split()
+      if len(words) >= 2 and words[0] in ("bank", "drumset"):
+        section = words[0] if words[1] == "0" else None
+      elif len(words) >= 2 and words[0].isdigit() and section:
+        (programs if section == "bank" else keys).add(int(words[0]))
+  return programs, keys
+
+
+def playable(sound: SoundClass, source: Source) -> SoundClass:
+  """The class restricted to the programs or drum keys the source has; a
+  class with none left has programs == () and drum_keys == ()."""
+  if source.synth != "timidity":
+    return sound        # the soundfonts are complete General MIDI sets
+  programs, keys = _timidity_instruments(source.path)
+  if sound.kind == "drum":
+    return dataclasses.replace(sound, drum_keys=tuple(
+        k for k in sound.drum_keys if k in keys))
+  return dataclasses.replace(sound, programs=tuple(
+      p for p in sound.programs if p in programs))
+
+
+def _can_play(sound: SoundClass) -> bool:
+  return bool(sound.drum_keys if sound.kind == "drum" else sound.programs)
+
+
+def render(program: str, source: Source, midi: bytes, workdir: str
+           ) -> np.ndarray:
+  """The synthesizer's rendering of a MIDI file: mono float32 at RATE,
+  without its own reverb and chorus (rooms are added per clip)."""
+  import soundfile as sf  # pylint: disable=g-import-not-at-top
+  midi_path = os.path.join(workdir, "score.mid")
+  wav_path = os.path.join(workdir, "render.wav")
+  with open(midi_path, "wb") as f:
+    f.write(midi)
+  if source.synth == "timidity":
+    command = [program, "-c", source.path, "-Ow", "--output-mono", "-s",
+               str(RATE), "-EFreverb=0", "-EFchorus=0", "-o", wav_path,
+               midi_path]
+  else:
+    command = [program, "-ni", "-q", "-R", "0", "-C", "0", "-g", "0.5", "-r",
+               str(RATE), "-F", wav_path, source.path, midi_path]
+  result = subprocess.run(command, capture_output=True, text=True,
+                          check=False)
+  if result.returncode != 0 or not os.path.exists(wav_path):
+    raise RecordedDataError(f"{source.synth} failed on {source.path}: "
+                            f"{result.stderr.strip()[-300:]}")
+  waveform, rate = sf.read(wav_path, dtype="float32", always_2d=True)
+  assert rate == RATE, rate
+  return waveform.mean(axis=1)
+
+
+# ---------------------------------------------------------------------------
+# Realism: room, microphone, background, a second sound.
+
+
+def _colored_noise(rng, n: int, color: str) -> np.ndarray:
+  white = rng.standard_normal(n)
+  if color == "white":
+    return white
+  spectrum = np.fft.rfft(white)
+  freqs = np.maximum(np.fft.rfftfreq(n, 1.0 / RATE), 20.0)
+  spectrum /= freqs**(0.5 if color == "pink" else 1.0)
+  noise = np.fft.irfft(spectrum, n)
+  return noise / (np.std(noise) + 1e-12)
+
+
+def _room(rng, sound: np.ndarray) -> np.ndarray:
+  """Exponentially decaying noise reverberation (RT60 0.2-1.2 s)."""
+  from scipy import signal  # pylint: disable=g-import-not-at-top
+  rt60 = rng.uniform(0.2, 1.2)
+  n = int(rt60 * RATE)
+  t = np.arange(n) / RATE
+  response = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)
+  response /= np.sqrt(np.sum(response**2))
+  wet = signal.fftconvolve(sound, response)  # [len(sound) + n - 1]
+  dry = np.pad(sound, (0, n - 1))
+  mix = rng.uniform(0.15, 0.6)
+  return (1 - mix) * dry + mix * wet
+
+
+def _microphone(rng, sound: np.ndarray) -> np.ndarray:
+  """A band-limited pickup (phone, cheap microphone)."""
+  from scipy import signal  # pylint: disable=g-import-not-at-top
+  low, high = rng.uniform(80, 400), rng.uniform(3000, 8000)
+  sos = signal.butter(4, [low, high], btype="band", fs=RATE, output="sos")
+  return signal.sosfilt(sos, sound)
+
+
+def _rms(x: np.ndarray) -> float:
+  return float(np.sqrt(np.mean(x**2) + 1e-12))
+
+
+def make_clip(sound: np.ndarray, under: Optional[np.ndarray], rng,
+              spec: RecordedSpec) -> Tuple[np.ndarray, int]:
+  """A recorded clip from a rendered performance: (waveform, rate)."""
+  sound = sound / (np.max(np.abs(sound)) + 1e-9)
+  if under is not None:
+    under = under / (np.max(np.abs(under)) + 1e-9)
+    under = under[:len(sound)] if len(under) > len(sound) else np.pad(
+        under, (0, len(sound) - len(under)))
+    sound = sound + under * 10**(-rng.uniform(6, 18) / 20)
+  if rng.uniform() < 0.5:
+    sound = _room(rng, sound)
+  if rng.uniform() < 0.2:
+    sound = _microphone(rng, sound)
+  lead, tail = (int(rng.uniform(0.0, 1.0) * RATE) for _ in range(2))
+  clip = np.pad(sound, (lead, tail))
+  color = rng.choice(["white", "pink", "brown"])
+  noise = _colored_noise(rng, len(clip), color)
+  if rng.uniform() < 0.2:
+    hum_hz = rng.choice([50.0, 60.0])
+    t = np.arange(len(clip)) / RATE
+    noise += sum(np.sin(2 * np.pi * hum_hz * h * t) / h for h in (1, 2, 3))
+  snr = rng.uniform(*spec.snr_db)
+  signal_rms = _rms(sound[np.abs(sound) > 0.01 * np.max(np.abs(sound))])
+  clip = clip + noise / _rms(noise) * signal_rms * 10**(-snr / 20)
+  clip *= 10**(-rng.uniform(1, 24) / 20) / (np.max(np.abs(clip)) + 1e-9)
+  if rng.uniform() < 0.2:
+    from scipy import signal  # pylint: disable=g-import-not-at-top
+    return signal.resample_poly(clip, 1, 2).astype(np.float32), RATE // 2
+  return clip.astype(np.float32), RATE
+
+
+# ---------------------------------------------------------------------------
+# The set.
+
+
+def set_classes(spec: RecordedSpec) -> List[SoundClass]:
+  """The classes every source of the set can play (all 39 with the
+  default soundfonts)."""
+  return [c for c in CLASSES
+          if all(_can_play(playable(c, SOURCES[n])) for n in spec.sources)]
+
+
+def _plan(spec: RecordedSpec, classes, rng):
+  """Every clip's (split, class, source index, performance), shuffled.
+  Test clips of held-out sources come after the others in the draw, so a
+  set without them draws as before."""
+  heard = [i for i, n in enumerate(spec.sources)
+           if n not in spec.test_only_sources]
+  held = [i for i, n in enumerate(spec.sources)
+          if n in spec.test_only_sources]
+  clips = []
+  for split, per_class in (("train", spec.train_per_class),
+                           ("test", spec.test_per_class)):
+    for k, sound in enumerate(classes):
+      for _ in range(per_class):
+        clips.append((split, k, heard[int(rng.integers(len(heard)))],
+                      _performance(sound, rng)))
+  for k, sound in enumerate(classes):
+    for _ in range(spec.test_per_class if held else 0):
+      clips.append(("test", k, held[int(rng.integers(len(held)))],
+                    _performance(sound, rng)))
+  order = rng.permutation(len(clips))
+  return [clips[i] for i in order]
+
+
+def _render_all(plan, spec: RecordedSpec, classes, programs, rng
+                ) -> List[np.ndarray]:
+  """Renders every planned performance: one synthesizer run per source."""
+  sounds: List[Optional[np.ndarray]] = [None] * len(plan)
+  with tempfile.TemporaryDirectory() as workdir:
+    for source_index, name in enumerate(spec.sources):
+      source = SOURCES[name]
+      mine = [i for i, clip in enumerate(plan) if clip[2] == source_index]
+      performances = []
+      for i in mine:
+        sound = playable(classes[plan[i][1]], source)
+        notes = plan[i][3]
+        if sound.kind == "drum":
+          # Keys the source lacks are played by one it has.
+          notes = [n if n.key in sound.drum_keys else dataclasses.replace(
+              n, key=int(rng.choice(sound.drum_keys))) for n in notes]
+          performances.append((0, DRUMS, notes))
+        else:
+          performances.append((int(rng.choice(sound.programs)), 0, notes))
+      if not mine:
+        continue
+      midi, spans = midi_score(performances)
+      audio = render(programs[source.synth], source, midi, workdir)
+      for i, (start, stop) in zip(mine, spans):
+        piece = audio[int(start * RATE):int(stop * RATE)]
+        sounds[i] = _trim_tail(piece)
+  return sounds
+
+
+def _trim_tail(piece: np.ndarray) -> np.ndarray:
+  """Cuts the silent end of a rendered performance (below -60 dB)."""
+  loud = np.nonzero(np.abs(piece) > 1e-3 * (np.max(np.abs(piece)) + 1e-12))[0]
+  if not len(loud):
+    return piece[:RATE // 10]
+  return piece[:loud[-1] + 1]
+
+
+def make_recorded_data(output_dir: str,
+                       spec: RecordedSpec = RecordedSpec(),
+                       progress: bool = True) -> dict:
+  """Writes the set under output_dir (local); returns counts."""
+  programs = check_tools(spec.sources)
+  held = set(spec.test_only_sources)
+  if held - set(spec.sources) or held == set(spec.sources):
+    raise RecordedDataError(
+        f"test_only_sources {sorted(held)} must be some, not all, of the "
+        f"sources {list(spec.sources)}")
+  classes = set_classes(spec)
+  rng = np.random.default_rng(spec.seed)
+  plan = _plan(spec, classes, rng)
+  sounds = _render_all(plan, spec, classes, programs, rng)
+  names = rng.choice(16**8, size=len(plan), replace=False)
+  rows = {"train": [], "test": []}
+  source_rows = []
+  labels = [c.name for c in classes]
+  for split in rows:
+    os.makedirs(os.path.join(output_dir, f"audio_{split}"), exist_ok=True)
+  # A second sound comes from the same split and side of the hold-out.
+  def group(clip):
+    return clip[0], spec.sources[clip[2]] in held
+  by_group = {}
+  for i, clip in enumerate(plan):
+    by_group.setdefault(group(clip), []).append(i)
+  wrong = 0
+  for i, (split, k, source_index, _) in enumerate(plan):
+    under = None
+    if rng.uniform() < spec.second_sound:
+      other = int(rng.choice(by_group[group(plan[i])]))
+      if plan[other][1] != k:
+        under = sounds[other]
+    clip, rate = make_clip(sounds[i], under, rng, spec)
+    fname = f"{int(names[i]):08x}.wav"
+    with open(os.path.join(output_dir, f"audio_{split}", fname), "wb") as f:
+      f.write(demo_data.wav_bytes(clip, rate))
+    label = labels[k]
+    source_rows.append([fname, split, spec.sources[source_index]])
+    if split == "train":
+      verified = int(rng.uniform() >= spec.unverified)
+      if not verified and rng.uniform() < spec.wrong_label:
+        label = labels[int(rng.choice([j for j in range(len(labels))
+                                       if j != k]))]
+        wrong += 1
+      rows[split].append([fname, label, verified])
+    else:
+      rows[split].append([fname, label])
+    if progress and (i + 1) % 200 == 0:
+      print(f"  {i + 1}/{len(plan)} clips", flush=True)
+  demo_data.write_csv(os.path.join(output_dir, "train.csv"),
+                      ["fname", "label", "manually_verified"], rows["train"])
+  placeholder = " ".join(labels[:3])
+  demo_data.write_csv(os.path.join(output_dir, "sample_submission.csv"),
+                      ["fname", "label"],
+                      [[r[0], placeholder] for r in rows["test"]])
+  demo_data.write_csv(os.path.join(output_dir, "test_labels.csv"),
+                      ["fname", "label"], rows["test"])
+  demo_data.write_csv(os.path.join(output_dir, "sources.csv"),
+                      ["fname", "split", "source"], source_rows)
+  return {"train": len(rows["train"]), "test": len(rows["test"]),
+          "classes": len(labels), "wrong_train_labels": wrong,
+          "cross_source_test": sum(1 for c in plan if c[0] == "test" and
+                                   spec.sources[c[2]] in held)}

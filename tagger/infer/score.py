@@ -1,0 +1,490 @@
+"""Batched offline test-time augmentation: folds x lengths x tries.
+
+For every clip, each fold model sees it at each length (the training's
+validation lengths by default) in `tries` random crops/pads; the class
+scores are the mean of all those log-probabilities (a geometric mean of
+probabilities), and the top 3 labels are the prediction.
+
+Speed: the host reads each clip once per length and cuts all its tries at
+once (`tries` rows per clip in one batch); every model, loaded once, runs on
+the same batch under the distribution strategy, in large batches; the host
+prepares the next batch while the models run.
+"""
+
+import csv
+import dataclasses
+import io
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tagger import distribute
+from tagger import errors
+from tagger import fileio
+from tagger import metrics
+from tagger import parallel
+from tagger import plots
+from tagger.input import batches as batches_lib
+from tagger.model import model_dir as model_dir_lib
+from tagger.model import networks as model_lib
+from tagger.shards import clip_files
+from tagger.shards import data_info
+from tagger.shards import records
+
+DEFAULT_TRIES = 5
+
+
+class ScoreError(errors.UserError):
+  """Inputs the scorer cannot use; the message says why."""
+
+
+@dataclasses.dataclass
+class LoadedModel:
+  model_dir: str
+  data: model_dir_lib.DataDescription
+  model: keras.Model         # outputs (probabilities, pooled embedding)
+
+  @property
+  def stage2(self) -> bool:
+    return self.data.stage2
+
+
+def find_model_dirs(pattern: str) -> List[str]:
+  try:
+    return model_dir_lib.find(pattern)
+  except model_dir_lib.ModelDirError as e:
+    raise ScoreError(str(e)) from e
+
+
+def load_model(model_dir: str) -> LoadedModel:
+  """A model dir's network, outputs (probabilities, embedding): the pooled
+  features, with the PCA vector where the network concatenates them."""
+  data, base = model_dir_lib.load(model_dir)
+  return LoadedModel(model_dir, data, model_lib.with_embedding(base))
+
+
+def check_compatible(models: Sequence[LoadedModel], info_labels=None):
+  first = models[0].data
+  for m in models[1:]:
+    for key in ("labels", "num_mels", "normalization", "params"):
+      if getattr(m.data, key) != getattr(first, key):
+        raise ScoreError(f"{m.model_dir} and {models[0].model_dir} differ in "
+                         f"{key}; score models of one dataset together")
+  if info_labels is not None and list(info_labels) != list(first.labels):
+    raise ScoreError("the test shards' labels differ from the models' "
+                     "(were they made with --pca_from the same train split?)")
+
+
+@dataclasses.dataclass
+class Scores:
+  """What scoring produced, per clip in input order."""
+  fnames: List[str]
+  log_probs: np.ndarray      # [N, C] mean log-probability
+  embeddings: Optional[np.ndarray]  # [N, D] mean pooled features
+  empty: np.ndarray          # [N] bool: no audio; ranked by class priors
+  labels: List[str]
+  multi_label: bool = False  # sigmoid models: log_probs per class, each
+                             # independent (they do not sum to 1)
+
+
+def _read_headers(dataset: tf.data.Dataset):
+  """fname, empty and num_frames of every record, in order."""
+  spec = {k: records.feature_spec(1)[k] for k in
+          (records.FNAME, records.EMPTY, records.NUM_FRAMES)}
+  names, empty = [], []
+  for batch in dataset.batch(1024).map(
+      lambda s: tf.io.parse_example(s, spec)).as_numpy_iterator():
+    names += [n.decode("utf-8") for n in batch[records.FNAME]]
+    empty += (batch[records.EMPTY].astype(bool) |
+              (batch[records.NUM_FRAMES] == 0)).tolist()
+  return names, np.array(empty, bool)
+
+
+class Scorer:
+  """Models loaded once and one compiled forward pass over all of them:
+  host batch -> crop/pad on the device -> mean log-probability (and mean
+  pooled features) of every model. Traced once for every batch shape."""
+
+  def __init__(self, models: Sequence[LoadedModel],
+               strategy: tf.distribute.Strategy, embeddings: bool = False):
+    check_compatible(models)
+    self.models = list(models)
+    self.strategy = strategy
+    self.data = models[0].data
+    self.spec = self.data.batch_spec
+    self.embeddings = embeddings
+    self.traces = 0
+    self._forward = None
+
+  def _compile(self, element_spec):
+    spec, strategy, embeddings = self.spec, self.strategy, self.embeddings
+    pad_mode = self.data.pad_mode
+    models = [(m.model, m.stage2) for m in self.models]
+
+    @tf.function(input_signature=[element_spec])
+    def forward(batch):
+      self.traces += 1
+      def replica(b):
+        model_batch = batches_lib.prepare_eval_batch(b, spec, pad_mode)
+        log_probs, pooled = [], []
+        for model, pca in models:
+          probs, features = model(model_lib.model_inputs(model_batch, pca),
+                                  training=False)
+          log_probs.append(model_lib.log_probabilities(probs))
+          if embeddings:
+            pooled.append(tf.cast(features, tf.float32))
+        mean_log = tf.add_n(log_probs) / len(log_probs)
+        mean_pooled = (tf.add_n(pooled) / len(pooled) if embeddings else
+                       tf.zeros([tf.shape(mean_log)[0], 0]))
+        return mean_log, mean_pooled
+      per_replica = strategy.run(replica, args=(batch,))
+      return (strategy.gather(per_replica[0], axis=0),
+              strategy.gather(per_replica[1], axis=0))
+    return forward
+
+  def score(self, serialized: tf.data.Dataset, *,
+            lengths: Optional[Sequence[int]] = None,
+            tries: int = DEFAULT_TRIES, batch_size: int = 256, seed: int = 0,
+            progress: bool = True, tta: str = "random") -> "Scores":
+    """Every clip x length x try; rows in the input order. tta 'random':
+    seeded random windows; 'even': the tries spread evenly over each clip
+    (what the waveform SavedModel does, batches.eval_host_batches)."""
+    data = self.data
+    lengths = [int(x) for x in (lengths or data.eval_lengths)]
+    shortest = max(model_lib.min_frames(m.data.architecture.get(
+        "backbone", "mobilenet_v2")) for m in self.models)
+    if min(lengths) < shortest:
+      raise ScoreError(f"lengths must be >= {shortest} frames (the "
+                       "models' backbones pool nothing shorter)")
+    fnames, empty = _read_headers(serialized)
+    n, c = len(fnames), len(data.labels)
+    clips_per_batch = max(1, batch_size // tries)
+    total = np.zeros((n, c), np.float64)
+    pooled_sum = None
+    bar = parallel.progress_bar(n * len(lengths), enabled=progress,
+                                unit="clip", desc="scoring (x lengths)")
+    # Every clip x try at the first length, then the next, ...: one
+    # pipeline, so the host cuts the next batch while the models run.
+    batches = self.strategy.experimental_distribute_dataset(
+        batches_lib.eval_host_batches(
+            serialized, self.spec, lengths, clips_per_batch=clips_per_batch,
+            repeats=tries, seed=seed, tta=tta).prefetch(2))
+    if self._forward is None:
+      self._forward = self._compile(batches.element_spec)
+    per_length = -(-n // clips_per_batch)
+    for k, batch in enumerate(batches):
+      log_probs, pooled = self._forward(batch)
+      log_probs = log_probs.numpy().reshape(-1, tries, c).sum(axis=1)
+      count = log_probs.shape[0]
+      start = (k % per_length) * clips_per_batch
+      total[start:start + count] += log_probs
+      if self.embeddings:
+        pooled = pooled.numpy().reshape(count, tries, -1).sum(axis=1)
+        if pooled_sum is None:
+          pooled_sum = np.zeros((n, pooled.shape[1]), np.float64)
+        pooled_sum[start:start + count] += pooled
+      bar.update(count)
+    bar.close()
+    views = len(lengths) * tries
+    log_probs = total / views
+    counts = np.asarray(data.class_counts, np.float64)
+    log_probs[empty] = np.log(np.maximum(counts, 1e-3) / max(counts.sum(), 1))
+    emb = None
+    if pooled_sum is not None:
+      emb = (pooled_sum / views).astype(np.float32)
+      emb[empty] = 0.0
+    return Scores(fnames, log_probs, emb, empty, list(data.labels),
+                  data.multi_label)
+
+
+def score_records(serialized: tf.data.Dataset, models: Sequence[LoadedModel],
+                  strategy: tf.distribute.Strategy, *,
+                  lengths: Optional[Sequence[int]] = None,
+                  tries: int = DEFAULT_TRIES, batch_size: int = 256,
+                  seed: int = 0, embeddings: bool = False,
+                  progress: bool = True, tta: str = "random") -> "Scores":
+  """Scores a dataset of serialized records (test shards, or records made
+  from raw audio) with every model at every length x tries."""
+  return Scorer(models, strategy, embeddings).score(
+      serialized, lengths=lengths, tries=tries, batch_size=batch_size,
+      seed=seed, progress=progress, tta=tta)
+
+
+# ---------------------------------------------------------------------------
+# Inputs: test shards, or raw audio.
+
+
+def shard_records(data_dir: str) -> tf.data.Dataset:
+  """The records of a shard folder (test split) in CSV order."""
+  info = data_info.load_data_info(data_dir, verify=True)
+  files = [fileio.join(data_dir, s["file"]) for s in info.manifest["shards"]]
+  return tf.data.TFRecordDataset(files, info.compression, buffer_size=8 << 20)
+
+
+def audio_records(audio_dir: str, model_dir: str, num_workers: int = 0,
+                  csv_path: str = "", max_file_mb: float =
+                  clip_files.MAX_FILE_MB,
+                  progress: bool = True) -> tf.data.Dataset:
+  """Records made in memory from raw audio files with the feature code of
+  the shards: the files of csv_path's fname column, or every file in
+  audio_dir (sorted). Each file is judged as make_tfrecords judges it
+  (the same reader and checks); a file that cannot be used becomes an
+  empty record, a truncated or cut one is scored from what decoded, and
+  each is reported with the file and the reason."""
+  from tagger.audio import extract  # pylint: disable=g-import-not-at-top
+  from tagger.audio import pca as pca_lib  # pylint: disable=g-import-not-at-top
+  from tagger.audio.params import FeatureParams  # pylint: disable=g-import-not-at-top
+  data = model_dir_lib.read_data(model_dir)
+  params = FeatureParams.from_dict(data.feature_params)
+  fit = pca_lib.PcaFit.load(fileio.join(model_dir, model_dir_lib.PCA_FIT))
+  try:
+    names = clip_files.names_to_score(audio_dir, csv_path)
+  except clip_files.CsvError as e:
+    raise ScoreError(str(e)) from e
+  rows = [clip_files.Row(i, name, "", 1) for i, name in enumerate(names)]
+  extract.warm_up(params)
+  results = parallel.ordered_parallel_map(
+      extract.extract_in_worker,
+      clip_files.clip_tasks(rows, audio_dir, max_file_mb),
+      num_workers or os.cpu_count() or 1, extract.init_worker,
+      (params.to_dict(),), size=extract.task_size)
+  serialized = []
+  bar = parallel.progress_bar(len(rows), unit="file", enabled=progress)
+  for row, result in zip(rows, results):
+    bar.update(1)
+    mel = result.log_mel_db
+    if result.status in (extract.TRUNCATED, extract.CUT):
+      logging.warning("%s (scored from the audio that decoded)",
+                      result.reason)
+    elif result.status != extract.OK:
+      logging.warning("%s (scored from class frequencies)", result.reason)
+      mel = mel[:, :0]
+    pca = fit.apply(result.summary[None])[0] if mel.shape[1] else np.zeros(
+        fit.dim, np.float32)
+    serialized.append(records.serialize_example(
+        fname=row.fname, label=-1, label_name="", fold=-1,
+        manually_verified=1, log_mel_db=mel, pca=pca))
+  bar.close()
+  return tf.data.Dataset.from_tensor_slices(serialized)
+
+
+# ---------------------------------------------------------------------------
+# Outputs.
+
+
+def submission_csv(scores: Scores) -> str:
+  """fname,label with the top 3 labels, space separated (Kaggle format),
+  quoted where a name or label needs it."""
+  top = metrics.top_k(scores.log_probs, 3)
+  buffer = io.StringIO()
+  writer = csv.writer(buffer, lineterminator="\n")
+  writer.writerow(["fname", "label"])
+  for name, row in zip(scores.fnames, top):
+    writer.writerow([name, " ".join(scores.labels[i] for i in row)])
+  return buffer.getvalue()
+
+
+SUBMISSION_FORMATS = ("auto", "kaggle2018", "kaggle2019")
+
+
+def probabilities_csv(scores: Scores) -> str:
+  """fname and a probability column per class: FSDKaggle2019's submission.
+  Single-label models' probabilities sum to 1 over the classes;
+  multi-label (sigmoid) models' are each class's own."""
+  buffer = io.StringIO()
+  writer = csv.writer(buffer, lineterminator="\n")
+  writer.writerow(["fname"] + scores.labels)
+  probs = np.exp(scores.log_probs)
+  if not scores.multi_label:
+    probs /= probs.sum(axis=1, keepdims=True)
+  for name, row in zip(scores.fnames, probs):
+    writer.writerow([name] + [f"{p:.6g}" for p in row])
+  return buffer.getvalue()
+
+
+def read_labels_csv(path: str) -> Dict[str, Tuple[str, ...]]:
+  """fname -> its labels, from fname,label (one label) or fname,labels
+  (comma separated, FSDKaggle2019)."""
+  reader = csv.DictReader(io.StringIO(fileio.read_text(path)))
+  columns = set(reader.fieldnames or [])
+  if "fname" not in columns or not {"label", "labels"} & columns:
+    raise ScoreError(f"{path}: needs the columns fname,label or "
+                     "fname,labels")
+  if "labels" in columns:
+    return {r["fname"]: clip_files.split_labels(r["labels"]) for r in reader}
+  return {r["fname"]: (r["label"],) for r in reader}
+
+
+def label_sets(truth: Dict[str, object]) -> Dict[str, Tuple[str, ...]]:
+  """Answers as label tuples: a str is one label, a sequence several."""
+  return {f: (t,) if isinstance(t, str) else tuple(t)
+          for f, t in truth.items()}
+
+
+def evaluate(scores: Scores, truth: Dict[str, Tuple[str, ...]]) -> dict:
+  """MAP@3, top-1 accuracy, per-class accuracy and the confusion matrix of
+  the clips that have a known label; for multi-label answers or models,
+  lwlrap and per-class AP (evaluate_multi_label). truth: fname -> its
+  labels (read_labels_csv; a str is one label)."""
+  truth = label_sets(truth)
+  if scores.multi_label or any(len(t) > 1 for t in truth.values()):
+    return evaluate_multi_label(scores, truth)
+  truth = {f: t[0] if t else "" for f, t in truth.items()}
+  index = {l: i for i, l in enumerate(scores.labels)}
+  rows = [i for i, f in enumerate(scores.fnames) if truth.get(f) in index]
+  unknown = sorted({truth[f] for f in scores.fnames
+                    if f in truth and truth[f] not in index})
+  missing = sum(f not in truth for f in scores.fnames)
+  labels = np.array([index[truth[scores.fnames[i]]] for i in rows])
+  s = scores.log_probs[rows]
+  matrix = metrics.confusion(s, labels, len(scores.labels))
+  return {"clips": len(rows), "map3": metrics.map_at_3(s, labels),
+          "accuracy": metrics.accuracy(s, labels),
+          "per_class_accuracy": dict(zip(
+              scores.labels, metrics.per_class_accuracy(matrix).round(4)
+              .tolist())),
+          "confusion": matrix, "unknown_labels": unknown,
+          "without_label": missing}
+
+
+def evaluate_multi_label(scores: Scores,
+                         truth: Dict[str, Tuple[str, ...]]) -> dict:
+  """lwlrap, per-class AP, MAP@3 and top-1 accuracy of the clips with one
+  label (None without such clips), and the top-1 class's share among a
+  clip's labels, over the clips whose labels are all known."""
+  index = {l: i for i, l in enumerate(scores.labels)}
+  known = lambda t: bool(t) and all(l in index for l in t)
+  rows = [i for i, f in enumerate(scores.fnames) if known(truth.get(f))]
+  unknown = sorted({l for f in scores.fnames for l in truth.get(f, ())
+                    if l not in index})
+  missing = sum(f not in truth for f in scores.fnames)
+  hot = np.zeros((len(rows), len(scores.labels)), bool)
+  for j, i in enumerate(rows):
+    hot[j, [index[l] for l in truth[scores.fnames[i]]]] = True
+  s = scores.log_probs[rows]
+  single = hot.sum(axis=1) == 1
+  ap = metrics.average_precision_per_class(hot, s)
+  top1 = metrics.top_k(s, 1)[:, 0]
+  return {"clips": len(rows), "multi_label": True,
+          "lwlrap": metrics.lwlrap(hot, s)[0],
+          "map3": (metrics.map_at_3(s[single], hot[single].argmax(axis=1))
+                   if single.any() else None),
+          "accuracy": (metrics.accuracy(s[single], hot[single].argmax(axis=1))
+                       if single.any() else None),
+          "single_label_clips": int(single.sum()),
+          "top1_in_labels": float(hot[np.arange(len(rows)), top1].mean())
+                            if rows else 0.0,
+          "per_class_ap": {l: None if np.isnan(a) else round(float(a), 4)
+                           for l, a in zip(scores.labels, ap)},
+          "_ap": ap, "unknown_labels": unknown, "without_label": missing}
+
+
+def check_writable(flag: str, path: str) -> None:
+  """The output's folder exists (made if need be) and takes a file."""
+  folder = os.path.dirname(path)
+  try:
+    if folder and "://" not in folder:  # object stores have no folders
+      fileio.makedirs(folder)
+    probe = fileio.temp_name(path)
+    fileio.atomic_write_text(probe, "write check\n")
+    tf.io.gfile.remove(probe)
+  except (tf.errors.OpError, OSError) as e:
+    raise ScoreError(f"{flag}: cannot write {path} "
+                     f"({getattr(e, 'message', None) or e})") from e
+
+
+def score(*, model_dirs: str, output: str, data_dir: str = "",
+          audio_dir: str = "", audio_csv: str = "",
+          lengths: Optional[Sequence[int]] = None,
+          tries: int = DEFAULT_TRIES, batch_size: int = 256, seed: int = 0,
+          probs_out: str = "", embeddings_out: str = "",
+          labels_csv: str = "", confusion_png: str = "",
+          strategy_name: str = "auto", num_workers: int = 0,
+          progress: bool = True, tta: str = "random",
+          submission_format: str = "auto") -> dict:
+  """tools/score: writes the submission (and the optional outputs):
+  kaggle2018 (fname,label: the top 3 labels) or kaggle2019 (fname and a
+  probability column per class); auto: kaggle2019 for multi-label
+  models."""
+  if submission_format not in SUBMISSION_FORMATS:
+    raise ScoreError(f"--submission_format must be one of "
+                     f"{SUBMISSION_FORMATS}, not {submission_format!r}")
+  if tta not in batches_lib.TTA_MODES:
+    raise ScoreError(f"--tta must be one of {batches_lib.TTA_MODES}, not "
+                     f"{tta!r}")
+  if bool(data_dir) == bool(audio_dir):
+    raise ScoreError("give exactly one of --data_dir (test shards) and "
+                     "--audio_dir (raw audio files)")
+  for flag, path in (("--labels_csv", labels_csv), ("--audio_csv", audio_csv)):
+    if path and not fileio.exists(path):  # before hours of scoring
+      raise ScoreError(f"{flag}: {path} not found")
+  for flag, path in (("--output", output), ("--probs_out", probs_out),
+                     ("--embeddings_out", embeddings_out),
+                     ("--confusion_png", confusion_png)):
+    if path:
+      check_writable(flag, path)
+  strategy = distribute.make_strategy(strategy_name)
+  dirs = find_model_dirs(model_dirs)
+  logging.info("scoring with %d model(s): %s", len(dirs), ", ".join(dirs))
+  with strategy.scope():
+    models = [load_model(d) for d in dirs]
+  if data_dir:
+    info = data_info.load_data_info(data_dir)
+    check_compatible(models, info.labels)
+    serialized = shard_records(data_dir)
+  else:
+    serialized = audio_records(audio_dir, dirs[0], num_workers, audio_csv,
+                               progress=progress)
+  try:
+    scores = score_records(serialized, models, strategy, lengths=lengths,
+                           tries=tries, batch_size=batch_size, seed=seed,
+                           embeddings=bool(embeddings_out),
+                           progress=progress, tta=tta)
+  except tf.errors.DataLossError as e:
+    if not data_dir:
+      raise
+    raise data_info.explain_data_loss(data_dir, info.manifest, e) from e
+  if submission_format == "auto":
+    submission_format = "kaggle2019" if scores.multi_label else "kaggle2018"
+  fileio.atomic_write_text(output, probabilities_csv(scores) if
+                           submission_format == "kaggle2019" else
+                           submission_csv(scores))
+  result = {"clips": len(scores.fnames), "models": dirs,
+            "submission_format": submission_format,
+            "lengths": [int(x) for x in (lengths or
+                                         models[0].data.eval_lengths)],
+            "tries": tries, "tta": tta,
+            "empty": int(scores.empty.sum()), "output": output}
+  if scores.empty.any():
+    logging.warning("%d clip(s) had no audio and are ranked by the training "
+                    "class frequencies: %s", scores.empty.sum(),
+                    ", ".join(np.array(scores.fnames)[scores.empty][:10]))
+  if probs_out:
+    fileio.atomic_write_text(probs_out, probabilities_csv(scores))
+  if embeddings_out:
+    buffer = io.BytesIO()
+    np.savez(buffer, fname=np.array(scores.fnames),
+             embedding=scores.embeddings)
+    fileio.atomic_write_bytes(embeddings_out, buffer.getvalue())
+  if labels_csv:
+    report = evaluate(scores, read_labels_csv(labels_csv))
+    if report.get("multi_label"):
+      png = plots.per_class_bars(
+          report.pop("_ap"), scores.labels,
+          f"lwlrap {report['lwlrap']:.3f} over {report['clips']} clips: "
+          "average precision per class")
+      suffix = "_per_class_ap.png"
+    else:
+      png = plots.confusion_matrix(report.pop("confusion"), scores.labels,
+                                   f"MAP@3 {report['map3']:.3f} over "
+                                   f"{report['clips']} clips")
+      suffix = "_confusion.png"
+    confusion_png = confusion_png or os.path.splitext(output)[0] + suffix
+    fileio.atomic_write_bytes(confusion_png, png)
+    report["confusion_png"] = confusion_png
+    result["evaluation"] = report
+  return result

@@ -1,0 +1,417 @@
+"""Stage-1 (mel) and stage-2 (mel + PCA) MobileNetV2 taggers.
+
+As SEED-FACTS.md "Model": log-mel [64, T, 1] -> BatchNorm -> Conv 1x1 (10,
+relu) -> Conv 1x1 (3, relu) -> MobileNetV2 (alpha 1, no top) -> global
+average pool [-> concat BatchNorm(PCA)] -> Dense 1536 relu -> BatchNorm ->
+Dense 384 relu -> BatchNorm -> Dense C softmax (float32 under mixed
+precision). With 41 classes and 350 PCA inputs: 4,839,330 and 5,378,330
+parameters (5,339,676 trainable).
+
+Layers carry fixed names, so weights move between stages by name
+(`transfer_weights`).
+"""
+
+import dataclasses
+import os
+from typing import Callable, Dict, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tagger import errors
+from tagger import fileio
+from tagger.shards import records
+
+BACKBONE = "backbone"
+MIN_FRAMES = 32  # MobileNetV2 downsamples 32x: shorter inputs pool nothing
+IMAGENET_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+
+
+class ModelError(errors.UserError):
+  """A model setting that cannot work; the message says why."""
+
+
+def _imagenet_weights(path: str) -> str:
+  """A local ImageNet weights file: the given path, or Keras' cache."""
+  if path and path != "imagenet":
+    candidates = [path]
+  else:
+    cache = os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras"))
+    candidates = [os.path.join(cache, "models", IMAGENET_FILE)]
+  for candidate in candidates:
+    if fileio.exists(candidate):
+      return candidate
+  raise ModelError(
+      f"ImageNet weights for MobileNetV2 not found at {candidates[0]}. This "
+      "machine has no internet: fetch "
+      f"https://storage.googleapis.com/tensorflow/keras-applications/"
+      f"mobilenet_v2/{IMAGENET_FILE} elsewhere, copy it here and pass its "
+      "path as --config.model.backbone_weights=/path/to/it (or put it in "
+      "~/.keras/models/).")
+
+
+# ---------------------------------------------------------------------------
+# Backbones: [B, mels, T, 3] -> [B, mels', T', D] feature maps.
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+  build: Callable[..., keras.Model]  # (alpha, weights) -> keras.Model
+  min_frames: int                    # shortest input that still pools
+  # own_stem: takes the normalised log-mel [B, mels, T, 1] itself (its own
+  # front-end) instead of the reference's BN + 1x1 convs to 3 channels.
+  own_stem: bool = False
+  # pool: avg (global average) | mean_freq_max_time ([B, T', F', D] CNN9
+  # maps: the mean over frequency, the max over time) | aisfx_blocks (the
+  # same maps: aisfx's clip embedding, _aisfx_block_pool).
+  pool: str = "avg"
+  # features: the params.PRESETS feature set the shards must be made with
+  # ('': any).
+  features: str = ""
+
+
+BACKBONES: Dict[str, Backbone] = {}
+
+
+def register_backbone(name: str, build, min_frames: int,
+                      own_stem: bool = False, pool: str = "avg",
+                      features: str = "") -> None:
+  """Makes `name` usable as config.model.backbone."""
+  BACKBONES[name] = Backbone(build, int(min_frames), own_stem, pool,
+                             features)
+
+
+def backbone_spec(name: str) -> Backbone:
+  if name not in BACKBONES:
+    raise ModelError(f"unknown backbone {name!r}; known: "
+                     f"{sorted(BACKBONES)}")
+  return BACKBONES[name]
+
+
+def min_frames(name: str = "mobilenet_v2") -> int:
+  return backbone_spec(name).min_frames
+
+
+def _mobilenet_v2(alpha: float, weights: Optional[str]) -> keras.Model:
+  # Keras rejects (64, None, 3) but takes (None, None, 3) (BUILD.md).
+  return keras.applications.MobileNetV2(
+      input_shape=(None, None, 3), alpha=float(alpha), include_top=False,
+      weights=_imagenet_weights(weights) if weights else None)
+
+
+def _small_cnn(alpha: float, weights: Optional[str]) -> keras.Model:
+  """Four VGG-style blocks (2 x conv 3x3 + BN + ReLU, max-pool 2x2) of
+  32..256 channels x alpha: ~1.2M parameters at alpha 1, fast on CPUs
+  (not in the reference)."""
+  if weights:
+    raise ModelError("the small_cnn backbone has no pretrained weights")
+  inputs = keras.Input((None, None, 3))
+  x = inputs
+  for block, width in enumerate((32, 64, 128, 256)):
+    for conv in range(2):
+      x = keras.layers.Conv2D(max(8, int(width * alpha)), 3, padding="same",
+                              use_bias=False,
+                              name=f"block{block}_conv{conv}")(x)
+      x = keras.layers.BatchNormalization(name=f"block{block}_bn{conv}")(x)
+      x = keras.layers.ReLU(name=f"block{block}_relu{conv}")(x)
+    x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+  return keras.Model(inputs, x)
+
+
+def _cnn9_aisfx(alpha: float, weights: Optional[str]) -> keras.Model:
+  """aisfx's audio-pretrained CNN9 behind an adapter from the reference's
+  log-mel (tagger/pretrained.py); weights: the aisfx wheel or its
+  checkpoint.pth (none: random initialisation)."""
+  from tagger.model import pretrained  # pylint: disable=g-import-not-at-top
+  from tagger.audio.params import FeatureParams  # pylint: disable=g-import-not-at-top
+  if alpha != 1.0:
+    raise ModelError("the cnn9_aisfx backbone has one width (alpha 1.0)")
+  params = FeatureParams()
+  return pretrained.cnn9_adapted(weights or "", params.mel_bands,
+                                 params.norm_max_db - params.norm_min_db)
+
+
+def _cnn9_aisfx_native(alpha: float, weights: Optional[str]) -> keras.Model:
+  """The same CNN9 on shards of aisfx's own front-end
+  (make_tfrecords --features=aisfx)."""
+  from tagger.model import pretrained  # pylint: disable=g-import-not-at-top
+  if alpha != 1.0:
+    raise ModelError("the cnn9_aisfx_native backbone has one width "
+                     "(alpha 1.0)")
+  return pretrained.cnn9_native(weights or "")
+
+
+register_backbone("mobilenet_v2", _mobilenet_v2, MIN_FRAMES)
+register_backbone("small_cnn", _small_cnn, 16)
+register_backbone("cnn9_aisfx", _cnn9_aisfx, 16, own_stem=True,
+                  pool="mean_freq_max_time")
+register_backbone("cnn9_aisfx_native", _cnn9_aisfx_native, 16,
+                  own_stem=True, pool="aisfx_blocks", features="aisfx")
+
+
+# ---------------------------------------------------------------------------
+# Input normalisation: what the network sees of a clip's level and channel.
+
+INPUT_NORMS = ("batch", "clip", "clip_band")
+
+
+@keras.saving.register_keras_serializable(package="tagger")
+class ClipStandardization(keras.layers.Layer):
+  """Each clip's log-mel image standardised by its own statistics, so that
+  the recording's level (a constant in dB) and, per band ('clip_band'),
+  its channel (a fixed EQ: a constant per mel band in dB) do not reach the
+  network. [B, M, T, 1] -> the same shape.
+
+  per_band=False: minus the clip's mean, over its standard deviation.
+  per_band=True: minus each band's mean over time (cepstral mean
+  normalisation), over the clip's standard deviation."""
+
+  def __init__(self, per_band: bool = False, epsilon: float = 1e-3,
+               **kwargs):
+    super().__init__(**kwargs)
+    self.per_band = bool(per_band)
+    self.epsilon = float(epsilon)
+
+  def call(self, x):
+    x32 = keras.ops.cast(x, "float32")
+    mean = keras.ops.mean(x32, axis=(2, 3) if self.per_band else (1, 2, 3),
+                          keepdims=True)     # [B, M or 1, 1, 1]
+    centred = x32 - mean
+    std = keras.ops.sqrt(keras.ops.mean(keras.ops.square(centred),
+                                        axis=(1, 2, 3), keepdims=True))
+    return keras.ops.cast(centred / (std + self.epsilon), x.dtype)
+
+  def get_config(self):
+    return {**super().get_config(), "per_band": self.per_band,
+            "epsilon": self.epsilon}
+
+
+def _input_norm(log_mel, input_norm: str):
+  """[B, M, T, 1] normalised image -> what the stem sees (mel_bn always
+  follows, so the weights are the same for every choice)."""
+  if input_norm not in INPUT_NORMS:
+    raise ModelError(f"model.input_norm must be one of {INPUT_NORMS}, not "
+                     f"{input_norm!r}")
+  if input_norm == "batch":       # the reference: fixed dB bounds + BN
+    return log_mel
+  return ClipStandardization(per_band=input_norm == "clip_band",
+                             name="clip_norm")(log_mel)
+
+
+AISFX_BLOCK = 12      # CNN9 frames (x 8 input frames): aisfx's 2.3 s blocks
+AISFX_BLOCK_HOP = 6   # every 1.15 s
+
+
+def _aisfx_block_pool(x):
+  """[B, T', F', D] CNN9 maps -> [B, 2D], aisfx's clip embedding: the mean
+  over frequency, the max over each block of 2.3 s (every 1.15 s; one
+  block for a shorter input), then the mean and the max over blocks."""
+  x = keras.layers.Lambda(lambda f: keras.ops.mean(f, axis=2),
+                          name="freq_mean")(x)                # [B, T', D]
+  x = keras.layers.MaxPooling1D(AISFX_BLOCK, AISFX_BLOCK_HOP, padding="same",
+                                name="block_max")(x)          # [B, n, D]
+  return keras.layers.Concatenate(name="pool")([
+      keras.layers.GlobalAveragePooling1D(name="block_mean")(x),
+      keras.layers.GlobalMaxPooling1D(name="blocks_max")(x)])  # [B, 2D]
+
+
+def build_model(num_classes: int, pca_dim: int = 0, *, num_mels: int = 64,
+                backbone_weights: str = "none",
+                bn_momentum: Optional[float] = None,
+                pca_head: bool = False, pca_into_mlp: bool = True,
+                alpha: float = 1.0, dropout: float = 0.0,
+                backbone: str = "mobilenet_v2",
+                pca_head_l2: float = 0.0,
+                multi_label: bool = False,
+                input_norm: str = "batch",
+                freeze_backbone: bool = False) -> keras.Model:
+  """Stage 1 when pca_dim == 0, else stage 2. Inputs: dict log_mel
+  [B, num_mels, T, 1] (T free) and, for stage 2, pca [B, pca_dim].
+
+  pca_head (stage 2, not in the reference): a linear path from the
+  normalised PCA vector straight to the logits, added to the network's
+  (zero-initialised, so training starts from the network alone). The
+  network can then be at least a logistic regression on the PCA vectors,
+  which on small datasets it otherwise is not (BUILD.md, "Quality on
+  recorded sounds"). pca_into_mlp=False (with pca_head) keeps the PCA
+  vector out of the dense layers: stage 2 is then stage 1's network, all
+  of whose weights transfer, plus the linear path. dropout: before the
+  first dense layer and before the logits (training only; not in the
+  reference). pca_head_l2: an L2 penalty on the linear path (as
+  logistic regression's C: about 1 / (2 C N) for N training clips). backbone: a registered name (BACKBONES). alpha: its width
+  (MobileNetV2's (the reference: 1.0;
+  ImageNet weights exist for 0.35, 0.5, 0.75, 1.0, 1.3, 1.4).
+  multi_label: a sigmoid head, one independent probability per class
+  (several labels per clip), instead of the softmax. input_norm: 'batch'
+  (the reference: the fixed dB bounds, then BatchNorm), 'clip' or
+  'clip_band' (ClipStandardization first: level- and channel-free).
+  freeze_backbone: the backbone's weights (and BatchNorm statistics) stay
+  as built: a probe of pretrained features (only the head trains)."""
+  activation = "sigmoid" if multi_label else "softmax"
+  # Sigmoid outputs start at the prior of a label, 1/C, not at 0.5: else
+  # the first steps only learn that most labels are absent (Lin et al.,
+  # focal loss, 2017: the same bias initialisation).
+  head_bias = (keras.initializers.Constant(-float(np.log(max(
+      num_classes - 1, 1)))) if multi_label else "zeros")
+  log_mel = keras.Input((num_mels, None, 1), name=records.LOG_MEL)
+  spec = backbone_spec(backbone)
+  if spec.own_stem:
+    if input_norm != "batch":
+      raise ModelError(f"the {backbone} backbone normalises its input "
+                       "itself: use model.input_norm='batch'")
+    x = log_mel
+  else:
+    x = _input_norm(log_mel, input_norm)
+    x = keras.layers.BatchNormalization(name="mel_bn")(x)
+    x = keras.layers.Conv2D(10, 1, activation="relu", name="mel_conv10")(x)
+    x = keras.layers.Conv2D(3, 1, activation="relu", name="mel_conv3")(x)
+  weights = (None if backbone_weights in ("", "none", None)
+             else backbone_weights)
+  features = spec.build(alpha, weights)
+  features.name = BACKBONE
+  x = features(x)
+  if freeze_backbone:   # a probe: the backbone's weights and BN fixed
+    features.trainable = False
+  if spec.pool == "aisfx_blocks":
+    x = _aisfx_block_pool(x)
+  elif spec.pool == "mean_freq_max_time":
+    # [B, T', F', D] -> [B, D]: aisfx's pooling of a CNN9 block.
+    x = keras.layers.Lambda(lambda f: keras.ops.max(keras.ops.mean(
+        f, axis=2), axis=1), name="pool")(x)
+  else:
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+  inputs = {records.LOG_MEL: log_mel}
+  if pca_dim:
+    pca = keras.Input((pca_dim,), name=records.PCA)
+    inputs[records.PCA] = pca
+    p = keras.layers.BatchNormalization(name="pca_bn")(pca)
+    if pca_into_mlp or not pca_head:
+      x = keras.layers.Concatenate(name="concat")([x, p])
+  if dropout:
+    x = keras.layers.Dropout(dropout, name="dropout_in")(x)
+  x = keras.layers.Dense(1536, activation="relu", name="fc1536")(x)
+  x = keras.layers.BatchNormalization(name="fc1536_bn")(x)
+  x = keras.layers.Dense(384, activation="relu", name="fc384")(x)
+  x = keras.layers.BatchNormalization(name="fc384_bn")(x)
+  if dropout:
+    x = keras.layers.Dropout(dropout, name="dropout_out")(x)
+  if pca_dim and pca_head:
+    logits = keras.layers.Dense(num_classes, dtype="float32",
+                                bias_initializer=head_bias, name="probs")(x)
+    linear = keras.layers.Dense(num_classes, dtype="float32",
+                                kernel_initializer="zeros",
+                                kernel_regularizer=keras.regularizers.L2(
+                                    pca_head_l2) if pca_head_l2 else None,
+                                name="pca_logits")(p)
+    logits = keras.layers.Add(name="logits", dtype="float32")([logits,
+                                                               linear])
+    probs = keras.layers.Activation(activation, dtype="float32",
+                                    name="softmax")(logits)
+  else:
+    probs = keras.layers.Dense(num_classes, activation=activation,
+                               bias_initializer=head_bias, dtype="float32",
+                               name="probs")(x)
+  model = keras.Model(inputs, probs,
+                      name=f"tagger_stage{2 if pca_dim else 1}")
+  if bn_momentum is not None:
+    set_bn_momentum(model, bn_momentum)
+  return model
+
+
+def log_probabilities(probs: tf.Tensor) -> tf.Tensor:
+  """float32 log of the softmax (or sigmoid) output, floored at 1e-7: what
+  the scorer, the SavedModel and TFLite average over views and models."""
+  return tf.math.log(tf.clip_by_value(tf.cast(probs, tf.float32), 1e-7, 1.0))
+
+
+def probabilities_of(mean_log: tf.Tensor, multi_label: bool) -> tf.Tensor:
+  """Mean log-probabilities over views and models [..., C] ->
+  probabilities: renormalised over the classes (softmax) for single-label
+  models, each class's own geometric mean (exp) for multi-label (sigmoid)
+  models, whose classes are independent."""
+  if multi_label:
+    return tf.exp(mean_log)
+  return tf.nn.softmax(mean_log)
+
+
+def with_embedding(model: keras.Model) -> keras.Model:
+  """A built tagger with two outputs: (probabilities [b, C], embedding
+  [b, D]): the pooled backbone features, with the normalised PCA vector
+  where the network concatenates them ("concat"), else "pool"."""
+  names = {layer.name for layer in model.layers}
+  embedding = model.get_layer("concat" if "concat" in names else "pool")
+  return keras.Model(model.inputs, [model.output, embedding.output])
+
+
+def set_bn_momentum(model: keras.Model, momentum: float) -> int:
+  """Sets every BatchNormalization's momentum (backbone's 0.999 included);
+  returns how many layers it changed."""
+  changed = 0
+  for layer in _all_layers(model):
+    if isinstance(layer, keras.layers.BatchNormalization):
+      layer.momentum = float(momentum)
+      changed += 1
+  return changed
+
+
+def _all_layers(model):
+  for layer in model.layers:
+    yield layer
+    if isinstance(layer, keras.Model):
+      yield from _all_layers(layer)
+
+
+HEAD_LAYERS = ("probs", "pca_logits")  # the layers that map to classes
+# The stem and the backbone: what fine-tuning copies and may freeze.
+FEATURE_LAYERS = ("mel_bn", "mel_conv10", "mel_conv3", BACKBONE)
+
+
+def transfer_weights(source: keras.Model, target: keras.Model,
+                     skip=()) -> list:
+  """Copies every layer's weights whose name and shapes match (but the
+  layers named in skip); returns the names of the layers copied (stage 1
+  -> stage 2: all but fc1536)."""
+  copied = []
+  by_name = {layer.name: layer for layer in source.layers}
+  for layer in target.layers:
+    other = by_name.get(layer.name)
+    if other is None or not layer.weights or layer.name in skip:
+      continue
+    mine, theirs = layer.get_weights(), other.get_weights()
+    if len(mine) == len(theirs) and all(
+        a.shape == b.shape for a, b in zip(mine, theirs)):
+      layer.set_weights(theirs)
+      copied.append(layer.name)
+  return copied
+
+
+def feature_variables(model: keras.Model, variables) -> list:
+  """[bool] per variable: does it belong to the stem or the backbone
+  (FEATURE_LAYERS: what fine-tuning may freeze)?"""
+  names = {layer.name for layer in model.layers}
+  ids = {id(v) for name in FEATURE_LAYERS if name in names
+         for v in model.get_layer(name).weights}
+  return [id(v) in ids for v in variables]
+
+
+def parameter_counts(model: keras.Model) -> dict:
+  trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+  total = int(sum(np.prod(w.shape) for w in model.weights))
+  return {"total": total, "trainable": trainable}
+
+
+def model_inputs(batch: dict, pca: bool) -> dict:
+  """The model's input dict from a model batch (input_pipeline keys)."""
+  inputs = {records.LOG_MEL: batch[records.LOG_MEL]}
+  if pca:
+    inputs[records.PCA] = batch[records.PCA]
+  return inputs
+
+
+def tensor_spec(num_mels: int, pca_dim: int) -> dict:
+  spec = {records.LOG_MEL: tf.TensorSpec([None, num_mels, None, 1],
+                                         tf.float32)}
+  if pca_dim:
+    spec[records.PCA] = tf.TensorSpec([None, pca_dim], tf.float32)
+  return spec

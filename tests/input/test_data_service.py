@@ -1,0 +1,110 @@
+"""Training input through a tf.data service: a dispatcher and two workers
+on loopback, started and stopped by the tests."""
+
+import dataclasses
+import gc
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tagger.datasets import synthetic
+from tagger.input import data_service
+from tagger.input import pipeline as ip
+from tagger.shards import data_info
+from tagger.train import trainer
+from test_pipeline import CONFIG, info  # pylint: disable=g-bad-import-order,unused-import
+
+
+@pytest.fixture(scope="module")
+def cluster():
+  two = data_service.loopback_cluster(2)
+  yield two
+  # Readers still alive (a trainer's endless iterator in a reference
+  # cycle) hold open requests that a worker's stop waits out: free them.
+  gc.collect()
+  two.stop()
+
+
+def digest(batch) -> str:
+  """One batch's content, every tensor, as a hash."""
+  h = hashlib.sha256()
+  for key in sorted(batch):
+    h.update(key.encode())
+    h.update(np.ascontiguousarray(batch[key].numpy()).tobytes())
+    h.update(str(batch[key].shape).encode())
+  return h.hexdigest()
+
+
+@pytest.mark.parametrize("pairing", ["global", "block"])
+def test_service_batches_are_the_local_batches(info, cluster, pairing):
+  folds = data_info.select_folds(info, 1, "train")
+  config = dataclasses.replace(CONFIG, pairing=pairing)
+  steps = ip.steps_per_epoch(info, folds, config)
+  local = [digest(b) for b in ip.train_dataset(info, folds, config,
+                                               start_epoch=3, num_epochs=2)]
+  served = [digest(b) for b in ip.train_dataset(
+      info, folds, dataclasses.replace(config, data_service=cluster.address),
+      start_epoch=3, num_epochs=2)]
+  assert len(served) == len(local) == 2 * steps
+  assert len(set(local)) == len(local)
+  # The same batches, each once; the order is the workers' delivery order.
+  assert sorted(served) == sorted(local)
+
+
+def test_a_bad_address_or_worker_list_is_refused():
+  with pytest.raises(data_service.DataServiceError, match="host:port"):
+    data_service.split_address("nohost")
+  with pytest.raises(data_service.DataServiceError, match="addresses"):
+    data_service.start_dispatcher(data_service.free_port(), [])
+  with pytest.raises(data_service.DataServiceError, match="no tf.data"):
+    data_service.check_reachable(f"localhost:{data_service.free_port()}", 2)
+
+
+def demo_config_one_epoch(address: str):
+  """configs/demo.py:stage1 for one epoch (no fine-tune phases)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "demo.py")
+  spec = importlib.util.spec_from_file_location("demo_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("stage1")
+  config.schedule.cyclic_epochs = 1
+  config.schedule.fine_tune_max_epochs = 0
+  config.input.data_service = address
+  config.verify_shards = False
+  return config
+
+
+def test_demo_config_trains_an_epoch_through_two_workers(cluster, tmp_path):
+  data_dir = str(tmp_path / "shards")
+  synthetic.write_synthetic_shards(
+      data_dir, 96, num_classes=4, num_folds=3, pca_dim=6, median_frames=160,
+      sigma=0.2, seed=1, learnable=True)
+  from tagger import distribute  # pylint: disable=g-import-not-at-top
+  config = demo_config_one_epoch(cluster.address)
+  summary = trainer.train(config, data_dir, str(tmp_path / "run"),
+                          distribute.make_strategy("one_device"))
+  history = open(tmp_path / "run" / "history.csv").read().splitlines()
+  assert len(history) == 2, history  # header + one epoch
+  row = dict(zip(history[0].split(","), history[1].split(",")))
+  assert np.isfinite(float(row["train_loss"]))
+  assert np.isfinite(float(row["val_loss"]))
+  assert summary["steps"] == 64 // 32  # folds 1, 2 train: 64 clips
+  assert summary["input"] == f"tf.data service at {cluster.address}"
+  saved = json.load(open(tmp_path / "run" / "config.json"))
+  assert saved["input"]["data_service"] == cluster.address
+
+
+def test_tool_refuses_a_dispatcher_without_its_workers():
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  done = subprocess.run(
+      [sys.executable, "-m", "tools.data_service", "--role=dispatcher",
+       f"--port={data_service.free_port()}"],
+      cwd=repo, capture_output=True, text=True, timeout=120)
+  assert done.returncode == 1
+  assert "--worker_addresses" in done.stderr.splitlines()[-1]
