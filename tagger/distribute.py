@@ -269,6 +269,19 @@ def num_workers(strategy: tf.distribute.Strategy) -> int:
                     if job in spec.jobs))
 
 
+def mean_over_workers(strategy: tf.distribute.Strategy,
+                      value: float) -> float:
+  """The mean of a host value over all workers (itself but in multi-worker
+  runs): every worker then takes the same decisions (best weights,
+  plateau, stop), so mirrored weights stay in step. A collective: every
+  worker must call it."""
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return value
+  per_replica = strategy.run(lambda: tf.constant(value, tf.float64))
+  return float(strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica,
+                               axis=None))
+
+
 def task_name() -> str:
   """This process's task in TF_CONFIG ('worker:1'), or 'local'."""
   task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})

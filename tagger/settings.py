@@ -210,7 +210,7 @@ def default_config() -> ml_collections.ConfigDict:
   # only); SIGTERM / SIGINT always write one before the run stops.
   c.checkpoint_every_steps = 0
   # XLA for the training step (one compilation per input length: see
-  # input.length_quantum). Off: measured slower on CPUs (BUILD.md, "GPUs").
+  # input.length_quantum). Off: measured slower on CPUs (BUILD.md, "The GPU user's path").
   c.jit_compile = False
   c.log_pairing = False        # write each epoch's pairing table (CSV)
   c.tensorboard_images = 6

@@ -268,7 +268,7 @@ def test_a_live_run_holds_its_output_folder(tmp_path):
   out = tmp_path / "out"
   out.mkdir()
   holder = subprocess.Popen(
-      [sys.executable, "-c", "import sys, time; from tagger import sharding;"
+      [sys.executable, "-c", "import sys, time; from tagger.shards import sharding;"
        f" sharding.lock_output_dir({str(out)!r}); print('locked', flush=True);"
        " time.sleep(120)"], cwd=REPO, env=_env(), stdout=subprocess.PIPE,
       text=True)

@@ -221,10 +221,10 @@ def test_scoring_writes_the_2019_submission_and_lwlrap(trained, shards,
   labels_csv = str(tmp_path / "answers.csv")
   os.rename(str(tmp_path / "test.csv"), labels_csv)
   output = str(tmp_path / "sub.csv")
-  result = score.score(model_dirs=model_dir, output=output,
+  result = score.score(score.ScoreJob(model_dirs=model_dir, output=output,
                        audio_dir=test_dir, labels_csv=labels_csv,
                        strategy_name="one_device", num_workers=1,
-                       progress=False)
+                       progress=False))
   assert result["submission_format"] == "kaggle2019"
   with open(output, encoding="utf-8") as f:
     rows = list(csv.reader(f))
@@ -238,9 +238,9 @@ def test_scoring_writes_the_2019_submission_and_lwlrap(trained, shards,
   assert 0.0 < report["lwlrap"] <= 1.0 and report["map3"] is not None
   assert os.path.exists(report["confusion_png"])
   # Asked for, the 2018 format: the top 3 labels.
-  score.score(model_dirs=model_dir, output=output, audio_dir=test_dir,
+  score.score(score.ScoreJob(model_dirs=model_dir, output=output, audio_dir=test_dir,
               strategy_name="one_device", num_workers=1, progress=False,
-              submission_format="kaggle2018")
+              submission_format="kaggle2018"))
   with open(output, encoding="utf-8") as f:
     top = list(csv.DictReader(f))
   assert all(len(r["label"].split()) == 3 for r in top)

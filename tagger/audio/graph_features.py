@@ -14,7 +14,7 @@ take a waveform and needs nothing but TensorFlow:
   log-mel   centred frames, periodic Hann window, |rfft|^2, librosa's
             Slaney filterbank, 10 log10, floored top_db below the peak.
 tests/test_graph_features.py measures the differences on recorded-like
-clips (BUILD.md, issue 14).
+clips (BUILD.md, "Serving anywhere").
 """
 
 import functools

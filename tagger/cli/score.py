@@ -78,7 +78,7 @@ flags.mark_flag_as_required("model_dirs")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  result = score.score(
+  result = score.score(score.ScoreJob(
       model_dirs=FLAGS.model_dirs, output=FLAGS.output,
       data_dir=FLAGS.data_dir, audio_dir=FLAGS.audio_dir,
       audio_csv=FLAGS.audio_csv,
@@ -88,7 +88,7 @@ def main(argv):
       labels_csv=FLAGS.labels_csv, confusion_png=FLAGS.confusion_png,
       strategy_name=FLAGS.strategy, num_workers=FLAGS.num_workers,
       progress=FLAGS.progress, tta=FLAGS.tta,
-      submission_format=FLAGS.submission_format)
+      submission_format=FLAGS.submission_format))
   print(f"wrote {result['output']}: {result['clips']} clips, "
         f"{len(result['models'])} model(s), {result['empty']} without audio")
   report = result.get("evaluation")

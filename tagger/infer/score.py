@@ -397,94 +397,128 @@ def check_writable(flag: str, path: str) -> None:
                      f"({getattr(e, 'message', None) or e})") from e
 
 
-def score(*, model_dirs: str, output: str, data_dir: str = "",
-          audio_dir: str = "", audio_csv: str = "",
-          lengths: Optional[Sequence[int]] = None,
-          tries: int = DEFAULT_TRIES, batch_size: int = 256, seed: int = 0,
-          probs_out: str = "", embeddings_out: str = "",
-          labels_csv: str = "", confusion_png: str = "",
-          strategy_name: str = "auto", num_workers: int = 0,
-          progress: bool = True, tta: str = "random",
-          submission_format: str = "auto") -> dict:
-  """tools/score: writes the submission (and the optional outputs):
-  kaggle2018 (fname,label: the top 3 labels) or kaggle2019 (fname and a
-  probability column per class); auto: kaggle2019 for multi-label
-  models."""
-  if submission_format not in SUBMISSION_FORMATS:
-    raise ScoreError(f"--submission_format must be one of "
-                     f"{SUBMISSION_FORMATS}, not {submission_format!r}")
-  if tta not in batches_lib.TTA_MODES:
-    raise ScoreError(f"--tta must be one of {batches_lib.TTA_MODES}, not "
-                     f"{tta!r}")
-  if bool(data_dir) == bool(audio_dir):
-    raise ScoreError("give exactly one of --data_dir (test shards) and "
-                     "--audio_dir (raw audio files)")
-  for flag, path in (("--labels_csv", labels_csv), ("--audio_csv", audio_csv)):
-    if path and not fileio.exists(path):  # before hours of scoring
-      raise ScoreError(f"{flag}: {path} not found")
-  for flag, path in (("--output", output), ("--probs_out", probs_out),
-                     ("--embeddings_out", embeddings_out),
-                     ("--confusion_png", confusion_png)):
-    if path:
-      check_writable(flag, path)
-  strategy = distribute.make_strategy(strategy_name)
-  dirs = find_model_dirs(model_dirs)
+@dataclasses.dataclass(frozen=True)
+class ScoreJob:
+  """What tools/score does, one field per flag: score the test shards
+  (data_dir) or raw audio (audio_dir, optionally only audio_csv's rows)
+  with model_dirs at lengths x tries, write the submission to output and
+  the optional outputs; with labels_csv also evaluate."""
+  model_dirs: str
+  output: str
+  data_dir: str = ""
+  audio_dir: str = ""
+  audio_csv: str = ""
+  lengths: Optional[Sequence[int]] = None
+  tries: int = DEFAULT_TRIES
+  batch_size: int = 256
+  seed: int = 0
+  probs_out: str = ""
+  embeddings_out: str = ""
+  labels_csv: str = ""
+  confusion_png: str = ""
+  strategy_name: str = "auto"
+  num_workers: int = 0
+  progress: bool = True
+  tta: str = "random"
+  # kaggle2018 (fname,label: the top 3 labels) or kaggle2019 (fname and a
+  # probability column per class); auto: kaggle2019 for multi-label models.
+  submission_format: str = "auto"
+
+  def check(self) -> None:
+    """Every flag that can be wrong, before any model is loaded."""
+    if self.submission_format not in SUBMISSION_FORMATS:
+      raise ScoreError(f"--submission_format must be one of "
+                       f"{SUBMISSION_FORMATS}, not {self.submission_format!r}")
+    if self.tta not in batches_lib.TTA_MODES:
+      raise ScoreError(f"--tta must be one of {batches_lib.TTA_MODES}, not "
+                       f"{self.tta!r}")
+    if bool(self.data_dir) == bool(self.audio_dir):
+      raise ScoreError("give exactly one of --data_dir (test shards) and "
+                       "--audio_dir (raw audio files)")
+    for flag, path in (("--labels_csv", self.labels_csv),
+                       ("--audio_csv", self.audio_csv)):
+      if path and not fileio.exists(path):  # before hours of scoring
+        raise ScoreError(f"{flag}: {path} not found")
+    for flag, path in (("--output", self.output),
+                       ("--probs_out", self.probs_out),
+                       ("--embeddings_out", self.embeddings_out),
+                       ("--confusion_png", self.confusion_png)):
+      if path:
+        check_writable(flag, path)
+
+
+def score(job: ScoreJob) -> dict:
+  """Runs a ScoreJob; returns what it wrote and, with labels, the
+  evaluation."""
+  job.check()
+  strategy = distribute.make_strategy(job.strategy_name)
+  dirs = find_model_dirs(job.model_dirs)
   logging.info("scoring with %d model(s): %s", len(dirs), ", ".join(dirs))
   with strategy.scope():
     models = [load_model(d) for d in dirs]
-  if data_dir:
-    info = data_info.load_data_info(data_dir)
+  if job.data_dir:
+    info = data_info.load_data_info(job.data_dir)
     check_compatible(models, info.labels)
-    serialized = shard_records(data_dir)
+    serialized = shard_records(job.data_dir)
   else:
-    serialized = audio_records(audio_dir, dirs[0], num_workers, audio_csv,
-                               progress=progress)
+    serialized = audio_records(job.audio_dir, dirs[0], job.num_workers,
+                               job.audio_csv, progress=job.progress)
   try:
-    scores = score_records(serialized, models, strategy, lengths=lengths,
-                           tries=tries, batch_size=batch_size, seed=seed,
-                           embeddings=bool(embeddings_out),
-                           progress=progress, tta=tta)
+    scores = score_records(serialized, models, strategy, lengths=job.lengths,
+                           tries=job.tries, batch_size=job.batch_size,
+                           seed=job.seed, embeddings=bool(job.embeddings_out),
+                           progress=job.progress, tta=job.tta)
   except tf.errors.DataLossError as e:
-    if not data_dir:
+    if not job.data_dir:
       raise
-    raise data_info.explain_data_loss(data_dir, info.manifest, e) from e
-  if submission_format == "auto":
-    submission_format = "kaggle2019" if scores.multi_label else "kaggle2018"
-  fileio.atomic_write_text(output, probabilities_csv(scores) if
-                           submission_format == "kaggle2019" else
-                           submission_csv(scores))
-  result = {"clips": len(scores.fnames), "models": dirs,
-            "submission_format": submission_format,
-            "lengths": [int(x) for x in (lengths or
-                                         models[0].data.eval_lengths)],
-            "tries": tries, "tta": tta,
-            "empty": int(scores.empty.sum()), "output": output}
+    raise data_info.explain_data_loss(job.data_dir, info.manifest, e) from e
+  result = write_outputs(job, scores)
+  result.update({"models": dirs, "tries": job.tries, "tta": job.tta,
+                 "lengths": [int(x) for x in (job.lengths or
+                                              models[0].data.eval_lengths)]})
+  if job.labels_csv:
+    result["evaluation"] = evaluate_with_picture(job, scores)
+  return result
+
+
+def write_outputs(job: ScoreJob, scores: Scores) -> dict:
+  """The submission, and the probabilities and embeddings where asked."""
+  fmt = job.submission_format
+  if fmt == "auto":
+    fmt = "kaggle2019" if scores.multi_label else "kaggle2018"
+  fileio.atomic_write_text(job.output, probabilities_csv(scores) if
+                           fmt == "kaggle2019" else submission_csv(scores))
   if scores.empty.any():
     logging.warning("%d clip(s) had no audio and are ranked by the training "
                     "class frequencies: %s", scores.empty.sum(),
                     ", ".join(np.array(scores.fnames)[scores.empty][:10]))
-  if probs_out:
-    fileio.atomic_write_text(probs_out, probabilities_csv(scores))
-  if embeddings_out:
+  if job.probs_out:
+    fileio.atomic_write_text(job.probs_out, probabilities_csv(scores))
+  if job.embeddings_out:
     buffer = io.BytesIO()
     np.savez(buffer, fname=np.array(scores.fnames),
              embedding=scores.embeddings)
-    fileio.atomic_write_bytes(embeddings_out, buffer.getvalue())
-  if labels_csv:
-    report = evaluate(scores, read_labels_csv(labels_csv))
-    if report.get("multi_label"):
-      png = plots.per_class_bars(
-          report.pop("_ap"), scores.labels,
-          f"lwlrap {report['lwlrap']:.3f} over {report['clips']} clips: "
-          "average precision per class")
-      suffix = "_per_class_ap.png"
-    else:
-      png = plots.confusion_matrix(report.pop("confusion"), scores.labels,
-                                   f"MAP@3 {report['map3']:.3f} over "
-                                   f"{report['clips']} clips")
-      suffix = "_confusion.png"
-    confusion_png = confusion_png or os.path.splitext(output)[0] + suffix
-    fileio.atomic_write_bytes(confusion_png, png)
-    report["confusion_png"] = confusion_png
-    result["evaluation"] = report
-  return result
+    fileio.atomic_write_bytes(job.embeddings_out, buffer.getvalue())
+  return {"clips": len(scores.fnames), "submission_format": fmt,
+          "empty": int(scores.empty.sum()), "output": job.output}
+
+
+def evaluate_with_picture(job: ScoreJob, scores: Scores) -> dict:
+  """The evaluation against labels_csv, and its PNG (a confusion matrix,
+  or average precision per class for multi-label models)."""
+  report = evaluate(scores, read_labels_csv(job.labels_csv))
+  if report.get("multi_label"):
+    png = plots.per_class_bars(
+        report.pop("_ap"), scores.labels,
+        f"lwlrap {report['lwlrap']:.3f} over {report['clips']} clips: "
+        "average precision per class")
+    suffix = "_per_class_ap.png"
+  else:
+    png = plots.confusion_matrix(report.pop("confusion"), scores.labels,
+                                 f"MAP@3 {report['map3']:.3f} over "
+                                 f"{report['clips']} clips")
+    suffix = "_confusion.png"
+  confusion_png = job.confusion_png or os.path.splitext(job.output)[0] + suffix
+  fileio.atomic_write_bytes(confusion_png, png)
+  report["confusion_png"] = confusion_png
+  return report

@@ -622,9 +622,9 @@ def serving_agreement(model_dirs: str, audio_dir: str,
       f.write("fname\n" + "\n".join(names) + "\n")
     probs_path = os.path.join(tmp, "probs.csv")
     start = time.perf_counter()
-    score.score(model_dirs=model_dirs, audio_dir=audio_dir,
+    score.score(score.ScoreJob(model_dirs=model_dirs, audio_dir=audio_dir,
                 audio_csv=csv_path, output=os.path.join(tmp, "s.csv"),
-                probs_out=probs_path, tta="even", progress=False)
+                probs_out=probs_path, tta="even", progress=False))
     offline_s = time.perf_counter() - start
     rows = list(csv_lib.reader(open(probs_path, encoding="utf-8")))
     offline = np.array([[float(x) for x in r[1:]] for r in rows[1:]])

@@ -117,11 +117,11 @@ def run_demo(workdir: str, num_workers: int = 0,
       print(f"[{step}/{STEPS}] {trainer.describe_summary(summary)}",
             flush=True)
   output = os.path.join(workdir, "submission.csv")
-  result = score_lib.score(
+  result = score_lib.score(score_lib.ScoreJob(
       model_dirs=os.path.join(workdir, "stage2", "fold*"), output=output,
       data_dir=os.path.join(workdir, "tfrecords", "test"),
       labels_csv=os.path.join(data_dir, "test_labels.csv"),
-      progress=False)
+      progress=False))
   report = result["evaluation"]
   if multi_label:
     map3 = "n/a" if report["map3"] is None else f"{report['map3']:.4f}"

@@ -348,10 +348,10 @@ def _score_models(model_dirs: str, name: str, workdir: str, test_dir: str,
   """The test figures of model dirs scored together (TTA)."""
   from tagger.infer import score as score_lib  # pylint: disable=g-import-not-at-top
   probs_csv = fileio.join(workdir, f"{name}_probs.csv")
-  evaluation = score_lib.score(
+  evaluation = score_lib.score(score_lib.ScoreJob(
       model_dirs=model_dirs, output=fileio.join(workdir, f"{name}.csv"),
       data_dir=test_dir, labels_csv=labels_csv, probs_out=probs_csv,
-      progress=False)["evaluation"]
+      progress=False))["evaluation"]
   fnames, probs, labels = _read_probs(probs_csv)
   return {"map3": evaluation["map3"], "accuracy": evaluation["accuracy"],
           "lwlrap": evaluation.get("lwlrap"),

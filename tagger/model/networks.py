@@ -93,6 +93,24 @@ def min_frames(name: str = "mobilenet_v2") -> int:
   return backbone_spec(name).min_frames
 
 
+def check_backbone(name: str, shortest_frames: int,
+                   feature_set: str) -> None:
+  """The backbone exists, can pool inputs of shortest_frames, and hears
+  shards of feature_set (params.preset_name; a pretrained backbone hears
+  one front-end only)."""
+  spec = backbone_spec(name)
+  if spec.features and feature_set != spec.features:
+    raise ModelError(
+        f"config.model.backbone={name} needs shards made with "
+        f"make_tfrecords --features={spec.features}; these have the "
+        f"{feature_set or 'custom'} features")
+  if shortest_frames < spec.min_frames:
+    raise ModelError(
+        f"input length {shortest_frames} is below {spec.min_frames} frames, "
+        f"the shortest {name} can pool; raise config.input.length_range / "
+        "eval_lengths")
+
+
 def _mobilenet_v2(alpha: float, weights: Optional[str]) -> keras.Model:
   # Keras rejects (64, None, 3) but takes (None, None, 3) (BUILD.md).
   return keras.applications.MobileNetV2(

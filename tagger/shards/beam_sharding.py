@@ -244,11 +244,12 @@ def make_tfrecords_locked(options, started: float, vocabulary,
     from tagger.audio import pca as pca_lib  # pylint: disable=g-import-not-at-top
     fit = pca_lib.PcaFit.load(fileio.join(options.output_dir,
                                           pca_lib.FIT_FILE))
-  manifest = sharding.finish_run(
-      options, staged, plan["folds"], vocabulary, fit, plan["names"],
-      plan["shards"], plan["keys"], problems, started, plan["audio_seconds"],
-      extract_time, plan["fold_plan"], context,
-      engine=f"beam:{options.runner}")
+  manifest = sharding.finish_run(options, sharding.RunResult(
+      staged=staged, folds=plan["folds"], fold_plan=plan["fold_plan"],
+      vocabulary=vocabulary, fit=fit, names=plan["names"],
+      shards=plan["shards"], shard_keys=plan["keys"], problems=problems,
+      started=started, audio_seconds=plan["audio_seconds"],
+      extract_time=extract_time), context, engine=f"beam:{options.runner}")
   if not options.keep_staging:
     fileio.remove_tree(staging)
   return manifest

@@ -722,9 +722,11 @@ def _make_tfrecords_locked(options: Options, started: float, vocabulary,
       staged, options, context.multi_label, fit, bool(clip_problems))
   names, shards, shard_keys = write_shards(staged, pca_vectors, folds,
                                            vocabulary, options, staging)
-  manifest = finish_run(options, staged, folds, vocabulary, fit, names,
-                        shards, shard_keys, problems, started, audio_seconds,
-                        extract_time, fold_plan, context)
+  manifest = finish_run(options, RunResult(
+      staged=staged, folds=folds, fold_plan=fold_plan, vocabulary=vocabulary,
+      fit=fit, names=names, shards=shards, shard_keys=shard_keys,
+      problems=problems, started=started, audio_seconds=audio_seconds,
+      extract_time=extract_time), context)
   if not options.keep_staging:
     fileio.remove_tree(staging)
   return manifest
@@ -754,26 +756,43 @@ def report_problems(options: Options, staged, clip_problems, problems,
   return staged
 
 
-def finish_run(options, staged, folds, vocabulary, fit, names, shards,
-               shard_keys, problems, started, audio_seconds, extract_time,
-               fold_plan, context: "RunContext", engine: str = "local pool"
-               ) -> dict:
+@dataclasses.dataclass
+class RunResult:
+  """What a run's steps produced, whichever engine ran them: the input of
+  its manifest."""
+  staged: "Staged"
+  folds: np.ndarray              # [N] fold of each staged clip (-1: none)
+  fold_plan: object              # folds.FoldPlan (train) or None
+  vocabulary: List[str]
+  fit: object                    # pca.PcaFit
+  names: List[str]               # shard file names
+  shards: list                   # [shards] staged indices in each
+  shard_keys: list               # [shards] (fold, source) of each
+  problems: List[Problem]
+  started: float                 # time.time() at the start
+  audio_seconds: float           # audio the extraction decoded
+  extract_time: float            # its wall seconds
+
+
+def finish_run(options: Options, result: RunResult, context: "RunContext",
+               engine: str = "local pool") -> dict:
   """labels.txt and the manifest, written last: a folder with a manifest
   is complete."""
   fileio.atomic_write_text(fileio.join(options.output_dir, LABELS),
-                           "\n".join(vocabulary) + "\n")
-  manifest = build_manifest(options, staged, folds, vocabulary, fit, names,
-                            shards, shard_keys, problems, started,
-                            audio_seconds, extract_time, fold_plan, context)
+                           "\n".join(result.vocabulary) + "\n")
+  manifest = build_manifest(options, result, context)
   manifest["engine"] = engine
   records.write_manifest(options.output_dir, manifest)
   return manifest
 
 
-def build_manifest(options, staged, folds, vocabulary, fit, names, shards,
-                   shard_folds, problems, started, audio_seconds, extract_time,
-                   fold_plan, context: RunContext) -> dict:
+def build_manifest(options: Options, result: RunResult,
+                   context: RunContext) -> dict:
   """Everything a reader of the shards needs to know, as JSON."""
+  staged, folds, vocabulary, fit = (result.staged, result.folds,
+                                    result.vocabulary, result.fit)
+  problems, fold_plan, started = (result.problems, result.fold_plan,
+                                  result.started)
   labels_written = [l for r, e in zip(staged.rows, staged.empty) if not e
                     for l in r.labels]
   source_names = [run.source for run in context.inputs]
@@ -784,7 +803,8 @@ def build_manifest(options, staged, folds, vocabulary, fit, names, shards,
   per_fold = collections.Counter(int(f) for f in folds if f >= 0)
   frames = _frame_stats(staged.num_frames)
   shard_entries = []
-  for name, members, (fold, source) in zip(names, shards, shard_folds):
+  for name, members, (fold, source) in zip(result.names, result.shards,
+                                           result.shard_keys):
     path = fileio.join(options.output_dir, name)
     shard_entries.append({"file": name, "fold": int(fold),
                           "source": source_names[source],
@@ -809,8 +829,8 @@ def build_manifest(options, staged, folds, vocabulary, fit, names, shards,
       "num_problems": len(problems),
       "num_skipped": sum(p.action == "skipped" for p in problems),
       "audio_hours": round(float(staged.duration_s.sum()) / 3600, 4),
-      "extract_realtime_factor": round(audio_seconds / max(extract_time,
-                                                           1e-9), 1),
+      "extract_realtime_factor": round(result.audio_seconds / max(
+          result.extract_time, 1e-9), 1),
       "labels": list(vocabulary),
       "num_classes": len(vocabulary),
       "feature_params": params.to_dict(),

@@ -18,6 +18,8 @@ from tagger import settings
 from tagger.input import batches
 from tagger.model import networks as model_lib
 from tagger.shards import records
+from tagger.train import run_state
+from tagger.train import schedules
 
 
 def binary_cross_entropy(target: tf.Tensor, probs: tf.Tensor) -> tf.Tensor:
@@ -224,3 +226,24 @@ class Steps:
       for variable, values in zip(self._statistics, stacked):
         variable.assign(tf.gather(values, replica))
     self.strategy.run(assign)
+
+
+def non_finite_message(model_dir: str, state, losses, optimizer,
+                       lr_of_step: Callable[[int], float]) -> str:
+  """What is known when an epoch's training loss stops being finite."""
+  values = [float(np.asarray(l)) for l in losses]
+  first = next(i for i, v in enumerate(values) if not np.isfinite(v))
+  policy = keras.mixed_precision.global_policy().name
+  scale = run_state.loss_scale(optimizer)
+  text = (f"training loss became {np.mean(values)} in {model_dir}: phase "
+          f"{schedules.PHASES[state.phase]}, epoch {state.epoch}, first at "
+          f"step {first + 1} of {len(values)} (the loss before it: "
+          f"{values[first - 1] if first else 'none this epoch'}), LR "
+          f"{lr_of_step(first):g}, precision {policy}")
+  if scale is not None:
+    text += f", loss scale {scale:g}"
+    if scale < 1:
+      text += " (collapsed: the gradients overflow even unscaled)"
+  return text + (". Try a lower LR (--config.schedule.max_lr / "
+                 "fine_tune_lrs) or --precision=float32, then re-run to "
+                 "resume from the last finished epoch")

@@ -19,7 +19,6 @@ TensorBoard and pictures (recorder.py).
 
 import dataclasses
 import json
-import os
 import time
 from typing import Optional
 
@@ -34,14 +33,10 @@ from tagger import errors
 from tagger import fileio
 from tagger import settings
 from tagger.audio import params as params_lib
-from tagger.input import augment
-from tagger.input import batches
-from tagger.input import data_service
-from tagger.input import pipeline as ip
 from tagger.model import model_dir as model_dir_lib
 from tagger.model import networks as model_lib
 from tagger.shards import data_info
-from tagger.shards import records
+from tagger.train import fold_data
 from tagger.train import preemption
 from tagger.train import recorder as recorder_lib
 from tagger.train import run_dir as run_dir_lib
@@ -49,8 +44,9 @@ from tagger.train import run_state
 from tagger.train import schedules
 from tagger.train import steps as steps_lib
 from tagger.train import validation as validation_lib
+from tagger.train import warm_start
 
-PHASES = ("cyclic", "fine_tune_1", "fine_tune_2")
+PHASES = schedules.PHASES
 
 
 class TrainError(errors.UserError):
@@ -99,89 +95,53 @@ def class_weights(info: data_info.DataInfo) -> np.ndarray:
 
 
 class FoldRun:
-  """One fold: the loop over phases and epochs. Its collaborators: the data
-  (DataInfo, datasets), the network and optimizer, the compiled `Steps`,
-  the `Validation`, the `RunDir` it writes and the `Recorder` that shows
-  it. `prepare(epoch)` builds everything in order; `train()` runs (or
-  resumes) to the end."""
+  """One fold: the loop over phases and epochs. Its collaborators: the
+  data (`FoldData`: shards, folds, datasets), the network and optimizer,
+  the compiled `Steps`, the `Validation`, the `Phases` (LR and lengths),
+  the `RunDir` it writes and the `Recorder` that shows it. `prepare(epoch)`
+  builds everything in order; `train()` runs (or resumes) to the end."""
 
   def __init__(self, config, data_dir: str, model_dir: str,
                strategy: tf.distribute.Strategy, fold):
     self.config = config
     self.model_dir = model_dir
     self.strategy = strategy
+    self.fold = fold
     self.chief = distribute.is_chief(strategy)
     self.run_dir = run_dir_lib.RunDir(model_dir, self.chief)
     self.recorder = recorder_lib.Recorder(model_dir, self.chief)
-    self.info = data_info.load_data_info(
-        data_dir, verify=bool(config.verify_shards))
-    self.spec = self.info.batch_spec
-    self.multi_label = self.info.multi_label
-    self.fold = fold
-    self.train_folds = data_info.select_folds(self.info, fold, "train")
-    self.val_folds = data_info.select_folds(self.info, fold, "validation")
-    self.input = settings.input_config(config)
     self.model_config = settings.model_config(config)
-    self.schedule = settings.schedule_config(config)
     validation_lib.check_select_best(config.select_best)
-    if self.input.data_service:
-      data_service.check_reachable(self.input.data_service)
-      logging.info("training input: the tf.data service at %s",
-                   self.input.data_service)
-    # The sources each side reads (e.g. train on curated + noisy, validate
-    # on curated only), and each source's loss weight.
-    self.train_info = self.info.only_sources(
-        settings.names(self.input.train_sources))
-    self.val_info = self.info.only_sources(
-        settings.names(self.input.val_sources))
-    self.architecture = {**settings.architecture(config),
-                         "multi_label": self.multi_label}
-    self.augment = settings.augment_config(config)
     try:
-      augment.check_image_ops(self.augment.image_ops)
-      augment.check_recording_ops(self.augment.recording_ops)
-    except ValueError as e:
-      raise TrainError(f"config.augment: {e}") from e
+      self.data = fold_data.FoldData(config, data_dir, fold, strategy)
+    except errors.UserError as e:
+      raise TrainError(str(e)) from e
+    self.info = self.data.info
     self.stage2 = int(config.stage) == 2
-    self.eval_lengths = data_info.eval_lengths(self.info, self.input)
+    self.architecture = {**settings.architecture(config),
+                         "multi_label": self.data.multi_label}
     self._check_backbone()
     self.replicas = strategy.num_replicas_in_sync
-    self.num_pipelines = distribute.num_workers(strategy)
-    self.steps_per_epoch = ip.steps_per_epoch(
-        self.train_info, self.train_folds, self.input, self.replicas,
-        self.num_pipelines)
-    if config.max_steps_per_epoch:
-      self.steps_per_epoch = min(self.steps_per_epoch,
-                                 int(config.max_steps_per_epoch))
+    self.phases = schedules.Phases(settings.schedule_config(config),
+                                   self.data.steps_per_epoch)
     self.steps = None
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return self.data.steps_per_epoch
 
   @property
   def traces(self) -> dict:
     return self.steps.traces if self.steps else {"train": 0, "eval": 0}
 
   def _check_backbone(self) -> None:
-    """The backbone exists, can pool the shortest input, and hears the
-    shards' front-end (a pretrained one hears one front-end only)."""
-    backbone = self.model_config.backbone
-    shortest = min(self.eval_lengths + (data_info.length_range(
-        self.info, self.input)[0],))
     try:
-      shortest_allowed = model_lib.min_frames(backbone)
+      model_lib.check_backbone(
+          self.model_config.backbone, self.data.shortest_length,
+          params_lib.preset_name(params_lib.FeatureParams.from_dict(
+              self.info.manifest["feature_params"])))
     except model_lib.ModelError as e:
-      raise TrainError(f"config.model.backbone: {e}") from e
-    needed = model_lib.backbone_spec(backbone).features
-    have = params_lib.preset_name(params_lib.FeatureParams.from_dict(
-        self.info.manifest["feature_params"]))
-    if needed and have != needed:
-      raise TrainError(
-          f"config.model.backbone={backbone} needs shards made with "
-          f"make_tfrecords --features={needed}; these have the "
-          f"{have or 'custom'} features")
-    if shortest < shortest_allowed:
-      raise TrainError(
-          f"input length {shortest} is below {shortest_allowed} frames, "
-          f"the shortest {backbone} can pool; raise config.input."
-          "length_range / eval_lengths")
+      raise TrainError(str(e)) from e
 
   # -- building ----------------------------------------------------------------
 
@@ -214,63 +174,17 @@ class FoldRun:
                  counts["total"], counts["trainable"])
 
   def init_from(self) -> list:
-    """Layers shared with another model dir: stage 2 from stage 1 of the
-    same fold, or fine-tuning from a model trained on other labels (then
-    every layer but the head: the stem, backbone and dense layers)."""
-    source = self.model_config.init_from
-    if not source:
+    """Layers copied from config.model.init_from (warm_start)."""
+    if not self.model_config.init_from:
       return []
-    source = source.format(fold=self.fold)
-    path = (source if source.endswith(".h5") else
-            fileio.join(source, model_dir_lib.BEST))
-    if not fileio.exists(path):
-      raise TrainError(f"init_from: {path} not found (train stage 1 of fold "
-                       f"{self.fold} first, or fix --config.model.init_from)")
-    # The source network as its model dir recorded it (a bare .h5: a
-    # stage-1 network of this config's backbone and this data's labels).
-    data_path = fileio.join(os.path.dirname(path), model_dir_lib.DATA)
-    if fileio.exists(data_path):
-      data = model_dir_lib.read_data(os.path.dirname(path))
-      if data.num_mels != self.info.num_mels:
-        raise TrainError(f"init_from: {path} was trained on {data.num_mels} "
-                         f"mel bands, these shards have {self.info.num_mels}")
-      source_model = model_dir_lib.build(data)
-      same_labels = list(data.labels) == list(self.info.labels) and \
-          data.multi_label == self.multi_label
-    else:
-      source_model = model_lib.build_model(
-          self.info.num_classes, 0, num_mels=self.info.num_mels,
-          backbone=self.model_config.backbone, alpha=self.model_config.alpha,
-          multi_label=self.multi_label)
-      same_labels = True
-    model_dir_lib.load_weights(source_model, path)
-    copied = model_lib.transfer_weights(
-        source_model, self.model,
-        skip=() if same_labels else model_lib.HEAD_LAYERS)
-    logging.info("initialised %s from %s%s: %s", self.model.name, path,
-                 "" if same_labels else " (other labels: a new head)",
-                 ", ".join(copied))
-    return copied
+    try:
+      return warm_start.copy_weights(self.model, self.model_config.init_from,
+                                     self.fold, self.info, self.model_config)
+    except errors.UserError as e:
+      raise TrainError(str(e)) from e
 
   def datasets(self, start_epoch: int):
-    def train_fn(context):
-      return ip.train_dataset(
-          self.train_info, self.train_folds, self.input, self.augment,
-          start_epoch=start_epoch, input_context=context,
-          max_steps_per_epoch=int(self.config.max_steps_per_epoch))
-    self.train_data = self.strategy.distribute_datasets_from_function(
-        train_fn)
-    self.eval_data = None
-    if self.val_folds:
-      # Evaluation runs on every replica (and worker); every row carries
-      # its position, so each clip counts once wherever it ran.
-      def eval_fn(context):
-        return ip.eval_dataset(self.val_info, self.val_folds, self.input,
-                               self.eval_lengths,
-                               batch_size=int(self.config.eval_batch_size),
-                               seed=self.config.seed, input_context=context)
-      self.eval_data = self.strategy.distribute_datasets_from_function(
-          eval_fn)
+    self.train_data, self.eval_data = self.data.datasets(start_epoch)
 
   def loss(self) -> steps_lib.WeightedLoss:
     return steps_lib.WeightedLoss(
@@ -279,11 +193,13 @@ class FoldRun:
         source_weights=np.array(settings.source_weights(
             self.config, self.info.sources), np.float32),
         verified_weight=float(self.config.verified_weight),
-        global_batch=self.input.batch_size, multi_label=self.multi_label)
+        global_batch=self.data.input.batch_size,
+        multi_label=self.data.multi_label)
 
   def compile_steps(self):
-    prepare = steps_lib.Prepare(self.spec, self.augment,
-                                self.input.placement == "device", self.stage2)
+    prepare = steps_lib.Prepare(self.data.spec, self.data.augment,
+                                self.data.input.placement == "device",
+                                self.stage2)
     self.steps = steps_lib.Steps(
         self.model, self.optimizer, self.strategy, prepare, self.loss(),
         freeze=self.frozen if self.model_config.freeze_epochs > 0 else None,
@@ -295,8 +211,8 @@ class FoldRun:
                               self.info.num_classes)
       self.validation = validation_lib.Validation(
           self.eval_data, self.steps.eval_step,
-          self.val_info.num_records(self.val_folds), self.eval_lengths,
-          self.info.num_classes, self.multi_label)
+          self.data.num_validation_clips, self.data.eval_lengths,
+          self.info.num_classes, self.data.multi_label)
 
   def predict_validation(self):
     """(probabilities [lengths, N, C], labels [N] or truth [N, C])."""
@@ -336,9 +252,9 @@ class FoldRun:
     logging.info("%s, %d steps of %d per epoch, validation at lengths %s; "
                  "XLA %s, input lengths in steps of %d frames",
                  distribute.describe(self.strategy), self.steps_per_epoch,
-                 self.input.batch_size, list(self.eval_lengths),
+                 self.data.input.batch_size, list(self.data.eval_lengths),
                  "on" if self.config.jit_compile else "off",
-                 self.input.length_quantum)
+                 self.data.input.length_quantum)
     with preemption.StopSignals() as stop:
       while state.phase < len(PHASES):
         self._run_phase_epoch(state, iterator, stop)
@@ -356,8 +272,8 @@ class FoldRun:
         fileio.atomic_write_text(config_path, _config_json(self.config))
         self.run_dir.write_data_description(
             model_dir_lib.data_description(
-                self.info, int(self.config.stage), self.eval_lengths,
-                self.augment.pad_mode, self.architecture),
+                self.info, int(self.config.stage), self.data.eval_lengths,
+                self.data.augment.pad_mode, self.architecture),
             self.info.data_dir)
         self.run_dir.save_state(state)
       return state, copied
@@ -405,31 +321,19 @@ class FoldRun:
     self._checkpoint(state)
 
   def _phase_lr(self, state: run_state.RunState, step_in_epoch: int) -> float:
-    if state.phase == 0:
-      sched = self.schedule
-      step_size = max(1, int(round(sched.cycle_step_epochs *
-                                   self.steps_per_epoch)))
-      return schedules.triangular_lr(
-          state.phase_epoch * self.steps_per_epoch + step_in_epoch,
-          step_size, sched.base_lr, sched.max_lr)
-    return state.plateau["lr"]
+    return self.phases.lr(state.phase, state.phase_epoch, step_in_epoch,
+                          state.plateau)
 
   def _phase_length(self, phase: int) -> int:
-    return int(self.schedule.cyclic_epochs if phase == 0 else
-               self.schedule.fine_tune_max_epochs)
+    return self.phases.length(phase)
 
   def _start_phase(self, state: run_state.RunState):
     """From the best weights with a fresh optimizer (phases 1 and 2)."""
-    sched = self.schedule
     self._load_best()
     run_state.reset_optimizer(self.optimizer)
-    lr = float(sched.fine_tune_lrs[state.phase - 1])
-    state.plateau = dataclasses.asdict(schedules.Plateau(
-        lr=lr, factor=sched.plateau_factor,
-        patience=sched.plateau_patience, min_delta=sched.plateau_min_delta,
-        stop_patience=sched.early_stop_patience))
+    state.plateau = self.phases.plateau(state.phase)
     logging.info("phase %s: from the best weights, LR %g",
-                 PHASES[state.phase], lr)
+                 PHASES[state.phase], state.plateau["lr"])
 
   def run_epoch(self, state: run_state.RunState, iterator,
                 stop: Optional[preemption.StopSignals] = None) -> dict:
@@ -469,35 +373,18 @@ class FoldRun:
            "lr": float(f"{self._phase_lr(state, self.steps_per_epoch - 1):.6g}"),
            "train_loss": round(train_loss, 6),
            "examples_per_sec": round(self.steps_per_epoch *
-                                     self.input.batch_size / train_time, 1)}
+                                     self.data.input.batch_size /
+                                     train_time, 1)}
     if self.validation is not None:
       result = self.validation.evaluate()
       row.update({k: None if v is None else round(v, 6)
                   for k, v in result.items() if not k.startswith("_")})
     row["seconds"] = round(time.perf_counter() - started, 2)
     if not np.isfinite(train_loss):
-      raise TrainError(self._non_finite_message(state, losses, train_loss))
+      raise TrainError(steps_lib.non_finite_message(
+          self.model_dir, state, losses, self.optimizer,
+          lambda step: self._phase_lr(state, step)))
     return row
-
-  def _non_finite_message(self, state: run_state.RunState, losses,
-                          train_loss) -> str:
-    """What is known when the loss stops being finite."""
-    values = [float(np.asarray(l)) for l in losses]
-    first = next(i for i, v in enumerate(values) if not np.isfinite(v))
-    policy = keras.mixed_precision.global_policy().name
-    scale = run_state.loss_scale(self.optimizer)
-    text = (f"training loss became {train_loss} in {self.model_dir}: phase "
-            f"{PHASES[state.phase]}, epoch {state.epoch}, first at step "
-            f"{first + 1} of {len(values)} (the loss before it: "
-            f"{values[first - 1] if first else 'none this epoch'}), LR "
-            f"{self._phase_lr(state, first):g}, precision {policy}")
-    if scale is not None:
-      text += f", loss scale {scale:g}"
-      if scale < 1:
-        text += " (collapsed: the gradients overflow even unscaled)"
-    return text + (". Try a lower LR (--config.schedule.max_lr / "
-                   "fine_tune_lrs) or --precision=float32, then re-run to "
-                   "resume from the last finished epoch")
 
   def _end_epoch(self, state: run_state.RunState, row: dict) -> bool:
     """Best weights, plateau counters, history; True when the phase
@@ -540,20 +427,11 @@ class FoldRun:
   def _agree_stop(self, stop: Optional[preemption.StopSignals]) -> bool:
     """Whether a stop signal arrived (on any worker: all stop at the same
     step)."""
-    requested = bool(stop and stop.requested)
-    if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
-      return self._agree(float(requested)) > 0
-    return requested
+    requested = float(bool(stop and stop.requested))
+    return distribute.mean_over_workers(self.strategy, requested) > 0
 
   def _agree(self, value: float) -> float:
-    """The mean of value over all workers: every worker then takes the same
-    decisions (best, plateau, stop), so mirrored weights stay in step."""
-    if not isinstance(self.strategy,
-                      tf.distribute.MultiWorkerMirroredStrategy):
-      return value
-    per_replica = self.strategy.run(lambda: tf.constant(value, tf.float64))
-    return float(self.strategy.reduce(tf.distribute.ReduceOp.MEAN,
-                                      per_replica, axis=None))
+    return distribute.mean_over_workers(self.strategy, value)
 
   def _replica_statistics(self, state: run_state.RunState):
     """Inside an epoch on several replicas of one worker: each statistic's
@@ -585,29 +463,12 @@ class FoldRun:
 
   def _record_batch_images(self, epoch: int):
     count = int(self.config.tensorboard_images)
-    if not count or not self.chief:
-      return
-    small = dataclasses.replace(self.input, batch_size=max(count, 2),
-                                placement="device", pairing_block=64,
-                                shuffle_buffer=64)
-    batch = next(iter(ip.train_dataset(self.train_info, self.train_folds,
-                                       small, self.augment,
-                                       start_epoch=epoch, num_epochs=1)))
-    images = batches.augment_batch(batch, self.spec,
-                                   self.augment)[records.LOG_MEL]
-    self.recorder.batch_images(images[:count], epoch)  # [b, M, L, 1]
+    if count and self.chief:
+      self.recorder.batch_images(self.data.augmented_sample(epoch, count),
+                                 epoch)
 
   def write_pairing(self, epoch: int):
-    """This worker's input pipeline's pairing table of an epoch, laid out
-    as training reads it (per-replica batches)."""
-    worker = distribute.worker_index(self.strategy)
-    context = tf.distribute.InputContext(self.num_pipelines, worker,
-                                         self.replicas)
-    table = ip.pairing_table(
-        self.train_info, self.train_folds, self.input, epoch,
-        input_context=context,
-        max_steps_per_epoch=int(self.config.max_steps_per_epoch))
-    self.run_dir.write_pairing(epoch, worker, table)
+    self.run_dir.write_pairing(epoch, *self.data.pairing_table(epoch))
 
   def finish(self, state: run_state.RunState, copied) -> dict:
     self._load_best()
@@ -619,7 +480,8 @@ class FoldRun:
                       for k, v in result.items() if not k.startswith("_")}
         title = f"fold {self.fold}, stage {self.config.stage}: best model, "
         validation.update(self.recorder.best_model(
-            result, self.info.labels, title, self.multi_label, state.epoch))
+            result, self.info.labels, title, self.data.multi_label,
+            state.epoch))
         summary["best_model_validation"] = validation
     logging.info("final weights fingerprint %s (task %s)",
                  run_state.weights_fingerprint(self.model),
@@ -641,11 +503,12 @@ class FoldRun:
                "precision": keras.mixed_precision.global_policy().name,
                "precision_reason": distribute.precision_reason(),
                "compile": {"jit_compile": bool(self.config.jit_compile),
-                           "length_quantum": int(self.input.length_quantum),
+                           "length_quantum": int(
+                               self.data.input.length_quantum),
                            "train_traces": int(self.traces["train"])},
                "traces": dict(self.traces),
-               "input": (f"tf.data service at {self.input.data_service}"
-                         if self.input.data_service else "local")}
+               "input": (f"tf.data service at {self.data.input.data_service}"
+                         if self.data.input.data_service else "local")}
     if copied:
       summary["initialised_from"] = {"path": self.model_config.init_from,
                                      "layers": copied}
@@ -664,7 +527,8 @@ class FoldRun:
     for _ in range(steps):
       loss = self.steps.train_step(next(iterator), lr)
     loss.numpy()
-    return steps * self.input.batch_size / (time.perf_counter() - start)
+    return steps * self.data.input.batch_size / (time.perf_counter() -
+                                                 start)
 
 
 # ---------------------------------------------------------------------------

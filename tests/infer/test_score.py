@@ -100,11 +100,11 @@ def test_score_tool_outputs_and_evaluation(trained, tmp_path):
   labels.write_text("fname,label\n" + "".join(
       f"{k},{v}\n" for k, v in truth.items()))
   out = tmp_path / "sub.csv"
-  result = score.score(
+  result = score.score(score.ScoreJob(
       model_dirs=os.path.dirname(model_dir) + "/fold*", output=str(out),
       data_dir=data_dir, probs_out=str(tmp_path / "p.csv"),
       embeddings_out=str(tmp_path / "e.npz"), labels_csv=str(labels),
-      tries=2, progress=False)
+      tries=2, progress=False))
   rows = list(csv.DictReader(open(out)))
   assert [r["fname"] for r in rows] == list(truth)
   assert all(len(r["label"].split(" ")) == 3 for r in rows)
@@ -189,14 +189,14 @@ def test_raw_audio_scores_as_its_shards(tmp_path):
   config.tensorboard_images = 0
   model_dir = str(tmp_path / "m" / "fold0")
   trainer.train(config, train, model_dir, tf.distribute.get_strategy())
-  from_shards = score.score(model_dirs=model_dir, data_dir=test,
+  from_shards = score.score(score.ScoreJob(model_dirs=model_dir, data_dir=test,
                             output=str(tmp_path / "a.csv"),
                             probs_out=str(tmp_path / "pa.csv"),
-                            progress=False)
-  from_audio = score.score(model_dirs=model_dir, audio_dir=test_audio,
+                            progress=False))
+  from_audio = score.score(score.ScoreJob(model_dirs=model_dir, audio_dir=test_audio,
                            audio_csv=test_csv, output=str(tmp_path / "b.csv"),
                            probs_out=str(tmp_path / "pb.csv"), num_workers=1,
-                           progress=False)
+                           progress=False))
   assert from_shards["clips"] == from_audio["clips"] == 5
   assert from_shards["empty"] == from_audio["empty"] == 1  # broken.wav
   assert open(tmp_path / "a.csv").read() == open(tmp_path / "b.csv").read()

@@ -112,10 +112,10 @@ print(json.dumps({{"probs": out, "labels": labels, "tagger":
   assert served["tagger"] == []
   csv_path = tmp_path / "files.csv"
   csv_path.write_text("fname\n" + "\n".join(names) + "\n")
-  score.score(model_dirs=model_dir, audio_dir=os.path.dirname(wavs[0]),
+  score.score(score.ScoreJob(model_dirs=model_dir, audio_dir=os.path.dirname(wavs[0]),
               audio_csv=str(csv_path), output=str(tmp_path / "s.csv"),
               probs_out=str(tmp_path / "p.csv"), tta="even",
-              num_workers=1, progress=False)
+              num_workers=1, progress=False))
   rows = list(csv.reader(open(tmp_path / "p.csv")))
   assert rows[0][1:] == served["labels"]
   offline = np.array([[float(x) for x in r[1:]] for r in rows[1:]])

@@ -165,7 +165,7 @@ def test_evaluation_on_replicas_counts_every_clip_once(data_dir, tmp_path):
     run = trainer.FoldRun(tiny_config(eval_batch_size=14,
                                       **{"input.eval_lengths": (32, 48, 40)}),
                           data_dir, str(tmp_path / "e"), strategy, 0)
-    assert run.info.num_records(run.val_folds) == 32
+    assert run.data.num_validation_clips == 32
     keras.utils.set_random_seed(3)
     run.prepare(0)
     results.append(run.predict_validation())

@@ -1,0 +1,116 @@
+"""What one fold trains and validates on: the shards as their manifest
+describes them, the folds and sources of each side, the typed input and
+augmentation settings, the lengths and steps of an epoch, and the
+distributed datasets made from them."""
+
+import dataclasses
+import functools
+from typing import Optional
+
+import tensorflow as tf
+from absl import logging
+
+from tagger import distribute
+from tagger import errors
+from tagger import settings
+from tagger.input import augment as augment_lib
+from tagger.input import batches
+from tagger.input import data_service
+from tagger.input import pipeline as ip
+from tagger.shards import data_info
+from tagger.shards import records
+
+
+class FoldData:
+  """config's input and augment settings on data_dir's shards, fold `fold`
+  validated (None: no validation), for `strategy`'s replicas and
+  workers."""
+
+  def __init__(self, config, data_dir: str, fold: Optional[int],
+               strategy: tf.distribute.Strategy):
+    self.config = config
+    self.info = data_info.load_data_info(
+        data_dir, verify=bool(config.verify_shards))
+    self.spec = self.info.batch_spec
+    self.multi_label = self.info.multi_label
+    self.train_folds = data_info.select_folds(self.info, fold, "train")
+    self.val_folds = data_info.select_folds(self.info, fold, "validation")
+    self.input = settings.input_config(config)
+    self.augment = settings.augment_config(config)
+    try:
+      augment_lib.check_image_ops(self.augment.image_ops)
+      augment_lib.check_recording_ops(self.augment.recording_ops)
+    except ValueError as e:
+      raise errors.UserError(f"config.augment: {e}") from e
+    if self.input.data_service:
+      data_service.check_reachable(self.input.data_service)
+      logging.info("training input: the tf.data service at %s",
+                   self.input.data_service)
+    # The sources each side reads (e.g. train on curated + noisy, validate
+    # on curated only).
+    self.train_info = self.info.only_sources(
+        settings.names(self.input.train_sources))
+    self.val_info = self.info.only_sources(
+        settings.names(self.input.val_sources))
+    self.eval_lengths = data_info.eval_lengths(self.info, self.input)
+    self.shortest_length = min(self.eval_lengths + (data_info.length_range(
+        self.info, self.input)[0],))
+    self.strategy = strategy
+    self.replicas = strategy.num_replicas_in_sync
+    self.num_pipelines = distribute.num_workers(strategy)
+    self.max_steps = int(config.max_steps_per_epoch)
+
+  @functools.cached_property
+  def steps_per_epoch(self) -> int:
+    """Global batches of an epoch (asked for after the settings are
+    checked: too few clips for one batch is an error)."""
+    steps = ip.steps_per_epoch(self.train_info, self.train_folds,
+                               self.input, self.replicas, self.num_pipelines)
+    return min(steps, self.max_steps) if self.max_steps else steps
+
+  @property
+  def num_validation_clips(self) -> int:
+    return self.val_info.num_records(self.val_folds)
+
+  def datasets(self, start_epoch: int):
+    """(train, validation or None): distributed datasets, training from
+    start_epoch on. Evaluation runs on every replica (and worker); every
+    row carries its position, so each clip counts once wherever it ran."""
+    def train_fn(context):
+      return ip.train_dataset(
+          self.train_info, self.train_folds, self.input, self.augment,
+          start_epoch=start_epoch, input_context=context,
+          max_steps_per_epoch=self.max_steps)
+    train = self.strategy.distribute_datasets_from_function(train_fn)
+    if not self.val_folds:
+      return train, None
+
+    def eval_fn(context):
+      return ip.eval_dataset(self.val_info, self.val_folds, self.input,
+                             self.eval_lengths,
+                             batch_size=int(self.config.eval_batch_size),
+                             seed=self.config.seed, input_context=context)
+    return train, self.strategy.distribute_datasets_from_function(eval_fn)
+
+  def augmented_sample(self, epoch: int, count: int) -> tf.Tensor:
+    """[count, M, L, 1]: the first log-mels of an epoch's first batch as
+    training sees them (augmented on the device), for pictures."""
+    small = dataclasses.replace(self.input, batch_size=max(count, 2),
+                                placement="device", pairing_block=64,
+                                shuffle_buffer=64)
+    batch = next(iter(ip.train_dataset(self.train_info, self.train_folds,
+                                       small, self.augment,
+                                       start_epoch=epoch, num_epochs=1)))
+    return batches.augment_batch(batch, self.spec,
+                                 self.augment)[records.LOG_MEL][:count]
+
+  def pairing_table(self, epoch: int):
+    """(worker, rows of (primary, partner)): this worker's input
+    pipeline's pairing table of an epoch, laid out as training reads it
+    (per-replica batches)."""
+    worker = distribute.worker_index(self.strategy)
+    context = tf.distribute.InputContext(self.num_pipelines, worker,
+                                         self.replicas)
+    return worker, ip.pairing_table(
+        self.train_info, self.train_folds, self.input, epoch,
+        input_context=context, max_steps_per_epoch=self.max_steps)
