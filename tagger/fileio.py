@@ -83,6 +83,21 @@ def atomic_write_text(path: str, text: str) -> None:
   atomic_write_bytes(path, text.encode("utf-8"))
 
 
+_FORMULA_STARTS = ("=", "+", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell: str) -> str:
+  """A CSV cell as spreadsheets show it, never run it: a cell that begins
+  as a formula would (=, +, @, tab, CR; or - with a call, pipe or operator
+  after it: '-2+3', '-cmd|...') gets a leading apostrophe (OWASP's advice
+  on CSV injection). Other cells, Kaggle's hex names among them, are
+  unchanged."""
+  if cell.startswith(_FORMULA_STARTS) or (
+      cell.startswith("-") and any(c in cell[1:] for c in "(|!=+@")):
+    return "'" + cell
+  return cell
+
+
 def write_json(path: str, value: Any) -> None:
   atomic_write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n")
 

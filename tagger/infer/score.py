@@ -283,8 +283,10 @@ def submission_csv(scores: Scores) -> str:
   buffer = io.StringIO()
   writer = csv.writer(buffer, lineterminator="\n")
   writer.writerow(["fname", "label"])
+  labels = [fileio.spreadsheet_safe(l) for l in scores.labels]
   for name, row in zip(scores.fnames, top):
-    writer.writerow([name, " ".join(scores.labels[i] for i in row)])
+    writer.writerow([fileio.spreadsheet_safe(name),
+                     " ".join(labels[i] for i in row)])
   return buffer.getvalue()
 
 
@@ -297,12 +299,14 @@ def probabilities_csv(scores: Scores) -> str:
   multi-label (sigmoid) models' are each class's own."""
   buffer = io.StringIO()
   writer = csv.writer(buffer, lineterminator="\n")
-  writer.writerow(["fname"] + scores.labels)
+  writer.writerow(["fname"] + [fileio.spreadsheet_safe(l)
+                                for l in scores.labels])
   probs = np.exp(scores.log_probs)
   if not scores.multi_label:
     probs /= probs.sum(axis=1, keepdims=True)
   for name, row in zip(scores.fnames, probs):
-    writer.writerow([name] + [f"{p:.6g}" for p in row])
+    writer.writerow([fileio.spreadsheet_safe(name)] +
+                    [f"{p:.6g}" for p in row])
   return buffer.getvalue()
 
 
@@ -492,6 +496,11 @@ def write_outputs(job: ScoreJob, scores: Scores) -> dict:
     logging.warning("%d clip(s) had no audio and are ranked by the training "
                     "class frequencies: %s", scores.empty.sum(),
                     ", ".join(np.array(scores.fnames)[scores.empty][:10]))
+  escaped = [n for n in scores.fnames if fileio.spreadsheet_safe(n) != n]
+  if escaped:
+    logging.warning("%d name(s) begin as a spreadsheet formula would and are "
+                    "written with a leading ' so that no spreadsheet runs "
+                    "them: %s", len(escaped), ", ".join(escaped[:5]))
   if job.probs_out:
     fileio.atomic_write_text(job.probs_out, probabilities_csv(scores))
   if job.embeddings_out:

@@ -641,8 +641,9 @@ def _errors_csv(problems: Sequence[Problem], rows: Sequence[Row]) -> str:
   writer.writerow(["fname", "csv_row", "action", "reason", "csv"])
   for p in sorted(problems, key=lambda p: p.row):
     row = by_index.get(p.row)
-    writer.writerow([p.fname, row.line if row else p.row + 2, p.action,
-                     p.reason, row.csv_path if row else ""])
+    writer.writerow([fileio.spreadsheet_safe(x) for x in (
+        p.fname, str(row.line if row else p.row + 2), p.action, p.reason,
+        row.csv_path if row else "")])
   return buffer.getvalue()
 
 

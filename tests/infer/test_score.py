@@ -13,6 +13,7 @@ import tensorflow as tf
 
 
 from tagger import metrics
+from tagger import fileio
 from tagger import settings
 from tagger.datasets import synthetic
 from tagger.infer import export as export_lib
@@ -157,7 +158,9 @@ print(json.dumps({{"probs": out["probabilities"].numpy().tolist(),
 
 
 def test_raw_audio_scores_as_its_shards(tmp_path):
-  """--audio_dir computes the same features as the shards: same scores."""
+  """--audio_dir computes the same features as the shards: same scores.
+  Names that a spreadsheet would run as formulas are written so that it
+  shows them as text (a leading apostrophe)."""
   from conftest import tone, wav_bytes, write_dataset  # pylint: disable=g-import-not-at-top
   from tagger.shards import sharding  # pylint: disable=g-import-not-at-top
   keras.mixed_precision.set_global_policy("float32")
@@ -172,7 +175,8 @@ def test_raw_audio_scores_as_its_shards(tmp_path):
       num_workers=1, progress=False))
   test_csv, test_audio = write_dataset(
       str(tmp_path / "t"), clips[:2] + clips[-2:] +
-      [("broken.wav", "low", b"not audio")], csv_name="test.csv",
+      [("broken.wav", "low", b"not audio")] +
+      [(name, "low", clips[0][2]) for name in HOSTILE], csv_name="test.csv",
       audio="audio_test")
   test = str(tmp_path / "test")
   sharding.make_tfrecords(sharding.Options(
@@ -197,14 +201,29 @@ def test_raw_audio_scores_as_its_shards(tmp_path):
                            audio_csv=test_csv, output=str(tmp_path / "b.csv"),
                            probs_out=str(tmp_path / "pb.csv"), num_workers=1,
                            progress=False))
-  assert from_shards["clips"] == from_audio["clips"] == 5
+  assert from_shards["clips"] == from_audio["clips"] == 5 + len(HOSTILE)
   assert from_shards["empty"] == from_audio["empty"] == 1  # broken.wav
   assert open(tmp_path / "a.csv").read() == open(tmp_path / "b.csv").read()
+  for path in ("a.csv", "pa.csv", "pb.csv"):
+    names = [r[0] for r in csv.reader(open(tmp_path / path))][1:]
+    assert names[-len(HOSTILE):] == ["'" + n for n in HOSTILE], path
+    assert names[:2] == [clips[0][0], clips[1][0]]
   pa = np.loadtxt(tmp_path / "pa.csv", delimiter=",", skiprows=1,
-                  usecols=(1, 2))
+                  usecols=(1, 2), comments=None)
   pb = np.loadtxt(tmp_path / "pb.csv", delimiter=",", skiprows=1,
-                  usecols=(1, 2))
+                  usecols=(1, 2), comments=None)
   np.testing.assert_allclose(pa, pb, atol=1e-5)
+
+
+HOSTILE = ("=1+1.wav", "+1+2.wav", "@SUM(1+1).wav", "-2+3.wav",
+           '=HYPERLINK("http:evil").wav')
+
+
+def test_spreadsheet_safe_cells():
+  for name in HOSTILE + ("\tx.wav", "-cmd|' /C calc'!A0.wav"):
+    assert fileio.spreadsheet_safe(name) == "'" + name
+  for name in ("00ad7068.wav", "-6dB.wav", "a=b.wav", "Bass_drum", ""):
+    assert fileio.spreadsheet_safe(name) == name
 
 
 def test_audio_dir_says_what_it_leaves_out(tmp_path, caplog):
