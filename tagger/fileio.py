@@ -73,10 +73,25 @@ def temp_name(path: str) -> str:
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
+  """data at path, whole or not at all: written to a temporary name and
+  renamed; a failed write (a full disk) leaves no temporary file."""
   tmp = temp_name(register_filesystem(path))
-  with tf.io.gfile.GFile(tmp, "wb") as f:
-    f.write(data)
-  tf.io.gfile.rename(tmp, path, overwrite=True)
+  try:
+    with tf.io.gfile.GFile(tmp, "wb") as f:
+      f.write(data)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+  except BaseException:
+    remove_quietly(tmp)
+    raise
+
+
+def remove_quietly(path: str) -> None:
+  """Removes a file if it is there; what cannot be removed stays."""
+  try:
+    if tf.io.gfile.exists(path):
+      tf.io.gfile.remove(path)
+  except (tf.errors.OpError, OSError):
+    pass
 
 
 def atomic_write_text(path: str, text: str) -> None:

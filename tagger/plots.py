@@ -132,3 +132,15 @@ def per_class_bars(values: np.ndarray, labels: Sequence[str],
     ax.set_title(title, fontsize=9)
   fig.tight_layout()
   return _png(fig)
+
+
+def log_mel_png(log_mel: np.ndarray) -> bytes:
+  """One clip's log-mel [M, T] in dB as a small picture without axes (low
+  frequencies at the bottom), for the evaluation report."""
+  plt = _pyplot()
+  width = min(6.0, max(1.5, log_mel.shape[1] / 100))
+  fig = plt.figure(figsize=(width, 0.8))
+  ax = fig.add_axes((0, 0, 1, 1))
+  ax.imshow(log_mel, origin="lower", aspect="auto", cmap="magma")
+  ax.set_axis_off()
+  return _png(fig)

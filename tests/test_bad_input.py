@@ -3,6 +3,7 @@ small datasets, unusable output folders, damaged shards, config typos,
 dead parents, concurrent runs. Every case builds its bad input itself."""
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -320,6 +321,13 @@ def test_a_flipped_byte_is_named(shards, tmp_path):
   named = data_info.explain_data_loss(damaged, manifest, error)
   assert isinstance(named, data_info.InputError) and victim in str(named)
   assert data_info.explain_data_loss(shards, manifest, error) is error
+  # A manifest without checksums (hand-made, or trimmed): the records' own
+  # CRCs name the file.
+  for shard in manifest["shards"]:
+    del shard["sha256"]
+  named = data_info.explain_data_loss(damaged, manifest, error)
+  assert isinstance(named, data_info.InputError), named
+  assert str(named).startswith(f"{victim}: damaged ("), named
 
 
 @pytest.mark.parametrize("flag,expect", [
@@ -510,3 +518,59 @@ def test_resuming_on_other_shards_names_the_model_dir(tmp_path):
   with pytest.raises(trainer.TrainError, match="holds a run on other data "
                      r"\(labels differ"):
     trainer.train(config, second, model_dir, strategy)
+
+
+def _limited(max_bytes: int):
+  """preexec_fn: files of the child (and what it starts) stop at
+  max_bytes, as on a full disk; writes then fail with EFBIG (SIGXFSZ
+  ignored) instead of killing the process."""
+  def apply():
+    import resource  # pylint: disable=g-import-not-at-top
+    resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+  return apply
+
+
+def test_a_full_disk_is_one_line_and_the_same_command_finishes(tmp_path):
+  """make_tfrecords where files cannot grow past 8 KB: one line saying the
+  disk is full, no traceback, no temporary file outside the staging
+  folder; the same command with --resume and room finishes."""
+  clips = [(f"c{i}.wav", "ab"[i % 2], wav_bytes(tone(1.0, 300 + 50 * i,
+                                                      seed=i)))
+           for i in range(6)]
+  csv_path, audio_dir = write_dataset(str(tmp_path), clips)
+  out = str(tmp_path / "shards")
+  command = [sys.executable, "-m", "tools.make_tfrecords", f"--csv={csv_path}",
+             f"--audio_dir={audio_dir}", f"--output_dir={out}",
+             "--num_workers=1", "--num_folds=2", "--progress=false"]
+  full = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
+                        preexec_fn=_limited(8192), timeout=300)
+  assert full.returncode == 1, full.stderr[-2000:]
+  assert "Traceback" not in full.stderr, full.stderr[-3000:]
+  last = full.stderr.strip().splitlines()[-1]
+  assert last.startswith("make_tfrecords:") and "disk is full" in last, last
+  left = [n for n in os.listdir(out) if ".tmp-" in n]
+  assert not left, left
+  again = subprocess.run(command + ["--resume"], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+  assert again.returncode == 0, again.stderr[-2000:]
+  assert records.read_manifest(out)["num_records"] == 6
+
+
+def test_resume_with_other_write_options_on_a_finished_folder(tmp_path):
+  """--resume on a finished folder with another --num_folds is one line,
+  not the old folds kept without a word."""
+  clips = [(f"c{i}.wav", "ab"[i % 2], wav_bytes(tone(0.5, 300 + 50 * i,
+                                                      seed=i)))
+           for i in range(8)]
+  csv_path, audio_dir = write_dataset(str(tmp_path), clips)
+  options = sharding.Options(csv=csv_path, audio_dir=audio_dir,
+                             output_dir=str(tmp_path / "s"), num_folds=2,
+                             num_workers=1, progress=False)
+  sharding.make_tfrecords(options)
+  same = sharding.make_tfrecords(dataclasses.replace(options, resume=True))
+  assert same["write_options"]["num_folds"] == 2
+  with pytest.raises(sharding.ShardingError,
+                     match=r"--num_folds=2 \(asked: 4\); pass --overwrite"):
+    sharding.make_tfrecords(dataclasses.replace(options, resume=True,
+                                                num_folds=4))

@@ -29,10 +29,16 @@ def run_tool(main) -> None:
       name = os.path.basename(sys.argv[0]).replace(".py", "")
       _exit(f"{name}: {e}", getattr(e, "exit_status", 1))
     except (OSError, *_file_errors()) as e:
-      # A path the user gave that cannot be read or written: one line.
-      logging.exception("file error")
+      # A path the user gave that cannot be read or written, or a full
+      # disk: one line (the traceback only at --verbosity=1).
+      logging.debug("file error", exc_info=True)
       name = os.path.basename(sys.argv[0]).replace(".py", "")
-      why = getattr(e, "message", None) or str(e)
+      why = (getattr(e, "message", None) or str(e)).strip().splitlines()
+      why = why[0] if why else type(e).__name__
+      if _disk_full(e):
+        why += (" (the disk is full or a file size limit was reached: free "
+                "space and run the same command again; finished work is "
+                "kept)")
       _exit(f"{name}: {why}", 1)
     _exit("", 0)
     return result
@@ -45,7 +51,19 @@ def _file_errors() -> tuple:
   not permitted (tf.io.gfile raises these, not OSError)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return (tf.errors.NotFoundError, tf.errors.PermissionDeniedError,
-          tf.errors.FailedPreconditionError, tf.errors.AlreadyExistsError)
+          tf.errors.FailedPreconditionError, tf.errors.AlreadyExistsError,
+          tf.errors.ResourceExhaustedError, tf.errors.OutOfRangeError)
+
+
+def _disk_full(error: Exception) -> bool:
+  """ENOSPC / EFBIG, as Python (OSError) or TensorFlow's file systems
+  (RESOURCE_EXHAUSTED / OUT_OF_RANGE with the system's words) report it."""
+  import errno  # pylint: disable=g-import-not-at-top
+  if isinstance(error, OSError):
+    return error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+  text = str(error).lower()
+  return any(words in text for words in ("no space left", "file too large",
+                                         "quota exceeded"))
 
 
 def _exit(message: str, status: int) -> None:

@@ -62,6 +62,10 @@ flags.DEFINE_string("labels_csv", "", "CSV fname,label or fname,labels "
                     "(several, comma separated): evaluate.")
 flags.DEFINE_string("confusion_png", "", "Where the confusion matrix goes "
                     "(default: next to --output).")
+flags.DEFINE_string("report_dir", "", "With --labels_csv: a folder for an "
+                    "HTML evaluation report (index.html: figures per class, "
+                    "the confusion, the worst clips with players and "
+                    "log-mels; opens from the disk).")
 flags.DEFINE_string("strategy", "auto", "auto|mirrored|one_device.")
 flags.DEFINE_integer("num_workers", 0, "Feature processes for --audio_dir.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
@@ -88,9 +92,12 @@ def main(argv):
       labels_csv=FLAGS.labels_csv, confusion_png=FLAGS.confusion_png,
       strategy_name=FLAGS.strategy, num_workers=FLAGS.num_workers,
       progress=FLAGS.progress, tta=FLAGS.tta,
-      submission_format=FLAGS.submission_format))
+      submission_format=FLAGS.submission_format,
+      report_dir=FLAGS.report_dir))
   print(f"wrote {result['output']}: {result['clips']} clips, "
         f"{len(result['models'])} model(s), {result['empty']} without audio")
+  if result.get("report"):
+    print(f"report: {result['report']} (open it in a browser)")
   report = result.get("evaluation")
   if report:
     multi = report.get("multi_label", False)

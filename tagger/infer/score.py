@@ -427,6 +427,7 @@ class ScoreJob:
   # kaggle2018 (fname,label: the top 3 labels) or kaggle2019 (fname and a
   # probability column per class); auto: kaggle2019 for multi-label models.
   submission_format: str = "auto"
+  report_dir: str = ""       # with labels_csv: the HTML evaluation report
 
   def check(self) -> None:
     """Every flag that can be wrong, before any model is loaded."""
@@ -436,6 +437,9 @@ class ScoreJob:
     if self.tta not in batches_lib.TTA_MODES:
       raise ScoreError(f"--tta must be one of {batches_lib.TTA_MODES}, not "
                        f"{self.tta!r}")
+    if self.report_dir and not self.labels_csv:
+      raise ScoreError("--report_dir needs --labels_csv (the report is of "
+                       "an evaluation)")
     if bool(self.data_dir) == bool(self.audio_dir):
       raise ScoreError("give exactly one of --data_dir (test shards) and "
                        "--audio_dir (raw audio files)")
@@ -482,7 +486,36 @@ def score(job: ScoreJob) -> dict:
                                               models[0].data.eval_lengths)]})
   if job.labels_csv:
     result["evaluation"] = evaluate_with_picture(job, scores)
+  if job.report_dir:
+    result["report"] = write_report(job, scores, result)
   return result
+
+
+def write_report(job: ScoreJob, scores: Scores, result: dict) -> str:
+  """The evaluation as an HTML page (report.py); its path."""
+  from tagger.infer import report as report_lib  # pylint: disable=g-import-not-at-top
+  evaluation = result["evaluation"]
+  figure = ({"lwlrap": f"{evaluation['lwlrap']:.4f}"} if scores.multi_label
+            else {"MAP@3": f"{evaluation['map3']:.4f}"})
+  headline = {"title": "tagger evaluation: " + os.path.basename(
+      job.labels_csv), **figure,
+              "top-1 accuracy": (f"{evaluation['accuracy']:.4f}"
+                                 if "accuracy" in evaluation else ""),
+              "clips": result["clips"], "without audio": result["empty"],
+              "models": ", ".join(result["models"]),
+              "TTA": f"{job.tta}, lengths {result['lengths']} x "
+                     f"{job.tries} tries",
+              "data": job.data_dir or job.audio_dir,
+              "labels": job.labels_csv}
+  audio_dir = job.audio_dir
+  if job.data_dir:   # the shards' own audio folder, where it is at hand
+    audio_dir = data_info.load_data_info(job.data_dir).manifest.get(
+        "source", {}).get("audio_dir", "")
+  path = report_lib.ReportWriter(job.report_dir, audio_dir).write(
+      scores, read_labels_csv(job.labels_csv), headline,
+      report_lib.read_verified(job.labels_csv))
+  logging.info("report: %s", path)
+  return path
 
 
 def write_outputs(job: ScoreJob, scores: Scores) -> dict:

@@ -31,6 +31,8 @@ ROW = "row"              # int64 [b]: eval batches: position in the eval order
 FRACTION = "fraction"    # float32 [b]: eval batches, TTA 'even': where each
                          # row's window lies in its clip, in [0, 1)
 PARTNER = "partner_"     # prefix of the mixup partner's keys
+EPOCH = "epoch"          # int64 []: training batches: the epoch it was made
+                         # for (the trainer counts the tf.data service's)
 # Keys of a model batch (what augment_batch / prepare_eval_batch return).
 TARGET = "target"        # float32 [b, C] one-hot or multi-hot (mixed) labels
 WEIGHT = "verified"      # float32 [b] manually_verified (mixed)

@@ -168,3 +168,45 @@ def read_from_service(ds: tf.data.Dataset, address: str) -> tf.data.Dataset:
       # Float16 log-mel windows barely compress; compressing costs the
       # workers more than it saves on a datacenter network.
       compression=None))
+
+
+class LostBatchesError(DataServiceError):
+  """Batches the service never delivered (a worker stopped): the run
+  stops rather than train on an epoch missing a share of its data."""
+
+
+class BatchAccount:
+  """Counts the training batches the service delivers, by the epoch each
+  was made for, and checks that every epoch came whole.
+
+  Batches arrive first come, first served, so an epoch's last batches may
+  come a few steps into the next one; a whole epoch later, each epoch
+  must have all of its `per_epoch` batches. When a worker stops, the
+  others go on into later epochs and its share never comes: the check
+  names the epoch and how much of it is missing, instead of the run
+  finishing on the survivors' batches without a word."""
+
+  def __init__(self, per_epoch: int, first_epoch: int, address: str):
+    self.per_epoch, self.first_epoch = per_epoch, first_epoch
+    self.address = address
+    self.counts = {}
+
+  def add(self, epochs) -> None:
+    """epochs: the data epoch of each per-replica batch of one step."""
+    for epoch in epochs:
+      self.counts[int(epoch)] = self.counts.get(int(epoch), 0) + 1
+
+  def check(self, finished_epoch: int) -> None:
+    """After the trainer's epoch `finished_epoch`: the epochs before it
+    (from the first this process started whole) must be complete."""
+    for epoch in range(self.first_epoch, finished_epoch):
+      got = self.counts.get(epoch, 0)
+      if got < self.per_epoch:
+        ahead = max(self.counts)
+        raise LostBatchesError(
+            f"the tf.data service at {self.address} delivered {got} of "
+            f"epoch {epoch}'s {self.per_epoch} batches while its workers "
+            f"went on to epoch {ahead}: a worker stopped and its share of "
+            "the data was lost. Restart the worker (tools/data_service "
+            "--role=worker ...) and run the same command to resume from the "
+            "last checkpoint")

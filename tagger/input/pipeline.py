@@ -299,6 +299,7 @@ def train_dataset(info: DataInfo, folds, config: InputConfig,
                                      key + [0, 2 << 40]).items():
       out[batches.PARTNER + k] = v
     out[batches.SEED] = batches.row_seeds(key, replica * b, b)
+    out[batches.EPOCH] = tf.cast(epoch, tf.int64)
     return out
 
   last = None if num_epochs is None else start_epoch + num_epochs
@@ -321,8 +322,9 @@ def train_dataset(info: DataInfo, folds, config: InputConfig,
   ds = ds.map(host_batch, num_parallel_calls=tf.data.AUTOTUNE,
               deterministic=True)
   if config.placement == "host":
-    ds = ds.map(lambda batch: batches.augment_batch(batch, spec,
-                                                    augment_config),
+    ds = ds.map(lambda batch: {**batches.augment_batch(batch, spec,
+                                                       augment_config),
+                               batches.EPOCH: batch[batches.EPOCH]},
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   if config.data_service:
     ds = data_service.read_from_service(ds, config.data_service)

@@ -121,7 +121,7 @@ def run_demo(workdir: str, num_workers: int = 0,
       model_dirs=os.path.join(workdir, "stage2", "fold*"), output=output,
       data_dir=os.path.join(workdir, "tfrecords", "test"),
       labels_csv=os.path.join(data_dir, "test_labels.csv"),
-      progress=False))
+      report_dir=os.path.join(workdir, "report"), progress=False))
   report = result["evaluation"]
   if multi_label:
     map3 = "n/a" if report["map3"] is None else f"{report['map3']:.4f}"
@@ -138,6 +138,8 @@ def run_demo(workdir: str, num_workers: int = 0,
         f"{len(result['models'])} models x {len(result['lengths'])} lengths "
         f"x {result['tries']} tries -> {output} "
         f"(confusion matrix: {report['confusion_png']})", flush=True)
+  print(f"evaluation report: {result['report']} (open it in a browser)",
+        flush=True)
   print(f"demo finished in {(time.time() - started) / 60:.1f} min", flush=True)
   print(f"MAP@3={report['map3']:.4f} top-1 accuracy={report['accuracy']:.4f} "
         f"on {report['clips']} labelled test clips", flush=True)

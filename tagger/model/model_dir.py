@@ -119,8 +119,12 @@ def save_weights(model: keras.Model, path: str) -> None:
     local = os.path.join(tmp, "w.weights.h5")
     model.save_weights(local)
     target = fileio.temp_name(path)
-    tf.io.gfile.copy(local, target, overwrite=True)
-    tf.io.gfile.rename(target, path, overwrite=True)
+    try:
+      tf.io.gfile.copy(local, target, overwrite=True)
+      tf.io.gfile.rename(target, path, overwrite=True)
+    except BaseException:
+      fileio.remove_quietly(target)   # a full disk leaves no .tmp- file
+      raise
 
 
 def load_weights(model: keras.Model, path: str) -> None:

@@ -223,11 +223,9 @@ def make_tfrecords_locked(options, started: float, vocabulary,
                           context) -> dict:
   """sharding._make_tfrecords_locked's steps on a Beam runner."""
   check_installed()
-  manifest_path = fileio.join(options.output_dir, records.MANIFEST)
-  if options.resume and not options.overwrite and fileio.exists(
-      manifest_path):
-    logging.info("%s is already complete; nothing to resume", manifest_path)
-    return fileio.read_json(manifest_path)
+  finished = sharding.finished_run(options)
+  if finished is not None:
+    return finished
   staging = sharding.prepare_run(options, context)
   logging.info("running %d clips on Beam's %s", len(usable), options.runner)
   with beam.Pipeline(runner=runner_of(options.runner),

@@ -142,11 +142,25 @@ def check_shards(data_dir: str, manifest: dict, verify: bool = False) -> None:
 
 def explain_data_loss(data_dir: str, manifest: dict, error: Exception):
   """An InputError naming the damaged shard behind a reader's DataLossError
-  (which names no file), or the error itself if every shard checks out."""
+  (which names no file), or the error itself if every shard checks out.
+  Shards the manifest gives no checksum for are read record by record
+  (each record has its own CRC), so the damaged one is named too."""
   try:
     check_shards(data_dir, manifest, verify=True)
   except InputError as named:
     return named
+  compression = "GZIP" if manifest.get("compression") == "gzip" else ""
+  for shard in manifest.get("shards", []):
+    if "sha256" in shard:
+      continue   # checked above
+    path = fileio.join(data_dir, shard["file"])
+    try:
+      for _ in tf.data.TFRecordDataset(path, compression):
+        pass
+    except tf.errors.DataLossError as e:
+      lines = (e.message or "").strip().splitlines()
+      why = lines[0] if lines else "a record fails its checksum"
+      return InputError(f"{path}: damaged ({why}); re-make the shards")
   return error
 
 

@@ -709,11 +709,9 @@ class RunContext:
 def _make_tfrecords_locked(options: Options, started: float, vocabulary,
                            usable: List[Row], problems: List[Problem],
                            fit, context: RunContext) -> dict:
-  manifest_path = fileio.join(options.output_dir, records.MANIFEST)
-  if options.resume and not options.overwrite and fileio.exists(
-      manifest_path):
-    logging.info("%s is already complete; nothing to resume", manifest_path)
-    return fileio.read_json(manifest_path)
+  finished = finished_run(options)
+  if finished is not None:
+    return finished
   staging = prepare_run(options, context)
   audio_seconds = extract_to_staging(usable, options, staging)
   extract_time = time.time() - started
@@ -730,6 +728,35 @@ def _make_tfrecords_locked(options: Options, started: float, vocabulary,
       extract_time=extract_time), context)
   if not options.keep_staging:
     fileio.remove_tree(staging)
+  return manifest
+
+
+def write_options(options: Options) -> dict:
+  """The options a finished folder was written with that --resume cannot
+  change without re-writing it (recorded in the manifest)."""
+  return {k: getattr(options, k) for k in WRITE_OPTIONS}
+
+
+def finished_run(options: Options) -> Optional[dict]:
+  """The manifest of a finished folder that --resume finds (None: no such
+  folder, or not --resume). Asked for other fold, PCA or shard options than
+  it was written with, it refuses with one line rather than keep the old
+  ones without a word (manifests before tagger 0.10 record none)."""
+  path = fileio.join(options.output_dir, records.MANIFEST)
+  if not options.resume or options.overwrite or not fileio.exists(path):
+    return None
+  manifest = fileio.read_json(path)
+  written = manifest.get("write_options")
+  if written:
+    asked = json.loads(json.dumps(write_options(options)))
+    differ = [f"--{k}={written[k]} (asked: {asked[k]})" for k in asked
+              if k in written and written[k] != asked[k]]
+    if differ:
+      raise ShardingError(
+          f"{options.output_dir} is finished and was written with "
+          f"{', '.join(differ)}; pass --overwrite to write it again with "
+          "the new options")
+  logging.info("%s is already complete; nothing to resume", path)
   return manifest
 
 
@@ -857,6 +884,7 @@ def build_manifest(options: Options, result: RunResult,
                           if options.split == "train" else None,
       "per_fold_counts": {str(k): per_fold[k] for k in sorted(per_fold)},
       "compression": options.compression,
+      "write_options": write_options(options),
       "shards": shard_entries,
   }
 

@@ -87,7 +87,8 @@ class Prepare:
 
 
 class Steps:
-  """train_step(batch, lr) -> the loss summed over replicas;
+  """train_step(batch, lr) -> (the loss summed over replicas, [local
+  replicas] the epoch each replica's batch was made for);
   eval_step(batch) -> (probs [n, C], truth [n, 1 or C], row [n]) gathered
   from every replica; the replicas' BatchNorm statistics (sync to their
   mean, read per replica, restore per replica). Traces are counted."""
@@ -158,10 +159,16 @@ class Steps:
     @tf.function(input_signature=[element_spec,
                                   tf.TensorSpec([], tf.float32)])
     def train_step(batch, lr):
+      """(loss summed over the replicas, [local replicas] the epoch each
+      replica's batch was made for)."""
       self.traces["train"] += 1  # Python: runs once per trace
       optimizer.learning_rate = lr
       losses = strategy.run(replica_step, args=(batch,))
-      return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+      epochs = tf.stack([tf.reshape(e, []) for e in
+                         strategy.experimental_local_results(
+                             batch[batches.EPOCH])])
+      return (strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None),
+              epochs)
 
     self.train_step = train_step
 

@@ -33,6 +33,7 @@ from tagger import errors
 from tagger import fileio
 from tagger import settings
 from tagger.audio import params as params_lib
+from tagger.input import data_service
 from tagger.model import model_dir as model_dir_lib
 from tagger.model import networks as model_lib
 from tagger.shards import data_info
@@ -125,6 +126,7 @@ class FoldRun:
     self.phases = schedules.Phases(settings.schedule_config(config),
                                    self.data.steps_per_epoch)
     self.steps = None
+    self.service_account = None
 
   @property
   def steps_per_epoch(self) -> int:
@@ -249,6 +251,11 @@ class FoldRun:
     iterator = iter(self.train_data)
     for _ in range(state.epoch_step):  # resumed inside an epoch
       next(iterator)   # batches carry their own (epoch, step) seeds
+    self.service_account = (data_service.BatchAccount(
+        self.steps_per_epoch * self.replicas // self.data.num_pipelines,
+        state.epoch + (1 if state.epoch_step else 0),
+        self.data.input.data_service) if self.data.input.data_service
+                            else None)
     logging.info("%s, %d steps of %d per epoch, validation at lengths %s; "
                  "XLA %s, input lengths in steps of %d frames",
                  distribute.describe(self.strategy), self.steps_per_epoch,
@@ -346,10 +353,13 @@ class FoldRun:
       self.frozen.assign(1.0 if state.epoch < freeze else 0.0)
     losses = list(state.epoch_losses)   # floats of steps before a resume
     every = int(self.config.checkpoint_every_steps)
+    data_epochs = []
     for j in range(state.epoch_step, self.steps_per_epoch):
       lr = self._phase_lr(state, j)
-      losses.append(self.steps.train_step(next(iterator),
-                                          tf.constant(lr, tf.float32)))
+      loss, epochs = self.steps.train_step(next(iterator),
+                                           tf.constant(lr, tf.float32))
+      losses.append(loss)
+      data_epochs.append(epochs)
       state.step += 1
       last = j + 1 == self.steps_per_epoch
       signalled = self._agree_stop(stop)
@@ -366,6 +376,10 @@ class FoldRun:
               f"{j + 1}/{self.steps_per_epoch}: checkpoint written; run "
               "the same command again to resume there")
     train_loss = float(np.mean([float(np.asarray(l)) for l in losses]))
+    if self.service_account is not None:   # batches lost with a worker?
+      for epochs in data_epochs:
+        self.service_account.add(np.asarray(epochs))
+      self.service_account.check(state.epoch)
     self.steps.sync_statistics()
     train_time = time.perf_counter() - started + state.epoch_seconds
     state.epoch_step, state.epoch_losses, state.epoch_seconds = 0, [], 0.0
@@ -522,10 +536,10 @@ class FoldRun:
     iterator = iter(self.train_data)
     lr = tf.constant(lr, tf.float32)
     for _ in range(warmup):
-      self.steps.train_step(next(iterator), lr).numpy()
+      self.steps.train_step(next(iterator), lr)[0].numpy()
     start = time.perf_counter()
     for _ in range(steps):
-      loss = self.steps.train_step(next(iterator), lr)
+      loss, _ = self.steps.train_step(next(iterator), lr)
     loss.numpy()
     return steps * self.data.input.batch_size / (time.perf_counter() -
                                                  start)

@@ -200,7 +200,12 @@ def test_raw_audio_scores_as_its_shards(tmp_path):
   from_audio = score.score(score.ScoreJob(model_dirs=model_dir, audio_dir=test_audio,
                            audio_csv=test_csv, output=str(tmp_path / "b.csv"),
                            probs_out=str(tmp_path / "pb.csv"), num_workers=1,
+                           labels_csv=test_csv,
+                           report_dir=str(tmp_path / "report"),
                            progress=False))
+  page = open(from_audio["report"], encoding="utf-8").read()
+  assert "&lt;" not in page or "<img src=x" not in page
+  assert from_audio["report"].endswith("index.html") and "MAP@3" in page
   assert from_shards["clips"] == from_audio["clips"] == 5 + len(HOSTILE)
   assert from_shards["empty"] == from_audio["empty"] == 1  # broken.wav
   assert open(tmp_path / "a.csv").read() == open(tmp_path / "b.csv").read()

@@ -85,14 +85,15 @@ def test_demo_config_trains_an_epoch_through_two_workers(cluster, tmp_path):
       sigma=0.2, seed=1, learnable=True)
   from tagger import distribute  # pylint: disable=g-import-not-at-top
   config = demo_config_one_epoch(cluster.address)
+  config.schedule.cyclic_epochs = 2   # epoch 0 is counted whole after 1
   summary = trainer.train(config, data_dir, str(tmp_path / "run"),
                           distribute.make_strategy("one_device"))
   history = open(tmp_path / "run" / "history.csv").read().splitlines()
-  assert len(history) == 2, history  # header + one epoch
+  assert len(history) == 3, history  # header + two epochs
   row = dict(zip(history[0].split(","), history[1].split(",")))
   assert np.isfinite(float(row["train_loss"]))
   assert np.isfinite(float(row["val_loss"]))
-  assert summary["steps"] == 64 // 32  # folds 1, 2 train: 64 clips
+  assert summary["steps"] == 2 * 64 // 32  # folds 1, 2 train: 64 clips
   assert summary["input"] == f"tf.data service at {cluster.address}"
   saved = json.load(open(tmp_path / "run" / "config.json"))
   assert saved["input"]["data_service"] == cluster.address
@@ -108,3 +109,26 @@ def test_tool_refuses_a_dispatcher_without_its_workers():
       cwd=repo, capture_output=True, text=True, timeout=120)
   assert done.returncode == 1
   assert "--worker_addresses" in done.stderr.splitlines()[-1]
+
+
+def test_a_stopped_worker_stops_the_run_in_one_line(tmp_path):
+  """One of two workers stops: the other goes on into later epochs and
+  the stopped one's share never comes. The trainer counts each epoch's
+  batches and stops with one line instead of training on half the data."""
+  data_dir = str(tmp_path / "shards")
+  synthetic.write_synthetic_shards(
+      data_dir, 96, num_classes=4, num_folds=3, pca_dim=6, median_frames=160,
+      sigma=0.2, seed=1, learnable=True)
+  cluster = data_service.loopback_cluster(2)
+  try:
+    cluster.workers[1]._stop()  # pylint: disable=protected-access
+    config = demo_config_one_epoch(cluster.address)
+    config.schedule.cyclic_epochs = 4
+    from tagger import distribute  # pylint: disable=g-import-not-at-top
+    with pytest.raises(data_service.LostBatchesError,
+                       match=r"delivered 1 of epoch 0's 2 batches .* a "
+                       "worker stopped"):
+      trainer.train(config, data_dir, str(tmp_path / "run"),
+                    distribute.make_strategy("one_device"))
+  finally:
+    cluster.stop()

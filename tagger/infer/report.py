@@ -1,0 +1,303 @@
+"""An evaluation a person can open: one self-contained HTML page per
+scoring with labels (`tools/score --labels_csv=... --report_dir=...`).
+
+The page (index.html, with the clips' audio and pictures beside it in the
+same folder; no server, no script or font from elsewhere) holds:
+  - the headline figures and where they came from (models, TTA, data);
+  - per class: clips, precision and recall of the top label, average
+    precision, as a table sorted by clicking a column header;
+  - the confusion matrix and the most confused pairs;
+  - the clips it got most wrong (the lowest probability of the true
+    label first; capped, and said so on the page): each with an audio
+    player (a copy of the file under a neutral name), its log-mel, the
+    true label, the top 3 predictions with probabilities, and whether its
+    row was manually verified; filters by class and by verified;
+  - the clips that could not be decoded, listed, not dropped.
+Every name and label is untrusted text: each is HTML-escaped where it is
+written, and file names on disk are `clip-00001.wav`, never the clip's.
+"""
+
+import html
+import os
+import shutil
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from tagger import fileio
+from tagger import metrics
+from tagger import plots
+
+PAGE = "index.html"
+MAX_CLIPS = 100      # worst clips shown with players and pictures
+CLIPS_DIR = "clips"
+
+
+def read_verified(labels_csv: str) -> Dict[str, bool]:
+  """fname -> manually_verified, where the labels CSV has the column."""
+  import csv  # pylint: disable=g-import-not-at-top
+  import io  # pylint: disable=g-import-not-at-top
+  rows = csv.DictReader(io.StringIO(fileio.read_text(labels_csv)))
+  if "manually_verified" not in (rows.fieldnames or ()):
+    return {}
+  return {r["fname"]: str(r["manually_verified"]).strip() in ("1", "True",
+                                                              "true")
+          for r in rows}
+
+
+def _e(text) -> str:
+  return html.escape(str(text), quote=True)
+
+
+def per_class_table(probs: np.ndarray, labels: Sequence[str],
+                    truth: np.ndarray) -> list:
+  """[(label, clips, precision, recall, AP)] of single-label scores:
+  probs [N, C], truth [N] class indices."""
+  top = probs.argmax(axis=1)
+  ap = metrics.average_precision_per_class(
+      np.eye(len(labels), dtype=np.float32)[truth], probs)
+  rows = []
+  for c, label in enumerate(labels):
+    predicted, actual = top == c, truth == c
+    hits = float(np.sum(predicted & actual))
+    rows.append((label, int(actual.sum()),
+                 hits / predicted.sum() if predicted.any() else None,
+                 hits / actual.sum() if actual.any() else None,
+                 None if np.isnan(ap[c]) else float(ap[c])))
+  return rows
+
+
+def confused_pairs(probs: np.ndarray, truth: np.ndarray,
+                   labels: Sequence[str], count: int = 10) -> list:
+  """[(true label, predicted label, clips)]: the largest off-diagonal
+  cells of the top-label confusion, largest first."""
+  matrix = metrics.confusion(np.log(np.maximum(probs, 1e-12)), truth,
+                             len(labels))
+  np.fill_diagonal(matrix, 0)
+  order = np.argsort(-matrix, axis=None)[:count]
+  pairs = []
+  for flat in order:
+    t, p = np.unravel_index(flat, matrix.shape)
+    if matrix[t, p] > 0:
+      pairs.append((labels[t], labels[p], int(matrix[t, p])))
+  return pairs
+
+
+def _figure(value) -> str:
+  return "" if value is None else f"{value:.3f}"
+
+
+class ReportWriter:
+  """Writes report_dir/index.html and its clips and pictures."""
+
+  def __init__(self, report_dir: str, audio_dir: str = "",
+               max_clips: int = MAX_CLIPS):
+    self.dir, self.audio_dir, self.max_clips = report_dir, audio_dir, max_clips
+    os.makedirs(os.path.join(report_dir, CLIPS_DIR), exist_ok=True)
+
+  def write(self, scores, truth: Dict[str, Tuple[str, ...]],
+            headline: dict, verified: Optional[Dict[str, bool]] = None
+            ) -> str:
+    """scores: score.Scores; truth: fname -> labels (single-label: one);
+    headline: figures and settings shown first. Returns the page's path."""
+    index = {n: i for i, n in enumerate(scores.fnames)}
+    known = [n for n in truth if n in index and truth[n]]
+    labels = list(scores.labels)
+    position = {l: i for i, l in enumerate(labels)}
+    rows = [index[n] for n in known]
+    probs = np.exp(scores.log_probs[rows])
+    if not scores.multi_label:
+      probs /= probs.sum(axis=1, keepdims=True)
+    truth_index = np.array([position.get(truth[n][0], -1) for n in known])
+    usable = truth_index >= 0
+    if scores.multi_label:   # by label: each clip's every label counts
+      hot = np.zeros(probs.shape, np.float32)
+      for i, n in enumerate(known):
+        hot[i, [position[l] for l in truth[n] if l in position]] = 1.0
+      classes = self._labels_table(probs, labels, hot)
+    else:
+      classes = self._classes(probs[usable], labels, truth_index[usable])
+    sections = [self._headline(headline), classes,
+                self._worst(known, probs, truth, labels, position,
+                            verified or {}, scores),
+                self._undecoded(scores)]
+    page = _PAGE.format(title=_e(headline.get("title", "tagger evaluation")),
+                        body="\n".join(sections), script=_SCRIPT)
+    path = os.path.join(self.dir, PAGE)
+    fileio.atomic_write_text(path, page)
+    return path
+
+  def _headline(self, headline: dict) -> str:
+    items = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>"
+                    for k, v in headline.items() if k != "title")
+    return f"<section id='headline'><h2>Headline</h2><table>{items}" \
+           "</table></section>"
+
+  def _classes(self, probs, labels, truth) -> str:
+    if not len(truth):
+      return "<section id='classes'><p>No clip has a known label.</p></section>"
+    body = "".join(
+        f"<tr data-class='{_e(l)}'><td>{_e(l)}</td><td>{n}</td>"
+        f"<td>{_figure(p)}</td><td>{_figure(r)}</td><td>{_figure(a)}</td>"
+        "</tr>" for l, n, p, r, a in per_class_table(probs, labels, truth))
+    png = plots.confusion_matrix(metrics.confusion(
+        np.log(np.maximum(probs, 1e-12)), truth, len(labels)), labels,
+        "confusion of the top label")
+    fileio.atomic_write_bytes(os.path.join(self.dir, "confusion.png"), png)
+    pairs = "".join(f"<li>{_e(t)} &rarr; {_e(p)}: {n}</li>"
+                    for t, p, n in confused_pairs(probs, truth, labels))
+    return (
+        "<section id='classes'><h2>Per class</h2>"
+        "<table id='class-table' class='sortable'><thead><tr>"
+        "<th>class</th><th>clips</th><th>precision</th><th>recall</th>"
+        f"<th>AP</th></tr></thead><tbody>{body}</tbody></table>"
+        "<h2>Confusion</h2><img src='confusion.png' alt='confusion matrix'>"
+        f"<h3>Most confused</h3><ol id='confused'>{pairs}</ol></section>")
+
+  def _labels_table(self, probs, labels, hot) -> str:
+    """Multi-label data: clips and average precision of each label."""
+    ap = metrics.average_precision_per_class(hot, probs)
+    body = "".join(
+        f"<tr data-class='{_e(l)}'><td>{_e(l)}</td><td>{int(n)}</td>"
+        f"<td>{'' if np.isnan(a) else f'{a:.3f}'}</td></tr>"
+        for l, n, a in zip(labels, hot.sum(axis=0), ap))
+    return ("<section id='classes'><h2>Per label</h2>"
+            "<table id='class-table' class='sortable'><thead><tr>"
+            "<th>label</th><th>clips</th><th>AP</th></tr></thead>"
+            f"<tbody>{body}</tbody></table></section>")
+
+  def _worst(self, known, probs, truth, labels, position, verified,
+             scores) -> str:
+    true_prob = np.array([
+        np.mean([probs[i, position[l]] for l in truth[n] if l in position])
+        if any(l in position for l in truth[n]) else 0.0
+        for i, n in enumerate(known)])
+    order = np.argsort(true_prob, kind="stable")[:self.max_clips]
+    empty = dict(zip(scores.fnames, scores.empty))
+    cards = [self._card(k + 1, known[i], probs[i], truth[known[i]], labels,
+                        verified.get(known[i]), bool(empty[known[i]]))
+             for k, i in enumerate(order)]
+    capped = (f"<p class='note'>The {len(order)} clips with the lowest "
+              f"probability of their true label, of {len(known)}.</p>")
+    options = "".join(f"<option>{_e(l)}</option>" for l in labels)
+    return ("<section id='worst'><h2>Clips it got most wrong</h2>"
+            f"{capped}<p>class <select id='class-filter'><option value=''>"
+            f"all</option>{options}</select> verified <select "
+            "id='verified-filter'><option value=''>all</option><option>yes"
+            "</option><option>no</option></select></p>"
+            f"<table id='worst-table'><tbody>{''.join(cards)}</tbody></table>"
+            "</section>")
+
+  def _card(self, k: int, fname: str, probs, labels_true, labels,
+            is_verified, empty: bool) -> str:
+    top = np.argsort(-probs)[:3]
+    predictions = "".join(f"<li>{_e(labels[c])} {probs[c]:.3f}</li>"
+                          for c in top)
+    audio, picture = (("<span class='note'>no audio (not decoded)</span>",
+                       "") if empty else self._media(k, fname))
+    verified = "" if is_verified is None else ("yes" if is_verified else "no")
+    return (f"<tr class='clip' data-class='{_e(' '.join(labels_true))}' "
+            f"data-verified='{verified}'><td class='fname'>{_e(fname)}</td>"
+            f"<td>{_e(', '.join(labels_true))}</td><td><ol>{predictions}"
+            f"</ol></td><td>{audio}</td><td>{picture}</td>"
+            f"<td>{_e(verified)}</td></tr>")
+
+  def _media(self, k: int, fname: str) -> Tuple[str, str]:
+    """The clip's player and log-mel picture (copies under neutral names),
+    where its file can be read."""
+    source = os.path.join(self.audio_dir, fname) if self.audio_dir else ""
+    if not source or not os.path.isfile(source):
+      return "<span class='note'>no audio file</span>", ""
+    extension = os.path.splitext(fname)[1].lower()
+    extension = extension if extension in (".wav", ".flac", ".ogg",
+                                           ".mp3") else ".wav"
+    name = f"{CLIPS_DIR}/clip-{k:05d}{extension}"
+    shutil.copyfile(source, os.path.join(self.dir, name))
+    picture = ""
+    png = _log_mel_png(source)
+    if png is not None:
+      fileio.atomic_write_bytes(os.path.join(self.dir,
+                                             f"{CLIPS_DIR}/clip-{k:05d}.png"),
+                                png)
+      picture = (f"<img class='logmel' src='{CLIPS_DIR}/clip-{k:05d}.png' "
+                 "alt='log-mel'>")
+    return (f"<audio controls preload='metadata' src='{name}'></audio>"
+            "<span class='duration'></span>", picture)
+
+  def _undecoded(self, scores) -> str:
+    empty = [n for n, e in zip(scores.fnames, scores.empty) if e]
+    items = "".join(f"<li>{_e(n)}</li>" for n in empty)
+    return ("<section id='undecoded'><h2>Clips without audio</h2>"
+            f"<p>{len(empty)} clip(s) could not be decoded or held no sound;"
+            f" they were ranked by the class frequencies.</p><ul>{items}</ul>"
+            "</section>")
+
+
+def _log_mel_png(path: str) -> Optional[bytes]:
+  """The clip's log-mel (the reference's features) as a small PNG."""
+  from tagger.audio import decode  # pylint: disable=g-import-not-at-top
+  from tagger.audio import features  # pylint: disable=g-import-not-at-top
+  from tagger.audio.params import FeatureParams  # pylint: disable=g-import-not-at-top
+  params = FeatureParams()
+  try:
+    with open(path, "rb") as f:
+      waveform, _, _ = decode.decode_audio(f.read(), path, params)
+  except (decode.AudioError, OSError):
+    return None
+  log_mel = features.waveform_to_log_mel(waveform, params)
+  return plots.log_mel_png(log_mel)
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>{title}</title>
+<style>
+body {{ font-family: sans-serif; margin: 1em 2em; }}
+table {{ border-collapse: collapse; }}
+td, th {{ border: 1px solid #ccc; padding: 2px 6px; vertical-align: top; }}
+th {{ background: #eee; cursor: pointer; }}
+.note {{ color: #666; }}
+img.logmel {{ height: 64px; }}
+</style></head>
+<body><h1>{title}</h1>
+{body}
+<script>{script}</script>
+</body></html>
+"""
+
+# Sorting, filtering and the players' durations; no data in the script:
+# it reads the page's (escaped) text and attributes.
+_SCRIPT = """
+document.querySelectorAll('table.sortable th').forEach(function (th, col) {
+  th.addEventListener('click', function () {
+    var body = th.closest('table').tBodies[0];
+    var rows = Array.from(body.rows);
+    var down = th.dataset.order !== 'down';
+    th.dataset.order = down ? 'down' : 'up';
+    rows.sort(function (a, b) {
+      var x = a.cells[col].textContent, y = b.cells[col].textContent;
+      var nx = parseFloat(x), ny = parseFloat(y);
+      var c = (isNaN(nx) || isNaN(ny)) ? x.localeCompare(y) : nx - ny;
+      return down ? -c : c;
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+  });
+});
+function applyFilters() {
+  var cls = document.getElementById('class-filter').value;
+  var ver = document.getElementById('verified-filter').value;
+  document.querySelectorAll('#worst-table tr.clip').forEach(function (r) {
+    var okClass = !cls || r.dataset.class.split(' ').indexOf(cls) >= 0;
+    var okVer = !ver || r.dataset.verified === ver;
+    r.style.display = okClass && okVer ? '' : 'none';
+  });
+}
+document.getElementById('class-filter').addEventListener('change', applyFilters);
+document.getElementById('verified-filter').addEventListener('change', applyFilters);
+document.querySelectorAll('audio').forEach(function (a) {
+  a.addEventListener('loadedmetadata', function () {
+    a.dataset.duration = a.duration.toFixed(2);
+    a.nextElementSibling.textContent = ' ' + a.duration.toFixed(2) + ' s';
+  });
+});
+"""

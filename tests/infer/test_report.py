@@ -1,0 +1,102 @@
+"""The evaluation report: a page that opens from the disk, whose untrusted
+names stay text, checked with html.parser and, where Debian's chromium is
+installed, in headless Chromium."""
+
+import html.parser
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import tone, wav_bytes  # pylint: disable=g-bad-import-order
+from tagger.infer import report
+from tagger.infer import score
+
+NAMES = ("<img src=x onerror=alert(1)>.wav", 'quote " and & amp.wav',
+         "ünïcödé.wav", "plain.wav", "broken.wav")
+
+
+class _Page(html.parser.HTMLParser):
+  """Tags and attributes of a page, and its text."""
+
+  def __init__(self):
+    super().__init__()
+    self.tags, self.text = [], []
+
+  def handle_starttag(self, tag, attrs):
+    self.tags.append((tag, dict(attrs)))
+
+  def handle_data(self, data):
+    self.text.append(data)
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+  root = tmp_path_factory.mktemp("report")
+  audio = root / "audio"
+  audio.mkdir()
+  for i, name in enumerate(NAMES[:-1]):
+    (audio / name).write_bytes(wav_bytes(tone(0.5 + 0.25 * i, 440, seed=i)))
+  (audio / NAMES[-1]).write_bytes(b"not audio")
+  labels = ["bell", "drum", "flute"]
+  probs = np.array([[0.1, 0.8, 0.1], [0.2, 0.7, 0.1], [0.5, 0.25, 0.25],
+                    [0.3, 0.3, 0.4], [1 / 3, 1 / 3, 1 / 3]])
+  scores = score.Scores(list(NAMES), np.log(probs), None,
+                        np.array([False] * 4 + [True]), labels)
+  truth = dict(zip(NAMES, [("bell",), ("bell",), ("drum",), ("drum",),
+                           ("bell",)]))
+  path = report.ReportWriter(str(root / "report"), str(audio),
+                             max_clips=4).write(
+      scores, truth, {"title": "test <b>report</b>", "MAP@3": "0.5"},
+      {NAMES[0]: True, NAMES[1]: False})
+  return path
+
+
+def test_the_page_holds_the_tables_and_escapes_every_name(page):
+  parsed = _Page()
+  parsed.feed(open(page, encoding="utf-8").read())
+  text = "".join(parsed.text)
+  # No tag came from a name: the only images are the pictures it wrote.
+  assert all(a.get("src") != "x" for t, a in parsed.tags if t == "img")
+  assert not any("onerror" in a for _, a in parsed.tags)
+  assert NAMES[0] in text and NAMES[1] in text and NAMES[2] in text
+  assert "test <b>report</b>" in text
+  rows = [a for t, a in parsed.tags if t == "tr" and "data-class" in a]
+  classes = [a["data-class"] for a in rows if a.get("class") != "clip"]
+  assert classes == ["bell", "drum", "flute"]
+  clips = [a for a in rows if a.get("class") == "clip"]
+  assert len(clips) == 4   # capped at max_clips, and said so
+  assert "The 4 clips with the lowest probability" in text
+  assert "of 5." in text
+  assert [a["data-verified"] for a in clips][:2] == ["yes", "no"]
+  players = [a["src"] for t, a in parsed.tags if t == "audio"]
+  assert players and all(p.startswith("clips/clip-0000") for p in players)
+  folder = os.path.dirname(page)
+  assert all(os.path.isfile(os.path.join(folder, p)) for p in players)
+  assert "broken.wav" in text   # listed among the clips without audio
+
+
+@pytest.mark.skipif(not shutil.which("chromium"),
+                    reason="Debian's chromium is not installed (apt-get "
+                    "install chromium); the page is checked with "
+                    "html.parser only")
+def test_the_page_loads_in_headless_chromium(page):
+  """No console error, the players know their clips' durations (the page
+  writes them when the metadata loads), and no name became markup."""
+  done = subprocess.run(
+      ["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+       "--allow-file-access-from-files", "--autoplay-policy="
+       "no-user-gesture-required", "--enable-logging=stderr", "--v=0",
+       "--virtual-time-budget=5000", "--dump-dom", "file://" + page],
+      capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0, done.stderr[-2000:]
+  console = [l for l in done.stderr.splitlines() if "CONSOLE" in l]
+  assert not [l for l in console if "rror" in l], console
+  parsed = _Page()
+  parsed.feed(done.stdout)
+  audio = [a for t, a in parsed.tags if t == "audio"]
+  assert audio and all(float(a.get("data-duration", 0)) > 0.4
+                       for a in audio), audio
+  assert all(a.get("src") != "x" for t, a in parsed.tags if t == "img")
