@@ -9,17 +9,18 @@ same folder; no server, no script or font from elsewhere) holds:
   - the confusion matrix and the most confused pairs;
   - the clips it got most wrong (the lowest probability of the true
     label first; capped, and said so on the page): each with an audio
-    player (a copy of the file under a neutral name), its log-mel, the
+    player (the audio file itself, by a relative path), its log-mel, the
     true label, the top 3 predictions with probabilities, and whether its
     row was manually verified; filters by class and by verified;
   - the clips that could not be decoded, listed, not dropped.
 Every name and label is untrusted text: each is HTML-escaped where it is
-written, and file names on disk are `clip-00001.wav`, never the clip's.
+written (and percent-encoded in the players' paths); the pictures on
+disk are `clips/clip-00001.png`, never named after the clip.
 """
 
 import html
 import os
-import shutil
+import urllib.parse
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -203,25 +204,22 @@ class ReportWriter:
             f"<td>{_e(verified)}</td></tr>")
 
   def _media(self, k: int, fname: str) -> Tuple[str, str]:
-    """The clip's player and log-mel picture (copies under neutral names),
-    where its file can be read."""
+    """The clip's player (the audio file itself, by a percent-encoded
+    relative path: the page stays small) and its log-mel picture, where
+    the file can be read."""
     source = os.path.join(self.audio_dir, fname) if self.audio_dir else ""
     if not source or not os.path.isfile(source):
       return "<span class='note'>no audio file</span>", ""
-    extension = os.path.splitext(fname)[1].lower()
-    extension = extension if extension in (".wav", ".flac", ".ogg",
-                                           ".mp3") else ".wav"
-    name = f"{CLIPS_DIR}/clip-{k:05d}{extension}"
-    shutil.copyfile(source, os.path.join(self.dir, name))
+    relative = os.path.relpath(os.path.abspath(source),
+                               os.path.abspath(self.dir))
+    src = urllib.parse.quote(relative.replace(os.sep, "/"), safe="/")
     picture = ""
     png = _log_mel_png(source)
     if png is not None:
-      fileio.atomic_write_bytes(os.path.join(self.dir,
-                                             f"{CLIPS_DIR}/clip-{k:05d}.png"),
-                                png)
-      picture = (f"<img class='logmel' src='{CLIPS_DIR}/clip-{k:05d}.png' "
-                 "alt='log-mel'>")
-    return (f"<audio controls preload='metadata' src='{name}'></audio>"
+      name = f"{CLIPS_DIR}/clip-{k:05d}.png"
+      fileio.atomic_write_bytes(os.path.join(self.dir, name), png)
+      picture = f"<img class='logmel' src='{name}' alt='log-mel'>"
+    return (f"<audio controls preload='metadata' src='{_e(src)}'></audio>"
             "<span class='duration'></span>", picture)
 
   def _undecoded(self, scores) -> str:

@@ -6,6 +6,7 @@ import html.parser
 import os
 import shutil
 import subprocess
+import urllib.parse
 
 import numpy as np
 import pytest
@@ -72,9 +73,11 @@ def test_the_page_holds_the_tables_and_escapes_every_name(page):
   assert "of 5." in text
   assert [a["data-verified"] for a in clips][:2] == ["yes", "no"]
   players = [a["src"] for t, a in parsed.tags if t == "audio"]
-  assert players and all(p.startswith("clips/clip-0000") for p in players)
   folder = os.path.dirname(page)
-  assert all(os.path.isfile(os.path.join(folder, p)) for p in players)
+  files = [os.path.normpath(os.path.join(folder, urllib.parse.unquote(p)))
+           for p in players]
+  assert len(files) == 4 and all(os.path.isfile(f) for f in files), files
+  assert os.path.basename(files[0]) == NAMES[0]   # the file itself
   assert "broken.wav" in text   # listed among the clips without audio
 
 
