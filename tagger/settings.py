@@ -69,6 +69,9 @@ class InputConfig:
   data_service: str = ""               # host:port of a tf.data service
                                        # dispatcher: the host side runs on
                                        # its workers (tools/data_service)
+  # With data_service: an epoch short of batches counts as lost (a worker
+  # stopped) once this many batches of later epochs came after it.
+  lost_batches_after: int = 256
   seed: int = 0
 
 

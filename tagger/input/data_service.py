@@ -177,18 +177,21 @@ class LostBatchesError(DataServiceError):
 
 class BatchAccount:
   """Counts the training batches the service delivers, by the epoch each
-  was made for, and checks that every epoch came whole.
+  was made for, and checks that every epoch comes whole.
 
-  Batches arrive first come, first served, so an epoch's last batches may
-  come a few steps into the next one; a whole epoch later, each epoch
-  must have all of its `per_epoch` batches. When a worker stops, the
-  others go on into later epochs and its share never comes: the check
-  names the epoch and how much of it is missing, instead of the run
-  finishing on the survivors' batches without a word."""
+  Batches arrive first come, first served, so a fast worker can run
+  epochs ahead of a slow one (with small epochs, many epochs): lateness
+  alone says nothing. An epoch short of its `per_epoch` batches counts as
+  lost once `lost_after` batches of later epochs (and at least two
+  epochs' worth) have come after it: a stopped worker's share never
+  comes, and the run stops with one line instead of finishing on the
+  other workers' batches without a word."""
 
-  def __init__(self, per_epoch: int, first_epoch: int, address: str):
+  def __init__(self, per_epoch: int, first_epoch: int, address: str,
+               lost_after: int):
     self.per_epoch, self.first_epoch = per_epoch, first_epoch
     self.address = address
+    self.lost_after = max(int(lost_after), 2 * per_epoch)
     self.counts = {}
 
   def add(self, epochs) -> None:
@@ -196,17 +199,19 @@ class BatchAccount:
     for epoch in epochs:
       self.counts[int(epoch)] = self.counts.get(int(epoch), 0) + 1
 
-  def check(self, finished_epoch: int) -> None:
-    """After the trainer's epoch `finished_epoch`: the epochs before it
-    (from the first this process started whole) must be complete."""
-    for epoch in range(self.first_epoch, finished_epoch):
+  def check(self) -> None:
+    """Raises LostBatchesError for an epoch whose missing batches are
+    past waiting for."""
+    if not self.counts:
+      return
+    for epoch in range(self.first_epoch, max(self.counts)):
       got = self.counts.get(epoch, 0)
-      if got < self.per_epoch:
-        ahead = max(self.counts)
+      after = sum(n for e, n in self.counts.items() if e > epoch)
+      if got < self.per_epoch and after >= self.lost_after:
         raise LostBatchesError(
             f"the tf.data service at {self.address} delivered {got} of "
-            f"epoch {epoch}'s {self.per_epoch} batches while its workers "
-            f"went on to epoch {ahead}: a worker stopped and its share of "
-            "the data was lost. Restart the worker (tools/data_service "
-            "--role=worker ...) and run the same command to resume from the "
-            "last checkpoint")
+            f"epoch {epoch}'s {self.per_epoch} batches while {after} "
+            f"batches of later epochs came (up to epoch {max(self.counts)})"
+            ": a worker stopped and its share of the data was lost. "
+            "Restart the worker (tools/data_service --role=worker ...) and "
+            "run the same command to resume from the last checkpoint")

@@ -254,8 +254,8 @@ class FoldRun:
     self.service_account = (data_service.BatchAccount(
         self.steps_per_epoch * self.replicas // self.data.num_pipelines,
         state.epoch + (1 if state.epoch_step else 0),
-        self.data.input.data_service) if self.data.input.data_service
-                            else None)
+        self.data.input.data_service, self.data.input.lost_batches_after)
+                            if self.data.input.data_service else None)
     logging.info("%s, %d steps of %d per epoch, validation at lengths %s; "
                  "XLA %s, input lengths in steps of %d frames",
                  distribute.describe(self.strategy), self.steps_per_epoch,
@@ -379,7 +379,7 @@ class FoldRun:
     if self.service_account is not None:   # batches lost with a worker?
       for epochs in data_epochs:
         self.service_account.add(np.asarray(epochs))
-      self.service_account.check(state.epoch)
+      self.service_account.check()
     self.steps.sync_statistics()
     train_time = time.perf_counter() - started + state.epoch_seconds
     state.epoch_step, state.epoch_losses, state.epoch_seconds = 0, [], 0.0

@@ -123,12 +123,31 @@ def test_a_stopped_worker_stops_the_run_in_one_line(tmp_path):
   try:
     cluster.workers[1]._stop()  # pylint: disable=protected-access
     config = demo_config_one_epoch(cluster.address)
-    config.schedule.cyclic_epochs = 2   # epoch 0 is checked after epoch 1
+    config.schedule.cyclic_epochs = 3
+    config.input.lost_batches_after = 4  # epoch 0 is lost after epoch 2
     from tagger import distribute  # pylint: disable=g-import-not-at-top
     with pytest.raises(data_service.LostBatchesError,
-                       match=r"delivered 1 of epoch 0's 2 batches .* a "
+                       match=r"delivered 1 of epoch 0's 2 batches while 5 "
+                       r"batches of later epochs came .* a "
                        "worker stopped"):
       trainer.train(config, data_dir, str(tmp_path / "run"),
                     distribute.make_strategy("one_device"))
   finally:
     cluster.stop()
+
+
+def test_a_late_epoch_is_not_a_lost_one():
+  """A fast worker runs epochs ahead of a slow one: the slow one's batch of
+  epoch 0 comes late, and that is no loss; one missing for good is."""
+  account = data_service.BatchAccount(per_epoch=2, first_epoch=0,
+                                      address="h:1", lost_after=8)
+  for epoch in range(7):     # the fast worker: its half of epochs 0..6
+    account.add([epoch])
+    account.check()
+  account.add([0])           # the slow one, late
+  account.check()
+  for epoch in range(7, 10):
+    account.add([epoch])
+  with pytest.raises(data_service.LostBatchesError,
+                     match="delivered 1 of epoch 1's 2 batches while 8 "):
+    account.check()
