@@ -97,6 +97,9 @@ class ModelConfig:
   # The backbone never trains (its pretrained weights and BatchNorm
   # statistics stay): a probe, for sources training never heard.
   freeze_backbone: bool = False
+  # Fine-tuning a pretrained backbone: its BatchNorm layers keep their
+  # statistics, scale and offset (inference mode); the convolutions train.
+  freeze_backbone_bn: bool = False
   # Fine-tuning (init_from a model of other labels): the stem and backbone
   # get no updates for this many epochs (BatchNorm statistics still adapt).
   freeze_epochs: int = 0

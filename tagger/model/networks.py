@@ -243,7 +243,8 @@ def build_model(num_classes: int, pca_dim: int = 0, *, num_mels: int = 64,
                 pca_head_l2: float = 0.0,
                 multi_label: bool = False,
                 input_norm: str = "batch",
-                freeze_backbone: bool = False) -> keras.Model:
+                freeze_backbone: bool = False,
+                freeze_backbone_bn: bool = False) -> keras.Model:
   """Stage 1 when pca_dim == 0, else stage 2. Inputs: dict log_mel
   [B, num_mels, T, 1] (T free) and, for stage 2, pca [B, pca_dim].
 
@@ -265,7 +266,11 @@ def build_model(num_classes: int, pca_dim: int = 0, *, num_mels: int = 64,
   (the reference: the fixed dB bounds, then BatchNorm), 'clip' or
   'clip_band' (ClipStandardization first: level- and channel-free).
   freeze_backbone: the backbone's weights (and BatchNorm statistics) stay
-  as built: a probe of pretrained features (only the head trains)."""
+  as built: a probe of pretrained features (only the head trains).
+  freeze_backbone_bn: only the backbone's BatchNorm layers stay as built
+  (inference mode: pretrained statistics, scale and offset) while its
+  convolutions fine-tune; the statistics of the pretraining data are then
+  not replaced by those of a small training set's few sources."""
   activation = "sigmoid" if multi_label else "softmax"
   # Sigmoid outputs start at the prior of a label, 1/C, not at 0.5: else
   # the first steps only learn that most labels are absent (Lin et al.,
@@ -291,6 +296,8 @@ def build_model(num_classes: int, pca_dim: int = 0, *, num_mels: int = 64,
   x = features(x)
   if freeze_backbone:   # a probe: the backbone's weights and BN fixed
     features.trainable = False
+  elif freeze_backbone_bn:
+    freeze_batchnorm(features)
   if spec.pool == "aisfx_blocks":
     x = _aisfx_block_pool(x)
   elif spec.pool == "mean_freq_max_time":
@@ -371,6 +378,17 @@ def set_bn_momentum(model: keras.Model, momentum: float) -> int:
       layer.momentum = float(momentum)
       changed += 1
   return changed
+
+
+def freeze_batchnorm(model: keras.Model) -> int:
+  """Every BatchNormalization of model in inference mode and untrained
+  (Keras: trainable=False); returns how many."""
+  frozen = 0
+  for layer in _all_layers(model):
+    if isinstance(layer, keras.layers.BatchNormalization):
+      layer.trainable = False
+      frozen += 1
+  return frozen
 
 
 def _all_layers(model):

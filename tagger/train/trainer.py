@@ -163,6 +163,7 @@ class FoldRun:
           backbone_weights=cfg.backbone_weights,
           bn_momentum=cfg.bn_momentum, dropout=cfg.dropout,
           pca_head_l2=cfg.pca_head_l2, freeze_backbone=cfg.freeze_backbone,
+          freeze_backbone_bn=cfg.freeze_backbone_bn,
           **self.architecture)
       optimizer = keras.optimizers.Adam(learning_rate=1e-4)
       if keras.mixed_precision.global_policy().name == "mixed_float16":
