@@ -73,9 +73,9 @@ def learnable_shards(path: str) -> str:
   """96 synthetic clips of 4 classes in 3 folds that a model learns in a
   few steps (the trainer tests' data); returns path."""
   from tagger.datasets import synthetic
-  synthetic.write_synthetic_shards(
-      path, 96, num_classes=4, num_folds=3, pca_dim=6, median_frames=40,
-      sigma=0.2, seed=1, learnable=True)
+  synthetic.write_synthetic_shards(path, synthetic.SyntheticSet(
+      96, num_classes=4, num_folds=3, pca_dim=6, median_frames=40, sigma=0.2,
+      seed=1, learnable=True))
   return path
 
 

@@ -22,7 +22,10 @@ from tagger.infer import score
 from tagger.shards import clip_files
 from tagger.shards import data_info
 from tagger.shards import folds as folds_lib
+from tagger.shards import manifest as manifest_lib
+from tagger.shards import output_folder
 from tagger.shards import records
+from tagger.shards import run_options
 from tagger.shards import sharding
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,7 +58,7 @@ def _write_csv(path, rows, header=("fname", "label")):
 
 
 def _errors(out_dir):
-  with open(os.path.join(out_dir, sharding.ERRORS), encoding="utf-8") as f:
+  with open(os.path.join(out_dir, output_folder.ERRORS), encoding="utf-8") as f:
     return {r["fname"]: r for r in csv.DictReader(f)}
 
 
@@ -108,8 +111,8 @@ def test_hostile_names_and_special_files_are_refused_not_read(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
   finally:
     sock.close()
-  manifest = json.load(open(os.path.join(out, records.MANIFEST)))
-  assert manifest["num_records"] == 7  # 6 clips + the symlink inside
+  manifest = manifest_lib.Manifest.read(out)
+  assert manifest.num_records == 7  # 6 clips + the symlink inside
   errors = _errors(out)
   expected = {
       "../secret.wav": "leads out of the audio folder",
@@ -174,10 +177,10 @@ def test_commas_quotes_and_non_ascii_round_trip(tmp_path):
   manifest = sharding.make_tfrecords(_options(tmp_path, csv_path,
                                               str(audio)))
   out = str(tmp_path / "out")
-  assert manifest["labels"] == ["café", 'dog, "big"']
-  lines = open(os.path.join(out, sharding.LABELS),
+  assert list(manifest.labels) == ["café", 'dog, "big"']
+  lines = open(os.path.join(out, output_folder.LABELS),
                encoding="utf-8").read().splitlines()
-  assert lines == manifest["labels"]  # line i is label i
+  assert lines == list(manifest.labels)  # line i is label i
   errors = _errors(out)
   for name, _ in bad_label:
     assert "control characters" in errors[name]["reason"]
@@ -232,9 +235,9 @@ def test_three_clips_a_class_shards_and_trains_every_fold(tmp_path):
   opts = _options(tmp_path, csv_path, audio, num_folds=10,
                   keep_staging=True)
   manifest = sharding.make_tfrecords(opts)
-  assert manifest["folds"]["num_folds"] == 3
-  assert manifest["folds"]["requested"] == 10
-  assert manifest["folds"]["train_only_labels"] == ["lonely"]
+  assert manifest.folds["num_folds"] == 3
+  assert manifest.folds["requested"] == 10
+  assert manifest.folds["train_only_labels"] == ["lonely"]
   info = data_info.load_data_info(opts.output_dir)
   assert info.folds == (0, 1, 2)
   for fold in info.folds:  # the one-clip class trains in every fold
@@ -243,9 +246,9 @@ def test_three_clips_a_class_shards_and_trains_every_fold(tmp_path):
   os.remove(os.path.join(opts.output_dir, records.MANIFEST))
   again = sharding.make_tfrecords(
       sharding.Options(**{**opts.__dict__, "num_folds": 2, "resume": True}))
-  assert again["folds"]["num_folds"] == 2
-  assert sharding._fingerprint(opts, b"x", "extract") == (  # pylint: disable=protected-access
-      sharding._fingerprint(  # pylint: disable=protected-access
+  assert again.folds["num_folds"] == 2
+  assert run_options.fingerprint(opts, b"x", "extract") == (
+      run_options.fingerprint(
           sharding.Options(**{**opts.__dict__, "num_folds": 2}), b"x",
           "extract"))
 
@@ -269,8 +272,9 @@ def test_a_live_run_holds_its_output_folder(tmp_path):
   out = tmp_path / "out"
   out.mkdir()
   holder = subprocess.Popen(
-      [sys.executable, "-c", "import sys, time; from tagger.shards import sharding;"
-       f" sharding.lock_output_dir({str(out)!r}); print('locked', flush=True);"
+      [sys.executable, "-c", "import sys, time; from tagger.shards import "
+       f"output_folder; output_folder.lock_output_dir({str(out)!r}); "
+       "print('locked', flush=True);"
        " time.sleep(120)"], cwd=REPO, env=_env(), stdout=subprocess.PIPE,
       text=True)
   try:
@@ -283,15 +287,15 @@ def test_a_live_run_holds_its_output_folder(tmp_path):
   finally:
     holder.kill()
     holder.wait()
-  sharding.lock_output_dir(str(out))  # free again once the holder died
-  sharding.release_output_dir(str(out))
+  output_folder.lock_output_dir(str(out))  # free again once the holder died
+  output_folder.release_output_dir(str(out))
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("flip"))
-  synthetic.write_synthetic_shards(path, 48, num_classes=3, num_folds=2,
-                                   pca_dim=4, median_frames=40, seed=2)
+  synthetic.write_synthetic_shards(path, synthetic.SyntheticSet(
+      48, num_classes=3, num_folds=2, pca_dim=4, median_frames=40, seed=2))
   return path
 
 
@@ -299,8 +303,8 @@ def test_a_flipped_byte_is_named(shards, tmp_path):
   import shutil  # pylint: disable=g-import-not-at-top
   damaged = str(tmp_path / "damaged")
   shutil.copytree(shards, damaged)
-  manifest = json.load(open(os.path.join(damaged, "manifest.json")))
-  victim = os.path.join(damaged, manifest["shards"][-1]["file"])
+  manifest = manifest_lib.Manifest.read(damaged)
+  victim = os.path.join(damaged, manifest.shards[-1].file)
   data = bytearray(open(victim, "rb").read())
   data[len(data) // 2] ^= 0x40
   open(victim, "wb").write(bytes(data))
@@ -323,8 +327,8 @@ def test_a_flipped_byte_is_named(shards, tmp_path):
   assert data_info.explain_data_loss(shards, manifest, error) is error
   # A manifest without checksums (hand-made, or trimmed): the records' own
   # CRCs name the file.
-  for shard in manifest["shards"]:
-    del shard["sha256"]
+  manifest = manifest.with_shards(
+      [dataclasses.replace(s, sha256="") for s in manifest.shards])
   named = data_info.explain_data_loss(damaged, manifest, error)
   assert isinstance(named, data_info.InputError), named
   assert str(named).startswith(f"{victim}: damaged ("), named
@@ -480,7 +484,8 @@ def test_damaged_or_foreign_weights_are_one_line_naming_the_file(tmp_path):
   model_dir.load_weights)."""
   from tagger.model import networks as model_lib  # pylint: disable=g-import-not-at-top
   from tagger.model import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
-  model = model_lib.build_model(3, 0, backbone="small_cnn", alpha=0.25)
+  model = model_lib.build_model(
+      model_lib.Architecture(3, 0, backbone="small_cnn", alpha=0.25))
   path = str(tmp_path / "best.weights.h5")
   model_dir_lib.save_weights(model, path)
   data = open(path, "rb").read()
@@ -489,7 +494,8 @@ def test_damaged_or_foreign_weights_are_one_line_naming_the_file(tmp_path):
   with pytest.raises(model_dir_lib.ModelDirError,
                      match="cut.weights.h5 is not a readable weights file"):
     model_dir_lib.load_weights(model, cut)
-  other = model_lib.build_model(5, 0, backbone="small_cnn", alpha=0.25)
+  other = model_lib.build_model(
+      model_lib.Architecture(5, 0, backbone="small_cnn", alpha=0.25))
   with pytest.raises(model_dir_lib.ModelDirError,
                      match="best.weights.h5 does not fit the network"):
     model_dir_lib.load_weights(other, path)
@@ -502,10 +508,10 @@ def test_resuming_on_other_shards_names_the_model_dir(tmp_path):
   from tagger.datasets import synthetic  # pylint: disable=g-import-not-at-top
   from tagger.train import trainer  # pylint: disable=g-import-not-at-top
   first, second = str(tmp_path / "a"), str(tmp_path / "b")
-  synthetic.write_synthetic_shards(first, 48, num_classes=3, num_folds=2,
-                                   pca_dim=4, median_frames=40)
-  synthetic.write_synthetic_shards(second, 48, num_classes=4, num_folds=2,
-                                   pca_dim=4, median_frames=40)
+  synthetic.write_synthetic_shards(first, synthetic.SyntheticSet(
+      48, num_classes=3, num_folds=2, pca_dim=4, median_frames=40))
+  synthetic.write_synthetic_shards(second, synthetic.SyntheticSet(
+      48, num_classes=4, num_folds=2, pca_dim=4, median_frames=40))
   config = tiny_config(**{"model.backbone": "small_cnn", "model.alpha": 0.25,
                           "max_steps_per_epoch": 1})
   model_dir = str(tmp_path / "m")
@@ -554,7 +560,7 @@ def test_a_full_disk_is_one_line_and_the_same_command_finishes(tmp_path):
   again = subprocess.run(command + ["--resume"], cwd=REPO,
                          capture_output=True, text=True, timeout=300)
   assert again.returncode == 0, again.stderr[-2000:]
-  assert records.read_manifest(out)["num_records"] == 6
+  assert manifest_lib.Manifest.read(out).num_records == 6
 
 
 def test_resume_with_other_write_options_on_a_finished_folder(tmp_path):

@@ -17,6 +17,7 @@ from tagger.input import augment
 from tagger.input import batches
 from tagger.model import model_dir as model_dir_lib
 from tagger.shards import data_info
+from tagger.shards import output_folder
 from tagger.shards import records
 from tagger.shards import sharding
 from tagger.train import trainer
@@ -80,18 +81,18 @@ def shards(tmp_path_factory):
 
 def test_labels_column_and_sources_shard_into_one_set(shards):
   root, out, manifest = shards
-  assert manifest["multi_label"] is True
-  assert manifest["sources"] == ["curated", "noisy"]
+  assert manifest.multi_label is True
+  assert list(manifest.sources) == ["curated", "noisy"]
   # 32 curated clips (the bad label skipped), 12 noisy (the hostile name
   # refused): one set, sources kept.
-  assert manifest["per_source_counts"] == {"curated": 32, "noisy": 12}
-  assert manifest["labels"] == sorted(FREQS)
+  assert manifest.per_source_counts == {"curated": 32, "noisy": 12}
+  assert list(manifest.labels) == sorted(FREQS)
   # Labels counted per occurrence: 6 + 4 (mixtures) + 3 noisy each.
-  assert manifest["per_class_counts"] == {l: 13 for l in FREQS}
+  assert manifest.per_class_counts == {l: 13 for l in FREQS}
   # Every train shard holds one fold and one source.
-  assert {(s["fold"], s["source"]) for s in manifest["shards"]} == {
+  assert {(s.fold, s.source) for s in manifest.shards} == {
       (f, s) for f in range(3) for s in ("curated", "noisy")}
-  with open(os.path.join(out, sharding.ERRORS), encoding="utf-8") as f:
+  with open(os.path.join(out, output_folder.ERRORS), encoding="utf-8") as f:
     errors = {r["fname"]: r for r in csv.DictReader(f)}
   assert set(errors) == {"bad.wav", "../escape.wav"}
   assert "control characters" in errors["bad.wav"]["reason"]
@@ -104,12 +105,12 @@ def test_labels_column_and_sources_shard_into_one_set(shards):
   info = data_info.load_data_info(out)
   index = {l: i for i, l in enumerate(info.labels)}
   seen = {}
-  for shard in manifest["shards"]:
-    for raw in tf.data.TFRecordDataset(os.path.join(out, shard["file"])):
+  for shard in manifest.shards:
+    for raw in tf.data.TFRecordDataset(os.path.join(out, shard.file)):
       ex = records.example_to_numpy(raw.numpy(), info.pca_dim)
       seen[ex[records.FNAME]] = ex
-      assert info.sources[ex[records.SOURCE]] == shard["source"]
-      assert ex[records.FOLD] == shard["fold"]
+      assert info.sources[ex[records.SOURCE]] == shard.source
+      assert ex[records.FOLD] == shard.fold
   assert seen["m0.wav"][records.LABELS].tolist() == [index["high"],
                                                      index["low"]]
   assert seen["m0.wav"][records.LABEL_NAME] == "high,low"

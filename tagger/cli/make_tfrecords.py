@@ -19,6 +19,7 @@ from absl import flags
 
 from tagger.audio import params as params_lib
 from tagger.cli import run_tool
+from tagger.shards import run_options
 from tagger.shards import sharding
 
 FLAGS = flags.FLAGS
@@ -34,7 +35,7 @@ flags.DEFINE_string("sources", "", "Names of the CSVs' sources, comma "
                     "kept per record, selectable in training.")
 flags.DEFINE_string("output_dir", None, "Where shards and manifest go "
                     "(any tf.io.gfile path).", required=True)
-flags.DEFINE_enum("split", "train", sharding.SPLITS, "train: fits PCA and "
+flags.DEFINE_enum("split", "train", run_options.SPLITS, "train: fits PCA and "
                   "folds; test: reuses --pca_from's, never drops a clip.")
 flags.DEFINE_string("pca_from", None, "Train output_dir whose PCA fit and "
                     "feature parameters a test split reuses.")

@@ -6,13 +6,16 @@ format tools/make_tfrecords writes; pca[0] holds the record's index, so a
 test can tell records apart after shuffling.
 """
 
+import dataclasses
 import math
+from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from tagger import fileio
 from tagger.audio.params import FeatureParams
+from tagger.shards import manifest as manifest_lib
 from tagger.shards import records
 
 
@@ -29,13 +32,29 @@ def synthetic_fold(index, num_classes: int, num_folds: int):
   return (np.asarray(index) // num_classes) % num_folds
 
 
-def write_synthetic_shards(output_dir: str, num_records: int, *,
-                           num_classes: int = 41, num_folds: int = 10,
-                           pca_dim: int = 350, median_frames: float = 500,
-                           sigma: float = 0.7, shards_per_fold: int = 1,
-                           seed: int = 0, lengths=None,
-                           learnable: bool = False,
-                           params: FeatureParams = FeatureParams()) -> dict:
+@dataclasses.dataclass(frozen=True)
+class SyntheticSet:
+  """What write_synthetic_shards writes: num_records clips of num_classes
+  labels in num_folds folds (shards_per_fold files each), log-normal
+  lengths (median_frames, sigma) unless `lengths` gives each clip's,
+  pca_dim-wide PCA vectors, drawn from `seed`; learnable: a class pattern
+  a model learns in a few steps; params: the feature set written into the
+  manifest (its mel bands and dB bounds shape the log-mel)."""
+  num_records: int
+  num_classes: int = 41
+  num_folds: int = 10
+  pca_dim: int = 350
+  median_frames: float = 500
+  sigma: float = 0.7
+  shards_per_fold: int = 1
+  seed: int = 0
+  lengths: Optional[Sequence[int]] = None
+  learnable: bool = False
+  params: FeatureParams = FeatureParams()
+
+
+def write_synthetic_shards(output_dir: str, spec: SyntheticSet
+                           ) -> manifest_lib.Manifest:
   """Writes train shards (one fold per shard group) and manifest.json.
 
   Label i % num_classes, fold synthetic_fold(i) (every fold holds every
@@ -46,64 +65,64 @@ def write_synthetic_shards(output_dir: str, num_records: int, *,
   into the manifest (its mel bands and dB bounds shape the log-mel).
   Returns the manifest.
   """
-  rng = np.random.default_rng(seed)
+  rng = np.random.default_rng(spec.seed)
+  lengths = spec.lengths
   if lengths is None:
-    lengths = clip_lengths(num_records, rng, median_frames, sigma)
-  lengths = np.asarray(lengths, np.int64)
-  labels = [f"class_{c:02d}" for c in range(num_classes)]
+    lengths = clip_lengths(spec.num_records, rng, spec.median_frames,
+                           spec.sigma)
+  lengths = np.asarray(lengths, np.int64)                       # [N]
+  labels = [f"class_{c:02d}" for c in range(spec.num_classes)]
   fileio.makedirs(output_dir)
-  shards, index = [], np.arange(num_records)
-  count = num_folds * shards_per_fold
-  for fold in range(num_folds):
-    members = index[synthetic_fold(index, num_classes, num_folds) == fold]
-    for part, chunk in enumerate(np.array_split(members, shards_per_fold)):
-      name = (f"train-{fold * shards_per_fold + part:05d}-of-"
+  shards, index = [], np.arange(spec.num_records)
+  count = spec.num_folds * spec.shards_per_fold
+  for fold in range(spec.num_folds):
+    members = index[synthetic_fold(index, spec.num_classes,
+                                   spec.num_folds) == fold]
+    for part, chunk in enumerate(np.array_split(members,
+                                                spec.shards_per_fold)):
+      name = (f"train-{fold * spec.shards_per_fold + part:05d}-of-"
               f"{count:05d}.tfrecord")
       path = fileio.join(output_dir, name)
       with tf.io.TFRecordWriter(path) as writer:
         for i in chunk:
-          shape = (params.mel_bands, lengths[i])
-          if learnable:
+          shape = (spec.params.mel_bands, lengths[i])
+          if spec.learnable:
             mel = rng.uniform(-80, -60, shape)
-            rows = params.mel_bands // num_classes
-            c = i % num_classes
+            rows = spec.params.mel_bands // spec.num_classes
+            c = i % spec.num_classes
             mel[c * rows:(c + 1) * rows] += 70
           else:
-            mel = rng.uniform(params.norm_min_db, params.norm_max_db, shape)
+            mel = rng.uniform(spec.params.norm_min_db,
+                              spec.params.norm_max_db, shape)
           mel = mel.astype(np.float16)
-          pca = rng.normal(size=pca_dim).astype(np.float32)
-          if learnable:  # the class moves the PCA vector too, as real ones
-            pca[1 + (i % num_classes) % max(pca_dim - 1, 1)] += 4.0
+          pca = rng.normal(size=spec.pca_dim).astype(np.float32)
+          if spec.learnable:  # the class moves the PCA vector too, as real ones
+            pca[1 + (i % spec.num_classes) % max(spec.pca_dim - 1, 1)] += 4.0
           pca[0] = i
           writer.write(records.serialize_example(
-              fname=f"clip_{i:06d}.wav", label=int(i % num_classes),
-              label_name=labels[i % num_classes], fold=fold,
+              fname=f"clip_{i:06d}.wav", label=int(i % spec.num_classes),
+              label_name=labels[i % spec.num_classes], fold=fold,
               manually_verified=int(i % 3 != 0), log_mel_db=mel, pca=pca))
-      shards.append({"file": name, "fold": fold, "records": len(chunk),
-                     "bytes": tf.io.gfile.stat(path).length,
-                     "sha256": fileio.sha256(path)})
+      shards.append(manifest_lib.Shard(
+          name, fold, "train", len(chunk), tf.io.gfile.stat(path).length,
+          fileio.sha256(path)))
   p25, p75 = np.percentile(lengths, [25, 75])
-  manifest = {
-      "tool": "tagger.synthetic", "record_format": records.RECORD_FORMAT,
-      "split": "train", "num_records": num_records, "labels": labels,
-      "num_classes": num_classes, "feature_params": params.to_dict(),
-      "log_mel": {"dtype": "float16", "layout": "[num_frames, num_mels]",
-                  "units": "dB", "num_mels": params.mel_bands},
-      "normalization": {"min_db": params.norm_min_db,
-                        "max_db": params.norm_max_db},
-      "frames": {"mean": float(lengths.mean()), "p25": float(p25),
-                 "p75": float(p75)},
-      "crop_range": [int(round(p25)), int(max(math.ceil(p75),
-                                              round(p25) + 1))],
-      "pca": {"dim": pca_dim},
-      "folds": {"num_folds": num_folds},
-      "per_class_counts": {l: int(np.sum(index % num_classes == c))
-                           for c, l in enumerate(labels)},
-      "per_fold_counts": {str(f): int(np.sum(
-          synthetic_fold(index, num_classes, num_folds) == f))
-                          for f in range(num_folds)},
-      "compression": "none",
-      "shards": shards,
-  }
-  records.write_manifest(output_dir, manifest)
+  manifest = manifest_lib.Manifest(
+      split="train", labels=tuple(labels), shards=tuple(shards),
+      feature_params=spec.params.to_dict(), num_mels=spec.params.mel_bands,
+      frames_per_second=spec.params.mel_frames_per_second,
+      normalization=(spec.params.norm_min_db, spec.params.norm_max_db),
+      pca=manifest_lib.Pca(spec.pca_dim, 0.0, ""),
+      frames={"mean": float(lengths.mean()), "p25": float(p25),
+              "p75": float(p75)},
+      crop_range=(int(round(p25)), int(max(math.ceil(p75),
+                                           round(p25) + 1))),
+      num_records=spec.num_records,
+      per_class_counts={l: int(np.sum(index % spec.num_classes == c))
+                        for c, l in enumerate(labels)},
+      per_fold_counts={str(f): int(np.sum(
+          synthetic_fold(index, spec.num_classes, spec.num_folds) == f))
+                       for f in range(spec.num_folds)},
+      folds={"num_folds": spec.num_folds}, engine="tagger.synthetic")
+  manifest.write(output_dir)
   return manifest

@@ -10,8 +10,11 @@ same folder; no server, no script or font from elsewhere) holds:
   - the clips it got most wrong (the lowest probability of the true
     label first; capped, and said so on the page): each with an audio
     player (the audio file itself, by a relative path), its log-mel, the
-    true label, the top 3 predictions with probabilities, and whether its
-    row was manually verified; filters by class and by verified;
+    true label, the top 3 predictions with probabilities, whether its row
+    was manually verified, and its nearest training clips by embedding
+    (cosine similarity of the models' pooled features: their labels,
+    whether verified, and players), so that a person hears whether the
+    label or the model is wrong; filters by class and by verified;
   - the clips that could not be decoded, listed, not dropped.
 Every name and label is untrusted text: each is HTML-escaped where it is
 written (and percent-encoded in the players' paths); the pictures on
@@ -23,6 +26,8 @@ import os
 import urllib.parse
 from typing import Dict, Optional, Sequence, Tuple
 
+import dataclasses
+
 import numpy as np
 
 from tagger import fileio
@@ -32,6 +37,31 @@ from tagger import plots
 PAGE = "index.html"
 MAX_CLIPS = 100      # worst clips shown with players and pictures
 CLIPS_DIR = "clips"
+NEIGHBOURS = 3       # nearest training clips shown for each
+MAX_LISTED = 1000    # clips without audio listed by name
+
+
+@dataclasses.dataclass
+class TrainingClips:
+  """The training clips the worst clips are compared with: their
+  embeddings by the same models (score.training_clips)."""
+  fnames: Sequence[str]
+  labels: Sequence[str]            # as the records name them ("a,b": both)
+  verified: np.ndarray             # [N] bool
+  embeddings: np.ndarray           # [N, D]
+  audio_dir: str = ""              # where their files are, if at hand
+
+
+def nearest(queries: np.ndarray, keys: np.ndarray, count: int = NEIGHBOURS):
+  """(indices [Q, count], cosine similarities [Q, count]) of the keys
+  [N, D] nearest each query [Q, D], nearest first."""
+  def unit(x):
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+  similarity = unit(queries) @ unit(keys).T                     # [Q, N]
+  count = min(count, keys.shape[0])
+  order = np.argsort(-similarity, axis=1, kind="stable")[:, :count]
+  return order, np.take_along_axis(similarity, order, axis=1)
 
 
 def read_verified(labels_csv: str) -> Dict[str, bool]:
@@ -92,15 +122,18 @@ class ReportWriter:
   """Writes report_dir/index.html and its clips and pictures."""
 
   def __init__(self, report_dir: str, audio_dir: str = "",
-               max_clips: int = MAX_CLIPS):
+               max_clips: int = MAX_CLIPS,
+               training: Optional[TrainingClips] = None):
     self.dir, self.audio_dir, self.max_clips = report_dir, audio_dir, max_clips
+    self.training = training
     os.makedirs(os.path.join(report_dir, CLIPS_DIR), exist_ok=True)
 
   def write(self, scores, truth: Dict[str, Tuple[str, ...]],
             headline: dict, verified: Optional[Dict[str, bool]] = None
             ) -> str:
-    """scores: score.Scores; truth: fname -> labels (single-label: one);
-    headline: figures and settings shown first. Returns the page's path."""
+    """scores: score.Scores (with embeddings, for the nearest training
+    clips); truth: fname -> labels (single-label: one); headline: figures
+    and settings shown first. Returns the page's path."""
     index = {n: i for i, n in enumerate(scores.fnames)}
     known = [n for n in truth if n in index and truth[n]]
     labels = list(scores.labels)
@@ -175,8 +208,10 @@ class ReportWriter:
         for i, n in enumerate(known)])
     order = np.argsort(true_prob, kind="stable")[:self.max_clips]
     empty = dict(zip(scores.fnames, scores.empty))
+    neighbours = self._neighbours([known[i] for i in order], scores)
     cards = [self._card(k + 1, known[i], probs[i], truth[known[i]], labels,
-                        verified.get(known[i]), bool(empty[known[i]]))
+                        verified.get(known[i]), bool(empty[known[i]]),
+                        neighbours[k])
              for k, i in enumerate(order)]
     capped = (f"<p class='note'>The {len(order)} clips with the lowest "
               f"probability of their true label, of {len(known)}.</p>")
@@ -189,8 +224,48 @@ class ReportWriter:
             f"<table id='worst-table'><tbody>{''.join(cards)}</tbody></table>"
             "</section>")
 
+  def _neighbours(self, fnames: Sequence[str], scores) -> list:
+    """[len(fnames)] HTML lists of each clip's nearest training clips ('' :
+    none to show: no training clips at hand, or a clip without audio)."""
+    training = self.training
+    if training is None or scores.embeddings is None or not fnames:
+      return [""] * len(fnames)
+    index = {n: i for i, n in enumerate(scores.fnames)}
+    rows = [index[n] for n in fnames]
+    found, similarity = nearest(scores.embeddings[rows],
+                                training.embeddings)
+    out = []
+    for k, row in enumerate(rows):
+      if scores.empty[row]:
+        out.append("")
+        continue
+      items = []
+      for j, s in zip(found[k], similarity[k]):
+        name = training.fnames[j]
+        verified = "yes" if training.verified[j] else "no"
+        player = self._player(training.audio_dir, name)
+        items.append(f"<li><span class='fname'>{_e(name)}</span>: "
+                     f"{_e(training.labels[j])} (verified {verified}, "
+                     f"similarity {s:.2f}){player}</li>")
+      out.append(f"<ol class='neighbours'>{''.join(items)}</ol>")
+    return out
+
+  def _player(self, audio_dir: str, fname: str,
+              preload: str = "none") -> str:
+    """An audio element for audio_dir/fname by a relative path ('' : no
+    such file)."""
+    source = os.path.join(audio_dir, fname) if audio_dir else ""
+    if not source or not os.path.isfile(source):
+      return ""
+    relative = os.path.relpath(os.path.abspath(source),
+                               os.path.abspath(self.dir))
+    src = urllib.parse.quote(relative.replace(os.sep, "/"), safe="/")
+    kind = "clip-audio" if preload == "metadata" else "neighbour-audio"
+    return (f"<audio class='{kind}' controls preload='{preload}' "
+            f"src='{_e(src)}'></audio>")
+
   def _card(self, k: int, fname: str, probs, labels_true, labels,
-            is_verified, empty: bool) -> str:
+            is_verified, empty: bool, neighbours: str = "") -> str:
     top = np.argsort(-probs)[:3]
     predictions = "".join(f"<li>{_e(labels[c])} {probs[c]:.3f}</li>"
                           for c in top)
@@ -201,34 +276,52 @@ class ReportWriter:
             f"data-verified='{verified}'><td class='fname'>{_e(fname)}</td>"
             f"<td>{_e(', '.join(labels_true))}</td><td><ol>{predictions}"
             f"</ol></td><td>{audio}</td><td>{picture}</td>"
-            f"<td>{_e(verified)}</td></tr>")
+            f"<td>{_e(verified)}</td><td>{neighbours}</td></tr>")
 
   def _media(self, k: int, fname: str) -> Tuple[str, str]:
     """The clip's player (the audio file itself, by a percent-encoded
     relative path: the page stays small) and its log-mel picture, where
     the file can be read."""
-    source = os.path.join(self.audio_dir, fname) if self.audio_dir else ""
-    if not source or not os.path.isfile(source):
+    player = self._player(self.audio_dir, fname, "metadata")
+    if not player:
       return "<span class='note'>no audio file</span>", ""
-    relative = os.path.relpath(os.path.abspath(source),
-                               os.path.abspath(self.dir))
-    src = urllib.parse.quote(relative.replace(os.sep, "/"), safe="/")
+    source = os.path.join(self.audio_dir, fname)
     picture = ""
     png = _log_mel_png(source)
     if png is not None:
       name = f"{CLIPS_DIR}/clip-{k:05d}.png"
       fileio.atomic_write_bytes(os.path.join(self.dir, name), png)
       picture = f"<img class='logmel' src='{name}' alt='log-mel'>"
-    return (f"<audio controls preload='metadata' src='{_e(src)}'></audio>"
-            "<span class='duration'></span>", picture)
+    return player + "<span class='duration'></span>", picture
 
   def _undecoded(self, scores) -> str:
     empty = [n for n, e in zip(scores.fnames, scores.empty) if e]
-    items = "".join(f"<li>{_e(n)}</li>" for n in empty)
+    items = "".join(f"<li>{_e(n)}</li>" for n in empty[:MAX_LISTED])
+    more = (f"<p class='note'>The first {MAX_LISTED} are listed; the "
+            "submission and --probs_out have them all.</p>"
+            if len(empty) > MAX_LISTED else "")
     return ("<section id='undecoded'><h2>Clips without audio</h2>"
             f"<p>{len(empty)} clip(s) could not be decoded or held no sound;"
-            f" they were ranked by the class frequencies.</p><ul>{items}</ul>"
-            "</section>")
+            f" they were ranked by the class frequencies.</p>{more}"
+            f"<ul>{items}</ul></section>")
+
+
+def screenshot(page: str, png: str, width: int = 1280,
+               height: int = 1600) -> None:
+  """A PNG of the page as headless Chromium draws it (Debian's chromium;
+  README's picture of the demo's report is made so)."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  if not shutil.which("chromium"):
+    raise FileNotFoundError("chromium is not installed (apt-get install "
+                            "chromium)")
+  subprocess.run(
+      ["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+       "--hide-scrollbars", "--allow-file-access-from-files",
+       f"--window-size={width},{height}", "--virtual-time-budget=3000",
+       f"--screenshot={os.path.abspath(png)}",
+       "file://" + os.path.abspath(page)],
+      check=True, capture_output=True, timeout=120)
 
 
 def _log_mel_png(path: str) -> Optional[bytes]:
@@ -292,7 +385,7 @@ function applyFilters() {
 }
 document.getElementById('class-filter').addEventListener('change', applyFilters);
 document.getElementById('verified-filter').addEventListener('change', applyFilters);
-document.querySelectorAll('audio').forEach(function (a) {
+document.querySelectorAll('audio.clip-audio').forEach(function (a) {
   a.addEventListener('loadedmetadata', function () {
     a.dataset.duration = a.duration.toFixed(2);
     a.nextElementSibling.textContent = ' ' + a.duration.toFixed(2) + ' s';

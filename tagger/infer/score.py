@@ -104,6 +104,19 @@ def _read_headers(dataset: tf.data.Dataset):
   return names, np.array(empty, bool)
 
 
+@dataclasses.dataclass(frozen=True)
+class Views:
+  """Which views of each clip are scored and averaged: every length (None:
+  the model dir's eval lengths) x `tries` windows, seeded random ('random')
+  or spread evenly over the clip ('even': what the waveform SavedModel
+  does, batches.eval_host_batches); `batch_size` views a step."""
+  lengths: Optional[Sequence[int]] = None
+  tries: int = DEFAULT_TRIES
+  batch_size: int = 256
+  seed: int = 0
+  tta: str = "random"
+
+
 class Scorer:
   """Models loaded once and one compiled forward pass over all of them:
   host batch -> crop/pad on the device -> mean log-probability (and mean
@@ -146,15 +159,11 @@ class Scorer:
               strategy.gather(per_replica[1], axis=0))
     return forward
 
-  def score(self, serialized: tf.data.Dataset, *,
-            lengths: Optional[Sequence[int]] = None,
-            tries: int = DEFAULT_TRIES, batch_size: int = 256, seed: int = 0,
-            progress: bool = True, tta: str = "random") -> "Scores":
-    """Every clip x length x try; rows in the input order. tta 'random':
-    seeded random windows; 'even': the tries spread evenly over each clip
-    (what the waveform SavedModel does, batches.eval_host_batches)."""
-    data = self.data
-    lengths = [int(x) for x in (lengths or data.eval_lengths)]
+  def score(self, serialized: tf.data.Dataset, views: Views = Views(),
+            progress: bool = True) -> "Scores":
+    """Every clip x length x try; rows in the input order."""
+    data, tries = self.data, views.tries
+    lengths = [int(x) for x in (views.lengths or data.eval_lengths)]
     shortest = max(model_lib.min_frames(m.data.architecture.get(
         "backbone", "mobilenet_v2")) for m in self.models)
     if min(lengths) < shortest:
@@ -162,7 +171,7 @@ class Scorer:
                        "models' backbones pool nothing shorter)")
     fnames, empty = _read_headers(serialized)
     n, c = len(fnames), len(data.labels)
-    clips_per_batch = max(1, batch_size // tries)
+    clips_per_batch = max(1, views.batch_size // tries)
     total = np.zeros((n, c), np.float64)
     pooled_sum = None
     bar = parallel.progress_bar(n * len(lengths), enabled=progress,
@@ -172,7 +181,7 @@ class Scorer:
     batches = self.strategy.experimental_distribute_dataset(
         batches_lib.eval_host_batches(
             serialized, self.spec, lengths, clips_per_batch=clips_per_batch,
-            repeats=tries, seed=seed, tta=tta).prefetch(2))
+            repeats=tries, seed=views.seed, tta=views.tta).prefetch(2))
     if self._forward is None:
       self._forward = self._compile(batches.element_spec)
     per_length = -(-n // clips_per_batch)
@@ -202,16 +211,13 @@ class Scorer:
 
 
 def score_records(serialized: tf.data.Dataset, models: Sequence[LoadedModel],
-                  strategy: tf.distribute.Strategy, *,
-                  lengths: Optional[Sequence[int]] = None,
-                  tries: int = DEFAULT_TRIES, batch_size: int = 256,
-                  seed: int = 0, embeddings: bool = False,
-                  progress: bool = True, tta: str = "random") -> "Scores":
+                  strategy: tf.distribute.Strategy, views: Views = Views(), *,
+                  embeddings: bool = False, progress: bool = True
+                  ) -> "Scores":
   """Scores a dataset of serialized records (test shards, or records made
-  from raw audio) with every model at every length x tries."""
-  return Scorer(models, strategy, embeddings).score(
-      serialized, lengths=lengths, tries=tries, batch_size=batch_size,
-      seed=seed, progress=progress, tta=tta)
+  from raw audio) with every model at every view."""
+  return Scorer(models, strategy, embeddings).score(serialized, views,
+                                                    progress)
 
 
 # ---------------------------------------------------------------------------
@@ -221,7 +227,7 @@ def score_records(serialized: tf.data.Dataset, models: Sequence[LoadedModel],
 def shard_records(data_dir: str) -> tf.data.Dataset:
   """The records of a shard folder (test split) in CSV order."""
   info = data_info.load_data_info(data_dir, verify=True)
-  files = [fileio.join(data_dir, s["file"]) for s in info.manifest["shards"]]
+  files = info.all_files()
   return tf.data.TFRecordDataset(files, info.compression, buffer_size=8 << 20)
 
 
@@ -429,6 +435,11 @@ class ScoreJob:
   submission_format: str = "auto"
   report_dir: str = ""       # with labels_csv: the HTML evaluation report
 
+  @property
+  def views(self) -> Views:
+    return Views(self.lengths, self.tries, self.batch_size, self.seed,
+                 self.tta)
+
   def check(self) -> None:
     """Every flag that can be wrong, before any model is loaded."""
     if self.submission_format not in SUBMISSION_FORMATS:
@@ -472,10 +483,10 @@ def score(job: ScoreJob) -> dict:
     serialized = audio_records(job.audio_dir, dirs[0], job.num_workers,
                                job.audio_csv, progress=job.progress)
   try:
-    scores = score_records(serialized, models, strategy, lengths=job.lengths,
-                           tries=job.tries, batch_size=job.batch_size,
-                           seed=job.seed, embeddings=bool(job.embeddings_out),
-                           progress=job.progress, tta=job.tta)
+    scores = score_records(serialized, models, strategy, job.views,
+                           embeddings=bool(job.embeddings_out or
+                                           job.report_dir),
+                           progress=job.progress)
   except tf.errors.DataLossError as e:
     if not job.data_dir:
       raise
@@ -487,12 +498,48 @@ def score(job: ScoreJob) -> dict:
   if job.labels_csv:
     result["evaluation"] = evaluate_with_picture(job, scores)
   if job.report_dir:
-    result["report"] = write_report(job, scores, result)
+    result["report"] = write_report(job, scores, result,
+                                    training_clips(models, strategy,
+                                                   job.views))
   return result
 
 
-def write_report(job: ScoreJob, scores: Scores, result: dict) -> str:
-  """The evaluation as an HTML page (report.py); its path."""
+def training_clips(models: Sequence[LoadedModel],
+                   strategy: tf.distribute.Strategy, views: Views):
+  """report.TrainingClips: the models' training shards (the first model
+  dir's data.json names them) embedded by the same models, one try at
+  each length; None where the shards are not at hand (a model dir moved
+  to another machine)."""
+  from tagger.infer import report as report_lib  # pylint: disable=g-import-not-at-top
+  data_dir = models[0].data.data_dir
+  try:
+    info = data_info.load_data_info(data_dir)
+  except (data_info.InputError, tf.errors.OpError) as e:
+    logging.info("report: no nearest training clips (%s)", e)
+    return None
+  serialized = tf.data.TFRecordDataset(info.all_files(), info.compression)
+  scores = Scorer(models, strategy, embeddings=True).score(
+      serialized, dataclasses.replace(views, tries=1), progress=False)
+  spec = {k: records.feature_spec(1)[k] for k in
+          (records.LABEL_NAME, records.MANUALLY_VERIFIED)}
+  labels, verified = [], []
+  for batch in serialized.batch(1024).map(
+      lambda s: tf.io.parse_example(s, spec)).as_numpy_iterator():
+    labels += [n.decode("utf-8") for n in batch[records.LABEL_NAME]]
+    verified += batch[records.MANUALLY_VERIFIED].astype(bool).tolist()
+  keep = ~scores.empty
+  audio_dir = info.manifest.audio_dir
+  return report_lib.TrainingClips(
+      [n for n, k in zip(scores.fnames, keep) if k],
+      [l for l, k in zip(labels, keep) if k], np.array(verified)[keep],
+      scores.embeddings[keep],
+      audio_dir if fileio.exists(audio_dir or "/nonexistent") else "")
+
+
+def write_report(job: ScoreJob, scores: Scores, result: dict,
+                 training=None) -> str:
+  """The evaluation as an HTML page (report.py); its path. training:
+  report.TrainingClips, for each worst clip's nearest training clips."""
   from tagger.infer import report as report_lib  # pylint: disable=g-import-not-at-top
   evaluation = result["evaluation"]
   figure = ({"lwlrap": f"{evaluation['lwlrap']:.4f}"} if scores.multi_label
@@ -509,9 +556,9 @@ def write_report(job: ScoreJob, scores: Scores, result: dict) -> str:
               "labels": job.labels_csv}
   audio_dir = job.audio_dir
   if job.data_dir:   # the shards' own audio folder, where it is at hand
-    audio_dir = data_info.load_data_info(job.data_dir).manifest.get(
-        "source", {}).get("audio_dir", "")
-  path = report_lib.ReportWriter(job.report_dir, audio_dir).write(
+    audio_dir = data_info.load_data_info(job.data_dir).manifest.audio_dir
+  path = report_lib.ReportWriter(job.report_dir, audio_dir,
+                                 training=training).write(
       scores, read_labels_csv(job.labels_csv), headline,
       report_lib.read_verified(job.labels_csv))
   logging.info("report: %s", path)

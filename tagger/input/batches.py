@@ -14,8 +14,7 @@ Everything random is stateless and keyed by (seed, epoch or length index,
 step), so a batch is reproducible on its own.
 """
 
-import dataclasses
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence
 
 import tensorflow as tf
 

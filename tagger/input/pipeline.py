@@ -208,7 +208,7 @@ def pairing_mode(info: DataInfo, folds, config: InputConfig,
                      f"{config.pairing!r}")
   if config.pairing != "auto":
     return config.pairing
-  size_mb = sum(int(s.get("bytes", 0)) for s in info.shards(folds)) / 2**20
+  size_mb = sum(s.bytes for s in info.shards(folds)) / 2**20
   fits = size_mb / max(num_pipelines, 1) <= config.pairing_memory_mb
   return "global" if fits and not info.compression else "block"
 

@@ -121,15 +121,15 @@ def benchmark_make_tfrecords(csv: str = "", audio_dir: str = "",
         else:
           manifest = sharding.make_tfrecords(options)
       wall = time.perf_counter() - start
-      audio_s = manifest["audio_hours"] * 3600
+      audio_s = manifest.audio_hours * 3600
       runs[runner or "local"] = {
-          "clips": manifest["num_records"], "audio_s": audio_s,
-          "wall_s": wall, "clips_per_sec": manifest["num_records"] / wall,
+          "clips": manifest.num_records, "audio_s": audio_s,
+          "wall_s": wall, "clips_per_sec": manifest.num_records / wall,
           "realtime_factor": audio_s / wall,
           "num_workers": num_workers or os.cpu_count(),
           "peak_rss_mb": {"total": memory.peak_total_mb,
                           "largest_worker": memory.peak_worker_mb},
-          "shard_sha256": [s["sha256"] for s in manifest["shards"]]}
+          "shard_sha256": [s.sha256 for s in manifest.shards]}
     result = {**runs[runners[0] or "local"], "runs": runs}
     if reference_clips:
       import csv as csv_lib  # pylint: disable=g-import-not-at-top
@@ -160,7 +160,8 @@ def _train_shards(tmp: str, data_dir: str, num_records: int, seed: int):
   from tagger.datasets import synthetic  # pylint: disable=g-import-not-at-top
   if not data_dir:
     data_dir = os.path.join(tmp, "shards")
-    synthetic.write_synthetic_shards(data_dir, num_records, seed=seed)
+    synthetic.write_synthetic_shards(data_dir, synthetic.SyntheticSet(
+        num_records, seed=seed))
   info = data_info.load_data_info(data_dir)
   return info, data_info.select_folds(info, info.folds[0], "train")
 
@@ -195,7 +196,7 @@ def benchmark_pipeline(data_dir: str = "", num_records: int = 4000,
     plain = settings.AugmentConfig(shift_fraction=0.0, flip_probability=0.0,
                                    erase_probability=0.0, mixup_alpha=0.0)
     results = {"records": info.num_records(folds),
-               "mean_frames": info.manifest["frames"].get("mean"),
+               "mean_frames": info.manifest.frames.get("mean"),
                "length_range": list(data_info.length_range(
                    info, settings.InputConfig()))}
 
@@ -353,8 +354,8 @@ def benchmark_train(data_dir: str = "", num_records: int = 600,
   with tempfile.TemporaryDirectory() as tmp:
     if not data_dir:
       data_dir = os.path.join(tmp, "shards")
-      synthetic.write_synthetic_shards(data_dir, num_records,
-                                       median_frames=600, sigma=0.3)
+      synthetic.write_synthetic_shards(data_dir, synthetic.SyntheticSet(
+          num_records, median_frames=600, sigma=0.3))
     for name, augment in (("with_augmentation", True),
                           ("without_augmentation", False)):
       config = settings.default_config()
@@ -407,8 +408,8 @@ def benchmark_gpu(batch_size: int = 64, lengths=(263, 513, 763),
              "jit_compile": bool(jit_compile)}
   with tempfile.TemporaryDirectory() as tmp:
     data_dir = os.path.join(tmp, "shards")
-    synthetic.write_synthetic_shards(data_dir, num_records,
-                                     median_frames=500, sigma=0.5)
+    synthetic.write_synthetic_shards(data_dir, synthetic.SyntheticSet(
+        num_records, median_frames=500, sigma=0.5))
     for stage in (1, 2):
       rates = []
       for length in lengths:
@@ -448,9 +449,10 @@ def _untrained_model_dir(path: str, data_dir: str, stage: int = 2) -> str:
   from tagger.model import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
   info = data_info.load_data_info(data_dir)
   fileio.makedirs(path)
-  model = model_lib.build_model(info.num_classes,
-                                info.pca_dim if stage == 2 else 0,
-                                num_mels=info.num_mels, bn_momentum=0.9)
+  model = model_lib.build_model(
+      model_lib.Architecture(info.num_classes,
+                             info.pca_dim if stage == 2 else 0, info.num_mels),
+      model_lib.TrainOptions(bn_momentum=0.9))
   model_dir_lib.save_weights(model, fileio.join(path, model_dir_lib.BEST))
   model_dir_lib.write_data(path, model_dir_lib.data_description(
       info, stage, [263, 363, 463, 563, 663, 763]))
@@ -475,7 +477,8 @@ def benchmark_score(data_dir: str = "", model_dirs: str = "",
   with tempfile.TemporaryDirectory() as tmp:
     if not data_dir:
       data_dir = os.path.join(tmp, "shards")
-      synthetic.write_synthetic_shards(data_dir, num_clips, num_folds=1)
+      synthetic.write_synthetic_shards(data_dir, synthetic.SyntheticSet(
+          num_clips, num_folds=1))
     if not model_dirs:
       model_dirs = _untrained_model_dir(os.path.join(tmp, "model"), data_dir)
     dirs = score_lib.find_model_dirs(model_dirs)
@@ -483,13 +486,13 @@ def benchmark_score(data_dir: str = "", model_dirs: str = "",
       models = [score_lib.load_model(d) for d in dirs]
     records_ds = score_lib.shard_records(data_dir)
     clips = sum(1 for _ in records_ds)
-    kwargs = dict(lengths=list(lengths), tries=tries, batch_size=batch_size,
-                  progress=False)
+    views = score_lib.Views(list(lengths), tries, batch_size)
     scorer = score_lib.Scorer(models, strategy)
     # Warm-up: the compiled forward pass (one trace for every shape).
-    scorer.score(records_ds.take(max(1, batch_size // tries)), **kwargs)
+    scorer.score(records_ds.take(max(1, batch_size // tries)), views,
+                 progress=False)
     start = time.perf_counter()
-    scorer.score(records_ds, **kwargs)
+    scorer.score(records_ds, views, progress=False)
     scorer_s = time.perf_counter() - start
 
     info = models[0].data
@@ -562,7 +565,8 @@ def benchmark_serving(model_dirs: str = "", minutes=(2.0, 10.0),
   with tempfile.TemporaryDirectory() as tmp:
     if not model_dirs:
       shards = os.path.join(tmp, "shards")
-      synthetic.write_synthetic_shards(shards, 48, num_folds=1)
+      synthetic.write_synthetic_shards(shards, synthetic.SyntheticSet(
+          48, num_folds=1))
       model_dirs = _untrained_model_dir(os.path.join(tmp, "model"), shards,
                                         stage=1)
     tagger = api.Tagger.load(model_dirs, chunk_seconds=chunk_seconds)

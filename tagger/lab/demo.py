@@ -15,6 +15,7 @@ from tagger import settings
 from tagger.audio import params as params_lib
 from tagger.datasets import demo_data
 from tagger.infer import score as score_lib
+from tagger.shards import output_folder
 from tagger.shards import records
 from tagger.shards import sharding
 from tagger.train import trainer
@@ -57,7 +58,7 @@ def make_shards(workdir: str, data_dir: str, num_workers: int,
         split=split, num_workers=num_workers,
         pca_from=os.path.join(root, "train") if split == "test" else None,
         params=params_lib.preset(features),
-        resume=fileio.exists(os.path.join(output_dir, sharding.STAGING)) or
+        resume=fileio.exists(os.path.join(output_dir, output_folder.STAGING)) or
         fileio.exists(os.path.join(output_dir, records.MANIFEST)))
     logging.info("sharding %s", split)
     manifests[split] = sharding.make_tfrecords(options)

@@ -61,8 +61,7 @@ class Split:
 def read_split(data_dir: str) -> Split:
   """Every record of a shard folder (data_info.load_data_info's files)."""
   info = data_info.load_data_info(data_dir)
-  files = [fileio.join(data_dir, s["file"]) for s in
-           info.manifest["shards"]]
+  files = info.all_files()
   columns = {k: [] for k in ("fnames", "labels", "folds", "verified",
                              "empty", "pca", "mel_stats", "hot")}
   dataset = tf.data.TFRecordDataset(files, compression_type=info.compression)

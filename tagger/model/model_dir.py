@@ -148,9 +148,9 @@ def load_weights(model: keras.Model, path: str) -> None:
 
 def build(data: DataDescription) -> keras.Model:
   """The network a model dir describes, untrained."""
-  return model_lib.build_model(len(data.labels),
-                               data.pca_dim if data.stage2 else 0,
-                               num_mels=data.num_mels, **data.architecture)
+  return model_lib.build_model(model_lib.Architecture(
+      len(data.labels), data.pca_dim if data.stage2 else 0, data.num_mels,
+      **data.architecture))
 
 
 def load(model_dir: str):
@@ -190,7 +190,7 @@ def data_description(info, stage: int, eval_lengths,
       labels=list(info.labels),
       class_counts=info.class_counts().tolist(),
       pca_dim=int(info.pca_dim), num_mels=int(info.num_mels),
-      normalization=manifest["normalization"],
-      crop_range=manifest.get("crop_range"),
+      normalization=dict(zip(("min_db", "max_db"), manifest.normalization)),
+      crop_range=list(manifest.crop_range) if manifest.crop_range else None,
       eval_lengths=[int(x) for x in eval_lengths], pad_mode=pad_mode,
-      feature_params=manifest.get("feature_params"))
+      feature_params=dict(manifest.feature_params))

@@ -234,114 +234,151 @@ def _aisfx_block_pool(x):
       keras.layers.GlobalMaxPooling1D(name="blocks_max")(x)])  # [B, 2D]
 
 
-def build_model(num_classes: int, pca_dim: int = 0, *, num_mels: int = 64,
-                backbone_weights: str = "none",
-                bn_momentum: Optional[float] = None,
-                pca_head: bool = False, pca_into_mlp: bool = True,
-                alpha: float = 1.0, dropout: float = 0.0,
-                backbone: str = "mobilenet_v2",
-                pca_head_l2: float = 0.0,
-                multi_label: bool = False,
-                input_norm: str = "batch",
-                freeze_backbone: bool = False,
-                freeze_backbone_bn: bool = False) -> keras.Model:
-  """Stage 1 when pca_dim == 0, else stage 2. Inputs: dict log_mel
-  [B, num_mels, T, 1] (T free) and, for stage 2, pca [B, pca_dim].
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+  """What shapes the network's weights: a model dir's data.json records
+  it (`architecture`, with the labels, PCA width and mel bands), and
+  rebuilds the same network from it.
 
-  pca_head (stage 2, not in the reference): a linear path from the
+  pca_dim: 0 builds stage 1, else stage 2 (inputs: dict log_mel
+  [B, num_mels, T, 1], T free, and for stage 2 pca [B, pca_dim]).
+  backbone: a registered name (BACKBONES); alpha: its width (MobileNetV2's:
+  the reference 1.0; ImageNet weights exist for 0.35, 0.5, 0.75, 1.0, 1.3,
+  1.4). pca_head (stage 2, not in the reference): a linear path from the
   normalised PCA vector straight to the logits, added to the network's
   (zero-initialised, so training starts from the network alone). The
   network can then be at least a logistic regression on the PCA vectors,
   which on small datasets it otherwise is not (BUILD.md, "Quality on
   recorded sounds"). pca_into_mlp=False (with pca_head) keeps the PCA
   vector out of the dense layers: stage 2 is then stage 1's network, all
-  of whose weights transfer, plus the linear path. dropout: before the
-  first dense layer and before the logits (training only; not in the
-  reference). pca_head_l2: an L2 penalty on the linear path (as
-  logistic regression's C: about 1 / (2 C N) for N training clips). backbone: a registered name (BACKBONES). alpha: its width
-  (MobileNetV2's (the reference: 1.0;
-  ImageNet weights exist for 0.35, 0.5, 0.75, 1.0, 1.3, 1.4).
-  multi_label: a sigmoid head, one independent probability per class
-  (several labels per clip), instead of the softmax. input_norm: 'batch'
-  (the reference: the fixed dB bounds, then BatchNorm), 'clip' or
-  'clip_band' (ClipStandardization first: level- and channel-free).
+  of whose weights transfer, plus the linear path. multi_label: a sigmoid
+  head, one independent probability per class (several labels per clip),
+  instead of the softmax. input_norm: 'batch' (the reference: the fixed dB
+  bounds, then BatchNorm), 'clip' or 'clip_band' (ClipStandardization
+  first: level- and channel-free)."""
+  num_classes: int
+  pca_dim: int = 0
+  num_mels: int = 64
+  backbone: str = "mobilenet_v2"
+  alpha: float = 1.0
+  pca_head: bool = False
+  pca_into_mlp: bool = True
+  multi_label: bool = False
+  input_norm: str = "batch"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOptions:
+  """What training sets in the network that its weights do not record.
+
+  backbone_weights: where the backbone starts ('none', 'imagenet', a
+  path). bn_momentum: every BatchNorm's (None: Keras' own). dropout: before
+  the first dense layer and before the logits (training only; not in the
+  reference). pca_head_l2: an L2 penalty on the linear PCA path (as
+  logistic regression's C: about 1 / (2 C N) for N training clips).
   freeze_backbone: the backbone's weights (and BatchNorm statistics) stay
   as built: a probe of pretrained features (only the head trains).
   freeze_backbone_bn: only the backbone's BatchNorm layers stay as built
   (inference mode: pretrained statistics, scale and offset) while its
   convolutions fine-tune; the statistics of the pretraining data are then
   not replaced by those of a small training set's few sources."""
-  activation = "sigmoid" if multi_label else "softmax"
+  backbone_weights: str = "none"
+  bn_momentum: Optional[float] = None
+  dropout: float = 0.0
+  pca_head_l2: float = 0.0
+  freeze_backbone: bool = False
+  freeze_backbone_bn: bool = False
+
+
+def build_model(arch: Architecture,
+                train: TrainOptions = TrainOptions()) -> keras.Model:
+  """The network: a stem (unless the backbone has its own), the backbone
+  and its pooling, and the reference's dense head; stage 2 adds the PCA
+  input."""
+  log_mel = keras.Input((arch.num_mels, None, 1), name=records.LOG_MEL)
+  inputs = {records.LOG_MEL: log_mel}
+  x = _pooled_features(_stem(log_mel, arch), arch, train)       # [B, D]
+  pca = None
+  if arch.pca_dim:
+    inputs[records.PCA] = keras.Input((arch.pca_dim,), name=records.PCA)
+    pca = keras.layers.BatchNormalization(name="pca_bn")(
+        inputs[records.PCA])                                     # [B, P]
+    if arch.pca_into_mlp or not arch.pca_head:
+      x = keras.layers.Concatenate(name="concat")([x, pca])     # [B, D+P]
+  model = keras.Model(inputs, _head(x, pca, arch, train),
+                      name=f"tagger_stage{2 if arch.pca_dim else 1}")
+  if train.bn_momentum is not None:
+    set_bn_momentum(model, train.bn_momentum)
+  return model
+
+
+def _stem(log_mel, arch: Architecture):
+  """[B, M, T, 1] -> what the backbone takes: the reference's BatchNorm and
+  1x1 convolutions to 3 channels, or the input itself for a backbone with
+  its own front-end."""
+  if backbone_spec(arch.backbone).own_stem:
+    if arch.input_norm != "batch":
+      raise ModelError(f"the {arch.backbone} backbone normalises its input "
+                       "itself: use model.input_norm='batch'")
+    return log_mel
+  x = _input_norm(log_mel, arch.input_norm)
+  x = keras.layers.BatchNormalization(name="mel_bn")(x)
+  x = keras.layers.Conv2D(10, 1, activation="relu", name="mel_conv10")(x)
+  return keras.layers.Conv2D(3, 1, activation="relu", name="mel_conv3")(x)
+
+
+def _pooled_features(x, arch: Architecture, train: TrainOptions):
+  """The backbone (frozen as train says), then its pooling -> [B, D]."""
+  spec = backbone_spec(arch.backbone)
+  weights = (None if train.backbone_weights in ("", "none", None)
+             else train.backbone_weights)
+  features = spec.build(arch.alpha, weights)
+  features.name = BACKBONE
+  x = features(x)
+  if train.freeze_backbone:   # a probe: the backbone's weights and BN fixed
+    features.trainable = False
+  elif train.freeze_backbone_bn:
+    freeze_batchnorm(features)
+  if spec.pool == "aisfx_blocks":
+    return _aisfx_block_pool(x)
+  if spec.pool == "mean_freq_max_time":
+    # [B, T', F', D] -> [B, D]: aisfx's pooling of a CNN9 block.
+    return keras.layers.Lambda(lambda f: keras.ops.max(keras.ops.mean(
+        f, axis=2), axis=1), name="pool")(x)
+  return keras.layers.GlobalAveragePooling2D(name="pool")(x)
+
+
+def _head(x, pca, arch: Architecture, train: TrainOptions):
+  """[B, D] -> [B, C] probabilities: the reference's dense layers, and with
+  pca_head a linear path from the PCA vector added to the logits."""
+  activation = "sigmoid" if arch.multi_label else "softmax"
   # Sigmoid outputs start at the prior of a label, 1/C, not at 0.5: else
   # the first steps only learn that most labels are absent (Lin et al.,
   # focal loss, 2017: the same bias initialisation).
   head_bias = (keras.initializers.Constant(-float(np.log(max(
-      num_classes - 1, 1)))) if multi_label else "zeros")
-  log_mel = keras.Input((num_mels, None, 1), name=records.LOG_MEL)
-  spec = backbone_spec(backbone)
-  if spec.own_stem:
-    if input_norm != "batch":
-      raise ModelError(f"the {backbone} backbone normalises its input "
-                       "itself: use model.input_norm='batch'")
-    x = log_mel
-  else:
-    x = _input_norm(log_mel, input_norm)
-    x = keras.layers.BatchNormalization(name="mel_bn")(x)
-    x = keras.layers.Conv2D(10, 1, activation="relu", name="mel_conv10")(x)
-    x = keras.layers.Conv2D(3, 1, activation="relu", name="mel_conv3")(x)
-  weights = (None if backbone_weights in ("", "none", None)
-             else backbone_weights)
-  features = spec.build(alpha, weights)
-  features.name = BACKBONE
-  x = features(x)
-  if freeze_backbone:   # a probe: the backbone's weights and BN fixed
-    features.trainable = False
-  elif freeze_backbone_bn:
-    freeze_batchnorm(features)
-  if spec.pool == "aisfx_blocks":
-    x = _aisfx_block_pool(x)
-  elif spec.pool == "mean_freq_max_time":
-    # [B, T', F', D] -> [B, D]: aisfx's pooling of a CNN9 block.
-    x = keras.layers.Lambda(lambda f: keras.ops.max(keras.ops.mean(
-        f, axis=2), axis=1), name="pool")(x)
-  else:
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-  inputs = {records.LOG_MEL: log_mel}
-  if pca_dim:
-    pca = keras.Input((pca_dim,), name=records.PCA)
-    inputs[records.PCA] = pca
-    p = keras.layers.BatchNormalization(name="pca_bn")(pca)
-    if pca_into_mlp or not pca_head:
-      x = keras.layers.Concatenate(name="concat")([x, p])
-  if dropout:
-    x = keras.layers.Dropout(dropout, name="dropout_in")(x)
+      arch.num_classes - 1, 1)))) if arch.multi_label else "zeros")
+  if train.dropout:
+    x = keras.layers.Dropout(train.dropout, name="dropout_in")(x)
   x = keras.layers.Dense(1536, activation="relu", name="fc1536")(x)
   x = keras.layers.BatchNormalization(name="fc1536_bn")(x)
   x = keras.layers.Dense(384, activation="relu", name="fc384")(x)
   x = keras.layers.BatchNormalization(name="fc384_bn")(x)
-  if dropout:
-    x = keras.layers.Dropout(dropout, name="dropout_out")(x)
-  if pca_dim and pca_head:
-    logits = keras.layers.Dense(num_classes, dtype="float32",
-                                bias_initializer=head_bias, name="probs")(x)
-    linear = keras.layers.Dense(num_classes, dtype="float32",
-                                kernel_initializer="zeros",
-                                kernel_regularizer=keras.regularizers.L2(
-                                    pca_head_l2) if pca_head_l2 else None,
-                                name="pca_logits")(p)
-    logits = keras.layers.Add(name="logits", dtype="float32")([logits,
-                                                               linear])
-    probs = keras.layers.Activation(activation, dtype="float32",
-                                    name="softmax")(logits)
-  else:
-    probs = keras.layers.Dense(num_classes, activation=activation,
-                               bias_initializer=head_bias, dtype="float32",
-                               name="probs")(x)
-  model = keras.Model(inputs, probs,
-                      name=f"tagger_stage{2 if pca_dim else 1}")
-  if bn_momentum is not None:
-    set_bn_momentum(model, bn_momentum)
-  return model
+  if train.dropout:
+    x = keras.layers.Dropout(train.dropout, name="dropout_out")(x)
+  if pca is None or not arch.pca_head:
+    return keras.layers.Dense(arch.num_classes, activation=activation,
+                              bias_initializer=head_bias, dtype="float32",
+                              name="probs")(x)
+  logits = keras.layers.Dense(arch.num_classes, dtype="float32",
+                              bias_initializer=head_bias, name="probs")(x)
+  linear = keras.layers.Dense(
+      arch.num_classes, dtype="float32", kernel_initializer="zeros",
+      kernel_regularizer=(keras.regularizers.L2(train.pca_head_l2)
+                          if train.pca_head_l2 else None),
+      name="pca_logits")(pca)
+  logits = keras.layers.Add(name="logits", dtype="float32")([logits, linear])
+  return keras.layers.Activation(activation, dtype="float32",
+                                 name="softmax")(logits)
 
 
 def log_probabilities(probs: tf.Tensor) -> tf.Tensor:

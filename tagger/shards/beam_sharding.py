@@ -24,7 +24,8 @@ The same three steps as the local pool (sharding.py), as a Beam graph:
   - WriteShard writes each shard under a temporary name and renames it; a
     shard already there (a re-run with --resume) is kept.
   - The driver (this process) checks the CSV before the pipeline and writes
-    errors.csv, labels.txt and the manifest after it.
+    errors.csv, labels.txt and the manifest after it (sharding.make_tfrecords:
+    `BeamEngine` is the Beam implementation of its `Engine`).
 
 What differs from the local pool: no progress bar here (runners have their
 own: Dataflow's console, Flink's UI), and the unit of --resume is the shard
@@ -34,7 +35,7 @@ own: Dataflow's console, Flink's UI), and the unit of --resume is the shard
 import pickle
 import shlex
 import time
-from typing import List, Sequence
+from typing import Sequence
 
 from absl import logging
 import numpy as np
@@ -43,8 +44,10 @@ from tagger import fileio
 from tagger.audio import extract
 from tagger.audio.params import FeatureParams
 from tagger.shards import clip_files
-from tagger.shards import records
+from tagger.shards import extraction
+from tagger.shards import manifest as manifest_lib
 from tagger.shards import sharding
+from tagger.shards import writing
 
 PLAN_FILE = "beam-plan.pkl"
 
@@ -128,14 +131,14 @@ if beam is not None:
       order = {row.index: k for k, row in enumerate(self._rows)}
       metas = sorted(metas, key=lambda m: order[m.row])
       audio_seconds = float(sum(m.duration_s for m in metas))
-      staged, clip_problems = sharding.decide_clips(metas, self._rows,
+      staged, clip_problems = extraction.decide_clips(metas, self._rows,
                                                     options.split)
       plan = {"clip_problems": clip_problems, "audio_seconds": audio_seconds}
       if staged is not None:
-        fit, folds, fold_plan, pca_vectors = sharding.fit_and_fold(
+        fit, folds, fold_plan, pca_vectors = extraction.fit_and_fold(
             staged, options, self._multi_label, self._fit,
             bool(clip_problems))
-        names, shards, keys = sharding.shard_layout(
+        names, shards, keys = writing.shard_layout(
             staged, pca_vectors.shape[1], folds, options)
         staged.summary = np.zeros((len(staged.rows), 0), np.float32)
         plan.update(staged=staged, folds=folds, fold_plan=fold_plan,
@@ -167,7 +170,7 @@ if beam is not None:
         return
       (result,), (place,) = list(joined["results"]), placements
       name, position, fold, pca_vector, empty = place
-      yield name, (position, sharding.serialize_clip(
+      yield name, (position, writing.serialize_clip(
           self._rows[row_index], result.log_mel_db, empty, fold, pca_vector,
           self._label_index, self._split))
 
@@ -182,7 +185,7 @@ if beam is not None:
       name, records_ = grouped
       path = fileio.join(self._output_dir, name)
       if not fileio.exists(path):
-        sharding.write_shard_file(
+        writing.write_shard_file(
             path, [r for _, r in sorted(records_, key=lambda x: x[0])],
             self._compression)
       yield name
@@ -196,7 +199,7 @@ def build_pipeline(p, options, usable: Sequence, vocabulary, fit,
              | "Extract" >> beam.ParDo(ExtractClip(options.params.to_dict(),
                                                    options.max_file_mb)))
   placements = (results
-                | "Metadata" >> beam.Map(lambda kv: sharding.clip_meta(kv[1]))
+                | "Metadata" >> beam.Map(lambda kv: extraction.clip_meta(kv[1]))
                 | "AllMetadata" >> beam.combiners.ToList()
                 | "Plan" >> beam.ParDo(Plan(options, list(usable), fit,
                                             multi_label, staging)))
@@ -209,45 +212,44 @@ def build_pipeline(p, options, usable: Sequence, vocabulary, fit,
                                                   options.compression)))
 
 
-def make_tfrecords(options) -> dict:
+def make_tfrecords(options) -> manifest_lib.Manifest:
   """sharding.make_tfrecords on options.runner (or the local pool when it
   is empty); returns the manifest."""
-  if not options.runner:
-    return sharding.make_tfrecords(options)
-  check_installed()  # before any work
-  return sharding.make_tfrecords(options, engine=make_tfrecords_locked)
+  return sharding.make_tfrecords(
+      options, BeamEngine() if options.runner else None)
 
 
-def make_tfrecords_locked(options, started: float, vocabulary,
-                          usable: List, problems: List, fit,
-                          context) -> dict:
-  """sharding._make_tfrecords_locked's steps on a Beam runner."""
-  check_installed()
-  finished = sharding.finished_run(options)
-  if finished is not None:
-    return finished
-  staging = sharding.prepare_run(options, context)
-  logging.info("running %d clips on Beam's %s", len(usable), options.runner)
-  with beam.Pipeline(runner=runner_of(options.runner),
-                     options=pipeline_options(options.runner,
-                                              options.beam_options,
-                                              options.num_workers)) as p:
-    build_pipeline(p, options, usable, vocabulary, fit,
-                   context.multi_label, staging)
-  extract_time = time.time() - started
-  plan = pickle.loads(fileio.read_bytes(fileio.join(staging, PLAN_FILE)))
-  staged = sharding.report_problems(options, plan.get("staged"),
-                                    plan["clip_problems"], problems, context)
-  if options.split == "train":
-    from tagger.audio import pca as pca_lib  # pylint: disable=g-import-not-at-top
-    fit = pca_lib.PcaFit.load(fileio.join(options.output_dir,
-                                          pca_lib.FIT_FILE))
-  manifest = sharding.finish_run(options, sharding.RunResult(
-      staged=staged, folds=plan["folds"], fold_plan=plan["fold_plan"],
-      vocabulary=vocabulary, fit=fit, names=plan["names"],
-      shards=plan["shards"], shard_keys=plan["keys"], problems=problems,
-      started=started, audio_seconds=plan["audio_seconds"],
-      extract_time=extract_time), context, engine=f"beam:{options.runner}")
-  if not options.keep_staging:
-    fileio.remove_tree(staging)
-  return manifest
+class BeamEngine(sharding.Engine):
+  """The run's steps as a pipeline on options.runner."""
+
+  def __init__(self):
+    self._runner = ""
+
+  @property
+  def name(self) -> str:
+    return f"beam:{self._runner}"
+
+  def check(self, options) -> None:
+    check_installed()  # before any work
+    self._runner = options.runner
+
+  def execute(self, run: sharding.Run, staging: str) -> sharding.RunResult:
+    options, fit = run.options, run.fit
+    logging.info("running %d clips on Beam's %s", len(run.usable),
+                 options.runner)
+    with beam.Pipeline(runner=runner_of(options.runner),
+                       options=pipeline_options(options.runner,
+                                                options.beam_options,
+                                                options.num_workers)) as p:
+      build_pipeline(p, options, run.usable, run.vocabulary, fit,
+                     run.multi_label, staging)
+    extract_time = time.time() - run.started
+    plan = pickle.loads(fileio.read_bytes(fileio.join(staging, PLAN_FILE)))
+    staged = run.report_problems(plan.get("staged"), plan["clip_problems"])
+    if options.split == "train":
+      from tagger.audio import pca as pca_lib  # pylint: disable=g-import-not-at-top
+      fit = pca_lib.PcaFit.load(fileio.join(options.output_dir,
+                                            pca_lib.FIT_FILE))
+    return sharding.RunResult(
+        staged, plan["folds"], plan["fold_plan"], fit, plan["names"],
+        plan["shards"], plan["keys"], plan["audio_seconds"], extract_time)

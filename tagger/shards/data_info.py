@@ -7,13 +7,14 @@ size, and with verify its sha256).
 """
 
 import dataclasses
-from typing import Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from tagger import fileio
 from tagger import settings
+from tagger.shards import manifest as manifest_lib
 from tagger.shards import records
 
 
@@ -23,56 +24,55 @@ class InputError(settings.SettingsError):
 
 @dataclasses.dataclass(frozen=True)
 class DataInfo:
-  """A shard folder and its manifest.json."""
+  """A shard folder and its manifest: the views the input pipeline, the
+  trainer and the scorer read."""
   data_dir: str
-  manifest: dict
+  manifest: manifest_lib.Manifest
 
   @property
   def labels(self) -> Sequence[str]:
-    return self.manifest["labels"]
+    return self.manifest.labels
 
   @property
   def num_classes(self) -> int:
-    return len(self.manifest["labels"])
+    return self.manifest.num_classes
 
   @property
   def pca_dim(self) -> int:
-    return int(self.manifest["pca"]["dim"])
+    return self.manifest.pca.dim
 
   @property
   def num_mels(self) -> int:
-    return int(self.manifest["log_mel"]["num_mels"])
+    return self.manifest.num_mels
 
   @property
   def normalization(self) -> Tuple[float, float]:
-    norm = self.manifest["normalization"]
-    return float(norm["min_db"]), float(norm["max_db"])
+    return self.manifest.normalization
 
   @property
   def compression(self) -> str:
-    return "GZIP" if self.manifest["compression"] == "gzip" else ""
+    return "GZIP" if self.manifest.compression == "gzip" else ""
 
   @property
   def folds(self) -> Tuple[int, ...]:
     """The folds that can be validated (not -1: train-only clips)."""
-    return tuple(sorted({int(s["fold"]) for s in self.manifest["shards"]
-                         if int(s["fold"]) >= 0}))
+    return tuple(sorted({s.fold for s in self.manifest.shards
+                         if s.fold >= 0}))
 
   @property
   def train_only(self) -> Tuple[int, ...]:
     """(-1,) when some shards hold clips that train in every fold (their
     class has one clip), else ()."""
-    return (-1,) if any(int(s["fold"]) < 0 for s in
-                        self.manifest["shards"]) else ()
+    return (-1,) if any(s.fold < 0 for s in self.manifest.shards) else ()
 
   @property
   def multi_label(self) -> bool:
-    return bool(self.manifest.get("multi_label", False))
+    return self.manifest.multi_label
 
   @property
   def sources(self) -> Tuple[str, ...]:
     """The train CSVs' source names (index = a record's `source`)."""
-    return tuple(self.manifest.get("sources") or ("train",))
+    return self.manifest.sources
 
   def only_sources(self, names: Sequence[str]) -> "DataInfo":
     """This folder with only the shards of the given sources (all when
@@ -84,18 +84,20 @@ class DataInfo:
     if unknown:
       raise InputError(f"sources {unknown} are not in {self.data_dir} "
                        f"(its sources: {list(self.sources)})")
-    shards = [s for s in self.manifest["shards"]
-              if s.get("source", self.sources[0]) in names]
-    return DataInfo(self.data_dir, {**self.manifest, "shards": shards})
+    return DataInfo(self.data_dir, self.manifest.with_shards(
+        [s for s in self.manifest.shards if s.source in names]))
 
-  def shards(self, folds: Sequence[int]) -> list:
-    return [s for s in self.manifest["shards"] if int(s["fold"]) in folds]
+  def shards(self, folds: Sequence[int]) -> List[manifest_lib.Shard]:
+    return [s for s in self.manifest.shards if s.fold in folds]
 
-  def files(self, folds: Sequence[int]) -> list:
-    return [fileio.join(self.data_dir, s["file"]) for s in self.shards(folds)]
+  def files(self, folds: Sequence[int]) -> List[str]:
+    return [fileio.join(self.data_dir, s.file) for s in self.shards(folds)]
+
+  def all_files(self) -> List[str]:
+    return [fileio.join(self.data_dir, s.file) for s in self.manifest.shards]
 
   def num_records(self, folds: Sequence[int]) -> int:
-    return sum(int(s["records"]) for s in self.shards(folds))
+    return sum(s.records for s in self.shards(folds))
 
   @property
   def batch_spec(self) -> records.BatchSpec:
@@ -104,7 +106,7 @@ class DataInfo:
                              len(self.sources))
 
   def class_counts(self) -> np.ndarray:
-    counts = self.manifest.get("per_class_counts") or {}
+    counts = self.manifest.per_class_counts or {}
     return np.array([counts.get(l, 0) for l in self.labels], np.int64)
 
 
@@ -113,34 +115,36 @@ def load_data_info(data_dir: str, verify: bool = False) -> DataInfo:
   shard there at its size, and with verify its sha256 as the manifest's
   (a flipped byte is named here, not by a reader error mid-run)."""
   try:
-    manifest = records.read_manifest(data_dir)
-  except records.ManifestError as e:
+    manifest = manifest_lib.Manifest.read(data_dir)
+  except manifest_lib.ManifestError as e:
     raise InputError(str(e)) from e
   check_shards(data_dir, manifest, verify)
   return DataInfo(data_dir, manifest)
 
 
-def check_shards(data_dir: str, manifest: dict, verify: bool = False) -> None:
+def check_shards(data_dir: str, manifest: manifest_lib.Manifest,
+                 verify: bool = False) -> None:
   """Every shard the manifest lists is there at its size (a stat each) and,
   with verify, has the manifest's sha256 (reads every shard once: about a
   second per GB here)."""
-  for shard in manifest.get("shards", []):
-    path = fileio.join(data_dir, shard["file"])
+  for shard in manifest.shards:
+    path = fileio.join(data_dir, shard.file)
     if not fileio.exists(path):
       raise InputError(f"{path}: shard listed in the manifest is missing; "
                        "re-make the shards (tools/make_tfrecords --resume)")
     size = tf.io.gfile.stat(path).length
-    if "bytes" in shard and size != int(shard["bytes"]):
+    if size != shard.bytes:
       raise InputError(f"{path}: {size} bytes, the manifest says "
-                       f"{shard['bytes']}: truncated or replaced; re-make "
+                       f"{shard.bytes}: truncated or replaced; re-make "
                        "the shards")
-    if verify and "sha256" in shard and fileio.sha256(path) != shard["sha256"]:
+    if verify and shard.sha256 and fileio.sha256(path) != shard.sha256:
       raise InputError(f"{path}: sha256 differs from the manifest's: the "
                        "file is corrupted (flipped bytes) or was replaced; "
                        "re-make the shards")
 
 
-def explain_data_loss(data_dir: str, manifest: dict, error: Exception):
+def explain_data_loss(data_dir: str, manifest: manifest_lib.Manifest,
+                      error: Exception):
   """An InputError naming the damaged shard behind a reader's DataLossError
   (which names no file), or the error itself if every shard checks out.
   Shards the manifest gives no checksum for are read record by record
@@ -149,11 +153,11 @@ def explain_data_loss(data_dir: str, manifest: dict, error: Exception):
     check_shards(data_dir, manifest, verify=True)
   except InputError as named:
     return named
-  compression = "GZIP" if manifest.get("compression") == "gzip" else ""
-  for shard in manifest.get("shards", []):
-    if "sha256" in shard:
+  compression = "GZIP" if manifest.compression == "gzip" else ""
+  for shard in manifest.shards:
+    if shard.sha256:
       continue   # checked above
-    path = fileio.join(data_dir, shard["file"])
+    path = fileio.join(data_dir, shard.file)
     try:
       for _ in tf.data.TFRecordDataset(path, compression):
         pass
@@ -186,7 +190,7 @@ def select_folds(info: DataInfo, fold, split: str) -> Tuple[int, ...]:
 def length_range(info: DataInfo,
                  config: settings.InputConfig) -> Tuple[int, int]:
   """[lo, hi) of the training target lengths (the manifest's by default)."""
-  lo, hi = config.length_range or info.manifest["crop_range"]
+  lo, hi = config.length_range or info.manifest.crop_range
   if not 0 < lo < hi:
     raise InputError(f"length range [{lo}, {hi}) is empty")
   return int(lo), int(hi)
@@ -203,7 +207,7 @@ def eval_lengths(info: DataInfo,
   range)."""
   if config.eval_lengths:
     return tuple(int(x) for x in config.eval_lengths)
-  lo, hi = info.manifest["crop_range"]
+  lo, hi = info.manifest.crop_range
   return tuple(int(round(x)) for x in
                np.linspace(lo, hi, config.num_eval_lengths))
 

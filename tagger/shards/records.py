@@ -37,8 +37,6 @@ from typing import Dict, Mapping, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tagger import errors
-from tagger import fileio
 
 FNAME = "fname"
 LABEL = "label"
@@ -203,34 +201,6 @@ def example_to_numpy(serialized: bytes, pca_dim: int) -> Mapping[str, object]:
   for key in (FNAME, LABEL_NAME):
     out[key] = out[key].decode("utf-8")
   return out
-
-
-# ---------------------------------------------------------------------------
-# The manifest: a shard folder's description, read and written only here.
-
-
-class ManifestError(errors.UserError):
-  """A shard folder without a usable manifest; the message says why."""
-
-
-def write_manifest(data_dir: str, manifest: dict) -> None:
-  """Written last and atomically: its presence marks a finished folder."""
-  fileio.write_json(fileio.join(data_dir, MANIFEST), manifest)
-
-
-def read_manifest(data_dir: str) -> dict:
-  """A shard folder's manifest, of a record format this tagger reads."""
-  path = fileio.join(data_dir, MANIFEST)
-  if not fileio.exists(path):
-    raise ManifestError(f"{path} not found: is {data_dir} a folder written "
-                        "by tools/make_tfrecords?")
-  manifest = fileio.read_json(path)
-  if manifest.get("record_format") != RECORD_FORMAT:
-    raise ManifestError(
-        f"{path}: record format {manifest.get('record_format', 1)}, this "
-        f"tagger reads format {RECORD_FORMAT}; re-make the shards with "
-        "tools/make_tfrecords --overwrite")
-  return manifest
 
 
 @dataclasses.dataclass(frozen=True)

@@ -141,7 +141,7 @@ class FoldRun:
       model_lib.check_backbone(
           self.model_config.backbone, self.data.shortest_length,
           params_lib.preset_name(params_lib.FeatureParams.from_dict(
-              self.info.manifest["feature_params"])))
+              self.info.manifest.feature_params)))
     except model_lib.ModelError as e:
       raise TrainError(str(e)) from e
 
@@ -158,13 +158,12 @@ class FoldRun:
     cfg = self.model_config
     with self.strategy.scope():
       self.model = model_lib.build_model(
-          self.info.num_classes, self.info.pca_dim if self.stage2 else 0,
-          num_mels=self.info.num_mels,
-          backbone_weights=cfg.backbone_weights,
-          bn_momentum=cfg.bn_momentum, dropout=cfg.dropout,
-          pca_head_l2=cfg.pca_head_l2, freeze_backbone=cfg.freeze_backbone,
-          freeze_backbone_bn=cfg.freeze_backbone_bn,
-          **self.architecture)
+          model_lib.Architecture(
+              self.info.num_classes, self.info.pca_dim if self.stage2 else 0,
+              self.info.num_mels, **self.architecture),
+          model_lib.TrainOptions(
+              cfg.backbone_weights, cfg.bn_momentum, cfg.dropout,
+              cfg.pca_head_l2, cfg.freeze_backbone, cfg.freeze_backbone_bn))
       optimizer = keras.optimizers.Adam(learning_rate=1e-4)
       if keras.mixed_precision.global_policy().name == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)

@@ -40,10 +40,9 @@ def copy_weights(model: keras.Model, source: str, fold,
     same_labels = (list(data.labels) == list(info.labels) and
                    data.multi_label == info.multi_label)
   else:
-    source_model = model_lib.build_model(
-        info.num_classes, 0, num_mels=info.num_mels,
-        backbone=model_config.backbone, alpha=model_config.alpha,
-        multi_label=info.multi_label)
+    source_model = model_lib.build_model(model_lib.Architecture(
+        info.num_classes, 0, info.num_mels, backbone=model_config.backbone,
+        alpha=model_config.alpha, multi_label=info.multi_label))
     same_labels = True
   model_dir_lib.load_weights(source_model, path)
   copied = model_lib.transfer_weights(

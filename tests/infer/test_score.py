@@ -31,9 +31,9 @@ def trained(tmp_path_factory):
   keras.mixed_precision.set_global_policy("float32")
   root = tmp_path_factory.mktemp("score")
   data_dir = str(root / "shards")
-  synthetic.write_synthetic_shards(
-      data_dir, 128, num_classes=4, num_folds=2, pca_dim=6, median_frames=40,
-      sigma=0.2, seed=2, learnable=True)
+  synthetic.write_synthetic_shards(data_dir, synthetic.SyntheticSet(
+      128, num_classes=4, num_folds=2, pca_dim=6, median_frames=40, sigma=0.2,
+      seed=2, learnable=True))
   config = tiny_config(**{
       "stage": 2, "input.eval_lengths": (32, 48), "schedule.cyclic_epochs": 6,
       "augment.mixup_alpha": 0.0, "augment.erase_probability": 0.0,
@@ -57,7 +57,8 @@ def test_full_clip_at_its_own_length_is_the_plain_model_output(trained):
       log_mel_db=mel, pca=np.arange(6, dtype=np.float32))
   result = score.score_records(
       tf.data.Dataset.from_tensors(record), [loaded],
-      tf.distribute.get_strategy(), lengths=[48], tries=1, progress=False)
+      tf.distribute.get_strategy(), score.Views(lengths=[48], tries=1),
+      progress=False)
   lo, hi = loaded.data.normalization["min_db"], \
       loaded.data.normalization["max_db"]
   x = ((mel.astype(np.float16).astype(np.float32) - lo) / (hi - lo))
@@ -87,7 +88,7 @@ def test_rows_in_input_order_empty_clips_ranked_by_class_frequency(trained):
   np.testing.assert_allclose(np.exp(a.log_probs[2]), counts / counts.sum())
   assert a.embeddings.shape == (6, 1280 + 6) and not a.embeddings[2].any()
   c = score.score_records(data, [loaded], tf.distribute.get_strategy(),
-                          progress=False, seed=1)
+                          score.Views(seed=1), progress=False)
   assert not np.array_equal(a.log_probs, c.log_probs)
 
 

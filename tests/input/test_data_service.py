@@ -6,6 +6,7 @@ import gc
 import hashlib
 import json
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -23,9 +24,10 @@ def cluster():
   two = data_service.loopback_cluster(2)
   yield two
   # Readers still alive (a trainer's endless iterator in a reference
-  # cycle) hold open requests that a worker's stop waits out: free them.
+  # cycle) hold open requests that a worker's stop waits out (about 40 s):
+  # free them, and let the stop finish beside the next tests.
   gc.collect()
-  two.stop()
+  threading.Thread(target=two.stop, daemon=True).start()
 
 
 def digest(batch) -> str:
@@ -80,9 +82,9 @@ def demo_config_one_epoch(address: str):
 
 def test_demo_config_trains_an_epoch_through_two_workers(cluster, tmp_path):
   data_dir = str(tmp_path / "shards")
-  synthetic.write_synthetic_shards(
-      data_dir, 96, num_classes=4, num_folds=3, pca_dim=6, median_frames=160,
-      sigma=0.2, seed=1, learnable=True)
+  synthetic.write_synthetic_shards(data_dir, synthetic.SyntheticSet(
+      96, num_classes=4, num_folds=3, pca_dim=6, median_frames=160, sigma=0.2,
+      seed=1, learnable=True))
   from tagger import distribute  # pylint: disable=g-import-not-at-top
   config = demo_config_one_epoch(cluster.address)
   config.schedule.cyclic_epochs = 2   # epoch 0 is counted whole after 1
@@ -116,9 +118,9 @@ def test_a_stopped_worker_stops_the_run_in_one_line(tmp_path):
   the stopped one's share never comes. The trainer counts each epoch's
   batches and stops with one line instead of training on half the data."""
   data_dir = str(tmp_path / "shards")
-  synthetic.write_synthetic_shards(
-      data_dir, 96, num_classes=4, num_folds=3, pca_dim=6, median_frames=160,
-      sigma=0.2, seed=1, learnable=True)
+  synthetic.write_synthetic_shards(data_dir, synthetic.SyntheticSet(
+      96, num_classes=4, num_folds=3, pca_dim=6, median_frames=160, sigma=0.2,
+      seed=1, learnable=True))
   cluster = data_service.loopback_cluster(2)
   try:
     cluster.workers[1]._stop()  # pylint: disable=protected-access

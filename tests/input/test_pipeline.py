@@ -22,9 +22,9 @@ NUM_RECORDS, FOLDS, CLASSES, PCA = 240, 4, 6, 4
 @pytest.fixture(scope="module")
 def info(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("shards"))
-  synthetic.write_synthetic_shards(
-      path, NUM_RECORDS, num_classes=CLASSES, num_folds=FOLDS, pca_dim=PCA,
-      median_frames=60, sigma=0.5, shards_per_fold=2, seed=3)
+  synthetic.write_synthetic_shards(path, synthetic.SyntheticSet(
+      NUM_RECORDS, num_classes=CLASSES, num_folds=FOLDS, pca_dim=PCA,
+      median_frames=60, sigma=0.5, shards_per_fold=2, seed=3))
   return data_info.load_data_info(path)
 
 
@@ -273,7 +273,7 @@ def test_truncated_or_missing_shard_is_named(info, tmp_path):
   import shutil  # pylint: disable=g-import-not-at-top
   copy = str(tmp_path / "copy")
   shutil.copytree(info.data_dir, copy)
-  first = os.path.join(copy, info.manifest["shards"][0]["file"])
+  first = os.path.join(copy, info.manifest.shards[0].file)
   with open(first, "r+b") as f:
     f.truncate(1000)
   with pytest.raises(data_info.InputError, match="1000 bytes, the manifest says"):

@@ -82,9 +82,9 @@ def test_recorded_set_in_the_kaggle_layout(tmp_path):
 @pytest.fixture(scope="module")
 def learnable(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("learnable"))
-  synthetic.write_synthetic_shards(
-      path, 96, num_classes=4, num_folds=3, pca_dim=6, median_frames=40,
-      sigma=0.2, seed=1, learnable=True)
+  synthetic.write_synthetic_shards(path, synthetic.SyntheticSet(
+      96, num_classes=4, num_folds=3, pca_dim=6, median_frames=40, sigma=0.2,
+      seed=1, learnable=True))
   return path
 
 
@@ -106,9 +106,13 @@ def test_linear_baselines_learn_what_is_learnable(learnable, tmp_path):
 
 
 def test_pca_head_starts_as_the_network_and_keeps_stage1_weights():
-  stage1 = model_lib.build_model(5, 0, bn_momentum=0.9)
-  with_head = model_lib.build_model(5, 8, bn_momentum=0.9, pca_head=True)
-  plain = model_lib.build_model(5, 8, bn_momentum=0.9)
+  stage1 = model_lib.build_model(
+      model_lib.Architecture(5, 0), model_lib.TrainOptions(bn_momentum=0.9))
+  with_head = model_lib.build_model(
+      model_lib.Architecture(5, 8, pca_head=True),
+      model_lib.TrainOptions(bn_momentum=0.9))
+  plain = model_lib.build_model(
+      model_lib.Architecture(5, 8), model_lib.TrainOptions(bn_momentum=0.9))
   copied = model_lib.transfer_weights(stage1, with_head)
   assert "probs" in copied and "pca_logits" not in copied
   for layer in plain.layers:
@@ -147,9 +151,11 @@ def test_best_weights_by_map3_and_a_pca_head_score(learnable, tmp_path):
 def test_late_fusion_stage2_is_stage1_plus_a_linear_path():
   """pca_into_mlp=False: every stage-1 weight transfers and, with the
   zero-initialised linear path, stage 2 starts as stage 1 exactly."""
-  stage1 = model_lib.build_model(5, 0, bn_momentum=0.9)
-  stage2 = model_lib.build_model(5, 8, bn_momentum=0.9, pca_head=True,
-                                 pca_into_mlp=False, dropout=0.3)
+  stage1 = model_lib.build_model(
+      model_lib.Architecture(5, 0), model_lib.TrainOptions(bn_momentum=0.9))
+  stage2 = model_lib.build_model(
+      model_lib.Architecture(5, 8, pca_head=True, pca_into_mlp=False),
+      model_lib.TrainOptions(bn_momentum=0.9, dropout=0.3))
   copied = model_lib.transfer_weights(stage1, stage2)
   assert {"fc1536", "probs", "backbone"} <= set(copied)
   log_mel = tf.random.normal([3, 64, 40, 1])
@@ -243,16 +249,18 @@ def test_quality_benchmark_end_to_end_on_a_small_kaggle_folder(tmp_path):
   data = str(tmp_path / "data")
   demo_data.make_demo_data(data, demo_data.DemoSpec(
       train_per_class=3, test_per_class=1, max_duration_s=3.0))
-  stage1 = tiny_config()
-  stage2 = tiny_config(**{"stage": 2, "model.pca_head": True,
-                          "model.pca_into_mlp": False,
-                          "model.pca_head_l2": 0.03})
-  other = tiny_config(**{"model.backbone": "small_cnn"})
-  result = quality.run_benchmark(data, str(tmp_path / "work"),
-                                 [stage1, stage2, other], fold=0,
-                                 num_workers=2)
+  small = {"model.backbone": "small_cnn", "model.alpha": 0.25}
+
+  def configs():   # stage 1 and 2 on small_cnn (quick), and MobileNetV2
+    return [tiny_config(**small),
+            tiny_config(**small, **{
+                "stage": 2, "model.pca_head": True,
+                "model.pca_into_mlp": False, "model.pca_head_l2": 0.03}),
+            tiny_config()]
+  result = quality.run_benchmark(data, str(tmp_path / "work"), configs(),
+                                 fold=0, num_workers=2)
   assert [s["name"] for s in result["stages"]] == [
-      "stage1", "stage2", "stage1_small_cnn", "ensemble"]
+      "stage1_small_cnn", "stage2_small_cnn", "stage1", "ensemble"]
   assert result["stages"][-1]["model_dir"].count(",") == 1
   # No sources.csv: one group, and a warning that says so.
   assert list(result["stages"][0]["groups"]) == [quality.ALL]
@@ -263,16 +271,10 @@ def test_quality_benchmark_end_to_end_on_a_small_kaggle_folder(tmp_path):
     # 41 clips + the empty one, as the scorer counts them.
     assert result["baselines"][name]["test_clips"] == 42
     assert 0.0 <= result["baselines"][name]["map3"] <= 1.0
-  stage2_dir = tmp_path / "work" / "stage2" / "fold0"
+  stage2_dir = tmp_path / "work" / "stage2_small_cnn" / "fold0"
   data_json = json.loads((stage2_dir / model_dir_lib.DATA).read_text())
   assert data_json["architecture"]["pca_into_mlp"] is False
-  again = quality.run_benchmark(data, str(tmp_path / "work"),
-                                [tiny_config(), tiny_config(**{
-                                    "stage": 2, "model.pca_head": True,
-                                    "model.pca_into_mlp": False,
-                                    "model.pca_head_l2": 0.03}),
-                                 tiny_config(**{
-                                     "model.backbone": "small_cnn"})],
+  again = quality.run_benchmark(data, str(tmp_path / "work"), configs(),
                                 fold=0, num_workers=2)
   assert [s["map3"] for s in again["stages"]] == [
       s["map3"] for s in result["stages"]]

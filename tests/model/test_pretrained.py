@@ -297,11 +297,12 @@ def test_the_pretrained_backbone_trains_in_the_pipeline(backbone, features,
   path, state = checkpoint
   keras.mixed_precision.set_global_policy("float32")
   data = str(tmp_path / "shards")
-  synthetic.write_synthetic_shards(data, 48, num_classes=3, num_folds=2,
-                                   pca_dim=4, median_frames=40, seed=3,
-                                   params=params_lib.preset(features))
-  built = model_lib.build_model(3, 0, num_mels=mels, backbone=backbone,
-                                backbone_weights=path)
+  synthetic.write_synthetic_shards(data, synthetic.SyntheticSet(
+      48, num_classes=3, num_folds=2, pca_dim=4, median_frames=40, seed=3,
+      params=params_lib.preset(features)))
+  built = model_lib.build_model(
+      model_lib.Architecture(3, 0, num_mels=mels, backbone=backbone),
+      model_lib.TrainOptions(backbone_weights=path))
   kernel = built.get_layer(model_lib.BACKBONE).get_layer(
       "cnn9").get_layer("cnn9_b3_conv2").get_weights()[0]
   np.testing.assert_array_equal(kernel, np.transpose(
@@ -324,9 +325,9 @@ def test_a_probe_trains_the_head_on_the_frozen_backbone(checkpoint,
   path, state = checkpoint
   keras.mixed_precision.set_global_policy("float32")
   data = str(tmp_path / "shards")
-  synthetic.write_synthetic_shards(data, 48, num_classes=3, num_folds=2,
-                                   pca_dim=4, median_frames=40, seed=3,
-                                   params=params_lib.preset("aisfx"))
+  synthetic.write_synthetic_shards(data, synthetic.SyntheticSet(
+      48, num_classes=3, num_folds=2, pca_dim=4, median_frames=40, seed=3,
+      params=params_lib.preset("aisfx")))
   config = tiny_config(**{"model.backbone": "cnn9_aisfx_native",
                           "model.backbone_weights": path,
                           "model.freeze_backbone": True})
@@ -347,8 +348,8 @@ def test_the_pretrained_backbone_refuses_other_features(tmp_path):
   """CNN9 hears aisfx's front-end only: shards of the reference's are one
   line naming the flag, before any training."""
   data = str(tmp_path / "shards")
-  synthetic.write_synthetic_shards(data, 24, num_classes=3, num_folds=2,
-                                   pca_dim=4, median_frames=40)
+  synthetic.write_synthetic_shards(data, synthetic.SyntheticSet(
+      24, num_classes=3, num_folds=2, pca_dim=4, median_frames=40))
   config = tiny_config(**{"model.backbone": "cnn9_aisfx_native"})
   with pytest.raises(trainer.TrainError,
                      match="make_tfrecords --features=aisfx"):
@@ -359,8 +360,9 @@ def test_the_pretrained_backbone_refuses_other_features(tmp_path):
 def test_the_pretrained_backbone_without_weights_is_one_line(tmp_path):
   with pytest.raises(pretrained.PretrainedError,
                      match="pip download aisfx==0.1.2 --no-deps"):
-    model_lib.build_model(3, 0, num_mels=64, backbone="cnn9_aisfx",
-                          backbone_weights=str(tmp_path / "missing.whl"))
+    model_lib.build_model(
+        model_lib.Architecture(3, 0, num_mels=64, backbone="cnn9_aisfx"),
+        model_lib.TrainOptions(backbone_weights=str(tmp_path / "missing.whl")))
 
 
 @pytest.mark.parametrize("backbone,features,mels", BACKBONES)
@@ -371,7 +373,8 @@ def test_the_pretrained_backbone_builds_and_runs_under_mixed_float16(
   keras.mixed_precision.set_global_policy("mixed_float16")
   try:
     del features
-    model = model_lib.build_model(3, 0, num_mels=mels, backbone=backbone)
+    model = model_lib.build_model(
+        model_lib.Architecture(3, 0, num_mels=mels, backbone=backbone))
     out = model({"log_mel": tf.random.uniform([2, mels, 48, 1])})
   finally:
     keras.mixed_precision.set_global_policy("float32")

@@ -11,6 +11,7 @@ import pytest
 from conftest import write_dataset  # pylint: disable=g-bad-import-order
 from test_sharding import bad_clips, good_clips, options  # pylint: disable=g-bad-import-order
 from tagger.shards import beam_sharding
+from tagger.shards import output_folder
 from tagger.shards import sharding
 
 beam = pytest.importorskip("apache_beam", reason="pip install -e '.[beam]'")
@@ -54,14 +55,14 @@ def test_beam_train_and_test_splits_equal_the_local_pool(dataset):
                    runner=runner, beam_options="--direct_num_workers=2 "
                    "--direct_running_mode=multi_processing")
     runs[engine] = beam_sharding.make_tfrecords(opts)
-  assert runs["beam"]["engine"] == "beam:DirectRunner"
-  assert runs["local"]["engine"] == "local pool"
+  assert runs["beam"].engine == "beam:DirectRunner"
+  assert runs["local"].engine == "local pool"
   same_outputs(str(tmp / "local_train"), str(tmp / "beam_train"))
   # Bad clips: reported with their reasons, none lost, as locally.
   with open(tmp / "beam_train" / "errors.csv") as f:
     problems = list(csv.DictReader(f))
-  assert len(problems) == 6 and runs["beam"]["num_skipped"] == 6
-  assert runs["beam"]["num_records"] == 18
+  assert len(problems) == 6 and runs["beam"].num_skipped == 6
+  assert runs["beam"].num_records == 18
 
   test_csv, test_dir = write_dataset(
       str(tmp / "test_data"), good_clips(per_class=2) + bad_clips()[:-1],
@@ -85,15 +86,15 @@ def test_beam_rerun_keeps_finished_shards_and_refuses_a_finished_dir(
   # A run killed after some shards: the manifest is missing, shards stay.
   out = opts.output_dir
   os.remove(os.path.join(out, "manifest.json"))
-  first = os.path.join(out, manifest["shards"][0]["file"])
-  os.remove(os.path.join(out, manifest["shards"][1]["file"]))
-  os.makedirs(os.path.join(out, sharding.STAGING))
+  first = os.path.join(out, manifest.shards[0].file)
+  os.remove(os.path.join(out, manifest.shards[1].file))
+  os.makedirs(os.path.join(out, output_folder.STAGING))
   before = os.stat(first).st_mtime_ns
   import dataclasses  # pylint: disable=g-import-not-at-top
   again = beam_sharding.make_tfrecords(dataclasses.replace(opts, resume=True))
   assert os.stat(first).st_mtime_ns == before  # kept, not rewritten
-  assert [s["sha256"] for s in again["shards"]] == [
-      s["sha256"] for s in manifest["shards"]]
+  assert [s.sha256 for s in again.shards] == [
+      s.sha256 for s in manifest.shards]
 
 
 def test_tool_runs_on_beam_and_names_a_missing_extra(dataset, tmp_path):

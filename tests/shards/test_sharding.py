@@ -14,7 +14,9 @@ import tensorflow as tf
 
 from conftest import tone, wav_bytes
 from tagger import parallel
+from tagger.audio.params import FeatureParams
 from tagger.shards import records
+from tagger.shards import output_folder
 from tagger.shards import sharding
 
 LABELS = {"low": 220.0, "mid": 880.0, "high": 3520.0}
@@ -55,10 +57,10 @@ def options(tmp_path, csv_path, audio_dir, **kw):
 
 
 def read_all(output_dir, manifest):
-  spec_dim = manifest["pca"]["dim"]
-  files = [os.path.join(output_dir, s["file"]) for s in manifest["shards"]]
+  spec_dim = manifest.pca.dim
+  files = [os.path.join(output_dir, s.file) for s in manifest.shards]
   ds = tf.data.TFRecordDataset(
-      files, compression_type="GZIP" if manifest["compression"] == "gzip"
+      files, compression_type="GZIP" if manifest.compression == "gzip"
       else None)
   return [records.example_to_numpy(r.numpy(), spec_dim) for r in ds]
 
@@ -76,32 +78,32 @@ def train_run(tmp_path_factory):
 def test_train_outputs(train_run):
   tmp, opts, manifest = train_run
   out = opts.output_dir
-  assert manifest["num_records"] == 18
-  assert manifest["labels"] == ["high", "low", "mid"]
-  assert manifest["per_class_counts"] == {"high": 6, "low": 6, "mid": 6}
-  assert manifest["per_fold_counts"] == {"0": 6, "1": 6, "2": 6}
-  assert manifest["pca"]["dim"] == 18  # fewer clips than 350 components
+  assert manifest.num_records == 18
+  assert list(manifest.labels) == ["high", "low", "mid"]
+  assert manifest.per_class_counts == {"high": 6, "low": 6, "mid": 6}
+  assert manifest.per_fold_counts == {"0": 6, "1": 6, "2": 6}
+  assert manifest.pca.dim == 18  # fewer clips than 350 components
   # One fold per train shard (min_shards=2 < 3 folds gives one each).
-  assert [s["fold"] for s in manifest["shards"]] == [0, 1, 2]
-  assert manifest["record_format"] == 2
+  assert [s.fold for s in manifest.shards] == [0, 1, 2]
+  assert manifest.to_json()["record_format"] == 2
   for name in ("labels.txt", "pca.npz", "errors.csv", "manifest.json"):
     assert os.path.exists(os.path.join(out, name))
-  assert not os.path.exists(os.path.join(out, sharding.STAGING))
+  assert not os.path.exists(os.path.join(out, output_folder.STAGING))
   examples = read_all(out, manifest)
   assert sorted(e["fname"] for e in examples) == sorted(
       c[0] for c in good_clips())
-  for shard in manifest["shards"]:
-    in_shard = read_all(out, {**manifest, "shards": [shard]})
-    assert {e["fold"] for e in in_shard} == {shard["fold"]}
+  for shard in manifest.shards:
+    in_shard = read_all(out, manifest.with_shards([shard]))
+    assert {e["fold"] for e in in_shard} == {shard.fold}
   for e in examples:
-    assert e["label_name"] == manifest["labels"][e["label"]]
+    assert e["label_name"] == manifest.labels[e["label"]]
     assert e["log_mel"].shape == (64, e["num_frames"]) and e["empty"] == 0
     assert e["fold"] in (0, 1, 2)
   # Folds are stratified: two clips of each class per fold.
   per = {(e["fold"], e["label"]) for e in examples}
   assert len(per) == 9
   frames = sorted(e["num_frames"] for e in examples)
-  assert manifest["crop_range"][0] == round(np.percentile(frames, 25))
+  assert manifest.crop_range[0] == round(np.percentile(frames, 25))
 
 
 def test_every_bad_train_clip_is_reported_with_its_reason(train_run):
@@ -109,7 +111,7 @@ def test_every_bad_train_clip_is_reported_with_its_reason(train_run):
   with open(os.path.join(opts.output_dir, "errors.csv")) as f:
     rows = {r["fname"] + r["csv_row"]: r for r in csv.DictReader(f)}
   reasons = {k: r["reason"] for k, r in rows.items()}
-  assert len(rows) == 6 and manifest["num_skipped"] == 6
+  assert len(rows) == 6 and manifest.num_skipped == 6
   assert all(r["action"] == "skipped" for r in rows.values())
   by_name = {k.rstrip("0123456789"): v for k, v in reasons.items()}
   assert "audio file not found" in by_name["missing.wav"]
@@ -138,8 +140,8 @@ def test_test_split_never_drops_a_clip(train_run, tmp_path):
     assert not examples[name]["pca"].any()
   assert examples["truncated.wav"]["empty"] == 0
   assert examples["low0.wav"]["label"] == -1
-  assert examples["low0.wav"]["pca"].shape == (train_manifest["pca"]["dim"],)
-  assert manifest["labels"] == train_manifest["labels"]
+  assert examples["low0.wav"]["pca"].shape == (train_manifest.pca.dim,)
+  assert manifest.labels == train_manifest.labels
   # Test shards keep the CSV order.
   order = [e["fname"] for e in read_all(opts.output_dir, manifest)]
   assert order == [c[0] for c in clips]
@@ -151,8 +153,8 @@ def test_same_inputs_give_the_same_shards(train_run, tmp_path):
       options(tmp_path, opts.csv, opts.audio_dir, num_workers=2,
               chunk_size=7))
   # Chunking and worker count do not change a byte.
-  assert [s["sha256"] for s in again["shards"]] == [
-      s["sha256"] for s in manifest["shards"]]
+  assert [s.sha256 for s in again.shards] == [
+      s.sha256 for s in manifest.shards]
 
 
 def test_gzip_shards(train_run, tmp_path):
@@ -187,8 +189,8 @@ def test_labels_file_rejects_unknown_labels(tmp_path):
   labels.write_text("mid\nlow\n")
   manifest = sharding.make_tfrecords(options(
       tmp_path, csv_path, audio_dir, labels_file=str(labels)))
-  assert manifest["labels"] == ["mid", "low"]
-  assert manifest["num_records"] == 6 and manifest["num_skipped"] == 3
+  assert list(manifest.labels) == ["mid", "low"]
+  assert manifest.num_records == 6 and manifest.num_skipped == 3
 
 
 def test_refuses_to_clobber_and_resume_of_a_finished_run_is_a_no_op(
@@ -218,7 +220,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_result(tmp_path):
 
   out = tmp_path / "killed"
   proc = _tool(common + [f"--output_dir={out}"])
-  staging = out / sharding.STAGING
+  staging = out / output_folder.STAGING
   deadline = time.time() + 240
   while time.time() < deadline:
     if staging.exists() and len(list(staging.glob("chunk-*.npz"))) >= 3:
@@ -257,5 +259,5 @@ def test_worker_processes_do_not_import_tensorflow():
   from tagger.audio import extract
   results = list(parallel.ordered_parallel_map(
       extract.heavy_modules_loaded, range(4), 2, extract.init_worker,
-      (sharding.FeatureParams().to_dict(),)))
+      (FeatureParams().to_dict(),)))
   assert results == [()] * 4

@@ -26,15 +26,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def test_parameter_counts_as_the_write_up():
-  stage1 = model_lib.build_model(41)
-  stage2 = model_lib.build_model(41, 350)
+  stage1 = model_lib.build_model(model_lib.Architecture(41))
+  stage2 = model_lib.build_model(model_lib.Architecture(41, 350))
   assert model_lib.parameter_counts(stage1)["total"] == 4_839_330
   assert model_lib.parameter_counts(stage2) == {"total": 5_378_330,
                                                 "trainable": 5_339_676}
 
 
 def test_bn_momentum_is_set_everywhere():
-  model = model_lib.build_model(5, bn_momentum=0.9)
+  model = model_lib.build_model(
+      model_lib.Architecture(5), model_lib.TrainOptions(bn_momentum=0.9))
   bns = [l for l in model_lib._all_layers(model)  # pylint: disable=protected-access
          if isinstance(l, keras.layers.BatchNormalization)]
   assert len(bns) > 50 and {l.momentum for l in bns} == {0.9}
@@ -43,7 +44,9 @@ def test_bn_momentum_is_set_everywhere():
 def test_imagenet_offline_gives_a_clear_error(tmp_path, monkeypatch):
   monkeypatch.setenv("KERAS_HOME", str(tmp_path))
   with pytest.raises(model_lib.ModelError, match="no internet"):
-    model_lib.build_model(5, backbone_weights="imagenet")
+    model_lib.build_model(
+        model_lib.Architecture(5),
+        model_lib.TrainOptions(backbone_weights="imagenet"))
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +85,8 @@ def test_stage2_starts_from_stage1_weights(data_dir, tmp_path):
   keras.mixed_precision.set_global_policy("float32")
   stage1_dir = tmp_path / "stage1" / "fold0"
   os.makedirs(stage1_dir)
-  stage1 = model_lib.build_model(4, 0, bn_momentum=0.9)
+  stage1 = model_lib.build_model(
+      model_lib.Architecture(4, 0), model_lib.TrainOptions(bn_momentum=0.9))
   for w in stage1.weights:
     w.assign(np.random.default_rng(0).normal(size=w.shape).astype(
         w.dtype))
@@ -227,8 +231,10 @@ GPU_LIKE = ("--precision=mixed_float16", "--strategy=mirrored",
 def _assert_same_best_weights(a: str, b: str) -> None:
   """The best weights of two small_cnn (alpha 0.25) model dirs of 4
   classes are equal bit for bit."""
-  w1 = model_lib.build_model(4, 0, backbone="small_cnn", alpha=0.25)
-  w2 = model_lib.build_model(4, 0, backbone="small_cnn", alpha=0.25)
+  w1 = model_lib.build_model(
+      model_lib.Architecture(4, 0, backbone="small_cnn", alpha=0.25))
+  w2 = model_lib.build_model(
+      model_lib.Architecture(4, 0, backbone="small_cnn", alpha=0.25))
   model_dir_lib.load_weights(w1, os.path.join(a, model_dir_lib.BEST))
   model_dir_lib.load_weights(w2, os.path.join(b, model_dir_lib.BEST))
   for x, y in zip(w1.get_weights(), w2.get_weights()):
