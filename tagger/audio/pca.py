@@ -27,11 +27,15 @@ class PcaFit:
   def dim(self) -> int:
     return self.components.shape[0]
 
-  def apply(self, x: np.ndarray) -> np.ndarray:
-    """[N, F] summary features -> [N, P] float32 PCA vectors."""
-    x = np.asarray(x, np.float64)
-    scaled = (x - self.scale_mean) / self.scale
-    return ((scaled - self.pca_mean) @ self.components.T).astype(np.float32)
+  def apply(self, x: np.ndarray, block: int = 8192) -> np.ndarray:
+    """[N, F] summary features -> [N, P] float32 PCA vectors, `block` rows
+    at a time (float64 arithmetic; memory: the output and one block)."""
+    out = np.empty((len(x), self.components.shape[0]), np.float32)
+    for start in range(0, len(x), block):
+      rows = np.asarray(x[start:start + block], np.float64)
+      scaled = (rows - self.scale_mean) / self.scale
+      out[start:start + block] = (scaled - self.pca_mean) @ self.components.T
+    return out
 
   def save(self, path: str) -> None:
     fileio.write_npz(path, **dataclasses.asdict(self))

@@ -131,6 +131,7 @@ class Scorer:
     self.spec = self.data.batch_spec
     self.embeddings = embeddings
     self.traces = 0
+    self.forward_batches = 0   # batches the models ran on
     self._forward = None
 
   def _compile(self, element_spec):
@@ -185,11 +186,19 @@ class Scorer:
     if self._forward is None:
       self._forward = self._compile(batches.element_spec)
     per_length = -(-n // clips_per_batch)
+    # A batch of clips without audio is not run (each gets the class
+    # priors below): 200,000 rows of missing files cost no network time.
+    silent = [bool(empty[s:s + clips_per_batch].all())
+              for s in range(0, n, clips_per_batch)]
     for k, batch in enumerate(batches):
+      start = (k % per_length) * clips_per_batch
+      if silent[k % per_length]:
+        bar.update(min(clips_per_batch, n - start))
+        continue
       log_probs, pooled = self._forward(batch)
+      self.forward_batches += 1
       log_probs = log_probs.numpy().reshape(-1, tries, c).sum(axis=1)
       count = log_probs.shape[0]
-      start = (k % per_length) * clips_per_batch
       total[start:start + count] += log_probs
       if self.embeddings:
         pooled = pooled.numpy().reshape(count, tries, -1).sum(axis=1)

@@ -10,7 +10,7 @@ import dataclasses
 import math
 import os
 import time
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 from absl import logging
 import numpy as np
@@ -28,7 +28,16 @@ def chunk_path(staging: str, chunk: int) -> str:
   return fileio.join(staging, f"chunk-{chunk:05d}.npz")
 
 
+def has_features(status: int) -> bool:
+  """Did extraction compute the clip's features (not: missing, empty or
+  undecodable)?"""
+  return status not in (extract.EMPTY, extract.FAILED)
+
+
 def _write_chunk(path: str, results: Sequence[extract.ClipFeatures]) -> None:
+  """Summary features only of the clips that have them: a run over
+  missing files stages next to nothing."""
+  featured = [r for r in results if has_features(r.status)]
   fileio.write_npz(
       path,
       row=np.array([r.row for r in results], np.int64),
@@ -37,7 +46,8 @@ def _write_chunk(path: str, results: Sequence[extract.ClipFeatures]) -> None:
       duration_s=np.array([r.duration_s for r in results], np.float64),
       num_frames=np.array([r.log_mel_db.shape[1] for r in results], np.int64),
       log_mel=np.concatenate([r.log_mel_db for r in results], axis=1),
-      summary=np.stack([r.summary for r in results]))
+      summary=(np.stack([r.summary for r in featured]) if featured else
+               np.zeros((0, extract.SUMMARY_FEATURE_COUNT), np.float32)))
 
 
 def extract_to_staging(rows: Sequence[clip_files.Row], options: run_options.Options,
@@ -95,7 +105,7 @@ class ClipMeta:
   status: int
   reason: str
   num_frames: int
-  summary: np.ndarray  # [1133]
+  summary: Optional[np.ndarray]  # [1133]; None: no features
   duration_s: float
   chunk: int = -1  # where its log-mel is staged (local runs)
   offset: int = -1
@@ -103,7 +113,8 @@ class ClipMeta:
 
 def clip_meta(result: extract.ClipFeatures) -> ClipMeta:
   return ClipMeta(result.row, result.status, result.reason,
-                  int(result.log_mel_db.shape[1]), result.summary,
+                  int(result.log_mel_db.shape[1]),
+                  result.summary if has_features(result.status) else None,
                   float(result.duration_s))
 
 
@@ -112,11 +123,15 @@ def collect_staged(rows: Sequence[clip_files.Row], options: run_options.Options,
   metas = []
   for k in range(math.ceil(len(rows) / options.chunk_size)):
     chunk = fileio.read_npz(chunk_path(staging, k))
+    featured = 0
     for j, (row_index, status, reason) in enumerate(
         zip(chunk["row"], chunk["status"], chunk["reason"])):
+      summary = None
+      if has_features(int(status)):
+        summary, featured = chunk["summary"][featured], featured + 1
       metas.append(ClipMeta(
           int(row_index), int(status), str(reason),
-          int(chunk["num_frames"][j]), chunk["summary"][j],
+          int(chunk["num_frames"][j]), summary,
           float(chunk["duration_s"][j]), k, j))
   return decide_clips(metas, rows, options.split)
 
@@ -129,6 +144,7 @@ def decide_clips(metas: Sequence[ClipMeta], rows: Sequence[clip_files.Row],
   clip can be written; the Problems).
   """
   by_index = {row.index: row for row in rows}
+  no_summary = np.zeros(extract.SUMMARY_FEATURE_COUNT, np.float32)
   keep, problems = collections.defaultdict(list), []
   for meta in metas:
     row = by_index[meta.row]
@@ -147,7 +163,8 @@ def decide_clips(metas: Sequence[ClipMeta], rows: Sequence[clip_files.Row],
     keep["chunk"].append(meta.chunk)
     keep["offset"].append(meta.offset)
     keep["num_frames"].append(meta.num_frames)
-    keep["summary"].append(meta.summary)
+    keep["summary"].append(no_summary if meta.summary is None
+                           else meta.summary)
     keep["empty"].append(status in (extract.EMPTY, extract.FAILED))
     keep["duration_s"].append(meta.duration_s)
   if not keep["rows"]:
@@ -156,7 +173,7 @@ def decide_clips(metas: Sequence[ClipMeta], rows: Sequence[clip_files.Row],
       rows=keep["rows"], chunk=np.array(keep["chunk"]),
       offset=np.array(keep["offset"]),
       num_frames=np.array(keep["num_frames"], np.int64),
-      summary=np.stack(keep["summary"]).astype(np.float32),
+      summary=np.stack(keep["summary"]).astype(np.float32, copy=False),
       empty=np.array(keep["empty"], bool),
       duration_s=np.array(keep["duration_s"]))
   return staged, problems

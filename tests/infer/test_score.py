@@ -92,6 +92,28 @@ def test_rows_in_input_order_empty_clips_ranked_by_class_frequency(trained):
   assert not np.array_equal(a.log_probs, c.log_probs)
 
 
+def test_batches_without_audio_skip_the_network(trained):
+  """Rows of missing files (records flagged empty) get the class priors
+  without a forward pass: only batches holding audio run the models."""
+  _, model_dir = trained
+  loaded = score.load_model(model_dir)
+  good = list(_records(trained[0]).take(2).as_numpy_iterator())
+  empty = [records.serialize_example(
+      fname=f"missing{i}.wav", label=-1, label_name="", fold=-1,
+      manually_verified=1, log_mel_db=np.zeros((64, 0)), pca=np.zeros(6))
+           for i in range(40)]
+  data = tf.data.Dataset.from_tensor_slices(good + empty)   # 42 clips
+  scorer = score.Scorer([loaded], tf.distribute.get_strategy())
+  result = scorer.score(data, score.Views(lengths=[48, 64], tries=2,
+                                          batch_size=16), progress=False)
+  # 8 clips a batch, 6 batches a length: only the first holds audio.
+  assert scorer.forward_batches == 2
+  counts = np.array(loaded.data.class_counts, float)
+  np.testing.assert_allclose(np.exp(result.log_probs[2:]),
+                             np.tile(counts / counts.sum(), (40, 1)))
+  assert not np.allclose(np.exp(result.log_probs[0]), counts / counts.sum())
+
+
 def test_score_tool_outputs_and_evaluation(trained, tmp_path):
   data_dir, model_dir = trained
   labels = tmp_path / "labels.csv"
