@@ -575,7 +575,7 @@ def test_resume_with_other_write_options_on_a_finished_folder(tmp_path):
                              num_workers=1, progress=False)
   sharding.make_tfrecords(options)
   same = sharding.make_tfrecords(dataclasses.replace(options, resume=True))
-  assert same["write_options"]["num_folds"] == 2
+  assert same.write_options["num_folds"] == 2
   with pytest.raises(sharding.ShardingError,
                      match=r"--num_folds=2 \(asked: 4\); pass --overwrite"):
     sharding.make_tfrecords(dataclasses.replace(options, resume=True,

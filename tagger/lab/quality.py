@@ -175,22 +175,35 @@ def test_figures(fnames: Sequence[str], probs: np.ndarray,
   return out
 
 
-def _fit_and_measure(x_train, x_test, train: Split, test: Split, truth,
-                     labels, multi: bool, val_fold: int, seed: int,
-                     groups) -> dict:
-  """A logistic regression on train features (the folds other than
-  val_fold; C by the validated fold) measured on the test features."""
-  fit_rows = (train.folds != val_fold) & ~train.empty
-  val_rows = (train.folds == val_fold) & ~train.empty
-  y_train = train.hot if multi else train.labels
-  model, c, val_figure = _fit(
-      x_train[fit_rows], y_train[fit_rows], x_train[val_rows],
-      y_train[val_rows], len(labels), seed, multi)
-  by_group = test_figures(test.fnames, _probs(model, x_test, len(labels)),
-                          truth, labels, multi, groups)
-  return {**by_group[ALL], "C": c,
-          "val_lwlrap" if multi else "val_map3": val_figure,
-          "train_clips": int(fit_rows.sum()), "groups": by_group}
+@dataclasses.dataclass(frozen=True)
+class _Baselines:
+  """What every linear baseline of one benchmark shares: the splits, the
+  answers, the validated fold and the source groups."""
+  train: Split
+  test: Split
+  truth: Dict[str, Tuple[str, ...]]
+  labels: Sequence[str]
+  multi: bool
+  val_fold: int
+  seed: int
+  groups: Optional[Dict[str, str]]
+
+  def fit_and_measure(self, x_train, x_test) -> dict:
+    """A logistic regression on train features (the folds other than
+    val_fold; C by the validated fold) measured on the test features."""
+    train, labels, multi = self.train, self.labels, self.multi
+    fit_rows = (train.folds != self.val_fold) & ~train.empty
+    val_rows = (train.folds == self.val_fold) & ~train.empty
+    y_train = train.hot if multi else train.labels
+    model, c, val_figure = _fit(
+        x_train[fit_rows], y_train[fit_rows], x_train[val_rows],
+        y_train[val_rows], len(labels), self.seed, multi)
+    by_group = test_figures(self.test.fnames,
+                            _probs(model, x_test, len(labels)),
+                            self.truth, labels, multi, self.groups)
+    return {**by_group[ALL], "C": c,
+            "val_lwlrap" if multi else "val_map3": val_figure,
+            "train_clips": int(fit_rows.sum()), "groups": by_group}
 
 
 def linear_baselines(train_dir: str, test_dir: str,
@@ -213,9 +226,9 @@ def linear_baselines(train_dir: str, test_dir: str,
     features[PRETRAINED] = tuple(np.stack([embeddings[f] for f in
                                            split.fnames])
                                  for split in (train, test))
-  return {name: _fit_and_measure(x_train, x_test, train, test, truth,
-                                 info.labels, info.multi_label, val_fold,
-                                 seed, groups)
+  baselines = _Baselines(train, test, truth, info.labels, info.multi_label,
+                         val_fold, seed, groups)
+  return {name: baselines.fit_and_measure(x_train, x_test)
           for name, (x_train, x_test) in features.items()}
 
 

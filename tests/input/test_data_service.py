@@ -6,7 +6,6 @@ import gc
 import hashlib
 import json
 import os
-import threading
 
 import numpy as np
 import pytest
@@ -24,10 +23,9 @@ def cluster():
   two = data_service.loopback_cluster(2)
   yield two
   # Readers still alive (a trainer's endless iterator in a reference
-  # cycle) hold open requests that a worker's stop waits out (about 40 s):
-  # free them, and let the stop finish beside the next tests.
+  # cycle) hold open requests that a worker's stop waits out: free them.
   gc.collect()
-  threading.Thread(target=two.stop, daemon=True).start()
+  two.stop()
 
 
 def digest(batch) -> str:
