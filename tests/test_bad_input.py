@@ -7,6 +7,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -601,3 +602,56 @@ def test_missing_files_stage_next_to_nothing(tmp_path):
   assert len(staged) == 7
   assert sum(p.stat().st_size for p in staged) < 400 * 1024
   assert len(_errors(str(out))) == 400
+
+
+TINY_CONFIG = """
+from tagger import settings
+def get_config():
+  config = settings.default_config()
+  config.input.batch_size = 8
+  config.input.length_range = (32, 48)
+  config.input.length_quantum = 16
+  config.input.eval_lengths = (32,)
+  config.model.backbone = "small_cnn"
+  config.model.alpha = 0.25
+  config.schedule.cyclic_epochs = 1
+  config.schedule.fine_tune_max_epochs = 0
+  config.max_steps_per_epoch = 2
+  config.tensorboard_images = 0
+  return config
+"""
+
+
+def test_a_full_disk_while_training_or_scoring_is_one_line(shards, tmp_path):
+  """tools.train and tools.score where files cannot grow past a few KB:
+  one line saying the disk is full, no traceback, no temporary file left;
+  the same command with room finishes."""
+  config = tmp_path / "tiny.py"
+  config.write_text(TINY_CONFIG)
+  run = str(tmp_path / "run")
+  train = [sys.executable, "-m", "tools.train", f"--config={config}",
+           f"--data_dir={shards}", f"--model_dir={run}"]
+  score = [sys.executable, "-m", "tools.score", f"--model_dirs={run}",
+           f"--data_dir={shards}", f"--output={tmp_path / 'out' / 's.csv'}",
+           "--tries=1", "--lengths=32", "--noprogress"]
+  for command, limit, tool in ((train, 4096, "train"), (train, None, ""),
+                               (score, 64, "score"), (score, None, "")):
+    done = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True,
+                          text=True, timeout=300,
+                          preexec_fn=_limited(limit) if limit else None)
+    if not limit:
+      assert done.returncode == 0, done.stderr[-3000:]
+      continue
+    assert done.returncode == 1, done.stderr[-3000:]
+    # No traceback of tagger's (or Keras'): h5py prints the failures of
+    # freeing its objects after Keras' failed save itself (Cython writes
+    # them straight to stderr), before the tool's one line.
+    assert not re.search(r'File ".*(tagger|keras)/', done.stderr), \
+        done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"{tool}:") and "disk is full" in last, last
+    for folder in (run, str(tmp_path / "out")):
+      left = [n for _, _, names in os.walk(folder) for n in names
+              if ".tmp-" in n] if os.path.isdir(folder) else []
+      assert not left, left
+  assert os.path.getsize(tmp_path / "out" / "s.csv") > 64

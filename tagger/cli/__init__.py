@@ -35,11 +35,15 @@ def run_tool(main) -> None:
       name = os.path.basename(sys.argv[0]).replace(".py", "")
       why = (getattr(e, "message", None) or str(e)).strip().splitlines()
       why = why[0] if why else type(e).__name__
-      if _disk_full(e):
+      full = _disk_full(e)
+      if full:
         why += (" (the disk is full or a file size limit was reached: free "
                 "space and run the same command again; finished work is "
                 "kept)")
-      _exit(f"{name}: {why}", 1)
+      # A full disk can leave an HDF5 file of a failed Keras save open,
+      # whose flush at interpreter exit kills the process (SIGSEGV): skip
+      # the exit's clean-up (every write is atomic: nothing is lost).
+      _exit(f"{name}: {why}", 1, hard=full)
     _exit("", 0)
     return result
 
@@ -66,12 +70,13 @@ def _disk_full(error: Exception) -> bool:
                                          "quota exceeded"))
 
 
-def _exit(message: str, status: int) -> None:
-  """SystemExit, or, once a tensorflow-io file system (s3://) was used,
-  os._exit after flushing: its S3 client aborts at interpreter exit
-  (tensorflow/io#2039), which would turn a finished run into exit 134."""
+def _exit(message: str, status: int, hard: bool = False) -> None:
+  """SystemExit, or, once a tensorflow-io file system (s3://) was used
+  (or with hard), os._exit after flushing: its S3 client aborts at
+  interpreter exit (tensorflow/io#2039), which would turn a finished run
+  into exit 134."""
   from tagger import fileio  # pylint: disable=g-import-not-at-top
-  if not fileio.tfio_filesystem_used():
+  if not hard and not fileio.tfio_filesystem_used():
     if message and status != 1:   # SystemExit(message) exits with 1
       print(message, file=sys.stderr)
       raise SystemExit(status) from None

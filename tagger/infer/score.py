@@ -545,6 +545,21 @@ def training_clips(models: Sequence[LoadedModel],
       audio_dir if fileio.exists(audio_dir or "/nonexistent") else "")
 
 
+def _version_and_commit() -> str:
+  """tagger's version, and the commit of its checkout where it runs from
+  one (else: the version alone)."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import tagger  # pylint: disable=g-import-not-at-top
+  try:
+    commit = subprocess.run(
+        ["git", "-C", os.path.dirname(os.path.abspath(tagger.__file__)),
+         "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+        timeout=10).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    commit = ""
+  return tagger.__version__ + (f" (commit {commit})" if commit else "")
+
+
 def write_report(job: ScoreJob, scores: Scores, result: dict,
                  training=None) -> str:
   """The evaluation as an HTML page (report.py); its path. training:
@@ -562,7 +577,10 @@ def write_report(job: ScoreJob, scores: Scores, result: dict,
               "TTA": f"{job.tta}, lengths {result['lengths']} x "
                      f"{job.tries} tries",
               "data": job.data_dir or job.audio_dir,
-              "labels": job.labels_csv}
+              "labels": job.labels_csv,
+              "configs": ", ".join(fileio.join(d, model_dir_lib.CONFIG)
+                                   for d in result["models"]),
+              "tagger": _version_and_commit()}
   audio_dir = job.audio_dir
   if job.data_dir:   # the shards' own audio folder, where it is at hand
     audio_dir = data_info.load_data_info(job.data_dir).manifest.audio_dir
