@@ -57,6 +57,7 @@ def data_dir(tmp_path_factory):
 def test_loss_falls_under_mirrored_strategy_on_two_cpus(data_dir, tmp_path):
   keras.mixed_precision.set_global_policy("float32")
   config = tiny_config(**{"schedule.cyclic_epochs": 4,
+                          "model.backbone": "small_cnn",
                           "augment.mixup_alpha": 0.0,
                           "augment.erase_probability": 0.0,
                           "log_pairing": True})
