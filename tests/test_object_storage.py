@@ -32,6 +32,8 @@ def get_config():
   config.schedule.fine_tune_max_epochs = 1
   config.tensorboard_images = 1
   config.eval_batch_size = 16
+  config.model.backbone = "small_cnn"
+  config.model.alpha = 0.25
   return config
 """
 

@@ -37,7 +37,8 @@ def trained(tmp_path_factory):
   config = tiny_config(**{
       "stage": 2, "input.eval_lengths": (32, 48), "schedule.cyclic_epochs": 6,
       "augment.mixup_alpha": 0.0, "augment.erase_probability": 0.0,
-      "tensorboard_images": 0})
+      "tensorboard_images": 0, "model.backbone": "small_cnn",
+      "model.alpha": 0.5})
   model_dir = str(root / "run" / "fold0")
   trainer.train(config, data_dir, model_dir, tf.distribute.get_strategy())
   return data_dir, model_dir
@@ -86,7 +87,8 @@ def test_rows_in_input_order_empty_clips_ranked_by_class_frequency(trained):
   assert a.empty.tolist() == [False, False, True, False, False, False]
   counts = np.array(loaded.data.class_counts, float)
   np.testing.assert_allclose(np.exp(a.log_probs[2]), counts / counts.sum())
-  assert a.embeddings.shape == (6, 1280 + 6) and not a.embeddings[2].any()
+  pooled = loaded.model.get_layer("pool").output.shape[-1]
+  assert a.embeddings.shape == (6, pooled + 6) and not a.embeddings[2].any()
   c = score.score_records(data, [loaded], tf.distribute.get_strategy(),
                           score.Views(seed=1), progress=False)
   assert not np.array_equal(a.log_probs, c.log_probs)
