@@ -3,6 +3,8 @@
 import csv
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -231,6 +233,19 @@ def test_raw_audio_scores_as_its_shards(tmp_path):
   page = open(from_audio["report"], encoding="utf-8").read()
   assert "&lt;" not in page or "<img src=x" not in page
   assert from_audio["report"].endswith("index.html") and "MAP@3" in page
+  assert "class='neighbours'" in page   # the nearest training clips
+  if shutil.which("chromium"):   # the trained model's page in a browser
+    done = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+         "--allow-file-access-from-files", "--enable-logging=stderr",
+         "--v=0", "--virtual-time-budget=5000", "--dump-dom",
+         "file://" + os.path.abspath(from_audio["report"])],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not [l for l in done.stderr.splitlines()
+                if "CONSOLE" in l and "rror" in l], done.stderr[-2000:]
+    durations = re.findall(r'data-duration="([0-9.]+)"', done.stdout)
+    assert durations and all(float(d) > 0 for d in durations)
   assert from_shards["clips"] == from_audio["clips"] == 5 + len(HOSTILE)
   assert from_shards["empty"] == from_audio["empty"] == 1  # broken.wav
   assert open(tmp_path / "a.csv").read() == open(tmp_path / "b.csv").read()
