@@ -41,10 +41,10 @@ def main(argv):
     raise app.UsageError(f"--lengths: whole numbers of frames ({e})")
   if min(lengths) < 32 or FLAGS.batch_size < 1 or FLAGS.steps < 1:
     raise app.UsageError("--lengths >= 32, --batch_size and --steps >= 1")
-  r = benchmarks.benchmark_gpu(
-      FLAGS.batch_size, lengths, FLAGS.steps, FLAGS.warmup, FLAGS.precision,
-      FLAGS.strategy, FLAGS.jit_compile, FLAGS.num_records,
-      FLAGS.pipeline_steps, FLAGS.backbone)
+  r = benchmarks.benchmark_gpu(benchmarks.GpuBenchmark(
+      FLAGS.batch_size, tuple(lengths), FLAGS.steps, FLAGS.warmup,
+      FLAGS.precision, FLAGS.strategy, FLAGS.jit_compile, FLAGS.num_records,
+      FLAGS.pipeline_steps, FLAGS.backbone))
   print(f"{r['backbone']}, {r['strategy']}, {r['precision']} "
         f"({r['precision_reason']}), "
         f"XLA {'on' if r['jit_compile'] else 'off'}, batch "
