@@ -203,11 +203,7 @@ class Manifest:
     if not fileio.exists(path):
       raise ManifestError(f"{path} not found: is {data_dir} a folder "
                           "written by tools/make_tfrecords?")
-    try:
-      doc = fileio.read_json(path)
-    except ValueError as e:
-      raise ManifestError(f"{path}: not JSON ({e}); re-make the shards "
-                          "with tools/make_tfrecords --overwrite") from None
+    doc = fileio.read_json(path)   # not JSON: one line (fileio)
     if not isinstance(doc, dict):
       raise ManifestError(f"{path}: not a manifest (a JSON object)")
     return cls.from_json(doc, path)
