@@ -100,6 +100,9 @@ class ModelConfig:
   # Fine-tuning a pretrained backbone: its BatchNorm layers keep their
   # statistics, scale and offset (inference mode); the convolutions train.
   freeze_backbone_bn: bool = False
+  # Partial fine-tuning: this backbone layer and all before it stay as
+  # built ('' : none), e.g. 'cnn9_b2_bn2' (CNN9's first two blocks).
+  freeze_backbone_until: str = ""
   # Fine-tuning (init_from a model of other labels): the stem and backbone
   # get no updates for this many epochs (BatchNorm statistics still adapt).
   freeze_epochs: int = 0

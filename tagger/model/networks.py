@@ -281,13 +281,18 @@ class TrainOptions:
   freeze_backbone_bn: only the backbone's BatchNorm layers stay as built
   (inference mode: pretrained statistics, scale and offset) while its
   convolutions fine-tune; the statistics of the pretraining data are then
-  not replaced by those of a small training set's few sources."""
+  not replaced by those of a small training set's few sources.
+  freeze_backbone_until: a layer of the backbone (for CNN9 'cnn9_b2_bn2');
+  it and every layer before it stay as built (partial fine-tuning: the
+  pretrained low-level filters are kept, and their backward pass is not
+  computed)."""
   backbone_weights: str = "none"
   bn_momentum: Optional[float] = None
   dropout: float = 0.0
   pca_head_l2: float = 0.0
   freeze_backbone: bool = False
   freeze_backbone_bn: bool = False
+  freeze_backbone_until: str = ""
 
 
 def build_model(arch: Architecture,
@@ -337,8 +342,11 @@ def _pooled_features(x, arch: Architecture, train: TrainOptions):
   x = features(x)
   if train.freeze_backbone:   # a probe: the backbone's weights and BN fixed
     features.trainable = False
-  elif train.freeze_backbone_bn:
-    freeze_batchnorm(features)
+  else:
+    if train.freeze_backbone_bn:
+      freeze_batchnorm(features)
+    if train.freeze_backbone_until:
+      freeze_until(features, train.freeze_backbone_until)
   if spec.pool == "aisfx_blocks":
     return _aisfx_block_pool(x)
   if spec.pool == "mean_freq_max_time":
@@ -426,6 +434,21 @@ def freeze_batchnorm(model: keras.Model) -> int:
       layer.trainable = False
       frozen += 1
   return frozen
+
+
+def freeze_until(model: keras.Model, name: str) -> int:
+  """Every layer of model (sub-models flattened, in order) up to and
+  including the one called name made untrainable (BatchNorm in inference
+  mode); returns how many."""
+  layers = [l for l in _all_layers(model) if not isinstance(l, keras.Model)]
+  names = [l.name for l in layers]
+  if name not in names:
+    raise ModelError(f"model.freeze_backbone_until={name!r}: the backbone "
+                     f"has no such layer (its layers: {', '.join(names[:3])}"
+                     f", ..., {names[-1]})")
+  for layer in layers[:names.index(name) + 1]:
+    layer.trainable = False
+  return names.index(name) + 1
 
 
 def _all_layers(model):

@@ -163,7 +163,8 @@ class FoldRun:
               self.info.num_mels, **self.architecture),
           model_lib.TrainOptions(
               cfg.backbone_weights, cfg.bn_momentum, cfg.dropout,
-              cfg.pca_head_l2, cfg.freeze_backbone, cfg.freeze_backbone_bn))
+              cfg.pca_head_l2, cfg.freeze_backbone, cfg.freeze_backbone_bn,
+              cfg.freeze_backbone_until))
       optimizer = keras.optimizers.Adam(learning_rate=1e-4)
       if keras.mixed_precision.global_policy().name == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
