@@ -21,7 +21,9 @@ from tagger.audio import extract
 from tagger.datasets import synthetic
 from tagger.infer import score
 from tagger.shards import clip_files
+from tagger.shards import csv_rows
 from tagger.shards import data_info
+from tagger.shards import extraction
 from tagger.shards import folds as folds_lib
 from tagger.shards import manifest as manifest_lib
 from tagger.shards import output_folder
@@ -602,6 +604,17 @@ def test_missing_files_stage_next_to_nothing(tmp_path):
   assert len(staged) == 7
   assert sum(p.stat().st_size for p in staged) < 400 * 1024
   assert len(_errors(str(out))) == 400
+  # As a test split (written flagged), the run holds summary features for
+  # the clips with audio only: none here (4.5 KB a row before, 7.7 GB of
+  # memory at 200,000 rows).
+  rows, _ = csv_rows.read_inputs(run_options.inputs(sharding.Options(
+      csv=str(csv_path), audio_dir=str(audio), output_dir=str(out),
+      split="test")), "test")
+  metas = [extraction.ClipMeta(r.index, extract.FAILED, "missing", 0, None,
+                               0.0) for r in rows]
+  staged, problems = extraction.decide_clips(metas, rows, "test")
+  assert len(staged.rows) == len(problems) == 400
+  assert staged.summary.shape == (0, extract.SUMMARY_FEATURE_COUNT)
 
 
 TINY_CONFIG = """

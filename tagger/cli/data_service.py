@@ -2,7 +2,7 @@ r"""Starts a tf.data service dispatcher or worker for the training input.
 
   # one dispatcher, told its workers (the batches are split by worker):
   python -m tools.data_service --role=dispatcher --port=5050 \
-      --worker_addresses=host1:5051,host2:5051
+      --worker_addresses=host1:5051,host2:5051 --work_dir=/shared/dispatcher
   # on host1 and host2:
   python -m tools.data_service --role=worker --port=5051 \
       --dispatcher=dispatcher-host:5050
@@ -11,6 +11,11 @@ r"""Starts a tf.data service dispatcher or worker for the training input.
 
   # or everything on this machine (a dispatcher and N workers, one process):
   python -m tools.data_service --role=local --num_workers=2 --port=5050
+
+With --work_dir the dispatcher journals its state there: killed and
+started again with the same flags, it resumes the running jobs and training
+goes on (every batch still once). Without it a restarted dispatcher has
+lost the job and training must be restarted from its last checkpoint.
 
 Workers read the shard paths the trainer names: give them the same file
 system (shared disk, s3://, gs://, hdfs://). They serve until stopped.
@@ -35,6 +40,9 @@ flags.DEFINE_list("worker_addresses", [], "dispatcher: every worker's "
 flags.DEFINE_string("dispatcher", "", "worker: the dispatcher's host:port.")
 flags.DEFINE_string("worker_address", "", "worker: host:port this worker "
                     "announces (default: this host's name and --port).")
+flags.DEFINE_string("work_dir", "", "dispatcher, local: a folder for the "
+                    "dispatcher's journal (fault-tolerant mode: a restart "
+                    "with the same flags resumes its jobs).")
 flags.DEFINE_integer("num_workers", 2, "local: workers to start.")
 flags.DEFINE_integer("job_gc_timeout_s", 60, "dispatcher: a job nobody "
                      "reads for this long is dropped.")
@@ -47,9 +55,12 @@ def main(argv):
   fileio.register_filesystem("s3://")  # workers may read any scheme
   if FLAGS.role == "dispatcher":
     server = data_service.start_dispatcher(FLAGS.port, FLAGS.worker_addresses,
-                                           FLAGS.job_gc_timeout_s)
+                                           FLAGS.job_gc_timeout_s,
+                                           FLAGS.work_dir)
     print(f"dispatcher serving on port {FLAGS.port} for workers "
-          f"{','.join(FLAGS.worker_addresses)}", flush=True)
+          f"{','.join(FLAGS.worker_addresses)}"
+          + (f", journal in {FLAGS.work_dir}" if FLAGS.work_dir else ""),
+          flush=True)
   elif FLAGS.role == "worker":
     if not FLAGS.dispatcher:
       raise app.UsageError("--role=worker needs --dispatcher=host:port")
@@ -57,7 +68,8 @@ def main(argv):
     server = data_service.start_worker(FLAGS.dispatcher, FLAGS.port, address)
     print(f"worker {address} serving for {FLAGS.dispatcher}", flush=True)
   else:
-    cluster = data_service.local_cluster(FLAGS.port, FLAGS.num_workers)
+    cluster = data_service.local_cluster(FLAGS.port, FLAGS.num_workers,
+                                         FLAGS.work_dir)
     server = cluster.dispatcher
     print(f"dispatcher localhost:{FLAGS.port} with {FLAGS.num_workers} "
           "workers; train with "

@@ -86,9 +86,18 @@ def free_port() -> int:
 
 
 def start_dispatcher(port: int, worker_addresses: Sequence[str],
-                     job_gc_timeout_s: int = 60) -> service.DispatchServer:
+                     job_gc_timeout_s: int = 60,
+                     work_dir: str = "") -> service.DispatchServer:
   """A dispatcher for a fixed list of workers (host:port each, as each
-  worker announces itself); started, serving until the process ends."""
+  worker announces itself); started, serving until the process ends.
+
+  With work_dir (a folder every restart of this dispatcher sees), it runs
+  fault-tolerant: it journals its state (jobs, tasks, which worker serves
+  which share) there before it answers, so a dispatcher that is killed
+  and started again with the same port and work_dir resumes its jobs; the
+  workers and the trainer wait for it and go on, and every batch still
+  comes once. Without it, a restarted dispatcher knows no job and the
+  trainer's reads fail."""
   if not worker_addresses:
     raise DataServiceError("the dispatcher needs its workers' addresses "
                            "(--worker_addresses=host1:5051,host2:5051): "
@@ -97,7 +106,8 @@ def start_dispatcher(port: int, worker_addresses: Sequence[str],
     split_address(address)
   config = service.DispatcherConfig(
       port=port, protocol="grpc", worker_addresses=list(worker_addresses),
-      job_gc_timeout_ms=job_gc_timeout_s * 1000)
+      job_gc_timeout_ms=job_gc_timeout_s * 1000,
+      work_dir=work_dir or None, fault_tolerant_mode=bool(work_dir))
   return service.DispatchServer(config)
 
 
@@ -119,6 +129,7 @@ class LoopbackCluster:
   dispatcher: service.DispatchServer
   workers: List[service.WorkerServer]
   address: str
+  worker_addresses: List[str]
 
   def stop(self) -> None:
     for worker in self.workers:
@@ -126,24 +137,26 @@ class LoopbackCluster:
     self.dispatcher._stop()  # pylint: disable=protected-access
 
 
-def local_cluster(port: int, num_workers: int) -> LoopbackCluster:
+def local_cluster(port: int, num_workers: int,
+                  work_dir: str = "") -> LoopbackCluster:
   """A dispatcher on `port` and workers on the next ports, on loopback."""
   ports = [port + 1 + k for k in range(num_workers)]
-  return _cluster(port, ports)
+  return _cluster(port, ports, work_dir)
 
 
-def loopback_cluster(num_workers: int) -> LoopbackCluster:
+def loopback_cluster(num_workers: int, work_dir: str = "") -> LoopbackCluster:
   """local_cluster on free ports."""
   port, *ports = free_ports(num_workers + 1)
-  return _cluster(port, ports)
+  return _cluster(port, ports, work_dir)
 
 
-def _cluster(port: int, ports: Sequence[int]) -> LoopbackCluster:
+def _cluster(port: int, ports: Sequence[int],
+             work_dir: str = "") -> LoopbackCluster:
   addresses = [f"localhost:{p}" for p in ports]
-  dispatcher = start_dispatcher(port, addresses)
+  dispatcher = start_dispatcher(port, addresses, work_dir=work_dir)
   address = f"localhost:{port}"
   workers = [start_worker(address, p, a) for p, a in zip(ports, addresses)]
-  return LoopbackCluster(dispatcher, workers, address)
+  return LoopbackCluster(dispatcher, workers, address, addresses)
 
 
 def split_by_worker(ds: tf.data.Dataset) -> tf.data.Dataset:
@@ -168,6 +181,19 @@ def read_from_service(ds: tf.data.Dataset, address: str) -> tf.data.Dataset:
       # Float16 log-mel windows barely compress; compressing costs the
       # workers more than it saves on a datacenter network.
       compression=None))
+
+
+def explain_lost_job(address: str, error: Exception) -> Exception:
+  """A read error of the service as one line where it is a dispatcher
+  that was restarted without its journal (the job it served is gone);
+  else `error` itself."""
+  if "not configured to be fault tolerant" not in str(error):
+    return error
+  return DataServiceError(
+      f"the tf.data service dispatcher at {address} was restarted without "
+      "a journal and lost this run's job: start it with --work_dir (then a "
+      "restart resumes its jobs) and run the same command to resume from "
+      "the last checkpoint")
 
 
 class LostBatchesError(DataServiceError):

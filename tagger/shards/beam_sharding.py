@@ -140,7 +140,7 @@ if beam is not None:
             bool(clip_problems))
         names, shards, keys = writing.shard_layout(
             staged, pca_vectors.shape[1], folds, options)
-        staged.summary = np.zeros((len(staged.rows), 0), np.float32)
+        staged.summary = np.zeros((0, 0), np.float32)   # not needed now
         plan.update(staged=staged, folds=folds, fold_plan=fold_plan,
                     names=names, shards=shards, keys=keys)
       fileio.atomic_write_bytes(fileio.join(self._staging, PLAN_FILE),

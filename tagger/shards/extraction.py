@@ -93,7 +93,7 @@ class Staged:
   chunk: np.ndarray  # [N] chunk index
   offset: np.ndarray  # [N] position within the chunk
   num_frames: np.ndarray  # [N]
-  summary: np.ndarray  # [N, 1133]
+  summary: np.ndarray  # [F, 1133]: the clips with features (not empty)
   empty: np.ndarray  # [N] bool
   duration_s: np.ndarray  # [N]
 
@@ -144,7 +144,6 @@ def decide_clips(metas: Sequence[ClipMeta], rows: Sequence[clip_files.Row],
   clip can be written; the Problems).
   """
   by_index = {row.index: row for row in rows}
-  no_summary = np.zeros(extract.SUMMARY_FEATURE_COUNT, np.float32)
   keep, problems = collections.defaultdict(list), []
   for meta in metas:
     row = by_index[meta.row]
@@ -163,8 +162,8 @@ def decide_clips(metas: Sequence[ClipMeta], rows: Sequence[clip_files.Row],
     keep["chunk"].append(meta.chunk)
     keep["offset"].append(meta.offset)
     keep["num_frames"].append(meta.num_frames)
-    keep["summary"].append(no_summary if meta.summary is None
-                           else meta.summary)
+    if meta.summary is not None:   # a clip without audio holds none
+      keep["summary"].append(meta.summary)
     keep["empty"].append(status in (extract.EMPTY, extract.FAILED))
     keep["duration_s"].append(meta.duration_s)
   if not keep["rows"]:
@@ -173,7 +172,9 @@ def decide_clips(metas: Sequence[ClipMeta], rows: Sequence[clip_files.Row],
       rows=keep["rows"], chunk=np.array(keep["chunk"]),
       offset=np.array(keep["offset"]),
       num_frames=np.array(keep["num_frames"], np.int64),
-      summary=np.stack(keep["summary"]).astype(np.float32, copy=False),
+      summary=(np.stack(keep["summary"]).astype(np.float32, copy=False)
+               if keep["summary"] else
+               np.zeros((0, extract.SUMMARY_FEATURE_COUNT), np.float32)),
       empty=np.array(keep["empty"], bool),
       duration_s=np.array(keep["duration_s"]))
   return staged, problems
@@ -183,7 +184,8 @@ def fit_and_fold(staged: Staged, options: run_options.Options, multi_label: bool
                  fit, clips_skipped: bool):
   """Train: fits (and saves) the PCA and assigns folds; test: the given
   fit, fold -1. Returns (fit, folds [N], fold plan or None, PCA vectors
-  [N, dim], 0 for empty clips)."""
+  [N, dim], 0 for empty clips: only the clips with audio are projected,
+  so a split of missing files costs no summary features)."""
   if options.split == "train":
     fit = pca_lib.fit_pca(staged.summary, options.pca_components)
     fit.save(fileio.join(options.output_dir, pca_lib.FIT_FILE))
@@ -200,6 +202,7 @@ def fit_and_fold(staged: Staged, options: run_options.Options, multi_label: bool
         logging.warning("%s", note)
   else:
     folds, fold_plan = np.full(len(staged.rows), -1, np.int64), None
-  pca_vectors = fit.apply(staged.summary)
-  pca_vectors[staged.empty] = 0.0
+  pca_vectors = np.zeros((len(staged.rows), fit.dim), np.float32)
+  if len(staged.summary):
+    pca_vectors[~staged.empty] = fit.apply(staged.summary)
   return fit, folds, fold_plan, pca_vectors

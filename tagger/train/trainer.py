@@ -321,6 +321,11 @@ class FoldRun:
     except tf.errors.DataLossError as e:
       raise data_info.explain_data_loss(
           self.info.data_dir, self.info.manifest, e) from e
+    except tf.errors.NotFoundError as e:
+      if not self.config.input.data_service:
+        raise
+      raise data_service.explain_lost_job(self.config.input.data_service,
+                                          e) from e
     self.recorder.epoch(row, row["epoch"])
     if self._end_epoch(state, row):
       state.phase, state.phase_epoch = state.phase + 1, 0

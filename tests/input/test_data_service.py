@@ -151,3 +151,46 @@ def test_a_late_epoch_is_not_a_lost_one():
   with pytest.raises(data_service.LostBatchesError,
                      match="delivered 1 of epoch 1's 2 batches while 8 "):
     account.check()
+
+
+def test_a_restarted_dispatcher_resumes_its_job(info, tmp_path):
+  """A fault-tolerant dispatcher (work_dir) stopped mid-epoch and started
+  again on its port with its journal: the workers and the reader wait for
+  it and go on, and the epochs still hold every batch exactly once."""
+  folds = data_info.select_folds(info, 1, "train")
+  config = CONFIG
+  local = [digest(b) for b in ip.train_dataset(info, folds, config,
+                                               start_epoch=0, num_epochs=2)]
+  work_dir = str(tmp_path / "dispatcher")
+  cluster = data_service.loopback_cluster(2, work_dir=work_dir)
+  port = int(cluster.address.rpartition(":")[2])
+  try:
+    served = ip.train_dataset(
+        info, folds, dataclasses.replace(config, data_service=cluster.address),
+        start_epoch=0, num_epochs=2)
+    batches = iter(served)
+    got = [digest(next(batches)) for _ in range(3)]
+    cluster.dispatcher._stop()  # pylint: disable=protected-access
+    cluster.dispatcher = data_service.start_dispatcher(
+        port, cluster.worker_addresses, work_dir=work_dir)
+    got += [digest(b) for b in batches]
+  finally:
+    gc.collect()
+    cluster.stop()
+  assert os.listdir(work_dir)   # the journal
+  assert sorted(got) == sorted(local)
+
+
+def test_a_dispatcher_restarted_without_journal_is_one_line():
+  """The service's own message (TF 2.16) for a job a restarted dispatcher
+  never heard of becomes one line saying what to do."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  lost = tf.errors.NotFoundError(
+      None, None, "Failed to get tasks: Unknown iteration client id 3000. "
+      "The dispatcher is not configured to be fault tolerant, so this could "
+      "be caused by a dispatcher restart.")
+  error = data_service.explain_lost_job("dispatcher-host:5050", lost)
+  assert isinstance(error, data_service.DataServiceError)
+  assert "dispatcher-host:5050" in str(error) and "--work_dir" in str(error)
+  other = tf.errors.NotFoundError(None, None, "no such file")
+  assert data_service.explain_lost_job("h:1", other) is other

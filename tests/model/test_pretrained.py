@@ -293,7 +293,9 @@ def test_the_pretrained_backbone_trains_in_the_pipeline(backbone, features,
                                                         mels, checkpoint,
                                                         tmp_path):
   """cnn9_aisfx with the checkpoint's weights: the backbone starts from
-  them, trains, and the model dir rebuilds and scores without the file."""
+  them, trains (past model.freeze_backbone_until: its first two blocks
+  stay the checkpoint's), and the model dir rebuilds and scores without
+  the file."""
   path, state = checkpoint
   keras.mixed_precision.set_global_policy("float32")
   data = str(tmp_path / "shards")
@@ -308,7 +310,8 @@ def test_the_pretrained_backbone_trains_in_the_pipeline(backbone, features,
   np.testing.assert_array_equal(kernel, np.transpose(
       state["embedding_net.conv_block3.conv2.weight"], (2, 3, 1, 0)))
   config = tiny_config(**{"model.backbone": backbone,
-                          "model.backbone_weights": path})
+                          "model.backbone_weights": path,
+                          "model.freeze_backbone_until": "cnn9_b2_bn2"})
   model_dir = str(tmp_path / "model")
   trainer.train(config, data, model_dir, trainer.setup(config))
   from tagger.model import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
@@ -316,6 +319,12 @@ def test_the_pretrained_backbone_trains_in_the_pipeline(backbone, features,
   trained = loaded.get_layer(model_lib.BACKBONE).get_layer(
       "cnn9").get_layer("cnn9_b3_conv2").get_weights()[0]
   assert 0 < np.max(np.abs(trained - kernel)) < 0.5 * np.max(np.abs(kernel))
+  for layer in ("cnn9_b1_conv1", "cnn9_b2_conv2"):
+    np.testing.assert_array_equal(
+        loaded.get_layer(model_lib.BACKBONE).get_layer("cnn9").get_layer(
+            layer).get_weights()[0],
+        built.get_layer(model_lib.BACKBONE).get_layer("cnn9").get_layer(
+            layer).get_weights()[0])
 
 
 def test_a_probe_trains_the_head_on_the_frozen_backbone(checkpoint,
@@ -342,6 +351,20 @@ def test_a_probe_trains_the_head_on_the_frozen_backbone(checkpoint,
       cnn9.get_layer("cnn9_b1_bn1").get_weights()[2],
       state["embedding_net.conv_block1.bn1.running_mean"])
   assert run.model.get_layer("fc1536").trainable
+
+
+def test_freeze_until_names_a_layer_of_the_backbone():
+  built = model_lib.build_model(
+      model_lib.Architecture(3, 0, num_mels=64, backbone="cnn9_aisfx"),
+      model_lib.TrainOptions(freeze_backbone_until="cnn9_b2_bn2"))
+  frozen = [l.name for l in model_lib._all_layers(built.get_layer(  # pylint: disable=protected-access
+      model_lib.BACKBONE)) if not l.trainable]
+  assert "aisfx_adapter" in frozen and "cnn9_b2_bn2" in frozen
+  assert "cnn9_b3_conv1" not in frozen
+  with pytest.raises(model_lib.ModelError, match="no such layer"):
+    model_lib.build_model(
+        model_lib.Architecture(3, 0, num_mels=64, backbone="cnn9_aisfx"),
+        model_lib.TrainOptions(freeze_backbone_until="block_9"))
 
 
 def test_the_pretrained_backbone_refuses_other_features(tmp_path):
