@@ -4,9 +4,14 @@ r"""Scores test clips with test-time augmentation; writes a Kaggle submission.
       --model_dirs='runs/stage2/fold*' --output=submission.csv
   python -m tools.score --audio_dir=my_clips/ --model_dirs='runs/stage2/fold*' \
       --output=predictions.csv --probs_out=probs.csv
+  # models of two feature sets (MobileNetV2 + fine-tuned CNN9 on the
+  # reference's features, the CNN9 probe on aisfx's): one folder of each
+  python -m tools.score --data_dir=tfrecords/test,tfrecords_aisfx/test \
+      --model_dirs=runs/cpu/stage1/fold0,runs/cpu/pretrained/fold0,runs/cpu/probe/fold0
 
 Every clip: each model x each length (the models' validation lengths unless
---lengths) x --tries random crops/pads, combined by a geometric mean; the
+--lengths) x --tries random crops/pads, combined by a geometric mean (each
+model on the shards, or the features of the audio, it was trained on); the
 top 3 labels per clip, one row per clip in the input order (clips without
 audio are ranked by the training class frequencies, with a warning).
 --labels_csv (fname,label) prints MAP@3, top-1 and per-class accuracy and
@@ -28,7 +33,8 @@ from tagger.infer import score
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", "", "Test shards (tools/make_tfrecords "
-                    "--split=test).")
+                    "--split=test); models of several feature sets: one "
+                    "folder of each, comma separated.")
 flags.DEFINE_string("audio_dir", "", "Or: a folder of audio files, scored "
                     "directly (features computed here).")
 flags.DEFINE_string("audio_csv", "", "With --audio_dir: score the files of "

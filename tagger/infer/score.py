@@ -152,8 +152,12 @@ class Scorer:
           if embeddings:
             pooled.append(tf.cast(features, tf.float32))
         mean_log = tf.add_n(log_probs) / len(log_probs)
-        mean_pooled = (tf.add_n(pooled) / len(pooled) if embeddings else
-                       tf.zeros([tf.shape(mean_log)[0], 0]))
+        if not embeddings:
+          mean_pooled = tf.zeros([tf.shape(mean_log)[0], 0])
+        elif len({p.shape[-1] for p in pooled}) == 1:
+          mean_pooled = tf.add_n(pooled) / len(pooled)      # [B, D]
+        else:   # backbones of different widths: side by side [B, sum D]
+          mean_pooled = tf.concat(pooled, axis=-1)
         return mean_log, mean_pooled
       per_replica = strategy.run(replica, args=(batch,))
       return (strategy.gather(per_replica[0], axis=0),
@@ -477,29 +481,35 @@ class ScoreJob:
 
 def score(job: ScoreJob) -> dict:
   """Runs a ScoreJob; returns what it wrote and, with labels, the
-  evaluation."""
+  evaluation. Models that hear different features (feature_groups) are
+  scored each on its own shards (data_dir: a comma list, one folder per
+  feature set) or features of the audio, and combined."""
   job.check()
   strategy = distribute.make_strategy(job.strategy_name)
   dirs = find_model_dirs(job.model_dirs)
   logging.info("scoring with %d model(s): %s", len(dirs), ", ".join(dirs))
   with strategy.scope():
     models = [load_model(d) for d in dirs]
-  if job.data_dir:
-    info = data_info.load_data_info(job.data_dir)
-    check_compatible(models, info.labels)
-    serialized = shard_records(job.data_dir)
-  else:
-    serialized = audio_records(job.audio_dir, dirs[0], job.num_workers,
-                               job.audio_csv, progress=job.progress)
-  try:
-    scores = score_records(serialized, models, strategy, job.views,
-                           embeddings=bool(job.embeddings_out or
-                                           job.report_dir),
-                           progress=job.progress)
-  except tf.errors.DataLossError as e:
-    if not job.data_dir:
-      raise
-    raise data_info.explain_data_loss(job.data_dir, info.manifest, e) from e
+  groups = feature_groups(models)
+  embeddings = bool(job.embeddings_out or job.report_dir)
+  parts = []
+  for group, shards in zip(groups, _shards_of_groups(job, groups)):
+    if shards:
+      serialized = shard_records(shards.data_dir)
+    else:
+      serialized = audio_records(job.audio_dir, group[0].model_dir,
+                                 job.num_workers, job.audio_csv,
+                                 progress=job.progress)
+    try:
+      parts.append(score_records(serialized, group, strategy, job.views,
+                                 embeddings=embeddings,
+                                 progress=job.progress))
+    except tf.errors.DataLossError as e:
+      if not shards:
+        raise
+      raise data_info.explain_data_loss(shards.data_dir, shards.manifest,
+                                        e) from e
+  scores = combine_scores(parts, [len(g) for g in groups])
   result = write_outputs(job, scores)
   result.update({"models": dirs, "tries": job.tries, "tta": job.tta,
                  "lengths": [int(x) for x in (job.lengths or
@@ -508,9 +518,83 @@ def score(job: ScoreJob) -> dict:
     result["evaluation"] = evaluate_with_picture(job, scores)
   if job.report_dir:
     result["report"] = write_report(job, scores, result,
-                                    training_clips(models, strategy,
+                                    training_clips(groups[0], strategy,
                                                    job.views))
   return result
+
+
+def feature_groups(models: Sequence[LoadedModel]
+                   ) -> List[List[LoadedModel]]:
+  """The models by the features they hear (feature set, bands and dB
+  bounds), in the order given; every model must know the same labels."""
+  groups: Dict[str, List[LoadedModel]] = {}
+  for m in models:
+    if list(m.data.labels) != list(models[0].data.labels):
+      raise ScoreError(f"{m.model_dir} and {models[0].model_dir} differ in "
+                       "labels; score models of one dataset together")
+    key = repr((sorted((m.data.feature_params or {}).items()),
+                m.data.num_mels, sorted(m.data.normalization.items())))
+    groups.setdefault(key, []).append(m)
+  for group in groups.values():
+    check_compatible(group)
+  return list(groups.values())
+
+
+def _shards_of_groups(job: ScoreJob, groups) -> List[Optional["data_info.DataInfo"]]:
+  """Each group's test shards (None for each with --audio_dir): the one
+  --data_dir folder, or of several the one whose features the group's
+  models hear."""
+  if not job.data_dir:
+    return [None] * len(groups)
+  infos = [data_info.load_data_info(d.strip())
+           for d in job.data_dir.split(",") if d.strip()]
+  if len(infos) == 1 and len(groups) == 1:
+    check_compatible(groups[0], infos[0].labels)
+    return infos
+  chosen = []
+  for group in groups:
+    wanted = group[0].data.feature_params
+    match = [i for i in infos
+             if dict(i.manifest.feature_params) == dict(wanted or {})]
+    if not match:
+      name = _feature_set_name(wanted)
+      raise ScoreError(
+          f"{group[0].model_dir} hears the '{name}' features and no "
+          f"--data_dir folder ({job.data_dir}) holds them: make its test "
+          f"shards with make_tfrecords --features={name} --split=test "
+          "--pca_from=<its train shards> and add the folder to --data_dir "
+          "(comma separated)")
+    check_compatible(group, match[0].labels)
+    chosen.append(match[0])
+  return chosen
+
+
+def _feature_set_name(feature_params: Optional[dict]) -> str:
+  from tagger.audio import params as params_lib  # pylint: disable=g-import-not-at-top
+  if not feature_params:
+    return "reference"
+  return params_lib.preset_name(
+      params_lib.FeatureParams.from_dict(feature_params)) or "custom"
+
+
+def combine_scores(parts: Sequence["Scores"],
+                   weights: Sequence[int]) -> "Scores":
+  """Scores of model groups over the same clips -> one: the mean
+  log-probability weighted by each group's model count (every model
+  counts once, as within a group), in the first part's clip order. The
+  embeddings are the first group's (the report's neighbours are found
+  with its models)."""
+  first = parts[0]
+  if len(parts) == 1:
+    return first
+  total = np.zeros_like(first.log_probs)
+  for part, weight in zip(parts, weights):
+    if sorted(part.fnames) != sorted(first.fnames):
+      raise ScoreError("the test shards of the feature sets hold different "
+                       "clips: make them from the same CSV")
+    order = {f: i for i, f in enumerate(part.fnames)}
+    total += weight * part.log_probs[[order[f] for f in first.fnames]]
+  return dataclasses.replace(first, log_probs=total / sum(weights))
 
 
 def training_clips(models: Sequence[LoadedModel],

@@ -283,3 +283,40 @@ def test_audio_dir_says_what_it_leaves_out(tmp_path, caplog):
   with caplog.at_level("WARNING"):
     assert clip_files.list_folder(str(folder)) == ["a.wav"]
   assert "1 hidden file(s) left out (.hidden.wav)" in caplog.text
+
+
+def test_models_of_two_feature_sets_score_together(trained, tmp_path):
+  """A model of the reference's features and one of aisfx's: each is
+  scored on the test shards of its own features (--data_dir=a,b), and
+  together they are the mean of their log-probabilities; without the
+  second folder the error names the make_tfrecords flag."""
+  from tagger.audio import params as params_lib  # pylint: disable=g-import-not-at-top
+  data_dir, model_dir = trained
+  aisfx_dir = str(tmp_path / "aisfx_shards")
+  synthetic.write_synthetic_shards(aisfx_dir, synthetic.SyntheticSet(
+      128, num_classes=4, num_folds=2, pca_dim=6, median_frames=40,
+      sigma=0.2, seed=2, learnable=True, params=params_lib.preset("aisfx")))
+  config = tiny_config(**{
+      "input.eval_lengths": (32,), "tensorboard_images": 0,
+      "model.backbone": "small_cnn", "model.alpha": 0.25})
+  aisfx_model = str(tmp_path / "aisfx_run" / "fold0")
+  trainer.train(config, aisfx_dir, aisfx_model, tf.distribute.get_strategy())
+
+  def probs(model_dirs, data_dirs):
+    out = tmp_path / "p.csv"
+    score.score(score.ScoreJob(
+        model_dirs=model_dirs, output=str(tmp_path / "s.csv"),
+        data_dir=data_dirs, probs_out=str(out), tries=2, progress=False))
+    rows = list(csv.reader(open(out)))[1:]
+    return {r[0]: np.log(np.array(r[1:], float)) for r in rows}
+
+  one = probs(model_dir, data_dir)
+  other = probs(aisfx_model, aisfx_dir)
+  both = probs(f"{model_dir},{aisfx_model}", f"{data_dir},{aisfx_dir}")
+  assert sorted(both) == sorted(one)
+  for name, log_p in both.items():
+    mean = (one[name] + other[name]) / 2
+    expected = mean - np.log(np.exp(mean).sum())
+    np.testing.assert_allclose(log_p, expected, atol=2e-4)
+  with pytest.raises(score.ScoreError, match="--features=aisfx"):
+    probs(f"{model_dir},{aisfx_model}", data_dir)
