@@ -19,9 +19,10 @@ time you have.
 
 configs/cpu.py:pretrained: stage 1 on aisfx's audio-pretrained CNN9
 (model.backbone=cnn9_aisfx; the weights: pip download aisfx==0.1.2
---no-deps -d weights/, read in place), fine-tuned at a lower LR; with
-MobileNetV2 the choice for sources the training set never heard
-(BUILD.md, "Quality on sources never heard").
+--no-deps -d weights/, read in place), fine-tuned at a lower LR past its
+first two blocks; with MobileNetV2 stage 1 and the probe below, scored
+together, the choice for sources the training set never heard (BUILD.md,
+"Quality on sources never heard").
 
   python -m tools.train --config=configs/cpu.py:pretrained \
       --data_dir=tfrecords/train --model_dir=runs/cpu/pretrained/fold0
