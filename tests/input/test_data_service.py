@@ -129,10 +129,14 @@ def test_a_stopped_worker_stops_the_run_in_one_line(tmp_path):
     with pytest.raises(data_service.LostBatchesError,
                        match=r"delivered 1 of epoch 0's 2 batches while 5 "
                        r"batches of later epochs came .* a "
-                       "worker stopped"):
+                       "worker stopped") as caught:
       trainer.train(config, data_dir, str(tmp_path / "run"),
                     distribute.make_strategy("one_device"))
+    # The traceback holds the trainer's service iterator: freed after the
+    # cluster stopped, it waits ~40 s for the dispatcher in a later test.
+    del caught
   finally:
+    gc.collect()
     cluster.stop()
 
 
@@ -174,6 +178,7 @@ def test_a_restarted_dispatcher_resumes_its_job(info, tmp_path):
     cluster.dispatcher = data_service.start_dispatcher(
         port, cluster.worker_addresses, work_dir=work_dir)
     got += [digest(b) for b in batches]
+    del batches, served   # the reader ends while its dispatcher is up
   finally:
     gc.collect()
     cluster.stop()
