@@ -449,6 +449,11 @@ class ScoreJob:
   report_dir: str = ""       # with labels_csv: the HTML evaluation report
 
   @property
+  def data_dirs(self) -> List[str]:
+    """The test shard folders (data_dir: one per feature set, commas)."""
+    return [d.strip() for d in self.data_dir.split(",") if d.strip()]
+
+  @property
   def views(self) -> Views:
     return Views(self.lengths, self.tries, self.batch_size, self.seed,
                  self.tta)
@@ -546,8 +551,7 @@ def _shards_of_groups(job: ScoreJob, groups) -> List[Optional["data_info.DataInf
   models hear."""
   if not job.data_dir:
     return [None] * len(groups)
-  infos = [data_info.load_data_info(d.strip())
-           for d in job.data_dir.split(",") if d.strip()]
+  infos = [data_info.load_data_info(d) for d in job.data_dirs]
   if len(infos) == 1 and len(groups) == 1:
     check_compatible(groups[0], infos[0].labels)
     return infos
@@ -667,7 +671,7 @@ def write_report(job: ScoreJob, scores: Scores, result: dict,
               "tagger": _version_and_commit()}
   audio_dir = job.audio_dir
   if job.data_dir:   # the shards' own audio folder, where it is at hand
-    audio_dir = data_info.load_data_info(job.data_dir).manifest.audio_dir
+    audio_dir = data_info.load_data_info(job.data_dirs[0]).manifest.audio_dir
   path = report_lib.ReportWriter(job.report_dir, audio_dir,
                                  training=training).write(
       scores, read_labels_csv(job.labels_csv), headline,

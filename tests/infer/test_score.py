@@ -320,3 +320,13 @@ def test_models_of_two_feature_sets_score_together(trained, tmp_path):
     np.testing.assert_allclose(log_p, expected, atol=2e-4)
   with pytest.raises(score.ScoreError, match="--features=aisfx"):
     probs(f"{model_dir},{aisfx_model}", data_dir)
+  labels = tmp_path / "labels.csv"
+  labels.write_text("fname,label\n" + "".join(
+      f"{ex['fname']},{ex['label_name']}\n" for ex in (
+          records.example_to_numpy(raw, 6)
+          for raw in _records(data_dir).as_numpy_iterator())))
+  result = score.score(score.ScoreJob(
+      model_dirs=f"{model_dir},{aisfx_model}", output=str(tmp_path / "r.csv"),
+      data_dir=f"{data_dir},{aisfx_dir}", labels_csv=str(labels),
+      report_dir=str(tmp_path / "report"), tries=1, progress=False))
+  assert os.path.exists(result["report"])
