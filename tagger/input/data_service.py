@@ -108,7 +108,13 @@ def start_dispatcher(port: int, worker_addresses: Sequence[str],
       port=port, protocol="grpc", worker_addresses=list(worker_addresses),
       job_gc_timeout_ms=job_gc_timeout_s * 1000,
       work_dir=work_dir or None, fault_tolerant_mode=bool(work_dir))
-  return service.DispatchServer(config)
+  try:
+    return service.DispatchServer(config)
+  except RuntimeError as e:   # the journal's folder cannot be made or read
+    if not work_dir:
+      raise
+    raise DataServiceError(f"--work_dir {work_dir}: the dispatcher cannot "
+                           f"keep its journal there ({e})") from e
 
 
 def start_worker(dispatcher: str, port: int,

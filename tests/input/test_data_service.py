@@ -59,6 +59,9 @@ def test_a_bad_address_or_worker_list_is_refused():
     data_service.split_address("nohost")
   with pytest.raises(data_service.DataServiceError, match="addresses"):
     data_service.start_dispatcher(data_service.free_port(), [])
+  with pytest.raises(data_service.DataServiceError, match="--work_dir"):
+    data_service.start_dispatcher(data_service.free_port(), ["localhost:1"],
+                                  work_dir="/proc/no-journal-here")
   with pytest.raises(data_service.DataServiceError, match="no tf.data"):
     data_service.check_reachable(f"localhost:{data_service.free_port()}", 2)
 
