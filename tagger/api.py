@@ -61,15 +61,6 @@ class FrameResult:
   probabilities: np.ndarray   # [F, C]
   multi_label: bool = False   # sigmoid models: classes independent
 
-  def clip_probabilities(self) -> np.ndarray:
-    """[C]: the frames' geometric mean (normalised over the classes for
-    single-label models)."""
-    log = np.log(self.probabilities + 1e-12).mean(axis=0)
-    if self.multi_label:
-      return np.exp(log)
-    p = np.exp(log - log.max())
-    return p / p.sum()
-
   def timeline_png(self, path: str, top: int = 5, title: str = "") -> str:
     from tagger import plots  # pylint: disable=g-import-not-at-top
     fileio.atomic_write_bytes(path, plots.timeline(
@@ -136,10 +127,6 @@ class Tagger:
                                                          sample_rate)))
     return ClipResult(self.labels, out["probabilities"].numpy(),
                       out["embedding"].numpy(), bool(out["empty"]))
-
-  def tag_many(self, sources: Sequence[Audio],
-               sample_rate: Optional[int] = None) -> List[ClipResult]:
-    return [self.tag(s, sample_rate) for s in sources]
 
   # -- long recordings -------------------------------------------------------
 

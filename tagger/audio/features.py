@@ -58,19 +58,6 @@ def centered_frames(waveform: np.ndarray, frame_length: int, hop_length: int,
       writeable=False)
 
 
-def power_spectrogram(waveform: np.ndarray, fft_length: int, hop_length: int,
-                      pad_mode: str, power: float = 2.0) -> np.ndarray:
-  """|STFT|^power [fft_length // 2 + 1, T] with a periodic Hann window."""
-  frames = centered_frames(waveform, fft_length, hop_length, pad_mode)
-  # frames: [T, fft_length]
-  spectrum = scipy.fft.rfft(frames * hann_window(fft_length), axis=1)
-  # spectrum: [T, fft_length // 2 + 1] complex
-  magnitude = np.abs(spectrum)
-  if power != 1.0:
-    magnitude **= power
-  return magnitude.T
-
-
 def power_to_db(power: np.ndarray, params: FeatureParams) -> np.ndarray:
   """10 log10(power / ref), floored at amin and at top_db below the peak."""
   db = 10.0 * np.log10(np.maximum(params.db_amin, power))

@@ -1,7 +1,7 @@
 """Feature parameters: one frozen object shared by sharding, training, scoring.
 
 Field names carry their units. The defaults are the reference recipe
-(SEED-FACTS.md, "Features"); the object is written into every manifest so the
+(BUILD.md, "Audio and shards"); the object is written into every manifest so the
 same numbers are used wherever features are computed or read.
 """
 

@@ -1,4 +1,4 @@
-"""The 1,133 summary features of a clip (SEED-FACTS.md, "Features").
+"""The 1,133 summary features of a clip (BUILD.md, "Audio and shards").
 
 Layout of the vector, in order:
   [0, 985)     five statistics over time (mean, std, skew, max, min) of the

@@ -1,11 +1,12 @@
 """Stage-1 (mel) and stage-2 (mel + PCA) MobileNetV2 taggers.
 
-As SEED-FACTS.md "Model": log-mel [64, T, 1] -> BatchNorm -> Conv 1x1 (10,
-relu) -> Conv 1x1 (3, relu) -> MobileNetV2 (alpha 1, no top) -> global
-average pool [-> concat BatchNorm(PCA)] -> Dense 1536 relu -> BatchNorm ->
-Dense 384 relu -> BatchNorm -> Dense C softmax (float32 under mixed
-precision). With 41 classes and 350 PCA inputs: 4,839,330 and 5,378,330
-parameters (5,339,676 trainable).
+As the reference recipe (BUILD.md, "The model and its training"): log-mel
+[64, T, 1] -> BatchNorm -> Conv 1x1 (10, relu) -> Conv 1x1 (3, relu) ->
+MobileNetV2 (alpha 1, no top) -> global average pool [-> concat
+BatchNorm(PCA)] -> Dense 1536 relu -> BatchNorm -> Dense 384 relu ->
+BatchNorm -> Dense C softmax (float32 under mixed precision). With 41
+classes and 350 PCA inputs: 4,839,330 and 5,378,330 parameters (5,339,676
+trainable).
 
 Layers carry fixed names, so weights move between stages by name
 (`transfer_weights`).
@@ -503,11 +504,3 @@ def model_inputs(batch: dict, pca: bool) -> dict:
   if pca:
     inputs[records.PCA] = batch[records.PCA]
   return inputs
-
-
-def tensor_spec(num_mels: int, pca_dim: int) -> dict:
-  spec = {records.LOG_MEL: tf.TensorSpec([None, num_mels, None, 1],
-                                         tf.float32)}
-  if pca_dim:
-    spec[records.PCA] = tf.TensorSpec([None, pca_dim], tf.float32)
-  return spec
