@@ -34,6 +34,16 @@ shards of aisfx's own front-end:
       --audio_dir=audio_train --output_dir=tfrecords_aisfx/train
   python -m tools.train --config=configs/cpu.py:probe \
       --data_dir=tfrecords_aisfx/train --model_dir=runs/cpu/probe/fold0
+
+configs/cpu.py:new_audio: the tagger for audio from sources the training
+set never heard, as one recipe (tagger/recipe.py) on the default shards:
+MobileNetV2 stage 1 (:stage1), the CNN9 fine-tuned past its first two
+blocks (:pretrained) and the frozen CNN9 whose linear head is a logistic
+regression on aisfx's pooled clip embedding (:frozen), trained in turn
+into one model dir that scores, exports and serves as one tagger:
+
+  python -m tools.train --config=configs/cpu.py:new_audio \
+      --data_dir=tfrecords/train --model_dir=runs/new_audio
 """
 
 import os
@@ -48,13 +58,13 @@ AISFX_WHEEL = "weights/aisfx-0.1.2-py2.py3-none-any.whl"
 
 def get_config(stage="stage1"):
   """configs/demo.py's config of the stage, with what differs."""
-  if stage not in ("stage1", "stage2", "pretrained", "probe"):
+  stages = {"pretrained": pretrained, "probe": probe, "frozen": frozen,
+            "new_audio": new_audio}
+  if stage not in ("stage1", "stage2", *stages):
     raise ValueError(f"configs/cpu.py:{stage}: use :stage1, :stage2, "
-                     ":pretrained or :probe")
-  if stage == "pretrained":
-    return pretrained()
-  if stage == "probe":
-    return probe()
+                     ":pretrained, :probe, :frozen or :new_audio")
+  if stage in stages:
+    return stages[stage]()
   config = settings.load_config(f"{DEMO}:{stage}")
   config.schedule.max_lr = 1e-3
   config.schedule.cyclic_epochs = 70
@@ -86,6 +96,27 @@ def pretrained():
   config.schedule.fine_tune_max_epochs = 2
   config.model.freeze_backbone_until = "cnn9_b2_bn2"
   return config
+
+
+def frozen():
+  """The pretrained CNN9 frozen on the default shards (its adapter maps
+  the reference's log-mel to aisfx's bands), pooled as aisfx pools its
+  clip embedding (cnn9_aisfx_blocks, 1,024 values), under a linear head
+  fitted by logistic regression, not trained (model.fit='logistic')."""
+  config = pretrained()
+  config.model.backbone = "cnn9_aisfx_blocks"
+  config.model.freeze_backbone = True
+  config.model.freeze_backbone_until = ""
+  config.model.head = "linear"
+  config.model.fit = "logistic"
+  return config
+
+
+def new_audio():
+  """The three members, trained in turn into one model dir."""
+  return settings.recipe_config([("mobilenet", get_config("stage1")),
+                                 ("cnn9_tuned", pretrained()),
+                                 ("cnn9_frozen", frozen())])
 
 
 def probe():

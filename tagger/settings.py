@@ -106,6 +106,13 @@ class ModelConfig:
   # Fine-tuning (init_from a model of other labels): the stem and backbone
   # get no updates for this many epochs (BatchNorm statistics still adapt).
   freeze_epochs: int = 0
+  # mlp (the reference's dense layers) | linear (one Dense: with
+  # freeze_backbone and fit='logistic', a logistic regression's weights)
+  head: str = "mlp"
+  # sgd (trained by tools/train's loop) | logistic (frozen backbone only:
+  # the linear head fitted by logistic regression on the pooled features
+  # of the training clips, C by the validated fold; tagger/recipe.py)
+  fit: str = "sgd"
 
   def __post_init__(self):
     _check("model.alpha", self.alpha, self.alpha > 0, "above 0")
@@ -115,6 +122,15 @@ class ModelConfig:
            "0 or more")
     _check("model.input_norm", self.input_norm,
            self.input_norm in INPUT_NORMS, f"one of {INPUT_NORMS}")
+    _check("model.head", self.head, self.head in ("mlp", "linear"),
+           "'mlp' or 'linear'")
+    _check("model.fit", self.fit, self.fit in ("sgd", "logistic"),
+           "'sgd' or 'logistic'")
+    if self.fit == "logistic" and not (self.freeze_backbone and
+                                       self.head == "linear"):
+      raise SettingsError("model.fit='logistic' fits a linear head on a "
+                          "frozen backbone: set model.head='linear' and "
+                          "model.freeze_backbone=True")
     _check("model.freeze_epochs", self.freeze_epochs,
            self.freeze_epochs >= 0, "0 or more")
     _check("model.bn_momentum", self.bn_momentum,
@@ -176,6 +192,25 @@ def from_mapping(cls, values) -> object:
           (k, tuple(sorted(dict(v).items())) if isinstance(v, dict) else v)
           for k, v in value.items()))
   return cls(**values)
+
+
+RECIPE_RUN_KEYS = ("fold", "seed", "strategy", "precision", "deterministic")
+
+
+def recipe_config(members) -> ml_collections.ConfigDict:
+  """A recipe (tagger/recipe.py): members, [(name, training config)] in
+  training order, under config.members; the run-level keys (fold, seed,
+  strategy, precision, deterministic) once at the top, every member's."""
+  c = ml_collections.ConfigDict()
+  defaults = default_config()
+  for key in RECIPE_RUN_KEYS:
+    c[key] = defaults[key]
+  c.members = ml_collections.ConfigDict()
+  for name, member in members:
+    c.members[name] = member
+  # ConfigDict sorts its keys: the order is a setting of its own.
+  c.train_order = ",".join(name for name, _ in members)
+  return c
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -256,7 +291,7 @@ def architecture(config) -> dict:
   return {"backbone": model.backbone, "alpha": float(model.alpha),
           "pca_head": pca_head,
           "pca_into_mlp": model.pca_into_mlp or not pca_head,
-          "input_norm": model.input_norm}
+          "input_norm": model.input_norm, "head": model.head}
 
 
 def names(text: str) -> Tuple[str, ...]:

@@ -15,6 +15,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from tagger import distribute
+from tagger import recipe
 from tagger.cli import run_tool
 from tagger.train import trainer
 
@@ -36,8 +37,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   distribute.split_cpu(FLAGS.cpu_replicas)
   strategy = trainer.setup(FLAGS.config, FLAGS.strategy, FLAGS.precision)
-  summary = trainer.train(FLAGS.config, FLAGS.data_dir, FLAGS.model_dir,
-                          strategy)
+  train = recipe.train if recipe.is_recipe(FLAGS.config) else trainer.train
+  summary = train(FLAGS.config, FLAGS.data_dir, FLAGS.model_dir, strategy)
   print(trainer.describe_summary(summary))
 
 

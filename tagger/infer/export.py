@@ -49,15 +49,15 @@ def _log_mel_function(module, models, stage2: bool):
     inputs = {records.LOG_MEL: image}
     if pca is not None:
       inputs[records.PCA] = pca
-    log_probs, pooled = 0.0, 0.0
+    log_probs, pooled = 0.0, []
     for network in networks:
       probs, embedding = network(inputs, training=False)
       log_probs += model_lib.log_probabilities(probs)
-      pooled += tf.cast(embedding, tf.float32)
+      pooled.append(embedding)
     n = float(len(networks))
     return {"probabilities": model_lib.probabilities_of(
         log_probs / n, models[0].data.multi_label),
-            "embedding": pooled / n}
+            "embedding": model_lib.ensemble_pooled(pooled)}
 
   data = models[0].data
   mel_spec = tf.TensorSpec([None, int(data.num_mels), None], tf.float32,

@@ -154,10 +154,8 @@ class Scorer:
         mean_log = tf.add_n(log_probs) / len(log_probs)
         if not embeddings:
           mean_pooled = tf.zeros([tf.shape(mean_log)[0], 0])
-        elif len({p.shape[-1] for p in pooled}) == 1:
-          mean_pooled = tf.add_n(pooled) / len(pooled)      # [B, D]
-        else:   # backbones of different widths: side by side [B, sum D]
-          mean_pooled = tf.concat(pooled, axis=-1)
+        else:   # [B, D], or [B, sum D] for backbones of different widths
+          mean_pooled = model_lib.ensemble_pooled(pooled)
         return mean_log, mean_pooled
       per_replica = strategy.run(replica, args=(batch,))
       return (strategy.gather(per_replica[0], axis=0),

@@ -124,16 +124,16 @@ class WaveformTagger(tf.Module):
     return out
 
   def _log_probs(self, host: Dict[str, tf.Tensor]):
-    """Host batch -> (log-probabilities [r, C] summed over models,
-    embeddings [r, D] summed over models)."""
+    """Host batch -> (log-probabilities [r, C] summed over models, the
+    ensemble's embeddings [r, D]: model_lib.ensemble_pooled)."""
     model_batch = batches.prepare_eval_batch(host, self.spec, self.pad_mode)
     inputs = model_lib.model_inputs(model_batch, False)
-    log_probs, pooled = 0.0, 0.0
+    log_probs, pooled = 0.0, []
     for model in self.models:
       probs, features = model(inputs, training=False)
       log_probs += model_lib.log_probabilities(probs)
-      pooled += tf.cast(features, tf.float32)
-    return log_probs, pooled
+      pooled.append(features)
+    return log_probs, model_lib.ensemble_pooled(pooled)
 
   def score_log_mel(self, log_mel: tf.Tensor,
                     empty: tf.Tensor) -> Dict[str, tf.Tensor]:
@@ -146,8 +146,9 @@ class WaveformTagger(tf.Module):
       log_probs, features = self._log_probs(host)
       total += tf.reduce_sum(log_probs, axis=0)
       pooled += tf.reduce_sum(features, axis=0)
-    views = float(len(self.lengths) * self.tries * len(self.models))
-    mean = tf.where(empty, self.prior_log_probs, total / views)
+    views = float(len(self.lengths) * self.tries)
+    mean = tf.where(empty, self.prior_log_probs,
+                    total / (views * len(self.models)))
     embedding = tf.where(empty, tf.zeros_like(pooled), pooled / views)
     return {"probabilities": model_lib.probabilities_of(
         mean, self.is_multi_label),

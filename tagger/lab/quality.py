@@ -32,10 +32,10 @@ import tensorflow as tf
 from tagger import errors
 from tagger import fileio
 from tagger import metrics
+from tagger.model import logistic
 from tagger.shards import data_info
 from tagger.shards import records
 
-C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 SOURCES_CSV = "sources.csv"
 ALL, SAME, CROSS = "all", "same_source", "cross_source"
 PRETRAINED = "pretrained"
@@ -81,43 +81,6 @@ def read_split(data_dir: str) -> Split:
         [log_mel.mean(axis=1), log_mel.std(axis=1)]) if log_mel.shape[1]
         else np.zeros(2 * log_mel.shape[0], np.float32))
   return Split(**{k: np.array(v) for k, v in columns.items()})
-
-
-def _fit(x_train, y_train, x_val, y_val, num_classes: int, seed: int,
-         multi_label: bool = False):
-  """Standardised logistic regression, C by validation MAP@3 (multi-label
-  targets [N, C]: one-vs-rest, C by validation lwlrap)."""
-  from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
-  from sklearn.multiclass import OneVsRestClassifier  # pylint: disable=g-import-not-at-top
-  from sklearn.pipeline import make_pipeline  # pylint: disable=g-import-not-at-top
-  from sklearn.preprocessing import StandardScaler  # pylint: disable=g-import-not-at-top
-
-  def fit(c):
-    linear = LogisticRegression(C=c, max_iter=3000, random_state=seed)
-    model = make_pipeline(StandardScaler(), OneVsRestClassifier(linear)
-                          if multi_label else linear)
-    return model.fit(x_train, y_train)
-
-  def figure(model):
-    probs = _probs(model, x_val, num_classes)
-    if multi_label:
-      return metrics.lwlrap(y_val, np.log(probs + 1e-9))[0]
-    return metrics.map_at_3(probs, y_val)
-
-  best = None
-  for c in C_GRID:
-    model = fit(c)
-    score = figure(model)
-    if best is None or score > best[0]:
-      best = (score, c, model)
-  return best[2], best[1], best[0]
-
-
-def _probs(model, x, num_classes: int) -> np.ndarray:
-  """[N, num_classes] probabilities (classes absent from training: 0)."""
-  out = np.zeros((len(x), num_classes))
-  out[:, model.classes_] = model.predict_proba(x)  # one-vs-rest: every class
-  return out
 
 
 def read_source_groups(data_dir: str) -> Dict[str, str]:
@@ -195,11 +158,12 @@ class _Baselines:
     fit_rows = (train.folds != self.val_fold) & ~train.empty
     val_rows = (train.folds == self.val_fold) & ~train.empty
     y_train = train.hot if multi else train.labels
-    model, c, val_figure = _fit(
+    model, c, val_figure = logistic.fit(
         x_train[fit_rows], y_train[fit_rows], x_train[val_rows],
         y_train[val_rows], len(labels), self.seed, multi)
     by_group = test_figures(self.test.fnames,
-                            _probs(model, x_test, len(labels)),
+                            logistic.probabilities(model, x_test,
+                                                   len(labels)),
                             self.truth, labels, multi, self.groups)
     return {**by_group[ALL], "C": c,
             "val_lwlrap" if multi else "val_map3": val_figure,

@@ -31,6 +31,7 @@ CONFIG = "config.json"
 HISTORY = "history.csv"
 SUMMARY = "summary.json"
 BEST = "best.weights.h5"
+RECIPE = "recipe.json"    # a recipe's model dir: its members (tagger/recipe.py)
 DATA = "data.json"        # what scoring and export need to know of the data
 PCA_FIT = pca_lib.FIT_FILE  # the train split's PCA fit (scoring raw audio)
 CONFUSION = "confusion_matrix.png"
@@ -163,19 +164,40 @@ def load(model_dir: str):
 
 def find(pattern: str) -> List[str]:
   """Model dirs matching a glob (comma-separated globs allowed) that hold
-  best weights, sorted."""
-  found = []
+  best weights, sorted; a recipe's dir stands for its members, in their
+  training order."""
+  found, members = [], []
   for part in pattern.split(","):
     part = part.strip()
     if not part:
       continue
     matches = tf.io.gfile.glob(fileio.register_filesystem(part)) or []
-    found += [m for m in matches if fileio.exists(fileio.join(m, BEST))]
-  found = sorted(set(found))
+    for m in sorted(matches):
+      if fileio.exists(fileio.join(m, RECIPE)):
+        members += recipe_members(m)
+      elif fileio.exists(fileio.join(m, BEST)):
+        found.append(m)
+  found = sorted(set(found)) + [m for m in dict.fromkeys(members)
+                                if m not in found]
   if not found:
     raise ModelDirError(f"no model dir with {BEST} matches {pattern!r}; "
                         "train first (tools/train)")
   return found
+
+
+def recipe_members(model_dir: str) -> List[str]:
+  """A recipe dir's member dirs (recipe.json's order), every one trained."""
+  names = fileio.read_json(fileio.join(model_dir, RECIPE)).get("members")
+  if not names:
+    raise ModelDirError(f"{fileio.join(model_dir, RECIPE)} lists no member")
+  members = [fileio.join(model_dir, n) for n in names]
+  missing = [n for n, d in zip(names, members)
+             if not fileio.exists(fileio.join(d, BEST))]
+  if missing:
+    raise ModelDirError(f"{model_dir}: members {missing} are not trained "
+                        "yet; run the same tools/train command again to "
+                        "finish the recipe")
+  return members
 
 
 def data_description(info, stage: int, eval_lengths,

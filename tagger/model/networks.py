@@ -14,7 +14,7 @@ Layers carry fixed names, so weights move between stages by name
 
 import dataclasses
 import os
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Sequence
 
 import keras
 import numpy as np
@@ -165,6 +165,11 @@ register_backbone("mobilenet_v2", _mobilenet_v2, MIN_FRAMES)
 register_backbone("small_cnn", _small_cnn, 16)
 register_backbone("cnn9_aisfx", _cnn9_aisfx, 16, own_stem=True,
                   pool="mean_freq_max_time")
+# The same adapted CNN9 pooled as aisfx pools its clip embedding (the mean
+# and max of 2.3 s blocks, [B, 1024]): the frozen member of the new-audio
+# recipe, whose linear head is a logistic regression on these features.
+register_backbone("cnn9_aisfx_blocks", _cnn9_aisfx, 16, own_stem=True,
+                  pool="aisfx_blocks")
 register_backbone("cnn9_aisfx_native", _cnn9_aisfx_native, 16,
                   own_stem=True, pool="aisfx_blocks", features="aisfx")
 
@@ -256,7 +261,10 @@ class Architecture:
   head, one independent probability per class (several labels per clip),
   instead of the softmax. input_norm: 'batch' (the reference: the fixed dB
   bounds, then BatchNorm), 'clip' or 'clip_band' (ClipStandardization
-  first: level- and channel-free)."""
+  first: level- and channel-free). head: 'mlp' (the reference's dense
+  layers 1536-384) or 'linear' (one Dense from the pooled features to the
+  outputs: what a logistic regression on frozen features fills in,
+  tagger/recipe.py)."""
   num_classes: int
   pca_dim: int = 0
   num_mels: int = 64
@@ -266,6 +274,7 @@ class Architecture:
   pca_into_mlp: bool = True
   multi_label: bool = False
   input_norm: str = "batch"
+  head: str = "mlp"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -357,6 +366,9 @@ def _pooled_features(x, arch: Architecture, train: TrainOptions):
   return keras.layers.GlobalAveragePooling2D(name="pool")(x)
 
 
+HEADS = ("mlp", "linear")
+
+
 def _head(x, pca, arch: Architecture, train: TrainOptions):
   """[B, D] -> [B, C] probabilities: the reference's dense layers, and with
   pca_head a linear path from the PCA vector added to the logits."""
@@ -366,6 +378,15 @@ def _head(x, pca, arch: Architecture, train: TrainOptions):
   # focal loss, 2017: the same bias initialisation).
   head_bias = (keras.initializers.Constant(-float(np.log(max(
       arch.num_classes - 1, 1)))) if arch.multi_label else "zeros")
+  if arch.head not in HEADS:
+    raise ModelError(f"model.head must be one of {HEADS}, not "
+                     f"{arch.head!r}")
+  if arch.head == "linear":   # [B, D] -> [B, C]
+    if pca is not None and arch.pca_head:
+      raise ModelError("model.head='linear' takes no pca_head")
+    return keras.layers.Dense(arch.num_classes, activation=activation,
+                              bias_initializer=head_bias, dtype="float32",
+                              name="probs")(x)
   if train.dropout:
     x = keras.layers.Dropout(train.dropout, name="dropout_in")(x)
   x = keras.layers.Dense(1536, activation="relu", name="fc1536")(x)
@@ -413,6 +434,16 @@ def with_embedding(model: keras.Model) -> keras.Model:
   names = {layer.name for layer in model.layers}
   embedding = model.get_layer("concat" if "concat" in names else "pool")
   return keras.Model(model.inputs, [model.output, embedding.output])
+
+
+def ensemble_pooled(pooled: Sequence[tf.Tensor]) -> tf.Tensor:
+  """Several models' pooled features [B, D_i] -> the ensemble's embedding:
+  their mean when every D_i is the same (folds of one network), else side
+  by side [B, sum D_i] (members of different backbones)."""
+  pooled = [tf.cast(p, tf.float32) for p in pooled]
+  if len({int(p.shape[-1]) for p in pooled}) == 1:
+    return tf.add_n(pooled) / float(len(pooled))
+  return tf.concat(pooled, axis=-1)
 
 
 def set_bn_momentum(model: keras.Model, momentum: float) -> int:

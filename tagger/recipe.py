@@ -1,0 +1,206 @@
+r"""A recipe: several networks trained in turn into one model dir, scored,
+exported and served as one tagger (the geometric mean of the members).
+
+  python -m tools.train --config=configs/cpu.py:new_audio \
+      --data_dir=tfrecords/train --model_dir=runs/new_audio
+
+A recipe config holds `members`, an ordered ConfigDict of ordinary
+training configs, and the run-level keys tools/train reads before any
+member (fold, strategy, precision, deterministic). The model dir:
+
+  M/recipe.json   {"members": [names, in training order]}, written first
+  M/<member>/     each member's ordinary model dir (best.weights.h5,
+                  data.json, summary.json, history.csv, ...)
+
+Every member reads the same shards (one make_tfrecords run, its default
+flags) and so shares their front-end: tools/score, tools/export and
+tagger.api.Tagger take M as they take one model dir (model_dir.find
+expands it into its members). Resuming: a member with summary.json is
+done and skipped; the member in progress resumes from its last finished
+epoch as any run does; so the same command after kill -9 or SIGTERM goes
+on where it stopped, and a finished recipe trains nothing.
+
+A member with model.fit='logistic' (a frozen backbone with a linear head)
+is not trained by SGD: its head is the standardised logistic regression
+(tagger/model/logistic.py) on the frozen backbone's pooled features of
+the training clips (the eval lengths x even windows, as scoring sees
+them), C chosen on the validated fold, then refitted on every clip. That
+head is the frozen-embedding baseline's own fit, so the member matches
+logistic regression on its features by construction, in the time of one
+pass over the training clips (BUILD.md, "One tagger for new audio").
+"""
+
+import time
+from typing import Dict, List
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tagger import errors
+from tagger import fileio
+from tagger import settings
+from tagger.infer import score as score_lib
+from tagger.model import logistic
+from tagger.model import model_dir as model_dir_lib
+from tagger.model import networks as model_lib
+from tagger.shards import data_info
+from tagger.shards import records
+from tagger.train import trainer
+
+
+
+class RecipeError(errors.UserError):
+  """A recipe that cannot run as asked; the message says why."""
+
+
+def is_recipe(config) -> bool:
+  return "members" in config
+
+
+def member_names(config) -> List[str]:
+  """The members in training order (config.train_order)."""
+  names = list(settings.names(config.get("train_order", "")))
+  if sorted(names) != sorted(config.members.keys()) or not names:
+    raise RecipeError(f"config.train_order={config.get('train_order')!r} "
+                      f"should name each of config.members "
+                      f"({sorted(config.members.keys())}) once")
+  return names
+
+
+def member_config(config, name: str) -> ml_collections.ConfigDict:
+  """A member's own training config, with the recipe's run-level keys."""
+  member = ml_collections.ConfigDict(config.members[name].to_dict())
+  for key in settings.RECIPE_RUN_KEYS:
+    if key in config:
+      member[key] = config[key]
+  return member
+
+
+def train(config, data_dir: str, model_dir: str,
+          strategy: tf.distribute.Strategy) -> Dict[str, dict]:
+  """Trains (or fits) every member in turn into model_dir/<member>;
+  {member: its summary}."""
+  names = member_names(config)
+  if str(config.get("fold", "0")) == "all":
+    raise RecipeError("a recipe trains one fold (--config.fold=k or none); "
+                      "run it once per fold into its own --model_dir")
+  _write_recipe(model_dir, names)
+  summaries = {}
+  for name in names:
+    member, member_dir = member_config(config, name), fileio.join(
+        model_dir, name)
+    if fileio.exists(fileio.join(member_dir, model_dir_lib.SUMMARY)):
+      logging.info("member %s is done (%s)", name, member_dir)
+      summaries[name] = fileio.read_json(fileio.join(
+          member_dir, model_dir_lib.SUMMARY))
+      continue
+    logging.info("member %s of %s: %s", names.index(name) + 1, len(names),
+                 name)
+    if settings.model_config(member).fit == "logistic":
+      summaries[name] = fit_logistic_member(member, data_dir, member_dir,
+                                            strategy)
+    else:
+      summaries[name] = trainer.train(member, data_dir, member_dir,
+                                      strategy)
+  return summaries
+
+
+def _write_recipe(model_dir: str, names: List[str]) -> None:
+  path = fileio.join(model_dir, model_dir_lib.RECIPE)
+  if fileio.exists(path):
+    saved = fileio.read_json(path).get("members")
+    if saved != names:
+      raise RecipeError(f"{path} lists the members {saved}, this config "
+                        f"{names}; use a new --model_dir to start over")
+    return
+  fileio.makedirs(model_dir)
+  fileio.write_json(path, {"members": names})
+
+
+def _clip_table(data_dir: str, pca_dim: int):
+  """(fnames, labels [N], hot [N, C] bool, folds [N], empty [N]) of a
+  shard folder's records, in file order (no log-mel decoded)."""
+  info = data_info.load_data_info(data_dir)
+  spec = records.header_spec(pca_dim)
+  dataset = tf.data.TFRecordDataset(info.all_files(),
+                                    compression_type=info.compression)
+  fnames, labels, folds, empty, hot = [], [], [], [], []
+  for batch in dataset.batch(1024).map(
+      lambda s: tf.io.parse_example(s, spec)).as_numpy_iterator():
+    fnames += [f.decode("utf-8") for f in batch[records.FNAME]]
+    labels += batch[records.LABEL].tolist()
+    folds += batch[records.FOLD].tolist()
+    empty += (batch[records.EMPTY].astype(bool) |
+              (batch[records.NUM_FRAMES] == 0)).tolist()
+    dense = tf.sparse.to_dense(batch[records.LABELS], -1).numpy()
+    for row in dense:
+      h = np.zeros(info.num_classes, bool)
+      h[row[row >= 0]] = True
+      hot.append(h)
+  return (fnames, np.array(labels), np.array(hot).reshape(-1, info.num_classes),
+          np.array(folds), np.array(empty, bool))
+
+
+def fit_logistic_member(config, data_dir: str, model_dir: str,
+                        strategy: tf.distribute.Strategy) -> dict:
+  """A frozen backbone + linear head whose weights are a logistic
+  regression on its pooled features (module doc); writes a model dir."""
+  started = time.time()
+  info = data_info.load_data_info(data_dir)
+  model = settings.model_config(config)
+  architecture = {**settings.architecture(config),
+                  "multi_label": info.multi_label}
+  eval_lengths = data_info.eval_lengths(info, settings.input_config(config))
+  description = model_dir_lib.data_description(
+      info, 1, eval_lengths, settings.augment_config(config).pad_mode,
+      architecture)
+  with strategy.scope():
+    network = model_lib.build_model(
+        model_lib.Architecture(info.num_classes, 0, info.num_mels,
+                               **architecture),
+        model_lib.TrainOptions(model.backbone_weights, model.bn_momentum,
+                               freeze_backbone=True))
+  loaded = score_lib.LoadedModel(model_dir, description,
+                                 model_lib.with_embedding(network))
+  scores = score_lib.score_records(
+      score_lib.shard_records(data_dir), [loaded], strategy,
+      score_lib.Views(tta="even"), embeddings=True)
+  fnames, labels, hot, folds, empty = _clip_table(data_dir, info.pca_dim)
+  if fnames != scores.fnames:
+    raise RecipeError(f"{data_dir}: its records changed while read")
+  y = hot.astype(np.int64) if info.multi_label else labels
+  x = scores.embeddings
+  fold = str(config.fold)
+  val = (folds == int(fold)) & ~empty if fold != "none" else np.zeros_like(
+      empty)
+  fit_rows = ~val & ~empty
+  seed = int(config.seed)
+  validation = {}
+  if val.any():
+    _, c, figure = logistic.fit(x[fit_rows], y[fit_rows], x[val], y[val],
+                                info.num_classes, seed, info.multi_label)
+    validation = {"val_lwlrap" if info.multi_label else "val_map3":
+                  round(float(figure), 6)}
+  else:
+    c = 1.0
+  fitted = logistic.fit_at(x[~empty], y[~empty], c, seed, info.multi_label)
+  kernel, bias = logistic.dense_weights(fitted, info.num_classes)
+  network.get_layer("probs").set_weights([kernel, bias])
+  fileio.makedirs(model_dir)
+  fileio.atomic_write_text(fileio.join(model_dir, model_dir_lib.CONFIG),
+                           config.to_json_best_effort(indent=2))
+  model_dir_lib.write_data(model_dir, description)
+  model_dir_lib.save_weights(network, fileio.join(model_dir,
+                                                  model_dir_lib.BEST))
+  summary = {"fold": fold, "stage": 1, "fit": "logistic", "C": c,
+             "train_clips": int((~empty).sum()),
+             "validation_clips": int(val.sum()),
+             "best": {"epoch": 0, "phase": "logistic"},
+             "best_model_validation": validation,
+             "best_weights": fileio.join(model_dir, model_dir_lib.BEST),
+             "parameters": model_lib.parameter_counts(network),
+             "seconds": round(time.time() - started, 1)}
+  fileio.write_json(fileio.join(model_dir, model_dir_lib.SUMMARY), summary)
+  return summary
