@@ -127,15 +127,17 @@ def _clip_table(data_dir: str, pca_dim: int):
   dataset = tf.data.TFRecordDataset(info.all_files(),
                                     compression_type=info.compression)
   fnames, labels, folds, empty, hot = [], [], [], [], []
-  for batch in dataset.batch(1024).map(
-      lambda s: tf.io.parse_example(s, spec)).as_numpy_iterator():
+  def parse(serialized):
+    parsed = tf.io.parse_example(serialized, spec)
+    parsed[records.LABELS] = tf.sparse.to_dense(parsed[records.LABELS], -1)
+    return parsed
+  for batch in dataset.batch(1024).map(parse).as_numpy_iterator():
     fnames += [f.decode("utf-8") for f in batch[records.FNAME]]
     labels += batch[records.LABEL].tolist()
     folds += batch[records.FOLD].tolist()
     empty += (batch[records.EMPTY].astype(bool) |
               (batch[records.NUM_FRAMES] == 0)).tolist()
-    dense = tf.sparse.to_dense(batch[records.LABELS], -1).numpy()
-    for row in dense:
+    for row in batch[records.LABELS]:
       h = np.zeros(info.num_classes, bool)
       h[row[row >= 0]] = True
       hot.append(h)
