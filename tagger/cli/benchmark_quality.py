@@ -43,8 +43,16 @@ config_flags.DEFINE_config_file("pretrained", f"{CPU_CONFIG}:pretrained",
 config_flags.DEFINE_config_file("probe", f"{CPU_CONFIG}:probe",
                                 "The frozen pretrained backbone's config "
                                 "(stage 'probe').", lock_config=True)
+flags.DEFINE_string("recipe", f"{CPU_CONFIG}:new_audio", "The recipe "
+                    "config the stage 'new_audio' trains (tools/train "
+                    "--config=...).")
+flags.DEFINE_list("recipe_flags", [], "More tools/train flags for the "
+                  "recipe, e.g. --config.members.mobilenet.schedule."
+                  "cyclic_epochs=20.")
 flags.DEFINE_list("stages", ["1", "2"], "Which stages to train, of 1, 2, "
-                  "pretrained and probe (stage 2 alone starts from "
+                  "pretrained, probe and new_audio (the recipe, through "
+                  "tools/train; rows per member, without each member, and "
+                  "whole) (stage 2 alone starts from "
                   "--stage2.model.init_from; with several kinds of model, "
                   "an 'ensemble' row scores the last of each kind "
                   "together).")
@@ -61,17 +69,24 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   chosen = {"1": FLAGS.stage1, "2": FLAGS.stage2,
             "pretrained": FLAGS.pretrained, "probe": FLAGS.probe}
-  unknown = sorted(set(FLAGS.stages) - set(chosen))
+  unknown = sorted(set(FLAGS.stages) - set(chosen) - {"new_audio"})
   if unknown or not FLAGS.stages:
-    raise app.UsageError(f"--stages: of 1, 2, pretrained, probe (got "
-                         f"{FLAGS.stages})")
+    raise app.UsageError(f"--stages: of 1, 2, pretrained, probe, new_audio "
+                         f"(got {FLAGS.stages})")
   if FLAGS.pretrained_weights:
     for stage in ("pretrained", "probe"):
       chosen[stage].model.backbone_weights = FLAGS.pretrained_weights
   configs = [chosen[s] for s in chosen if s in FLAGS.stages]
+  recipe, recipe_flags = "", list(FLAGS.recipe_flags)
+  if "new_audio" in FLAGS.stages:
+    recipe = FLAGS.recipe
+    if FLAGS.pretrained_weights:
+      recipe_flags += quality.recipe_weights_flags(recipe,
+                                                   FLAGS.pretrained_weights)
   r = quality.run_benchmark(FLAGS.data_dir, FLAGS.workdir, configs,
                             fold=FLAGS.fold, num_workers=FLAGS.num_workers,
-                            pretrained_weights=FLAGS.pretrained_weights)
+                            pretrained_weights=FLAGS.pretrained_weights,
+                            recipe=recipe, recipe_flags=recipe_flags)
   print_table(r)
 
 

@@ -17,8 +17,8 @@ from tagger.cli import run_tool
 from tagger.lab import benchmarks
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dirs", "", "Stage-1 model dirs (default: one "
-                    "untrained model).")
+flags.DEFINE_string("model_dirs", "", "Stage-1 model dirs or a recipe's "
+                    "(default: one untrained model).")
 flags.DEFINE_list("minutes", ["2", "10"], "Recording lengths in minutes.")
 flags.DEFINE_float("hop_seconds", 0.5, "Hop between windows.")
 flags.DEFINE_float("chunk_seconds", 60.0, "Audio per chunk.")
@@ -58,12 +58,16 @@ def main(argv):
           f"{r['window_frames']} frames in {r[f'frames_{m:g}min_s']:.1f} s "
           f"({r[f'frames_{m:g}min_realtime_factor']:.0f}x real time), peak "
           f"memory +{r[f'frames_{m:g}min_peak_rise_mb']:.0f} MB")
+  print(f"SavedModel serving_default, a {r['clip_seconds']:g} s clip: "
+        f"{r['clip_s']:.3f} s ({r['clip_ms_per_audio_second']:.1f} ms per "
+        "second of audio)")
   for variant in ("float32", "dynamic_range"):
     print(f"TFLite {variant}: {r[f'tflite_{variant}_mb']:.1f} MB, "
           f"{r[f'tflite_{variant}_ms_per_window']:.1f} ms per window")
   m = minutes[-1]
   print(f"frames_{m:g}min_s={r[f'frames_{m:g}min_s']:.1f} "
-        f"peak_rise_mb={r[f'frames_{m:g}min_peak_rise_mb']:.0f}")
+        f"peak_rise_mb={r[f'frames_{m:g}min_peak_rise_mb']:.0f} "
+        f"clip_{r['clip_seconds']:g}s_s={r['clip_s']:.3f}")
 
 
 def run():

@@ -8,6 +8,11 @@ finished epoch. Strategy: --strategy=auto|mirrored|multi_worker|one_device
 (multi_worker reads TF_CONFIG); precision: --precision=auto|float32|
 mixed_float16|mixed_bfloat16. Outputs in --model_dir: best.weights.h5,
 config.json, history.csv, summary.json, confusion_matrix.png, tensorboard/.
+
+A recipe config (configs/cpu.py:new_audio; tagger/recipe.py) trains its
+members in turn into --model_dir/<member>, one model dir that tools/score,
+tools/export and tagger.api take whole; the same command resumes at the
+member where it stopped.
 """
 
 from absl import app

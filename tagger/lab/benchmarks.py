@@ -562,10 +562,13 @@ def _recording(path: str, minutes: float, seed: int = 0) -> None:
 
 def benchmark_serving(model_dirs: str = "", minutes=(2.0, 10.0),
                       hop_seconds: float = 0.5, window_runs: int = 50,
-                      chunk_seconds: float = 60.0) -> dict:
+                      chunk_seconds: float = 60.0,
+                      clip_seconds: float = 10.0) -> dict:
   """Frame scoring of long recordings through tagger.api (streamed in
   chunks): seconds and the rise of peak resident memory for each length;
-  and the TFLite per-window model: file sizes and latency per window.
+  the exported waveform SavedModel's serving_default on one clip of
+  clip_seconds (the median of 5 calls after one that traces); and the
+  TFLite per-window model: file sizes and latency per window.
 
   Without model_dirs, times one untrained stage-1 MobileNetV2 (the speed
   does not depend on the weights).
@@ -601,6 +604,8 @@ def benchmark_serving(model_dirs: str = "", minutes=(2.0, 10.0),
       results[f"frames_{m:g}min_realtime_factor"] = m * 60 / seconds
       results[f"frames_{m:g}min_peak_rise_mb"] = (memory.peak_total_mb -
                                                   baseline)
+    results.update(_clip_latency(model_dirs, os.path.join(tmp, "saved"),
+                                 clip_seconds))
     files = export.export_tflite(model_dirs, os.path.join(tmp, "tflite"))
     mel = np.random.default_rng(0).uniform(
         -80, 20, (1, 64, tagger.window)).astype(np.float32)
@@ -618,6 +623,31 @@ def benchmark_serving(model_dirs: str = "", minutes=(2.0, 10.0),
           (time.perf_counter() - start) / window_runs * 1000)
       results[f"tflite_{variant}_mb"] = os.path.getsize(path) / 2**20
   return results
+
+
+def _clip_latency(model_dirs: str, export_dir: str, clip_seconds: float,
+                  calls: int = 5) -> dict:
+  """serving_default of the exported SavedModel on a clip of tones and
+  noise: the median seconds per call, and ms per second of audio."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tagger.infer import export  # pylint: disable=g-import-not-at-top
+  serve = tf.saved_model.load(export.export(model_dirs, export_dir)
+                              ).signatures["serving_default"]
+  rng = np.random.default_rng(0)
+  n = int(clip_seconds * 44100)
+  t = np.arange(n) / 44100.0
+  waveform = tf.constant((0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 *
+                          rng.normal(size=n)).astype(np.float32))
+  serve(waveform=waveform)["probabilities"].numpy()   # traces
+  seconds = []
+  for _ in range(calls):
+    start = time.perf_counter()
+    serve(waveform=waveform)["probabilities"].numpy()
+    seconds.append(time.perf_counter() - start)
+  median = float(np.median(seconds))
+  return {"clip_seconds": clip_seconds, "clip_s": median,
+          "clip_ms_per_audio_second": median * 1000 / clip_seconds}
 
 
 def serving_agreement(model_dirs: str, audio_dir: str,

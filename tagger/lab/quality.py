@@ -23,6 +23,7 @@ sources never heard").
 """
 
 import dataclasses
+import os
 import time
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -232,7 +233,8 @@ def pretrained_embeddings(data_dir: str, split_dirs: Sequence[str],
 
 def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
                   fold: int = 0, num_workers: int = 0,
-                  pretrained_weights: str = "") -> dict:
+                  pretrained_weights: str = "", recipe: str = "",
+                  recipe_flags: Sequence[str] = ()) -> dict:
   """Shards a Kaggle-layout set (train.csv, sample_submission.csv,
   test_labels.csv; or FSDKaggle2019's train_curated.csv + train_noisy.csv,
   test/, sample_submission.csv, test_labels.csv with a labels column: then
@@ -244,8 +246,12 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
   pretrained_weights, aisfx's wheel or checkpoint, also the frozen
   pretrained embedding's). With sources.csv every figure is also given
   by source group (read_source_groups), and `warnings` says where
-  validation misleads. Steps already done under workdir are skipped (a
-  re-run resumes)."""
+  validation misleads. With recipe (a config spec, configs/cpu.py:
+  new_audio) the recipe is trained by the user's command (tools/train,
+  recipe_flags added) on the reference shards, after the configs; rows:
+  each member alone, the recipe without each member, the whole recipe
+  (last). Steps already done under workdir are skipped (a re-run
+  resumes)."""
   from tagger.lab import demo  # pylint: disable=g-import-not-at-top
   from tagger.infer import score as score_lib  # pylint: disable=g-import-not-at-top
   from tagger.train import trainer  # pylint: disable=g-import-not-at-top
@@ -270,7 +276,7 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
     demo.make_shards(workdir, data_dir, num_workers, layout, features)
   train_dir = fileio.join(demo.shard_root(workdir), "train")
   test_dir = fileio.join(demo.shard_root(workdir), "test")
-  strategy = trainer.setup(configs[0])
+  strategy = trainer.setup(configs[0]) if configs else None
   stages, previous = [], {}
   multi = layout_2019 or any(len(t) > 1 for t in truth.values())
   for config in configs:
@@ -300,7 +306,10 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
                                    truth, multi, groups),
                    "train_seconds": time.time() - stage_started})
     previous[kind] = name
-  if len(previous) > 1:   # several kinds of model: their last together
+  if recipe:
+    stages += recipe_stages(recipe, recipe_flags, workdir, fold, labels_csv,
+                            truth, multi, groups)
+  elif len(previous) > 1:   # several kinds of model: their last together
     last = [s for s in stages if s["name"] in previous.values()]
     stages.append({"name": "ensemble",
                    "model_dir": ",".join(s["model_dir"] for s in last),
@@ -317,6 +326,84 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
   return {"stages": stages, "baselines": baselines,
           "warnings": source_warnings(stages, baselines, groups),
           "seconds": time.time() - started}
+
+
+RECIPE_DIR = "new_audio"
+
+
+def recipe_stages(spec: str, flags: Sequence[str], workdir: str, fold: int,
+                  labels_csv: str, truth, multi: bool, groups) -> list:
+  """Trains the recipe with tools/train (a child process: the user's
+  command) into workdir/new_audio, scores each member on the test shards
+  and returns the rows: each member alone, the recipe without each member,
+  then the whole recipe (the members' geometric mean, as tools/score
+  --model_dirs=workdir/new_audio combines them)."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from tagger.model import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
+  from tagger.lab import demo  # pylint: disable=g-import-not-at-top
+  shards = demo.shard_root(workdir)
+  model_dir = fileio.join(workdir, RECIPE_DIR)
+  started = time.time()
+  command = [sys.executable, "-m", "tagger.cli.train", f"--config={spec}",
+             f"--data_dir={fileio.join(shards, 'train')}",
+             f"--model_dir={model_dir}", f"--config.fold={fold}", *flags]
+  print(" ".join(command), flush=True)
+  if subprocess.run(command, check=False).returncode != 0:
+    raise QualityError(f"tools/train --config={spec} failed (its output "
+                       "is above)")
+  train_seconds = time.time() - started
+  members = model_dir_lib.find(model_dir)
+  rows = []
+  for member in members:
+    name = f"{RECIPE_DIR}/{os.path.basename(member)}"
+    summary = fileio.read_json(fileio.join(member, model_dir_lib.SUMMARY))
+    member_started = time.time()
+    rows.append({"name": name, "model_dir": member,
+                 "val_map3": summary.get("best_model_validation", {}).get(
+                     "val_map3"),
+                 **_score_models(member, name.replace("/", "_"), workdir,
+                                 fileio.join(shards, "test"), labels_csv,
+                                 truth, multi, groups),
+                 "train_seconds": _member_seconds(member, summary),
+                 "score_seconds": time.time() - member_started})
+  for left_out in rows if len(rows) > 2 else []:
+    kept = [r for r in rows if r is not left_out]
+    rows.append({"name": f"{RECIPE_DIR} without "
+                         f"{os.path.basename(left_out['model_dir'])}",
+                 "model_dir": ",".join(r["model_dir"] for r in kept),
+                 "val_map3": None, **_ensemble(kept, workdir, truth, multi,
+                                               groups),
+                 "train_seconds": sum(r["train_seconds"] for r in kept)})
+  members_rows = rows[:len(members)]
+  rows.append({"name": RECIPE_DIR, "model_dir": model_dir,
+               "val_map3": None,
+               **_ensemble(members_rows, workdir, truth, multi, groups),
+               "train_seconds": train_seconds})
+  return rows
+
+
+def recipe_weights_flags(spec: str, weights: str) -> list:
+  """tools/train flags that give the recipe's pretrained members (CNN9
+  backbones) these weights."""
+  from tagger import settings  # pylint: disable=g-import-not-at-top
+  config = settings.load_config(spec)
+  return [f"--config.members.{name}.model.backbone_weights={weights}"
+          for name in config.members.keys()
+          if str(config.members[name].model.backbone).startswith("cnn9")]
+
+
+def _member_seconds(member_dir: str, summary: dict) -> float:
+  """A member's training time: the epochs' (history.csv) or the fit's."""
+  import csv  # pylint: disable=g-import-not-at-top
+  import io  # pylint: disable=g-import-not-at-top
+  if "seconds" in summary:
+    return float(summary["seconds"])
+  path = fileio.join(member_dir, "history.csv")
+  if not fileio.exists(path):
+    return 0.0
+  rows = list(csv.DictReader(io.StringIO(fileio.read_text(path))))
+  return sum(float(r.get("seconds") or 0.0) for r in rows)
 
 
 def _score_models(model_dirs: str, name: str, workdir: str, test_dir: str,
@@ -348,7 +435,8 @@ def _ensemble(stages, workdir: str, truth, multi: bool, groups) -> dict:
   each was scored on; written as ensemble_probs.csv."""
   import csv  # pylint: disable=g-import-not-at-top
   import io  # pylint: disable=g-import-not-at-top
-  read = [_read_probs(fileio.join(workdir, f"{s['name']}_probs.csv"))
+  read = [_read_probs(fileio.join(
+      workdir, f"{s['name'].replace('/', '_')}_probs.csv"))
           for s in stages]
   fnames, _, labels = read[0]
   logs = []
