@@ -99,8 +99,8 @@ class Tagger:
       labels = [l.decode() for l in module.labels.numpy()]
       params = FeatureParams.from_dict(_params_of(module))
       return cls(module, labels, params, int(module.window_frames), **kwargs)
-    from tagger.infer import score  # pylint: disable=g-import-not-at-top
-    models = [score.load_model(d) for d in score.find_model_dirs(path)]
+    from tagger.infer import scorer  # pylint: disable=g-import-not-at-top
+    models = [scorer.load_model(d) for d in scorer.find_model_dirs(path)]
     module = serving.WaveformTagger(models)
     return cls(module, [l.decode() for l in module.labels.numpy()],
                module.params, module.window, **kwargs)

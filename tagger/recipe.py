@@ -41,7 +41,8 @@ from absl import logging
 from tagger import errors
 from tagger import fileio
 from tagger import settings
-from tagger.infer import score as score_lib
+from tagger.infer import inputs
+from tagger.infer import scorer
 from tagger.model import logistic
 from tagger.model import model_dir as model_dir_lib
 from tagger.model import networks as model_lib
@@ -164,11 +165,11 @@ def fit_logistic_member(config, data_dir: str, model_dir: str,
                                **architecture),
         model_lib.TrainOptions(model.backbone_weights, model.bn_momentum,
                                freeze_backbone=True))
-  loaded = score_lib.LoadedModel(model_dir, description,
+  loaded = scorer.LoadedModel(model_dir, description,
                                  model_lib.with_embedding(network))
-  scores = score_lib.score_records(
-      score_lib.shard_records(data_dir), [loaded], strategy,
-      score_lib.Views(tta="even"), embeddings=True)
+  scores = scorer.score_records(
+      inputs.shard_records(data_dir), [loaded], strategy,
+      scorer.Views(tta="even"), embeddings=True)
   fnames, labels, hot, folds, empty = _clip_table(data_dir, info.pca_dim)
   if fnames != scores.fnames:
     raise RecipeError(f"{data_dir}: its records changed while read")

@@ -19,7 +19,8 @@ import pytest
 from conftest import tone, wav_bytes, write_dataset
 from tagger.audio import extract
 from tagger.datasets import synthetic
-from tagger.infer import score
+from tagger.infer import outputs
+from tagger.infer import scorer
 from tagger.shards import clip_files
 from tagger.shards import csv_rows
 from tagger.shards import data_info
@@ -191,13 +192,13 @@ def test_commas_quotes_and_non_ascii_round_trip(tmp_path):
   names = [n for n, _ in STRANGE] + ["new\nline.wav"]
   labels = ['dog, "big"', "café", "a b"]
   log_probs = np.log(np.array([[0.5, 0.3, 0.2]] * len(names)))
-  scores = score.Scores(names, log_probs, None,
+  scores = scorer.Scores(names, log_probs, None,
                         np.zeros(len(names), bool), labels)
-  back = list(csv.reader(io.StringIO(score.submission_csv(scores))))
+  back = list(csv.reader(io.StringIO(outputs.submission_csv(scores))))
   assert back[0] == ["fname", "label"] and len(back) == len(names) + 1
   assert [r[0] for r in back[1:]] == names
   assert back[1][1] == 'dog, "big" café a b'
-  probs = list(csv.reader(io.StringIO(score.probabilities_csv(scores))))
+  probs = list(csv.reader(io.StringIO(outputs.probabilities_csv(scores))))
   assert probs[0] == ["fname"] + labels
   assert [r[0] for r in probs[1:]] == names
 

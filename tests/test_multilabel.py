@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from tagger import settings
 from tagger.infer import score
+from tagger.infer import scorer
 from tagger.input import augment
 from tagger.input import batches
 from tagger.model import model_dir as model_dir_lib
@@ -302,7 +303,7 @@ def test_waveform_serving_keeps_multi_label_probabilities(trained):
   probability (not renormalised over the classes), for clips and frames."""
   from tagger.infer import serving  # pylint: disable=g-import-not-at-top
   _, model_dir, _ = trained
-  module = serving.WaveformTagger([score.load_model(model_dir)], tries=2)
+  module = serving.WaveformTagger([scorer.load_model(model_dir)], tries=2)
   wave = (tone(1.0, FREQS["low"]) + tone(1.0, FREQS["top"])) / 2
   out = module.clip(tf.constant(wave))
   np.testing.assert_allclose(out["probabilities"].numpy(),

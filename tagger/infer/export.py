@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from tagger import fileio
 from tagger.audio import features
-from tagger.infer import score as score_lib
+from tagger.infer import scorer
 from tagger.infer import serving
 from tagger.model import networks as model_lib
 from tagger.shards import records
@@ -76,19 +76,19 @@ def export(model_dirs: str, export_dir: str, *,
            window: Optional[int] = None) -> str:
   """Writes the SavedModel of the model dirs (a dir, or globs, comma
   separated) atomically (a temp dir renamed); returns export_dir."""
-  dirs = score_lib.find_model_dirs(model_dirs)
-  models = [score_lib.load_model(d) for d in dirs]
-  score_lib.check_compatible(models)
+  dirs = scorer.find_model_dirs(model_dirs)
+  models = [scorer.load_model(d) for d in dirs]
+  scorer.check_compatible(models)
   data = models[0].data
   broken = [l for l in data.labels if "\n" in l or "\r" in l]
   if broken:
-    raise score_lib.ScoreError(
+    raise scorer.ScoreError(
         f"{dirs[0]}: labels {broken} hold line breaks, so labels.txt could "
         "not map line i to label i; re-make the shards (make_tfrecords "
         "refuses such labels) and retrain")
   stage2 = [m.stage2 for m in models]
   if any(stage2) and not all(stage2):
-    raise score_lib.ScoreError("export stage-1 and stage-2 model dirs "
+    raise scorer.ScoreError("export stage-1 and stage-2 model dirs "
                                "separately")
   with tempfile.TemporaryDirectory() as tmp:
     labels_path = os.path.join(tmp, LABELS_ASSET)
@@ -137,11 +137,11 @@ def export_tflite(model_dirs: str, export_dir: str,
   [1, num_mels, window] dB -> probabilities [1, C] (the models' geometric
   mean), float32 and with dynamic-range quantised weights. Returns
   {variant: path}."""
-  dirs = score_lib.find_model_dirs(model_dirs)
-  models = [score_lib.load_model(d) for d in dirs]
-  score_lib.check_compatible(models)
+  dirs = scorer.find_model_dirs(model_dirs)
+  models = [scorer.load_model(d) for d in dirs]
+  scorer.check_compatible(models)
   if any(m.stage2 for m in models):
-    raise score_lib.ScoreError("--tflite takes stage-1 model dirs (a "
+    raise scorer.ScoreError("--tflite takes stage-1 model dirs (a "
                                "window of log-mel in, no PCA vector)")
   data = models[0].data
   window = int(window or min(data.eval_lengths))
@@ -172,7 +172,7 @@ def export_tflite(model_dirs: str, export_dir: str,
 
 def default_export_dir(model_dirs: str) -> str:
   """model_dir/saved_model for one dir; for globs, beside the first."""
-  dirs = score_lib.find_model_dirs(model_dirs)
+  dirs = scorer.find_model_dirs(model_dirs)
   if len(dirs) == 1:
     return fileio.join(dirs[0], "saved_model")
   return fileio.join(os.path.dirname(dirs[0].rstrip("/")),

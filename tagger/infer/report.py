@@ -21,7 +21,6 @@ written (and percent-encoded in the players' paths); the pictures on
 disk are `clips/clip-00001.png`, never named after the clip.
 """
 
-import html
 import os
 import urllib.parse
 from typing import Dict, Optional, Sequence, Tuple
@@ -30,14 +29,34 @@ import dataclasses
 
 import numpy as np
 
+import tensorflow as tf
+from absl import logging
+
 from tagger import fileio
 from tagger import metrics
 from tagger import plots
+from tagger.infer import evaluation
+from tagger.infer import report_html
+from tagger.infer import scorer
+from tagger.model import model_dir as model_dir_lib
+from tagger.shards import data_info
+from tagger.shards import records
+
+_e = report_html.e
+_figure = report_html.figure
 
 PAGE = "index.html"
+
+
 MAX_CLIPS = 100      # worst clips shown with players and pictures
+
+
 CLIPS_DIR = "clips"
+
+
 NEIGHBOURS = 3       # nearest training clips shown for each
+
+
 MAX_LISTED = 1000    # clips without audio listed by name
 
 
@@ -74,48 +93,6 @@ def read_verified(labels_csv: str) -> Dict[str, bool]:
   return {r["fname"]: str(r["manually_verified"]).strip() in ("1", "True",
                                                               "true")
           for r in rows}
-
-
-def _e(text) -> str:
-  return html.escape(str(text), quote=True)
-
-
-def per_class_table(probs: np.ndarray, labels: Sequence[str],
-                    truth: np.ndarray) -> list:
-  """[(label, clips, precision, recall, AP)] of single-label scores:
-  probs [N, C], truth [N] class indices."""
-  top = probs.argmax(axis=1)
-  ap = metrics.average_precision_per_class(
-      np.eye(len(labels), dtype=np.float32)[truth], probs)
-  rows = []
-  for c, label in enumerate(labels):
-    predicted, actual = top == c, truth == c
-    hits = float(np.sum(predicted & actual))
-    rows.append((label, int(actual.sum()),
-                 hits / predicted.sum() if predicted.any() else None,
-                 hits / actual.sum() if actual.any() else None,
-                 None if np.isnan(ap[c]) else float(ap[c])))
-  return rows
-
-
-def confused_pairs(probs: np.ndarray, truth: np.ndarray,
-                   labels: Sequence[str], count: int = 10) -> list:
-  """[(true label, predicted label, clips)]: the largest off-diagonal
-  cells of the top-label confusion, largest first."""
-  matrix = metrics.confusion(np.log(np.maximum(probs, 1e-12)), truth,
-                             len(labels))
-  np.fill_diagonal(matrix, 0)
-  order = np.argsort(-matrix, axis=None)[:count]
-  pairs = []
-  for flat in order:
-    t, p = np.unravel_index(flat, matrix.shape)
-    if matrix[t, p] > 0:
-      pairs.append((labels[t], labels[p], int(matrix[t, p])))
-  return pairs
-
-
-def _figure(value) -> str:
-  return "" if value is None else f"{value:.3f}"
 
 
 class ReportWriter:
@@ -155,8 +132,9 @@ class ReportWriter:
                 self._worst(known, probs, truth, labels, position,
                             verified or {}, scores),
                 self._undecoded(scores)]
-    page = _PAGE.format(title=_e(headline.get("title", "tagger evaluation")),
-                        body="\n".join(sections), script=_SCRIPT)
+    page = report_html.PAGE.format(
+        title=_e(headline.get("title", "tagger evaluation")),
+        body="\n".join(sections), script=report_html.SCRIPT)
     path = os.path.join(self.dir, PAGE)
     fileio.atomic_write_text(path, page)
     return path
@@ -173,13 +151,15 @@ class ReportWriter:
     body = "".join(
         f"<tr data-class='{_e(l)}'><td>{_e(l)}</td><td>{n}</td>"
         f"<td>{_figure(p)}</td><td>{_figure(r)}</td><td>{_figure(a)}</td>"
-        "</tr>" for l, n, p, r, a in per_class_table(probs, labels, truth))
+        "</tr>" for l, n, p, r, a in report_html.per_class_table(
+            probs, labels, truth))
     png = plots.confusion_matrix(metrics.confusion(
         np.log(np.maximum(probs, 1e-12)), truth, len(labels)), labels,
         "confusion of the top label")
     fileio.atomic_write_bytes(os.path.join(self.dir, "confusion.png"), png)
     pairs = "".join(f"<li>{_e(t)} &rarr; {_e(p)}: {n}</li>"
-                    for t, p, n in confused_pairs(probs, truth, labels))
+                    for t, p, n in report_html.confused_pairs(probs, truth,
+                                                              labels))
     return (
         "<section id='classes'><h2>Per class</h2>"
         "<table id='class-table' class='sortable'><thead><tr>"
@@ -339,56 +319,82 @@ def _log_mel_png(path: str) -> Optional[bytes]:
   return plots.log_mel_png(log_mel)
 
 
-_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>{title}</title>
-<style>
-body {{ font-family: sans-serif; margin: 1em 2em; }}
-table {{ border-collapse: collapse; }}
-td, th {{ border: 1px solid #ccc; padding: 2px 6px; vertical-align: top; }}
-th {{ background: #eee; cursor: pointer; }}
-.note {{ color: #666; }}
-img.logmel {{ height: 64px; }}
-</style></head>
-<body><h1>{title}</h1>
-{body}
-<script>{script}</script>
-</body></html>
-"""
+# ---------------------------------------------------------------------------
+# From a ScoreJob to the page: the training clips beside the worst, and
+# the headline of where the figures came from.
 
-# Sorting, filtering and the players' durations; no data in the script:
-# it reads the page's (escaped) text and attributes.
-_SCRIPT = """
-document.querySelectorAll('table.sortable th').forEach(function (th, col) {
-  th.addEventListener('click', function () {
-    var body = th.closest('table').tBodies[0];
-    var rows = Array.from(body.rows);
-    var down = th.dataset.order !== 'down';
-    th.dataset.order = down ? 'down' : 'up';
-    rows.sort(function (a, b) {
-      var x = a.cells[col].textContent, y = b.cells[col].textContent;
-      var nx = parseFloat(x), ny = parseFloat(y);
-      var c = (isNaN(nx) || isNaN(ny)) ? x.localeCompare(y) : nx - ny;
-      return down ? -c : c;
-    });
-    rows.forEach(function (r) { body.appendChild(r); });
-  });
-});
-function applyFilters() {
-  var cls = document.getElementById('class-filter').value;
-  var ver = document.getElementById('verified-filter').value;
-  document.querySelectorAll('#worst-table tr.clip').forEach(function (r) {
-    var okClass = !cls || r.dataset.class.split(' ').indexOf(cls) >= 0;
-    var okVer = !ver || r.dataset.verified === ver;
-    r.style.display = okClass && okVer ? '' : 'none';
-  });
-}
-document.getElementById('class-filter').addEventListener('change', applyFilters);
-document.getElementById('verified-filter').addEventListener('change', applyFilters);
-document.querySelectorAll('audio.clip-audio').forEach(function (a) {
-  a.addEventListener('loadedmetadata', function () {
-    a.dataset.duration = a.duration.toFixed(2);
-    a.nextElementSibling.textContent = ' ' + a.duration.toFixed(2) + ' s';
-  });
-});
-"""
+
+def training_clips(models: Sequence["scorer.LoadedModel"],
+                   strategy: tf.distribute.Strategy, views: "scorer.Views"):
+  """report.TrainingClips: the models' training shards (the first model
+  dir's data.json names them) embedded by the same models, one try at
+  each length; None where the shards are not at hand (a model dir moved
+  to another machine)."""
+  data_dir = models[0].data.data_dir
+  try:
+    info = data_info.load_data_info(data_dir)
+  except (data_info.InputError, tf.errors.OpError) as e:
+    logging.info("report: no nearest training clips (%s)", e)
+    return None
+  serialized = tf.data.TFRecordDataset(info.all_files(), info.compression)
+  scores = scorer.Scorer(models, strategy, embeddings=True).score(
+      serialized, dataclasses.replace(views, tries=1), progress=False)
+  spec = {k: records.feature_spec(1)[k] for k in
+          (records.LABEL_NAME, records.MANUALLY_VERIFIED)}
+  labels, verified = [], []
+  for batch in serialized.batch(1024).map(
+      lambda s: tf.io.parse_example(s, spec)).as_numpy_iterator():
+    labels += [n.decode("utf-8") for n in batch[records.LABEL_NAME]]
+    verified += batch[records.MANUALLY_VERIFIED].astype(bool).tolist()
+  keep = ~scores.empty
+  audio_dir = info.manifest.audio_dir
+  return TrainingClips(
+      [n for n, k in zip(scores.fnames, keep) if k],
+      [l for l, k in zip(labels, keep) if k], np.array(verified)[keep],
+      scores.embeddings[keep],
+      audio_dir if fileio.exists(audio_dir or "/nonexistent") else "")
+
+
+def _version_and_commit() -> str:
+  """tagger's version, and the commit of its checkout where it runs from
+  one (else: the version alone)."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import tagger  # pylint: disable=g-import-not-at-top
+  try:
+    commit = subprocess.run(
+        ["git", "-C", os.path.dirname(os.path.abspath(tagger.__file__)),
+         "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+        timeout=10).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    commit = ""
+  return tagger.__version__ + (f" (commit {commit})" if commit else "")
+
+
+def write_report(job, scores: "scorer.Scores", result: dict,
+                 training=None) -> str:
+  """The evaluation of a score.ScoreJob as an HTML page; its path. training:
+  report.TrainingClips, for each worst clip's nearest training clips."""
+  figures = result["evaluation"]
+  figure = ({"lwlrap": f"{figures['lwlrap']:.4f}"} if scores.multi_label
+            else {"MAP@3": f"{figures['map3']:.4f}"})
+  headline = {"title": "tagger evaluation: " + os.path.basename(
+      job.labels_csv), **figure,
+              "top-1 accuracy": (f"{figures['accuracy']:.4f}"
+                                 if "accuracy" in figures else ""),
+              "clips": result["clips"], "without audio": result["empty"],
+              "models": ", ".join(result["models"]),
+              "TTA": f"{job.tta}, lengths {result['lengths']} x "
+                     f"{job.tries} tries",
+              "data": job.data_dir or job.audio_dir,
+              "labels": job.labels_csv,
+              "configs": ", ".join(fileio.join(d, model_dir_lib.CONFIG)
+                                   for d in result["models"]),
+              "tagger": _version_and_commit()}
+  audio_dir = job.audio_dir
+  if job.data_dir:   # the shards' own audio folder, where it is at hand
+    audio_dir = data_info.load_data_info(job.data_dirs[0]).manifest.audio_dir
+  path = ReportWriter(job.report_dir, audio_dir, training=training).write(
+      scores, evaluation.read_labels_csv(job.labels_csv), headline,
+      read_verified(job.labels_csv))
+  logging.info("report: %s", path)
+  return path

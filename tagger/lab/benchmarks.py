@@ -483,7 +483,8 @@ def benchmark_score(data_dir: str = "", model_dirs: str = "",
   every model, every length and try, combining)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tagger import distribute  # pylint: disable=g-import-not-at-top
-  from tagger.infer import score as score_lib  # pylint: disable=g-import-not-at-top
+  from tagger.infer import inputs  # pylint: disable=g-import-not-at-top
+  from tagger.infer import scorer as scorer_lib  # pylint: disable=g-import-not-at-top
   from tagger.datasets import synthetic  # pylint: disable=g-import-not-at-top
 
   strategy = distribute.make_strategy("auto")
@@ -495,13 +496,13 @@ def benchmark_score(data_dir: str = "", model_dirs: str = "",
           num_clips, num_folds=1))
     if not model_dirs:
       model_dirs = _untrained_model_dir(os.path.join(tmp, "model"), data_dir)
-    dirs = score_lib.find_model_dirs(model_dirs)
+    dirs = scorer_lib.find_model_dirs(model_dirs)
     with strategy.scope():
-      models = [score_lib.load_model(d) for d in dirs]
-    records_ds = score_lib.shard_records(data_dir)
+      models = [scorer_lib.load_model(d) for d in dirs]
+    records_ds = inputs.shard_records(data_dir)
     clips = sum(1 for _ in records_ds)
-    views = score_lib.Views(list(lengths), tries, batch_size)
-    scorer = score_lib.Scorer(models, strategy)
+    views = scorer_lib.Views(list(lengths), tries, batch_size)
+    scorer = scorer_lib.Scorer(models, strategy)
     # Warm-up: the compiled forward pass (one trace for every shape).
     scorer.score(records_ds.take(max(1, batch_size // tries)), views,
                  progress=False)

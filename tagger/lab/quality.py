@@ -32,13 +32,14 @@ import tensorflow as tf
 
 from tagger import errors
 from tagger import fileio
-from tagger import metrics
+from tagger.infer import evaluation
+from tagger.infer import scorer
 from tagger.model import logistic
 from tagger.shards import data_info
 from tagger.shards import records
 
 SOURCES_CSV = "sources.csv"
-ALL, SAME, CROSS = "all", "same_source", "cross_source"
+ALL, SAME, CROSS = evaluation.ALL, "same_source", "cross_source"
 PRETRAINED = "pretrained"
 
 
@@ -109,36 +110,6 @@ def read_source_groups(data_dir: str) -> Dict[str, str]:
           for r in rows if r["split"] != "train"}
 
 
-def test_figures(fnames: Sequence[str], probs: np.ndarray,
-                 truth: Dict[str, Tuple[str, ...]], labels: Sequence[str],
-                 multi: bool = False,
-                 groups: Optional[Dict[str, str]] = None) -> Dict[str, dict]:
-  """{'all': figures[, 'same_source': ..., 'cross_source': ...]} of test
-  probabilities [N, C] (rows in fnames' order) against the answers:
-  MAP@3 and top-1 of the single-label clips, lwlrap for multi-label sets,
-  and the clip count. Clips without a known answer are left out."""
-  index = {name: i for i, name in enumerate(labels)}
-  known = np.array([bool(truth.get(f)) and all(l in index for l in truth[f])
-                    for f in fnames], bool)
-  out = {}
-  for group in (ALL, SAME, CROSS):
-    rows = known & np.array([group == ALL or (groups or {}).get(f) == group
-                             for f in fnames], bool)
-    if not rows.any():
-      continue
-    hot = np.zeros((int(rows.sum()), len(labels)), bool)
-    for j, f in enumerate(np.asarray(fnames)[rows]):
-      hot[j, [index[l] for l in truth[f]]] = True
-    single = hot.sum(axis=1) == 1
-    p, y = probs[rows], hot.argmax(axis=1)
-    out[group] = {"map3": metrics.map_at_3(p[single], y[single]),
-                  "accuracy": metrics.accuracy(p[single], y[single]),
-                  "test_clips": int(rows.sum())}
-    if multi:
-      out[group]["lwlrap"] = metrics.lwlrap(hot, np.log(p + 1e-9))[0]
-  return out
-
-
 @dataclasses.dataclass(frozen=True)
 class _Baselines:
   """What every linear baseline of one benchmark shares: the splits, the
@@ -162,10 +133,9 @@ class _Baselines:
     model, c, val_figure = logistic.fit(
         x_train[fit_rows], y_train[fit_rows], x_train[val_rows],
         y_train[val_rows], len(labels), self.seed, multi)
-    by_group = test_figures(self.test.fnames,
-                            logistic.probabilities(model, x_test,
-                                                   len(labels)),
-                            self.truth, labels, multi, self.groups)
+    by_group = evaluation.by_group(evaluation.probability_scores(
+        self.test.fnames, logistic.probabilities(model, x_test, len(labels)),
+        labels, multi), self.truth, self.groups)
     return {**by_group[ALL], "C": c,
             "val_lwlrap" if multi else "val_map3": val_figure,
             "train_clips": int(fit_rows.sum()), "groups": by_group}
@@ -181,8 +151,7 @@ def linear_baselines(train_dir: str, test_dir: str,
   the single-label test clips, for multi-label shards also lwlrap
   (one-vs-rest logistic regression); under 'groups' the same by source
   (read_source_groups)."""
-  from tagger.infer import score as score_lib  # pylint: disable=g-import-not-at-top
-  truth = score_lib.label_sets(truth)
+  truth = evaluation.label_sets(truth)
   info = data_info.load_data_info(train_dir)
   train, test = read_split(train_dir), read_split(test_dir)
   features = {"pca": (train.pca, test.pca),
@@ -253,7 +222,6 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
   (last). Steps already done under workdir are skipped (a re-run
   resumes)."""
   from tagger.lab import demo  # pylint: disable=g-import-not-at-top
-  from tagger.infer import score as score_lib  # pylint: disable=g-import-not-at-top
   from tagger.train import trainer  # pylint: disable=g-import-not-at-top
   started = time.time()
   labels_csv = fileio.join(data_dir, "test_labels.csv")
@@ -264,7 +232,7 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
   if pretrained_weights:
     from tagger.model import pretrained  # pylint: disable=g-import-not-at-top
     pretrained.cnn9_state(pretrained_weights)  # one line, before sharding
-  truth = score_lib.label_sets(score_lib.read_labels_csv(labels_csv))
+  truth = evaluation.label_sets(evaluation.read_labels_csv(labels_csv))
   groups = read_source_groups(data_dir)
   layout_2019 = fileio.exists(fileio.join(data_dir, "train_curated.csv"))
   layout = demo.LAYOUT_2019 if layout_2019 else demo.LAYOUT_2018
@@ -278,7 +246,6 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
   test_dir = fileio.join(demo.shard_root(workdir), "test")
   strategy = trainer.setup(configs[0]) if configs else None
   stages, previous = [], {}
-  multi = layout_2019 or any(len(t) > 1 for t in truth.values())
   for config in configs:
     config.fold = str(fold)
     if layout_2019:
@@ -303,18 +270,18 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
                    "val_map3": validation.get("val_map3"),
                    **_score_models(model_dir, name, workdir,
                                    fileio.join(shards, "test"), labels_csv,
-                                   truth, multi, groups),
+                                   truth, groups),
                    "train_seconds": time.time() - stage_started})
     previous[kind] = name
   if recipe:
     stages += recipe_stages(recipe, recipe_flags, workdir, fold, labels_csv,
-                            truth, multi, groups)
+                            truth, groups)
   elif len(previous) > 1:   # several kinds of model: their last together
     last = [s for s in stages if s["name"] in previous.values()]
     stages.append({"name": "ensemble",
                    "model_dir": ",".join(s["model_dir"] for s in last),
                    "val_map3": None,
-                   **_ensemble(last, workdir, truth, multi, groups),
+                   **_ensemble(last, workdir, truth, groups),
                    "train_seconds": sum(s["train_seconds"] for s in stages)})
   embeddings = None
   if pretrained_weights and not layout_2019:
@@ -323,6 +290,7 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
         fileio.join(workdir, "pretrained_embeddings.npz"))
   baselines = linear_baselines(train_dir, test_dir, truth, val_fold=fold,
                                groups=groups, embeddings=embeddings)
+  stages = [{k: v for k, v in s.items() if k != "scores"} for s in stages]
   return {"stages": stages, "baselines": baselines,
           "warnings": source_warnings(stages, baselines, groups),
           "seconds": time.time() - started}
@@ -332,7 +300,7 @@ RECIPE_DIR = "new_audio"
 
 
 def recipe_stages(spec: str, flags: Sequence[str], workdir: str, fold: int,
-                  labels_csv: str, truth, multi: bool, groups) -> list:
+                  labels_csv: str, truth, groups) -> list:
   """Trains the recipe with tools/train (a child process: the user's
   command) into workdir/new_audio, scores each member on the test shards
   and returns the rows: each member alone, the recipe without each member,
@@ -364,7 +332,7 @@ def recipe_stages(spec: str, flags: Sequence[str], workdir: str, fold: int,
                      "val_map3"),
                  **_score_models(member, name.replace("/", "_"), workdir,
                                  fileio.join(shards, "test"), labels_csv,
-                                 truth, multi, groups),
+                                 truth, groups),
                  "train_seconds": _member_seconds(member, summary),
                  "score_seconds": time.time() - member_started})
   for left_out in rows if len(rows) > 2 else []:
@@ -372,13 +340,12 @@ def recipe_stages(spec: str, flags: Sequence[str], workdir: str, fold: int,
     rows.append({"name": f"{RECIPE_DIR} without "
                          f"{os.path.basename(left_out['model_dir'])}",
                  "model_dir": ",".join(r["model_dir"] for r in kept),
-                 "val_map3": None, **_ensemble(kept, workdir, truth, multi,
-                                               groups),
+                 "val_map3": None, **_ensemble(kept, workdir, truth, groups),
                  "train_seconds": sum(r["train_seconds"] for r in kept)})
   members_rows = rows[:len(members)]
   rows.append({"name": RECIPE_DIR, "model_dir": model_dir,
                "val_map3": None,
-               **_ensemble(members_rows, workdir, truth, multi, groups),
+               **_ensemble(members_rows, workdir, truth, groups),
                "train_seconds": train_seconds})
   return rows
 
@@ -407,19 +374,19 @@ def _member_seconds(member_dir: str, summary: dict) -> float:
 
 
 def _score_models(model_dirs: str, name: str, workdir: str, test_dir: str,
-                  labels_csv: str, truth, multi: bool, groups) -> dict:
-  """The test figures of model dirs scored together (TTA)."""
+                  labels_csv: str, truth, groups) -> dict:
+  """The test figures of model dirs scored together (TTA), as tools/score
+  scores them; their scores (in memory, for the ensembles) under
+  "scores", written as workdir/<name>_probs.csv too."""
   from tagger.infer import score as score_lib  # pylint: disable=g-import-not-at-top
-  probs_csv = fileio.join(workdir, f"{name}_probs.csv")
-  evaluation = score_lib.score(score_lib.ScoreJob(
+  scores, result = score_lib.run(score_lib.ScoreJob(
       model_dirs=model_dirs, output=fileio.join(workdir, f"{name}.csv"),
-      data_dir=test_dir, labels_csv=labels_csv, probs_out=probs_csv,
-      progress=False))["evaluation"]
-  fnames, probs, labels = _read_probs(probs_csv)
-  return {"map3": evaluation["map3"], "accuracy": evaluation["accuracy"],
-          "lwlrap": evaluation.get("lwlrap"),
-          "groups": test_figures(fnames, probs, truth, labels, multi,
-                                 groups)}
+      data_dir=test_dir, labels_csv=labels_csv,
+      probs_out=fileio.join(workdir, f"{name}_probs.csv"), progress=False))
+  figures = result["evaluation"]
+  return {"map3": figures["map3"], "accuracy": figures["accuracy"],
+          "lwlrap": figures.get("lwlrap"), "scores": scores,
+          "groups": evaluation.by_group(scores, truth, groups)}
 
 
 def _feature_set(config) -> str:
@@ -429,48 +396,19 @@ def _feature_set(config) -> str:
       str(config.model.backbone)).features or "reference"
 
 
-def _ensemble(stages, workdir: str, truth, multi: bool, groups) -> dict:
-  """The test figures of stages' test probabilities together, as score
-  combines models (the geometric mean, renormalised), whichever shard set
-  each was scored on; written as ensemble_probs.csv."""
-  import csv  # pylint: disable=g-import-not-at-top
-  import io  # pylint: disable=g-import-not-at-top
-  read = [_read_probs(fileio.join(
-      workdir, f"{s['name'].replace('/', '_')}_probs.csv"))
-          for s in stages]
-  fnames, _, labels = read[0]
-  logs = []
-  for names, probs, its_labels in read:
-    if its_labels != labels or sorted(names) != sorted(fnames):
-      raise QualityError("the ensemble's models were scored on different "
-                         "clips or labels")
-    order = {f: i for i, f in enumerate(names)}
-    logs.append(np.log(np.maximum(probs[[order[f] for f in fnames]], 1e-9)))
-  mean = np.mean(logs, axis=0)
-  probs = np.exp(mean) if multi else np.exp(
-      mean - mean.max(axis=1, keepdims=True))
-  if not multi:
-    probs /= probs.sum(axis=1, keepdims=True)
-  out = io.StringIO()
-  writer = csv.writer(out)
-  writer.writerow(["fname"] + list(labels))
-  writer.writerows([f] + [f"{v:.6g}" for v in row]
-                   for f, row in zip(fnames, probs))
+def _ensemble(stages, workdir: str, truth, groups) -> dict:
+  """The test figures of stages' scores together, as tools/score combines
+  models (scorer.combine_scores: each stage counts once), whichever shard
+  set each was scored on; written as ensemble_probs.csv."""
+  from tagger.infer import outputs  # pylint: disable=g-import-not-at-top
+  scores = scorer.combine_scores([s["scores"] for s in stages],
+                                 [1] * len(stages))
   fileio.atomic_write_text(fileio.join(workdir, "ensemble_probs.csv"),
-                    out.getvalue())
-  figures = test_figures(fnames, probs, truth, labels, multi, groups)
+                           outputs.probabilities_csv(scores))
+  figures = evaluation.by_group(scores, truth, groups)
   return {"map3": figures[ALL]["map3"], "accuracy": figures[ALL]["accuracy"],
-          "lwlrap": figures[ALL].get("lwlrap"), "groups": figures}
-
-
-def _read_probs(path: str):
-  """(fnames, probabilities [N, C], labels) of a --probs_out CSV."""
-  import csv  # pylint: disable=g-import-not-at-top
-  import io  # pylint: disable=g-import-not-at-top
-  header, *rows = csv.reader(io.StringIO(fileio.read_text(path)))
-  return ([r[0] for r in rows],
-          np.array([[float(v) for v in r[1:]] for r in rows]).reshape(
-              len(rows), len(header) - 1), header[1:])
+          "lwlrap": figures[ALL].get("lwlrap"), "scores": scores,
+          "groups": figures}
 
 
 WARN_GAP = 0.1   # same-source minus cross-source MAP@3 worth a warning

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import tone, wav_bytes  # pylint: disable=g-bad-import-order
 from tagger.infer import report
-from tagger.infer import score
+from tagger.infer import scorer
 
 NAMES = ("<img src=x onerror=alert(1)>.wav", 'quote " and & amp.wav',
          "ünïcödé.wav", "plain.wav", "broken.wav")
@@ -51,7 +51,7 @@ def page(tmp_path_factory):
   basis = np.eye(4, dtype=np.float32)
   embeddings = np.stack([basis[i % 3] + 0.1 * basis[3] for i in range(5)])
   embeddings[4] = 0.0   # no audio: no embedding
-  scores = score.Scores(list(NAMES), np.log(probs), embeddings,
+  scores = scorer.Scores(list(NAMES), np.log(probs), embeddings,
                         np.array([False] * 4 + [True]), labels)
   train_audio = root / "train_audio"
   train_audio.mkdir()
@@ -152,7 +152,7 @@ def test_ten_thousand_clips_make_a_page_that_stays_small(tmp_path):
   probs = rng.dirichlet(np.ones(41), n)
   names = [f"clip_{i:05d}.wav" for i in range(n)]
   empty = np.arange(n) < 1500
-  scores = score.Scores(names, np.log(probs), rng.normal(size=(n, 8)),
+  scores = scorer.Scores(names, np.log(probs), rng.normal(size=(n, 8)),
                         empty, labels)
   truth = {f: (labels[i % 41],) for i, f in enumerate(names)}
   training = report.TrainingClips(

@@ -18,6 +18,7 @@ from tagger.audio.params import FeatureParams
 from tagger.datasets import demo_data
 from tagger.infer import export as export_lib
 from tagger.infer import score
+from tagger.infer import scorer
 from tagger.infer import serving
 from tagger.shards import sharding
 from tagger.train import trainer
@@ -127,7 +128,7 @@ print(json.dumps({{"probs": out, "labels": labels, "tagger":
 
 def test_frames_slide_a_window_over_a_recording(demo):
   _, _, model_dir, wavs = demo
-  tagger = serving.WaveformTagger([score.load_model(model_dir)])
+  tagger = serving.WaveformTagger([scorer.load_model(model_dir)])
   waveform = np.concatenate([_waveform(p) for p in wavs[:3]])
   out = tagger.frames(tf.constant(waveform), tf.constant(0.25))
   probs = out["frame_probabilities"].numpy()
@@ -145,9 +146,9 @@ def test_frames_slide_a_window_over_a_recording(demo):
   empty = tagger.clip(tf.zeros([3000]))
   assert bool(empty["empty"])
   with pytest.raises(serving.ServingError, match="stage-2"):
-    serving.check_models([score.LoadedModel(
-        "x", score.load_model(model_dir).data.__class__(
-            **{**score.load_model(model_dir).data.to_json(), "stage": 2}),
+    serving.check_models([scorer.LoadedModel(
+        "x", scorer.load_model(model_dir).data.__class__(
+            **{**scorer.load_model(model_dir).data.to_json(), "stage": 2}),
         None)])
 
 
@@ -186,7 +187,7 @@ def test_tflite_window_model_agrees_with_the_saved_model(demo, saved,
   path = saved
   files = export_lib.export_tflite(model_dir, str(tmp_path / "tflite"))
   log_mel = tf.saved_model.load(path).signatures["log_mel"]
-  window = int(score.load_model(model_dir).data.eval_lengths[0])
+  window = int(scorer.load_model(model_dir).data.eval_lengths[0])
   mels = []
   for wav in wavs:
     mel = features.waveform_to_log_mel(

@@ -15,6 +15,7 @@ import tensorflow as tf
 from tagger import settings
 from tagger.datasets import recorded_data
 from tagger.datasets import synthetic
+from tagger.infer import evaluation
 from tagger.input import augment
 from tagger.lab import quality
 from tagger.model import model_dir as model_dir_lib
@@ -143,8 +144,8 @@ def test_best_weights_by_map3_and_a_pca_head_score(learnable, tmp_path):
   assert summary["best"]["epoch"] == int(best["epoch"])
   data = json.loads((tmp_path / "m" / model_dir_lib.DATA).read_text())
   assert data["architecture"]["pca_head"] is True
-  from tagger.infer import score  # pylint: disable=g-import-not-at-top
-  loaded = score.load_model(str(tmp_path / "m"))
+  from tagger.infer import scorer  # pylint: disable=g-import-not-at-top
+  loaded = scorer.load_model(str(tmp_path / "m"))
   assert "pca_logits" in [l.name for l in loaded.model.layers]
 
 
@@ -197,8 +198,8 @@ def test_a_registered_backbone_trains_and_scores(learnable, tmp_path):
                 tf.distribute.get_strategy())
   data = json.loads((tmp_path / "m" / model_dir_lib.DATA).read_text())
   assert data["architecture"]["backbone"] == "tiny_test"
-  from tagger.infer import score  # pylint: disable=g-import-not-at-top
-  loaded = score.load_model(str(tmp_path / "m"))
+  from tagger.infer import scorer  # pylint: disable=g-import-not-at-top
+  loaded = scorer.load_model(str(tmp_path / "m"))
   conv = [w for w in loaded.model.get_layer("backbone").weights
           if len(w.shape) == 4]
   assert conv[0].shape[-1] == 16  # alpha 2 x 8 channels, as trained
@@ -307,7 +308,7 @@ def test_source_groups_come_from_sources_csv(tmp_path):
   assert quality.read_source_groups(str(tmp_path)) == {}
 
 
-def test_test_figures_by_group_and_the_warnings():
+def test_figures_by_group_and_the_warnings():
   labels = ["a", "b", "c", "d"]
   fnames = ["s1", "s2", "x1", "x2", "unknown"]
   truth = {"s1": ("a",), "s2": ("b",), "x1": ("c",), "x2": ("d",)}
@@ -318,7 +319,8 @@ def test_test_figures_by_group_and_the_warnings():
                     [0.25] * 4])
   groups = {"s1": quality.SAME, "s2": quality.SAME, "x1": quality.CROSS,
             "x2": quality.CROSS}
-  out = quality.test_figures(fnames, probs, truth, labels, groups=groups)
+  out = evaluation.by_group(evaluation.probability_scores(
+      fnames, probs, labels), truth, groups)
   assert out[quality.SAME]["map3"] == 1.0
   assert out[quality.CROSS]["map3"] == pytest.approx(0.25)
   assert out[quality.ALL]["map3"] == pytest.approx(0.625)
