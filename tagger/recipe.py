@@ -43,6 +43,7 @@ from tagger import fileio
 from tagger import settings
 from tagger.infer import inputs
 from tagger.infer import scorer
+from tagger.input import lengths as lengths_lib
 from tagger.model import logistic
 from tagger.model import model_dir as model_dir_lib
 from tagger.model import networks as model_lib
@@ -155,7 +156,8 @@ def fit_logistic_member(config, data_dir: str, model_dir: str,
   model = settings.model_config(config)
   architecture = {**settings.architecture(config),
                   "multi_label": info.multi_label}
-  eval_lengths = data_info.eval_lengths(info, settings.input_config(config))
+  eval_lengths = lengths_lib.eval_lengths(info,
+                                         settings.input_config(config))
   description = model_dir_lib.data_description(
       info, 1, eval_lengths, settings.augment_config(config).pad_mode,
       architecture)

@@ -295,7 +295,8 @@ def architecture(config) -> dict:
 
 
 def names(text: str) -> Tuple[str, ...]:
-  """'a, b' -> ('a', 'b'): a comma-separated setting."""
+  """'a, b' -> ('a', 'b'): a comma-separated setting or flag, blanks
+  around each and empty parts dropped (the one comma-list parser)."""
   return tuple(x.strip() for x in (text or "").split(",") if x.strip())
 
 

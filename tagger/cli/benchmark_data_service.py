@@ -15,7 +15,7 @@ from absl import app
 from absl import flags
 
 from tagger.cli import run_tool
-from tagger.lab import benchmarks
+from tagger.lab import speed_input
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", "", "Train shards (default: synthetic).")
@@ -34,7 +34,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   counts = [int(w) for w in FLAGS.workers]
-  r = benchmarks.benchmark_data_service(
+  r = speed_input.benchmark_data_service(
       FLAGS.data_dir, FLAGS.num_records, FLAGS.batch_size, FLAGS.warmup,
       FLAGS.steps, worker_counts=counts, placement=FLAGS.placement)
   print(f"{r['records']} train records, {r['cores']} cores, batch "

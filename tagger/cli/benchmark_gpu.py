@@ -15,7 +15,7 @@ from absl import app
 from absl import flags
 
 from tagger.cli import run_tool
-from tagger.lab import benchmarks
+from tagger.lab import speed_train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch_size", 64, "Global batch.")
@@ -41,7 +41,7 @@ def main(argv):
     raise app.UsageError(f"--lengths: whole numbers of frames ({e})")
   if min(lengths) < 32 or FLAGS.batch_size < 1 or FLAGS.steps < 1:
     raise app.UsageError("--lengths >= 32, --batch_size and --steps >= 1")
-  r = benchmarks.benchmark_gpu(benchmarks.GpuBenchmark(
+  r = speed_train.benchmark_gpu(speed_train.GpuBenchmark(
       FLAGS.batch_size, tuple(lengths), FLAGS.steps, FLAGS.warmup,
       FLAGS.precision, FLAGS.strategy, FLAGS.jit_compile, FLAGS.num_records,
       FLAGS.pipeline_steps, FLAGS.backbone))

@@ -14,7 +14,7 @@ from absl import app
 from absl import flags
 
 from tagger.cli import run_tool
-from tagger.lab import benchmarks
+from tagger.lab import speed_shards
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("csv", "", "Train CSV (default: make synthetic data).")
@@ -31,7 +31,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   runners = ["" if r == "local" else r for r in FLAGS.runners]
-  r = benchmarks.benchmark_make_tfrecords(
+  r = speed_shards.benchmark_make_tfrecords(
       FLAGS.csv, FLAGS.audio_dir, FLAGS.num_workers, FLAGS.per_class,
       FLAGS.reference_clips, runners=runners)
   for name, run in r["runs"].items():

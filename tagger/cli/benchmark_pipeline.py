@@ -19,7 +19,7 @@ from absl import app
 from absl import flags
 
 from tagger.cli import run_tool
-from tagger.lab import benchmarks
+from tagger.lab import speed_input
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", "", "Train shards (default: synthetic).")
@@ -34,7 +34,7 @@ flags.DEFINE_list("pairings", [], "Also time the host side with each of "
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  r = benchmarks.benchmark_pipeline(FLAGS.data_dir, FLAGS.num_records,
+  r = speed_input.benchmark_pipeline(FLAGS.data_dir, FLAGS.num_records,
                                     FLAGS.batch_size, FLAGS.warmup,
                                     FLAGS.steps, pairings=FLAGS.pairings)
   print(f"{r['records']} train records, mean {r['mean_frames']:.0f} frames, "

@@ -13,7 +13,7 @@ from absl import app
 from absl import flags
 
 from tagger.cli import run_tool
-from tagger.lab import benchmarks
+from tagger.lab import speed_infer
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", "", "Test shards (default: synthetic).")
@@ -27,7 +27,7 @@ flags.DEFINE_integer("batch_size", 240, "Model batch.")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  r = benchmarks.benchmark_score(FLAGS.data_dir, FLAGS.model_dirs,
+  r = speed_infer.benchmark_score(FLAGS.data_dir, FLAGS.model_dirs,
                                  FLAGS.num_clips, FLAGS.tries,
                                  FLAGS.batch_size)
   print(f"{r['clips']} clips x {r['models']} model(s) x "

@@ -14,7 +14,7 @@ from absl import app
 from absl import flags
 
 from tagger.cli import run_tool
-from tagger.lab import benchmarks
+from tagger.lab import speed_infer
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dirs", "", "Stage-1 model dirs or a recipe's "
@@ -35,14 +35,14 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   minutes = [float(m) for m in FLAGS.minutes]
   if FLAGS.audio_dir and not FLAGS.model_dirs:
-    f = benchmarks.graph_feature_agreement(FLAGS.audio_dir, FLAGS.audio_csv)
+    f = speed_infer.graph_feature_agreement(FLAGS.audio_dir, FLAGS.audio_csv)
     print(f"{f['clips']} clips: in-graph trims identical for "
           f"{f['trims_equal']}, log-mel within "
           f"{f['max_log_mel_difference_db']:.4f} dB")
     print(f"max_log_mel_difference_db={f['max_log_mel_difference_db']:.5f}")
     return
   if FLAGS.audio_dir:
-    a = benchmarks.serving_agreement(FLAGS.model_dirs, FLAGS.audio_dir,
+    a = speed_infer.serving_agreement(FLAGS.model_dirs, FLAGS.audio_dir,
                                      FLAGS.audio_csv)
     print(f"{a['clips']} clips: SavedModel vs tools.score --tta=even: "
           f"top-1 agreement {a['top1_agreement']:.4f}, largest probability "
@@ -50,7 +50,7 @@ def main(argv):
           f"trims identical for {a['trims_equal']}, log-mel within "
           f"{a['max_log_mel_difference_db']:.4f} dB; "
           f"{a['saved_model_s']:.1f} s vs {a['tools_score_s']:.1f} s")
-  r = benchmarks.benchmark_serving(FLAGS.model_dirs, minutes,
+  r = speed_infer.benchmark_serving(FLAGS.model_dirs, minutes,
                                    FLAGS.hop_seconds,
                                    chunk_seconds=FLAGS.chunk_seconds)
   for m in minutes:

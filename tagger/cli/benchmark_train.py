@@ -12,7 +12,7 @@ from absl import app
 from absl import flags
 
 from tagger.cli import run_tool
-from tagger.lab import benchmarks
+from tagger.lab import speed_train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", "", "Train shards (default: synthetic).")
@@ -28,7 +28,7 @@ flags.DEFINE_bool("jit_compile", False, "XLA for the training step.")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  r = benchmarks.benchmark_train(FLAGS.data_dir, batch_size=FLAGS.batch_size,
+  r = speed_train.benchmark_train(FLAGS.data_dir, batch_size=FLAGS.batch_size,
                                  length=FLAGS.length, warmup=FLAGS.warmup,
                                  steps=FLAGS.steps,
                                  strategy_name=FLAGS.strategy,

@@ -30,6 +30,7 @@ from absl import flags
 from tagger import api
 from tagger.cli import run_tool
 from tagger.infer import score
+from tagger.infer import scorer
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", "", "Test shards (tools/make_tfrecords "
@@ -50,7 +51,7 @@ flags.DEFINE_enum("submission_format", "auto", ["auto", "kaggle2018",
                   "auto: kaggle2019 for multi-label models.")
 flags.DEFINE_list("lengths", [], "Crop lengths in frames (default: the "
                   "models' validation lengths).")
-flags.DEFINE_integer("tries", score.DEFAULT_TRIES, "Random crops/pads per "
+flags.DEFINE_integer("tries", scorer.DEFAULT_TRIES, "Random crops/pads per "
                      "clip and length.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 256, "Model batch (clips x tries).",
                      lower_bound=1)

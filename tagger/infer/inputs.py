@@ -1,8 +1,6 @@
 """What the scorer reads: the records of test shards, or records made in
 memory from raw audio files with the shards' own feature code."""
 
-import os
-
 import numpy as np
 import tensorflow as tf
 from absl import logging
@@ -13,6 +11,7 @@ from tagger.infer import scorer
 from tagger.model import model_dir as model_dir_lib
 from tagger.shards import clip_files
 from tagger.shards import data_info
+from tagger.shards import extraction
 from tagger.shards import records
 
 
@@ -44,12 +43,8 @@ def audio_records(audio_dir: str, model_dir: str, num_workers: int = 0,
   except clip_files.CsvError as e:
     raise scorer.ScoreError(str(e)) from e
   rows = [clip_files.Row(i, name, "", 1) for i, name in enumerate(names)]
-  extract.warm_up(params)
-  results = parallel.ordered_parallel_map(
-      extract.extract_in_worker,
-      clip_files.clip_tasks(rows, audio_dir, max_file_mb),
-      num_workers or os.cpu_count() or 1, extract.init_worker,
-      (params.to_dict(),), size=extract.task_size)
+  results = extraction.featurise(rows, audio_dir, params, max_file_mb,
+                                 num_workers)
   serialized = []
   bar = parallel.progress_bar(len(rows), unit="file", enabled=progress)
   for row, result in zip(rows, results):

@@ -12,6 +12,7 @@ from absl import logging
 
 from tagger import distribute
 from tagger import fileio
+from tagger import settings
 from tagger.infer import evaluation
 from tagger.infer import inputs
 from tagger.infer import outputs
@@ -52,7 +53,7 @@ class ScoreJob:
   @property
   def data_dirs(self) -> List[str]:
     """The test shard folders (data_dir: one per feature set, commas)."""
-    return [d.strip() for d in self.data_dir.split(",") if d.strip()]
+    return list(settings.names(self.data_dir))
 
   @property
   def views(self) -> scorer.Views:

@@ -27,6 +27,8 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
+from tagger.shards import records
+
 PAD_MODES = ("symmetric", "constant", "wrap")
 
 
@@ -97,8 +99,7 @@ def time_indices(lengths: tf.Tensor, target_length: tf.Tensor, seed: tf.Tensor,
   u_flip = tf.random.stateless_uniform([batch, 1], seeds[2])
   slack = tf.abs(lengths - target_length)
   # Longer clips: window start in [0, n - L]; shorter: pad before, [0, L - n].
-  offset = tf.cast(tf.floor(u_offset * tf.cast(slack + 1, tf.float32)),
-                   tf.int32)
+  offset = records.window_offset(slack, u_offset)
   offset = tf.where(lengths >= target_length, offset, -offset)
   frames = tf.range(target_length)[None, :]
   # frames: [1, L]

@@ -276,8 +276,6 @@ def clip_windows(log_mel: tf.Tensor, length: int,
   at fraction [r] of its slack (as parse_windows), a shorter one is taken
   whole."""
   frames = tf.shape(log_mel)[0]
-  slack = tf.maximum(frames - length, 0)
-  start = tf.minimum(tf.cast(tf.floor(
-      fraction * tf.cast(slack + 1, tf.float32)), tf.int32), slack)
+  start = records.window_offset(tf.maximum(frames - length, 0), fraction)
   # start: [r]
   return windows_at(log_mel, length, start)

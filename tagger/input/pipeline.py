@@ -58,6 +58,7 @@ import tensorflow as tf
 from tagger import settings
 from tagger.input import batches
 from tagger.input import data_service
+from tagger.input import lengths
 from tagger.shards import data_info
 from tagger.shards import records
 from tagger.shards.data_info import DataInfo
@@ -68,20 +69,6 @@ PAIRINGS = ("auto", "global", "block", "independent")
 
 InputConfig = settings.InputConfig
 AugmentConfig = settings.AugmentConfig
-
-
-# ---------------------------------------------------------------------------
-# One target length per global step.
-
-
-def target_length(seed: int, epoch, step, lo: int, hi: int,
-                  quantum: int) -> tf.Tensor:
-  """int32 scalar: one length per global step, uniform in [lo, hi), rounded
-  to a multiple of quantum."""
-  u = tf.random.stateless_uniform([], batches.key(seed, epoch, step))
-  length = lo + tf.floor(u * (hi - lo))
-  rounded = tf.round(length / quantum) * quantum
-  return tf.cast(tf.maximum(rounded, quantum), tf.int32)
 
 
 # ---------------------------------------------------------------------------
@@ -155,22 +142,28 @@ def _permutation(n: tf.Tensor, key: tf.Tensor) -> tf.Tensor:
   return tf.argsort(tf.random.stateless_uniform([n], key))
 
 
+def paired_orders(n: tf.Tensor, batch: int,
+                  key: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+  """(primary, partner), int32 [n // batch, batch] each: the pairing
+  table of n records. Primary order and partner order are two independent
+  permutations of the same n - n % batch records (each used once as a
+  primary and once as a partner); key [2] seeds both."""
+  used = n // batch * batch
+  primary = _permutation(n, key)[:used]
+  partner = tf.gather(primary, _permutation(used, key + [0, 1]))
+  return tf.reshape(primary, [-1, batch]), tf.reshape(partner, [-1, batch])
+
+
 def _block_pairs(block: tf.Tensor, batch: int,
                  key: tf.Tensor) -> tf.data.Dataset:
   """A block of records [n] -> batches (block, primary [batch], partner
   [batch]) of indices into it.
 
-  Primary order and partner order are two independent permutations of the
-  same n - n % batch records of the block. Every element refers to the one
-  block tensor (no copy); the records are gathered later, in parallel.
+  The pairs are paired_orders' of the block. Every element refers to the
+  one block tensor (no copy); the records are gathered later, in parallel.
   """
-  n = tf.shape(block)[0]
-  used = n // batch * batch
-  primary = _permutation(n, key)[:used]
-  partner = tf.gather(primary, _permutation(used, key + [0, 1]))
-  shape = tf.stack([used // batch, batch])
   indices = tf.data.Dataset.from_tensor_slices(
-      (tf.reshape(primary, shape), tf.reshape(partner, shape)))
+      paired_orders(tf.shape(block)[0], batch, key))
   return indices.map(lambda p, q: (block, p, q))
 
 
@@ -228,14 +221,8 @@ def _epoch_pairs(info: DataInfo, folds, config: InputConfig, epoch,
   b = layout.per_replica_batch
   mode = pairing_mode(info, folds, config, layout.num_pipelines)
   if mode == "global":
-    n = tf.shape(every_record)[0]
-    used = n // b * b
-    key = tf.stack([base + 1, 0])
-    primary = _permutation(n, key)[:used]
-    # An independent order of the same records: each once a partner.
-    partner = tf.gather(primary, _permutation(used, key + [0, 1]))
-    pairs = tf.data.Dataset.from_tensor_slices(
-        (tf.reshape(primary, [-1, b]), tf.reshape(partner, [-1, b])))
+    pairs = tf.data.Dataset.from_tensor_slices(paired_orders(
+        tf.shape(every_record)[0], b, tf.stack([base + 1, 0])))
     pairs = pairs.map(
         lambda p, q: (tf.gather(every_record, p),
                       tf.gather(every_record, q)),
@@ -279,7 +266,7 @@ def train_dataset(info: DataInfo, folds, config: InputConfig,
     raise InputError(f"placement must be one of {PLACEMENTS}, not "
                      f"{config.placement!r}")
   layout = _layout(info, folds, config, input_context, max_steps_per_epoch)
-  lo, hi = data_info.length_range(info, config)
+  lo, hi = lengths.length_range(info, config)
   b = layout.per_replica_batch
   spec = info.batch_spec
 
@@ -291,7 +278,7 @@ def train_dataset(info: DataInfo, folds, config: InputConfig,
     step = j // layout.local_replicas
     replica = (layout.pipeline_id * layout.local_replicas +
                j % layout.local_replicas)
-    length = target_length(config.seed, epoch, step, lo, hi,
+    length = lengths.target_length(config.seed, epoch, step, lo, hi,
                            config.length_quantum)
     key = batches.key(config.seed, epoch, step)
     out = batches.window_batch(primary, spec, length, key + [0, 1 << 40])

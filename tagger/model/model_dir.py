@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from tagger import errors
 from tagger import fileio
+from tagger import settings
 from tagger.audio import pca as pca_lib
 from tagger.audio.params import FeatureParams
 from tagger.model import networks as model_lib
@@ -167,10 +168,7 @@ def find(pattern: str) -> List[str]:
   best weights, sorted; a recipe's dir stands for its members, in their
   training order."""
   found, members = [], []
-  for part in pattern.split(","):
-    part = part.strip()
-    if not part:
-      continue
+  for part in settings.names(pattern):
     matches = tf.io.gfile.glob(fileio.register_filesystem(part)) or []
     for m in sorted(matches):
       if fileio.exists(fileio.join(m, RECIPE)):

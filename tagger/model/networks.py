@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from tagger import errors
 from tagger import fileio
+from tagger import settings
 from tagger.shards import records
 
 BACKBONE = "backbone"
@@ -177,7 +178,7 @@ register_backbone("cnn9_aisfx_native", _cnn9_aisfx_native, 16,
 # ---------------------------------------------------------------------------
 # Input normalisation: what the network sees of a clip's level and channel.
 
-INPUT_NORMS = ("batch", "clip", "clip_band")
+INPUT_NORMS = settings.INPUT_NORMS   # what each does: _normalise_input
 
 
 @keras.saving.register_keras_serializable(package="tagger")

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from tagger import errors
 from tagger import fileio
+from tagger import settings
 from tagger.audio import extract
 
 
@@ -54,12 +55,7 @@ class CsvTable:
 def split_labels(text: str) -> Tuple[str, ...]:
   """A `labels` cell ("Bark,Meow") -> ("Bark", "Meow"): comma separated,
   blanks around each dropped, empty parts and repeats left out."""
-  out = []
-  for part in (text or "").split(","):
-    part = part.strip()
-    if part and part not in out:
-      out.append(part)
-  return tuple(out)
+  return tuple(dict.fromkeys(settings.names(text)))
 
 
 def read_csv(path: str, split: str) -> CsvTable:

@@ -187,34 +187,5 @@ def select_folds(info: DataInfo, fold, split: str) -> Tuple[int, ...]:
   raise InputError(f"split must be train or validation, not {split!r}")
 
 
-def length_range(info: DataInfo,
-                 config: settings.InputConfig) -> Tuple[int, int]:
-  """[lo, hi) of the training target lengths (the manifest's by default)."""
-  lo, hi = config.length_range or info.manifest.crop_range
-  if not 0 < lo < hi:
-    raise InputError(f"length range [{lo}, {hi}) is empty")
-  return int(lo), int(hi)
-
-
-def possible_lengths(lo: int, hi: int, quantum: int) -> Tuple[int, ...]:
-  """Every target length `target_length` can draw: the compiled shapes."""
-  return tuple(sorted({round_length(x, quantum) for x in range(lo, hi)}))
-
-
-def eval_lengths(info: DataInfo,
-                 config: settings.InputConfig) -> Tuple[int, ...]:
-  """The fixed validation lengths (the config's, or spread over the crop
-  range)."""
-  if config.eval_lengths:
-    return tuple(int(x) for x in config.eval_lengths)
-  lo, hi = info.manifest.crop_range
-  return tuple(int(round(x)) for x in
-               np.linspace(lo, hi, config.num_eval_lengths))
-
-
-def round_length(length, quantum: int):
-  return max(quantum, int(round(length / quantum)) * quantum)
-
-
 # ---------------------------------------------------------------------------
 # Random numbers keyed by (seed, epoch, step).

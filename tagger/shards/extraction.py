@@ -10,7 +10,7 @@ import dataclasses
 import math
 import os
 import time
-from typing import List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence
 
 from absl import logging
 import numpy as np
@@ -19,6 +19,7 @@ from tagger import fileio
 from tagger import parallel
 from tagger.audio import extract
 from tagger.audio import pca as pca_lib
+from tagger.audio.params import FeatureParams
 from tagger.shards import clip_files
 from tagger.shards import folds as folds_lib
 from tagger.shards import run_options
@@ -50,6 +51,21 @@ def _write_chunk(path: str, results: Sequence[extract.ClipFeatures]) -> None:
                np.zeros((0, extract.SUMMARY_FEATURE_COUNT), np.float32)))
 
 
+def featurise(rows: Sequence[clip_files.Row], audio_dir: str,
+              params: FeatureParams, max_file_mb: float,
+              num_workers: int = 0) -> Iterator[extract.ClipFeatures]:
+  """Every row's extract.ClipFeatures, in row order, computed on a pool of
+  worker processes (num_workers; 0: one per core): the one featuriser of
+  make_tfrecords' staging and tools/score's raw audio."""
+  if rows:
+    extract.warm_up(params)  # before workers: see warm_up
+  return parallel.ordered_parallel_map(
+      extract.extract_in_worker,
+      clip_files.clip_tasks(rows, audio_dir, max_file_mb),
+      num_workers or os.cpu_count() or 1, extract.init_worker,
+      (params.to_dict(),), size=extract.task_size)
+
+
 def extract_to_staging(rows: Sequence[clip_files.Row], options: run_options.Options,
                        staging: str) -> float:
   """Featurises every row into staged chunks; returns audio seconds done."""
@@ -61,15 +77,9 @@ def extract_to_staging(rows: Sequence[clip_files.Row], options: run_options.Opti
   if done_clips:
     logging.info("resuming: %d of %d clips already staged", done_clips,
                  len(rows))
-  num_workers = options.num_workers or os.cpu_count() or 1
-  todo_rows = [row for k in todo for row in chunks[k]]
-  if todo_rows:
-    extract.warm_up(options.params)  # before workers: see warm_up
-  results_iter = parallel.ordered_parallel_map(
-      extract.extract_in_worker,
-      clip_files.clip_tasks(todo_rows, options.audio_dir, options.max_file_mb),
-      num_workers, extract.init_worker, (options.params.to_dict(),),
-      size=extract.task_size)
+  results_iter = featurise([row for k in todo for row in chunks[k]],
+                           options.audio_dir, options.params,
+                           options.max_file_mb, options.num_workers)
   audio_seconds = 0.0
   start = time.time()
   with parallel.progress_bar(len(rows), done_clips, options.progress) as bar:

@@ -146,6 +146,17 @@ def parse_example(serialized: tf.Tensor,
   return parsed
 
 
+def window_offset(slack: tf.Tensor, fraction: tf.Tensor) -> tf.Tensor:
+  """int32, slack's shape: the offset at `fraction` (in [0, 1)) of `slack`
+  + 1 places, in [0, slack]. The one window-start rule: where a longer
+  clip's window starts, or how much a shorter one is padded before
+  (parse_windows, batches.clip_windows, augment.time_indices)."""
+  slack = tf.cast(slack, tf.int32)
+  return tf.minimum(tf.cast(tf.floor(
+      tf.cast(fraction, tf.float32) * tf.cast(slack + 1, tf.float32)),
+                            tf.int32), slack)
+
+
 def parse_windows(serialized: tf.Tensor, pca_dim: int, num_mels: int,
                   start_fraction: tf.Tensor, length: tf.Tensor,
                   keys=None) -> Dict[str, tf.Tensor]:
@@ -174,9 +185,7 @@ def parse_windows(serialized: tf.Tensor, pca_dim: int, num_mels: int,
     spec = {k: spec[k] for k in set(keys) | {NUM_FRAMES}}
   parsed = tf.io.parse_example(serialized, spec)
   frames = tf.cast(parsed[NUM_FRAMES], tf.int32)
-  slack = tf.maximum(frames - length, 0)
-  start = tf.minimum(tf.cast(tf.floor(
-      start_fraction * tf.cast(slack + 1, tf.float32)), tf.int32), slack)
+  start = window_offset(tf.maximum(frames - length, 0), start_fraction)
   valid = tf.minimum(frames, length)
   frame_bytes = num_mels * LOG_MEL_DTYPE.itemsize
   first = tf.strings.length(serialized) - frames * frame_bytes

@@ -10,6 +10,7 @@ import os
 from typing import List, Optional
 
 from tagger import errors
+from tagger import settings
 from tagger.audio.params import FeatureParams
 from tagger.shards import clip_files
 import tagger
@@ -72,21 +73,17 @@ class Input:
   source: str
 
 
-def comma_names(text: str):
-  return [x.strip() for x in (text or "").split(",") if x.strip()]
-
-
 def inputs(options: Options) -> List[Input]:
   """The run's CSVs with their folders and source names (Options.csv,
   .audio_dir, .sources: comma separated)."""
-  csvs, dirs = comma_names(options.csv), comma_names(options.audio_dir)
+  csvs, dirs = settings.names(options.csv), settings.names(options.audio_dir)
   if not csvs:
     raise ShardingError("--csv is empty")
   if len(dirs) not in (1, len(csvs)):
     raise ShardingError(f"--audio_dir lists {len(dirs)} folders for "
                         f"{len(csvs)} CSVs: give one folder, or one per CSV")
   dirs = dirs * len(csvs) if len(dirs) == 1 else dirs
-  names = comma_names(options.sources) or [
+  names = settings.names(options.sources) or [
       os.path.splitext(os.path.basename(c))[0] for c in csvs]
   if len(names) != len(csvs):
     raise ShardingError(f"--sources lists {len(names)} names for "

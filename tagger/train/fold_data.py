@@ -16,6 +16,7 @@ from tagger import settings
 from tagger.input import augment as augment_lib
 from tagger.input import batches
 from tagger.input import data_service
+from tagger.input import lengths as lengths_lib
 from tagger.input import pipeline as ip
 from tagger.shards import data_info
 from tagger.shards import records
@@ -52,8 +53,8 @@ class FoldData:
         settings.names(self.input.train_sources))
     self.val_info = self.info.only_sources(
         settings.names(self.input.val_sources))
-    self.eval_lengths = data_info.eval_lengths(self.info, self.input)
-    self.shortest_length = min(self.eval_lengths + (data_info.length_range(
+    self.eval_lengths = lengths_lib.eval_lengths(self.info, self.input)
+    self.shortest_length = min(self.eval_lengths + (lengths_lib.length_range(
         self.info, self.input)[0],))
     self.strategy = strategy
     self.replicas = strategy.num_replicas_in_sync

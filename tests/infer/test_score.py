@@ -19,7 +19,9 @@ from tagger import fileio
 from tagger import settings
 from tagger.datasets import synthetic
 from tagger.infer import export as export_lib
+from tagger.infer import inputs
 from tagger.infer import score
+from tagger.infer import scorer
 from tagger.shards import records
 from tagger.train import trainer
 from conftest import tiny_config  # pylint: disable=g-bad-import-order
@@ -47,20 +49,20 @@ def trained(tmp_path_factory):
 
 
 def _records(data_dir):
-  return score.shard_records(data_dir)
+  return inputs.shard_records(data_dir)
 
 
 def test_full_clip_at_its_own_length_is_the_plain_model_output(trained):
   data_dir, model_dir = trained
-  loaded = score.load_model(model_dir)
+  loaded = scorer.load_model(model_dir)
   rng = np.random.default_rng(0)
   mel = rng.uniform(-80, 20, (64, 48))
   record = records.serialize_example(
       fname="x.wav", label=-1, label_name="", fold=-1, manually_verified=1,
       log_mel_db=mel, pca=np.arange(6, dtype=np.float32))
-  result = score.score_records(
+  result = scorer.score_records(
       tf.data.Dataset.from_tensors(record), [loaded],
-      tf.distribute.get_strategy(), score.Views(lengths=[48], tries=1),
+      tf.distribute.get_strategy(), scorer.Views(lengths=[48], tries=1),
       progress=False)
   lo, hi = loaded.data.normalization["min_db"], \
       loaded.data.normalization["max_db"]
@@ -73,15 +75,15 @@ def test_full_clip_at_its_own_length_is_the_plain_model_output(trained):
 
 def test_rows_in_input_order_empty_clips_ranked_by_class_frequency(trained):
   data_dir, model_dir = trained
-  loaded = score.load_model(model_dir)
+  loaded = scorer.load_model(model_dir)
   good = list(_records(data_dir).take(5).as_numpy_iterator())
   empty = records.serialize_example(
       fname="empty.wav", label=-1, label_name="", fold=-1,
       manually_verified=1, log_mel_db=np.zeros((64, 0)), pca=np.zeros(6))
   data = tf.data.Dataset.from_tensor_slices(good[:2] + [empty] + good[2:])
-  a = score.score_records(data, [loaded], tf.distribute.get_strategy(),
+  a = scorer.score_records(data, [loaded], tf.distribute.get_strategy(),
                           progress=False, embeddings=True)
-  b = score.score_records(data, [loaded], tf.distribute.get_strategy(),
+  b = scorer.score_records(data, [loaded], tf.distribute.get_strategy(),
                           progress=False)
   names = [records.example_to_numpy(r, 6)["fname"] for r in good]
   assert a.fnames == names[:2] + ["empty.wav"] + names[2:]
@@ -91,8 +93,8 @@ def test_rows_in_input_order_empty_clips_ranked_by_class_frequency(trained):
   np.testing.assert_allclose(np.exp(a.log_probs[2]), counts / counts.sum())
   pooled = loaded.model.get_layer("pool").output.shape[-1]
   assert a.embeddings.shape == (6, pooled + 6) and not a.embeddings[2].any()
-  c = score.score_records(data, [loaded], tf.distribute.get_strategy(),
-                          score.Views(seed=1), progress=False)
+  c = scorer.score_records(data, [loaded], tf.distribute.get_strategy(),
+                          scorer.Views(seed=1), progress=False)
   assert not np.array_equal(a.log_probs, c.log_probs)
 
 
@@ -100,18 +102,18 @@ def test_batches_without_audio_skip_the_network(trained):
   """Rows of missing files (records flagged empty) get the class priors
   without a forward pass: only batches holding audio run the models."""
   _, model_dir = trained
-  loaded = score.load_model(model_dir)
+  loaded = scorer.load_model(model_dir)
   good = list(_records(trained[0]).take(2).as_numpy_iterator())
   empty = [records.serialize_example(
       fname=f"missing{i}.wav", label=-1, label_name="", fold=-1,
       manually_verified=1, log_mel_db=np.zeros((64, 0)), pca=np.zeros(6))
            for i in range(40)]
   data = tf.data.Dataset.from_tensor_slices(good + empty)   # 42 clips
-  scorer = score.Scorer([loaded], tf.distribute.get_strategy())
-  result = scorer.score(data, score.Views(lengths=[48, 64], tries=2,
-                                          batch_size=16), progress=False)
+  tta_scorer = scorer.Scorer([loaded], tf.distribute.get_strategy())
+  result = tta_scorer.score(data, scorer.Views(lengths=[48, 64], tries=2,
+                                              batch_size=16), progress=False)
   # 8 clips a batch, 6 batches a length: only the first holds audio.
-  assert scorer.forward_batches == 2
+  assert tta_scorer.forward_batches == 2
   counts = np.array(loaded.data.class_counts, float)
   np.testing.assert_allclose(np.exp(result.log_probs[2:]),
                              np.tile(counts / counts.sum(), (40, 1)))
@@ -146,8 +148,8 @@ def test_score_tool_outputs_and_evaluation(trained, tmp_path):
   assert len(probs) == len(truth) + 1 and len(probs[0]) == 5
   assert abs(sum(float(x) for x in probs[1][1:]) - 1) < 1e-4
   assert np.load(tmp_path / "e.npz")["embedding"].shape[0] == len(truth)
-  with pytest.raises(score.ScoreError, match="no model dir"):
-    score.find_model_dirs(str(tmp_path / "nothing*"))
+  with pytest.raises(scorer.ScoreError, match="no model dir"):
+    scorer.find_model_dirs(str(tmp_path / "nothing*"))
 
 
 def test_saved_model_serves_without_this_code(trained, tmp_path):
@@ -174,7 +176,7 @@ print(json.dumps({{"probs": out["probabilities"].numpy().tolist(),
                           env=env, capture_output=True, text=True, check=True)
   served = json.loads(result.stdout.strip().splitlines()[-1])
   assert served["modules"] == []
-  loaded = score.load_model(model_dir)
+  loaded = scorer.load_model(model_dir)
   lo, hi = (loaded.data.normalization[k] for k in ("min_db", "max_db"))
   expect, _ = loaded.model({"log_mel": ((mel - lo) / (hi - lo))[..., None],
                             "pca": pca})
@@ -318,7 +320,7 @@ def test_models_of_two_feature_sets_score_together(trained, tmp_path):
     mean = (one[name] + other[name]) / 2
     expected = mean - np.log(np.exp(mean).sum())
     np.testing.assert_allclose(log_p, expected, atol=2e-4)
-  with pytest.raises(score.ScoreError, match="--features=aisfx"):
+  with pytest.raises(scorer.ScoreError, match="--features=aisfx"):
     probs(f"{model_dir},{aisfx_model}", data_dir)
   labels = tmp_path / "labels.csv"
   labels.write_text("fname,label\n" + "".join(

@@ -11,6 +11,7 @@ import tensorflow as tf
 from tagger import settings
 from tagger.datasets import synthetic
 from tagger.input import batches as batches_lib
+from tagger.input import lengths as lengths_lib
 from tagger.input import pipeline as ip
 from tagger.shards import data_info
 from tagger.shards import records
@@ -99,8 +100,8 @@ def test_same_seed_same_batches_other_seed_other_batches(info):
 
 
 def test_one_bucketed_length_per_batch(info):
-  lo, hi = data_info.length_range(info, CONFIG)
-  allowed = data_info.possible_lengths(lo, hi, 8)
+  lo, hi = lengths_lib.length_range(info, CONFIG)
+  allowed = lengths_lib.possible_lengths(lo, hi, 8)
   lengths = set()
   for batch in epoch_batches(info) + epoch_batches(info, epoch=1):
     length = batch[records.LOG_MEL].shape[1]

@@ -1,0 +1,295 @@
+"""Speed and agreement of the inference stage (tools/benchmark_score,
+tools/benchmark_serving): batched TTA against one plain pass, the waveform
+SavedModel on long recordings and on a 10 s clip, and its agreement with
+tools/score on the same files."""
+
+import os
+import tempfile
+import time
+
+from tagger.audio import decode
+from tagger.audio.params import FeatureParams
+from tagger.lab import measure
+
+
+def _untrained_model_dir(path: str, data_dir: str, stage: int = 2) -> str:
+  """A model dir (data.json + best weights) of a freshly built model: enough
+  for timing the scorer, no training needed."""
+  from tagger.shards import data_info  # pylint: disable=g-import-not-at-top
+  from tagger import fileio  # pylint: disable=g-import-not-at-top
+  from tagger.model import networks as model_lib  # pylint: disable=g-import-not-at-top
+  from tagger.model import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
+  info = data_info.load_data_info(data_dir)
+  fileio.makedirs(path)
+  model = model_lib.build_model(
+      model_lib.Architecture(info.num_classes,
+                             info.pca_dim if stage == 2 else 0, info.num_mels),
+      model_lib.TrainOptions(bn_momentum=0.9))
+  model_dir_lib.save_weights(model, fileio.join(path, model_dir_lib.BEST))
+  model_dir_lib.write_data(path, model_dir_lib.data_description(
+      info, stage, [263, 363, 463, 563, 663, 763]))
+  return path
+
+
+def benchmark_score(data_dir: str = "", model_dirs: str = "",
+                    num_clips: int = 48, tries: int = 5,
+                    batch_size: int = 240, lengths=(263, 363, 463, 563, 663,
+                                                    763)) -> dict:
+  """Scorer clips/s and TTA efficiency: the bare model's time for the same
+  number of forward examples in plain large batches (random inputs at the
+  same lengths), divided by the scorer's time (reading, windows, crop/pad,
+  every model, every length and try, combining)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tagger import distribute  # pylint: disable=g-import-not-at-top
+  from tagger.infer import inputs  # pylint: disable=g-import-not-at-top
+  from tagger.infer import scorer as scorer_lib  # pylint: disable=g-import-not-at-top
+  from tagger.datasets import synthetic  # pylint: disable=g-import-not-at-top
+
+  strategy = distribute.make_strategy("auto")
+  distribute.set_precision(*distribute.choose_precision("auto"))
+  with tempfile.TemporaryDirectory() as tmp:
+    if not data_dir:
+      data_dir = os.path.join(tmp, "shards")
+      synthetic.write_synthetic_shards(data_dir, synthetic.SyntheticSet(
+          num_clips, num_folds=1))
+    if not model_dirs:
+      model_dirs = _untrained_model_dir(os.path.join(tmp, "model"), data_dir)
+    dirs = scorer_lib.find_model_dirs(model_dirs)
+    with strategy.scope():
+      models = [scorer_lib.load_model(d) for d in dirs]
+    records_ds = inputs.shard_records(data_dir)
+    clips = sum(1 for _ in records_ds)
+    views = scorer_lib.Views(list(lengths), tries, batch_size)
+    scorer = scorer_lib.Scorer(models, strategy)
+    # Warm-up: the compiled forward pass (one trace for every shape).
+    scorer.score(records_ds.take(max(1, batch_size // tries)), views,
+                 progress=False)
+    start = time.perf_counter()
+    scorer.score(records_ds, views, progress=False)
+    scorer_s = time.perf_counter() - start
+
+    info = models[0].data
+    rows_per_length = clips * tries
+    bare = [tf.function(m.model, reduce_retracing=True) for m in models]
+
+    def inputs(rows, length, stage2):
+      x = {"log_mel": tf.random.uniform([rows, info.num_mels, length, 1])}
+      if stage2:
+        x["pca"] = tf.random.normal([rows, info.pca_dim])
+      return x
+
+    batches = []
+    for length in lengths:
+      for start_row in range(0, rows_per_length, batch_size):
+        rows = min(batch_size, rows_per_length - start_row)
+        batches.append((rows, length))
+    for fn, m in zip(bare, models):  # warm-up
+      for length in lengths:
+        fn(inputs(batch_size, length, m.stage2), training=False)
+    prepared = [[inputs(rows, length, m.stage2) for rows, length in batches]
+                for m in models]
+    start = time.perf_counter()
+    for fn, xs in zip(bare, prepared):
+      for x in xs:
+        out = fn(x, training=False)
+    out[0].numpy()
+    bare_s = time.perf_counter() - start
+  forward = clips * tries * len(lengths) * len(models)
+  return {"clips": clips, "models": len(models), "lengths": list(lengths),
+          "tries": tries, "forward_examples": forward,
+          "scorer_s": scorer_s, "bare_model_s": bare_s,
+          "clips_per_sec": clips / scorer_s,
+          "forward_examples_per_sec": forward / scorer_s,
+          "tta_efficiency": bare_s / scorer_s, "traces": scorer.traces}
+
+
+def _recording(path: str, minutes: float, seed: int = 0) -> None:
+  """A WAV at 44.1 kHz of `minutes` (tones and noise bursts), written in
+  blocks so memory stays small."""
+  import soundfile as sf  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  rate = 44100
+  with sf.SoundFile(path, "w", rate, 1, subtype="PCM_16") as f:
+    for _ in range(int(minutes * 60 / 10)):
+      t = np.arange(10 * rate) / rate
+      block = 0.2 * np.sin(2 * np.pi * rng.uniform(100, 4000) * t)
+      block += 0.05 * rng.standard_normal(t.size)
+      block *= (np.sin(2 * np.pi * t / rng.uniform(1, 5)) > 0)
+      f.write(block.astype(np.float32))
+
+
+def benchmark_serving(model_dirs: str = "", minutes=(2.0, 10.0),
+                      hop_seconds: float = 0.5, window_runs: int = 50,
+                      chunk_seconds: float = 60.0,
+                      clip_seconds: float = 10.0) -> dict:
+  """Frame scoring of long recordings through tagger.api (streamed in
+  chunks): seconds and the rise of peak resident memory for each length;
+  the exported waveform SavedModel's serving_default on one clip of
+  clip_seconds (the median of 5 calls after one that traces); and the
+  TFLite per-window model: file sizes and latency per window.
+
+  Without model_dirs, times one untrained stage-1 MobileNetV2 (the speed
+  does not depend on the weights).
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from tagger import api  # pylint: disable=g-import-not-at-top
+  from tagger.infer import export  # pylint: disable=g-import-not-at-top
+  from tagger.datasets import synthetic  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  results = {"hop_seconds": hop_seconds, "chunk_seconds": chunk_seconds}
+  with tempfile.TemporaryDirectory() as tmp:
+    if not model_dirs:
+      shards = os.path.join(tmp, "shards")
+      synthetic.write_synthetic_shards(shards, synthetic.SyntheticSet(
+          48, num_folds=1))
+      model_dirs = _untrained_model_dir(os.path.join(tmp, "model"), shards,
+                                        stage=1)
+    tagger = api.Tagger.load(model_dirs, chunk_seconds=chunk_seconds)
+    results["window_frames"] = tagger.window
+    warm = os.path.join(tmp, "warm.wav")
+    _recording(warm, 0.5)
+    tagger.frames(warm, hop_seconds)  # traces the graphs
+    baseline = measure.PeakMemory._rss_mb(os.getpid())  # pylint: disable=protected-access
+    for m in minutes:
+      path = os.path.join(tmp, f"rec{m:g}.wav")
+      _recording(path, m)
+      start = time.perf_counter()
+      with measure.PeakMemory() as memory:
+        frames = tagger.frames(path, hop_seconds)
+      seconds = time.perf_counter() - start
+      results[f"frames_{m:g}min_s"] = seconds
+      results[f"frames_{m:g}min_windows"] = len(frames.start_seconds)
+      results[f"frames_{m:g}min_realtime_factor"] = m * 60 / seconds
+      results[f"frames_{m:g}min_peak_rise_mb"] = (memory.peak_total_mb -
+                                                  baseline)
+    results.update(_clip_latency(model_dirs, os.path.join(tmp, "saved"),
+                                 clip_seconds))
+    files = export.export_tflite(model_dirs, os.path.join(tmp, "tflite"))
+    mel = np.random.default_rng(0).uniform(
+        -80, 20, (1, 64, tagger.window)).astype(np.float32)
+    for variant, path in files.items():
+      interpreter = tf.lite.Interpreter(model_path=path, num_threads=2)
+      interpreter.allocate_tensors()
+      inp = interpreter.get_input_details()[0]["index"]
+      interpreter.set_tensor(inp, mel)
+      interpreter.invoke()
+      start = time.perf_counter()
+      for _ in range(window_runs):
+        interpreter.set_tensor(inp, mel)
+        interpreter.invoke()
+      results[f"tflite_{variant}_ms_per_window"] = (
+          (time.perf_counter() - start) / window_runs * 1000)
+      results[f"tflite_{variant}_mb"] = os.path.getsize(path) / 2**20
+  return results
+
+
+def _clip_latency(model_dirs: str, export_dir: str, clip_seconds: float,
+                  calls: int = 5) -> dict:
+  """serving_default of the exported SavedModel on a clip of tones and
+  noise: the median seconds per call, and ms per second of audio."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tagger.infer import export  # pylint: disable=g-import-not-at-top
+  serve = tf.saved_model.load(export.export(model_dirs, export_dir)
+                              ).signatures["serving_default"]
+  rng = np.random.default_rng(0)
+  n = int(clip_seconds * 44100)
+  t = np.arange(n) / 44100.0
+  waveform = tf.constant((0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 *
+                          rng.normal(size=n)).astype(np.float32))
+  serve(waveform=waveform)["probabilities"].numpy()   # traces
+  seconds = []
+  for _ in range(calls):
+    start = time.perf_counter()
+    serve(waveform=waveform)["probabilities"].numpy()
+    seconds.append(time.perf_counter() - start)
+  median = float(np.median(seconds))
+  return {"clip_seconds": clip_seconds, "clip_s": median,
+          "clip_ms_per_audio_second": median * 1000 / clip_seconds}
+
+
+def serving_agreement(model_dirs: str, audio_dir: str,
+                      audio_csv: str = "") -> dict:
+  """The waveform SavedModel against tools.score --tta=even on the same
+  files: top-1 agreement, the largest probability difference, and the
+  in-graph log-mel's largest difference from features.py (dB)."""
+  import csv as csv_lib  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tagger.shards import clip_files  # pylint: disable=g-import-not-at-top
+  from tagger.infer import export  # pylint: disable=g-import-not-at-top
+  from tagger.infer import score  # pylint: disable=g-import-not-at-top
+  params = FeatureParams()
+  names = clip_files.names_to_score(audio_dir, audio_csv)
+  with tempfile.TemporaryDirectory() as tmp:
+    saved = export.export(model_dirs, os.path.join(tmp, "saved"))
+    csv_path = os.path.join(tmp, "files.csv")
+    with open(csv_path, "w", encoding="utf-8") as f:
+      f.write("fname\n" + "\n".join(names) + "\n")
+    probs_path = os.path.join(tmp, "probs.csv")
+    start = time.perf_counter()
+    score.score(score.ScoreJob(model_dirs=model_dirs, audio_dir=audio_dir,
+                audio_csv=csv_path, output=os.path.join(tmp, "s.csv"),
+                probs_out=probs_path, tta="even", progress=False))
+    offline_s = time.perf_counter() - start
+    rows = list(csv_lib.reader(open(probs_path, encoding="utf-8")))
+    offline = np.array([[float(x) for x in r[1:]] for r in rows[1:]])
+    serve = tf.saved_model.load(saved).signatures["serving_default"]
+    online, online_s, check = [], 0.0, _FeatureCheck(params)
+    for name in names:
+      start = time.perf_counter()
+      waveform, _, _ = decode.decode_audio(
+          open(os.path.join(audio_dir, name), "rb").read(), name, params)
+      online.append(serve(waveform=tf.constant(waveform))[
+          "probabilities"].numpy())
+      online_s += time.perf_counter() - start
+      check.add(waveform)
+  online = np.array(online)
+  return {"clips": len(names),
+          "top1_agreement": float((online.argmax(1) ==
+                                   offline.argmax(1)).mean()),
+          "max_probability_difference": float(np.abs(online -
+                                                     offline).max()),
+          "max_log_mel_difference_db": check.worst_db,
+          "trims_equal": check.trims_equal,
+          "saved_model_s": online_s, "tools_score_s": offline_s}
+
+
+class _FeatureCheck:
+  """graph_features against decode.trim_silence + features.py, clip by
+  clip: how many trims are identical, the largest log-mel difference."""
+
+  def __init__(self, params: FeatureParams):
+    self.params = params
+    self.clips = self.trims_equal = 0
+    self.worst_db = 0.0
+
+  def add(self, waveform) -> None:
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from tagger.audio import features  # pylint: disable=g-import-not-at-top
+    from tagger.audio import graph_features  # pylint: disable=g-import-not-at-top
+    trimmed = decode.trim_silence(waveform, self.params)
+    in_graph = graph_features.trim_silence(tf.constant(waveform),
+                                           self.params).numpy()
+    self.clips += 1
+    self.trims_equal += int(np.array_equal(in_graph, trimmed))
+    if trimmed.size:
+      got = graph_features.log_mel(tf.constant(trimmed), self.params).numpy()
+      ref = features.waveform_to_log_mel(trimmed, self.params)
+      self.worst_db = max(self.worst_db, float(np.abs(got - ref).max()))
+
+
+def graph_feature_agreement(audio_dir: str, audio_csv: str = "") -> dict:
+  """The in-graph trim and log-mel against the offline ones on a folder's
+  audio files (no model needed)."""
+  from tagger.shards import clip_files  # pylint: disable=g-import-not-at-top
+  params = FeatureParams()
+  check = _FeatureCheck(params)
+  for name in clip_files.names_to_score(audio_dir, audio_csv):
+    waveform, _, _ = decode.decode_audio(
+        open(os.path.join(audio_dir, name), "rb").read(), name, params)
+    check.add(waveform)
+  return {"clips": check.clips, "trims_equal": check.trims_equal,
+          "max_log_mel_difference_db": check.worst_db}
