@@ -85,7 +85,7 @@ class ModelConfig:
   init_from: str = ""                  # stage 2: 'runs/stage1/fold{fold}'
   # None keeps Keras' own (backbone 0.999, head 0.99); short runs need ~0.9.
   bn_momentum: Optional[float] = None
-  backbone: str = "mobilenet_v2"       # networks.BACKBONES: | small_cnn ...
+  backbone: str = "mobilenet_v2"       # backbones.BACKBONES: | small_cnn ...
   alpha: float = 1.0                   # the backbone's width
   pca_head: bool = False               # stage 2: + linear PCA -> logits path
   pca_into_mlp: bool = True            # stage 2: PCA into the dense layers

@@ -25,6 +25,7 @@ from ml_collections import config_flags
 
 from tagger.cli import CONFIGS
 from tagger.cli import run_tool
+from tagger.lab import baselines
 from tagger.lab import quality
 
 FLAGS = flags.FLAGS
@@ -92,7 +93,7 @@ def main(argv):
 
 NAMES = {"pca": "logistic regression, PCA vectors",
          "mel_stats": "logistic regression, log-mel stats",
-         quality.PRETRAINED: "logistic regression, CNN9 embedding"}
+         baselines.PRETRAINED: "logistic regression, CNN9 embedding"}
 
 
 def print_table(r: dict) -> None:
@@ -101,7 +102,7 @@ def print_table(r: dict) -> None:
   b = r["baselines"]
   multi = "lwlrap" in b["pca"]
   key = "lwlrap" if multi else "map3"
-  groups = [g for g in (quality.ALL, quality.SAME, quality.CROSS)
+  groups = [g for g in (baselines.ALL, baselines.SAME, baselines.CROSS)
             if g in b["pca"]["groups"]]
   counts = ", ".join(f"{g} {b['pca']['groups'][g]['test_clips']}"
                      for g in groups)
@@ -118,7 +119,7 @@ def print_table(r: dict) -> None:
                                      else f"{'':>10}"))
   for line in r["warnings"]:
     print(f"WARNING: {line}")
-  headline = quality.CROSS if quality.CROSS in groups else quality.ALL
+  headline = baselines.CROSS if baselines.CROSS in groups else baselines.ALL
   final = r["stages"][-1]["groups"][headline][key]
   best_name, best = max(((n, f["groups"][headline][key])
                          for n, f in b.items()), key=lambda x: x[1])

@@ -18,6 +18,7 @@ from absl import app
 from absl import flags
 
 from tagger.cli import run_tool
+from tagger.datasets import instruments
 from tagger.datasets import recorded_data
 
 FLAGS = flags.FLAGS
@@ -25,8 +26,8 @@ flags.DEFINE_string("output_dir", "recorded_data", "Where the set goes.")
 flags.DEFINE_integer("train_per_class", 25, "Train clips per class.")
 flags.DEFINE_integer("test_per_class", 12, "Test clips per class.")
 flags.DEFINE_integer("seed", 0, "Same seed, same files.")
-flags.DEFINE_list("sources", list(recorded_data.DEFAULT_SOURCES),
-                  f"Recording sources, of {sorted(recorded_data.SOURCES)}.")
+flags.DEFINE_list("sources", list(instruments.DEFAULT_SOURCES),
+                  f"Recording sources, of {sorted(instruments.SOURCES)}.")
 flags.DEFINE_list("test_only_sources", [], "Sources heard only in the test "
                   "split (cross-source evaluation; the test split then "
                   "holds --test_per_class clips of each class from both "

@@ -14,7 +14,7 @@ from absl import flags
 from tagger import fileio
 from tagger import settings
 from tagger.cli import run_tool
-from tagger.input import pipeline as ip
+from tagger.input import picture
 from tagger.shards import data_info
 
 FLAGS = flags.FLAGS
@@ -38,7 +38,7 @@ def main(argv):
   aug = settings.AugmentConfig(mixup_alpha=FLAGS.mixup_alpha,
                                freq_masks=FLAGS.freq_masks,
                                time_masks=FLAGS.time_masks)
-  png = ip.batch_picture(info, config, aug, FLAGS.fold, FLAGS.rows,
+  png = picture.batch_picture(info, config, aug, FLAGS.fold, FLAGS.rows,
                          FLAGS.epoch)
   fileio.atomic_write_bytes(FLAGS.output, png)
   print(f"wrote {FLAGS.output}")

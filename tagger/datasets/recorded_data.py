@@ -45,7 +45,6 @@ nothing else in tagger does.
 import dataclasses
 import os
 import shutil
-import struct
 import subprocess
 import tempfile
 from typing import List, Optional, Sequence, Tuple
@@ -54,101 +53,11 @@ import numpy as np
 
 from tagger import errors
 from tagger.datasets import demo_data
+from tagger.datasets import instruments
+from tagger.datasets import midi
+from tagger.datasets import recording
 
-RATE = 44100
-TICKS_PER_SECOND = 960      # 480 ticks per quarter at 120 bpm
-GAP_S = 2.5                 # silence between performances in one render
-DRUMS = 9                   # the General MIDI percussion channel
-
-
-@dataclasses.dataclass(frozen=True)
-class Source:
-  """A recording source: a sample set and the synthesizer that plays it."""
-  name: str
-  synth: str        # fluidsynth (path: a soundfont) | timidity (a .cfg)
-  path: str
-  apt: str          # the Debian packages that bring it
-
-
-SOURCES = {s.name: s for s in (
-    Source("fluidr3", "fluidsynth", "/usr/share/sounds/sf2/FluidR3_GM.sf2",
-           "fluidsynth fluid-soundfont-gm"),
-    Source("timgm6mb", "fluidsynth", "/usr/share/sounds/sf2/TimGM6mb.sf2",
-           "fluidsynth timgm6mb-soundfont"),
-    Source("musescore", "fluidsynth",
-           "/usr/share/sounds/sf3/MuseScore_General.sf3",
-           "fluidsynth musescore-general-soundfont-small"),
-    Source("freepats", "timidity", "/etc/timidity/freepats.cfg",
-           "timidity freepats"),
-)}
-DEFAULT_SOURCES = ("fluidr3", "timgm6mb", "musescore")
-SOUNDFONTS = tuple(SOURCES[n].path for n in DEFAULT_SOURCES)
-APT_PACKAGES = ("fluidsynth fluid-soundfont-gm timgm6mb-soundfont "
-                "musescore-general-soundfont-small")
-
-
-@dataclasses.dataclass(frozen=True)
-class SoundClass:
-  name: str
-  programs: Tuple[int, ...] = ()   # GM programs (0-based); () = drums
-  keys: Tuple[int, int] = (48, 84)  # pitch range, or drum keys (listed)
-  drum_keys: Tuple[int, ...] = ()
-  kind: str = "pitched"             # pitched | drum | effect
-
-
-def _pitched(name, programs, low, high):
-  return SoundClass(name, tuple(programs), (low, high))
-
-
-def _drum(name, keys):
-  return SoundClass(name, drum_keys=tuple(keys), kind="drum")
-
-
-def _effect(name, program):
-  return SoundClass(name, (program,), (52, 72), kind="effect")
-
-
-CLASSES = (
-    _pitched("Acoustic_guitar", (24, 25), 40, 76),
-    _pitched("Electric_guitar", (29, 30), 40, 76),
-    _pitched("Bass_guitar", (32, 33, 34), 28, 52),
-    _pitched("Piano", (0, 1), 36, 96),
-    _pitched("Electric_piano", (4, 5), 40, 84),
-    _pitched("Organ", (16, 19), 36, 84),
-    _pitched("Accordion", (21,), 48, 84),
-    _pitched("Harmonica", (22,), 60, 84),
-    _pitched("Glockenspiel", (9,), 72, 96),
-    _pitched("Marimba", (12,), 48, 84),
-    _pitched("Violin_or_fiddle", (40,), 55, 91),
-    _pitched("Cello", (42,), 36, 64),
-    _pitched("Harp", (46,), 36, 88),
-    _pitched("Choir", (52, 53), 48, 76),
-    _pitched("Trumpet", (56,), 55, 82),
-    _pitched("Trombone", (57,), 40, 70),
-    _pitched("French_horn", (60,), 41, 72),
-    _pitched("Saxophone", (65, 66), 49, 80),
-    _pitched("Oboe", (68,), 58, 88),
-    _pitched("Clarinet", (71,), 50, 86),
-    _pitched("Flute", (73,), 60, 96),
-    _pitched("Banjo", (105,), 48, 80),
-    _pitched("Steel_drum", (114,), 52, 84),
-    _drum("Bass_drum", (35, 36)),
-    _drum("Snare_drum", (38, 40)),
-    _drum("Hi-hat", (42, 44, 46)),
-    _drum("Cymbal", (49, 51, 57)),
-    _drum("Tom", (41, 43, 45, 47, 48, 50)),
-    _drum("Hand_clap", (39,)),
-    _drum("Cowbell", (56,)),
-    _drum("Tambourine", (54,)),
-    _drum("Bongo_or_conga", (60, 61, 62, 63, 64)),
-    _drum("Triangle", (80, 81)),
-    _effect("Telephone", 124),
-    _effect("Bird", 123),
-    _effect("Applause", 126),
-    _effect("Gunshot", 127),
-    _effect("Helicopter", 125),
-    _effect("Seashore", 122),
-)
+RATE = recording.RATE   # every sound is rendered at this rate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,7 +69,7 @@ class RecordedSpec:
   wrong_label: float = 0.2       # share of unverified rows mislabelled
   second_sound: float = 0.25     # share of clips with a sound underneath
   snr_db: Tuple[float, float] = (5.0, 35.0)
-  sources: Tuple[str, ...] = DEFAULT_SOURCES
+  sources: Tuple[str, ...] = instruments.DEFAULT_SOURCES
   test_only_sources: Tuple[str, ...] = ()   # heard only in the test split
 
 
@@ -172,39 +81,31 @@ class RecordedDataError(errors.UserError):
 # Performances: what is played, as MIDI notes.
 
 
-@dataclasses.dataclass
-class Note:
-  start: float      # seconds from the performance's start
-  duration: float
-  key: int
-  velocity: int
-
-
-def _performance(sound: SoundClass, rng) -> List[Note]:
+def _performance(sound: instruments.SoundClass, rng) -> List[midi.Note]:
   """A short random performance of one class (notes in seconds)."""
   if sound.kind == "drum":
     hits = int(rng.integers(1, 12))
     step = rng.uniform(0.12, 0.6)
     notes, t = [], 0.0
     for _ in range(hits):
-      notes.append(Note(t, 0.1, int(rng.choice(sound.drum_keys)),
+      notes.append(midi.Note(t, 0.1, int(rng.choice(sound.drum_keys)),
                         int(rng.integers(50, 128))))
       t += step * rng.choice([0.5, 1.0, 1.0, 2.0])
     return notes
   low, high = sound.keys
   if sound.kind == "effect":
-    return [Note(0.0, float(rng.uniform(0.5, 6.0)),
+    return [midi.Note(0.0, float(rng.uniform(0.5, 6.0)),
                  int(rng.integers(low, high + 1)), int(rng.integers(70, 128)))]
   pattern = rng.choice(["note", "phrase", "phrase", "chord", "arpeggio"])
   velocity = int(rng.integers(45, 128))
   if pattern == "note":
-    return [Note(0.0, float(rng.uniform(0.3, 4.0)),
+    return [midi.Note(0.0, float(rng.uniform(0.3, 4.0)),
                  int(rng.integers(low, high + 1)), velocity)]
   if pattern == "chord":
     root = int(rng.integers(low, max(low + 1, high - 7)))
     shape = [0, 4, 7] if rng.uniform() < 0.5 else [0, 3, 7, 12]
     length = float(rng.uniform(0.4, 3.0))
-    return [Note(0.0, length, min(high, root + s), velocity) for s in shape]
+    return [midi.Note(0.0, length, min(high, root + s), velocity) for s in shape]
   notes, t = [], 0.0
   key = int(rng.integers(low, high + 1))
   step = rng.uniform(0.1, 0.5)
@@ -212,7 +113,7 @@ def _performance(sound: SoundClass, rng) -> List[Note]:
     length = step * rng.choice([1.0, 1.0, 2.0, 0.5])
     legato = length * (1.6 if pattern == "arpeggio" else rng.uniform(0.6,
                                                                      1.0))
-    notes.append(Note(t, legato, key, int(np.clip(
+    notes.append(midi.Note(t, legato, key, int(np.clip(
         velocity + rng.integers(-15, 16), 1, 127))))
     t += length
     key = int(np.clip(key + rng.choice([-5, -3, -2, -1, 1, 2, 3, 4, 5, 7]),
@@ -220,61 +121,16 @@ def _performance(sound: SoundClass, rng) -> List[Note]:
   return notes
 
 
-def _varlen(value: int) -> bytes:
-  out = [value & 0x7F]
-  value >>= 7
-  while value:
-    out.append((value & 0x7F) | 0x80)
-    value >>= 7
-  return bytes(reversed(out))
-
-
-def midi_file(events: Sequence[Tuple[int, bytes]]) -> bytes:
-  """A format-0 standard MIDI file of (tick, message) events, 120 bpm."""
-  track = b"\x00\xff\x51\x03" + (500000).to_bytes(3, "big")
-  last = 0
-  for tick, message in sorted(events, key=lambda e: e[0]):
-    track += _varlen(tick - last) + message
-    last = tick
-  track += b"\x00\xff\x2f\x00"
-  return (b"MThd" + struct.pack(">IHHH", 6, 0, 1, TICKS_PER_SECOND // 2) +
-          b"MTrk" + struct.pack(">I", len(track)) + track)
-
-
-def midi_score(performances) -> Tuple[bytes, List[Tuple[float, float]]]:
-  """One MIDI file playing (program, channel, notes) one after another;
-  returns it and each performance's (start, end) in seconds."""
-  events, spans, t = [], [], 0.5
-  for program, channel, notes in performances:
-    if channel != DRUMS:
-      events.append((int(t * TICKS_PER_SECOND), bytes([0xC0 | channel,
-                                                       program])))
-    end = t
-    for note in notes:
-      on = int((t + note.start) * TICKS_PER_SECOND) + 1
-      off = on + max(1, int(note.duration * TICKS_PER_SECOND))
-      events.append((on, bytes([0x90 | channel, note.key, note.velocity])))
-      events.append((off, bytes([0x80 | channel, note.key, 0])))
-      end = max(end, off / TICKS_PER_SECOND)
-    # The release rings on; everything is silenced before the next one.
-    stop = end + 1.2
-    events.append((int(stop * TICKS_PER_SECOND),
-                   bytes([0xB0 | channel, 120, 0])))
-    spans.append((t, stop))
-    t = stop + GAP_S
-  return midi_file(events), spans
-
-
-def check_tools(sources: Sequence[str] = DEFAULT_SOURCES) -> dict:
+def check_tools(sources: Sequence[str] = instruments.DEFAULT_SOURCES) -> dict:
   """{synth name: its program path} for the sources; RecordedDataError
   naming what is missing and the apt line that brings it."""
-  unknown = [n for n in sources if n not in SOURCES]
+  unknown = [n for n in sources if n not in instruments.SOURCES]
   if unknown:
     raise RecordedDataError(f"unknown source(s) {unknown}; known: "
-                            f"{sorted(SOURCES)}")
+                            f"{sorted(instruments.SOURCES)}")
   programs, missing, packages = {}, [], []
   for name in sources:
-    source = SOURCES[name]
+    source = instruments.SOURCES[name]
     program = shutil.which(source.synth)
     if program is None or not os.path.exists(source.path):
       missing.append(f"the {source.synth} program" if program is None
@@ -302,7 +158,7 @@ def _timidity_instruments(cfg: str) -> Tuple[set, set]:
   return programs, keys
 
 
-def playable(sound: SoundClass, source: Source) -> SoundClass:
+def playable(sound: instruments.SoundClass, source: instruments.Source) -> instruments.SoundClass:
   """The class restricted to the programs or drum keys the source has; a
   class with none left has programs == () and drum_keys == ()."""
   if source.synth != "timidity":
@@ -315,11 +171,11 @@ def playable(sound: SoundClass, source: Source) -> SoundClass:
       p for p in sound.programs if p in programs))
 
 
-def _can_play(sound: SoundClass) -> bool:
+def _can_play(sound: instruments.SoundClass) -> bool:
   return bool(sound.drum_keys if sound.kind == "drum" else sound.programs)
 
 
-def render(program: str, source: Source, midi: bytes, workdir: str
+def render(program: str, source: instruments.Source, midi: bytes, workdir: str
            ) -> np.ndarray:
   """The synthesizer's rendering of a MIDI file: mono float32 at RATE,
   without its own reverb and chorus (rooms are added per clip)."""
@@ -346,86 +202,14 @@ def render(program: str, source: Source, midi: bytes, workdir: str
 
 
 # ---------------------------------------------------------------------------
-# Realism: room, microphone, background, a second sound.
-
-
-def _colored_noise(rng, n: int, color: str) -> np.ndarray:
-  white = rng.standard_normal(n)
-  if color == "white":
-    return white
-  spectrum = np.fft.rfft(white)
-  freqs = np.maximum(np.fft.rfftfreq(n, 1.0 / RATE), 20.0)
-  spectrum /= freqs**(0.5 if color == "pink" else 1.0)
-  noise = np.fft.irfft(spectrum, n)
-  return noise / (np.std(noise) + 1e-12)
-
-
-def _room(rng, sound: np.ndarray) -> np.ndarray:
-  """Exponentially decaying noise reverberation (RT60 0.2-1.2 s)."""
-  from scipy import signal  # pylint: disable=g-import-not-at-top
-  rt60 = rng.uniform(0.2, 1.2)
-  n = int(rt60 * RATE)
-  t = np.arange(n) / RATE
-  response = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)
-  response /= np.sqrt(np.sum(response**2))
-  wet = signal.fftconvolve(sound, response)  # [len(sound) + n - 1]
-  dry = np.pad(sound, (0, n - 1))
-  mix = rng.uniform(0.15, 0.6)
-  return (1 - mix) * dry + mix * wet
-
-
-def _microphone(rng, sound: np.ndarray) -> np.ndarray:
-  """A band-limited pickup (phone, cheap microphone)."""
-  from scipy import signal  # pylint: disable=g-import-not-at-top
-  low, high = rng.uniform(80, 400), rng.uniform(3000, 8000)
-  sos = signal.butter(4, [low, high], btype="band", fs=RATE, output="sos")
-  return signal.sosfilt(sos, sound)
-
-
-def _rms(x: np.ndarray) -> float:
-  return float(np.sqrt(np.mean(x**2) + 1e-12))
-
-
-def make_clip(sound: np.ndarray, under: Optional[np.ndarray], rng,
-              spec: RecordedSpec) -> Tuple[np.ndarray, int]:
-  """A recorded clip from a rendered performance: (waveform, rate)."""
-  sound = sound / (np.max(np.abs(sound)) + 1e-9)
-  if under is not None:
-    under = under / (np.max(np.abs(under)) + 1e-9)
-    under = under[:len(sound)] if len(under) > len(sound) else np.pad(
-        under, (0, len(sound) - len(under)))
-    sound = sound + under * 10**(-rng.uniform(6, 18) / 20)
-  if rng.uniform() < 0.5:
-    sound = _room(rng, sound)
-  if rng.uniform() < 0.2:
-    sound = _microphone(rng, sound)
-  lead, tail = (int(rng.uniform(0.0, 1.0) * RATE) for _ in range(2))
-  clip = np.pad(sound, (lead, tail))
-  color = rng.choice(["white", "pink", "brown"])
-  noise = _colored_noise(rng, len(clip), color)
-  if rng.uniform() < 0.2:
-    hum_hz = rng.choice([50.0, 60.0])
-    t = np.arange(len(clip)) / RATE
-    noise += sum(np.sin(2 * np.pi * hum_hz * h * t) / h for h in (1, 2, 3))
-  snr = rng.uniform(*spec.snr_db)
-  signal_rms = _rms(sound[np.abs(sound) > 0.01 * np.max(np.abs(sound))])
-  clip = clip + noise / _rms(noise) * signal_rms * 10**(-snr / 20)
-  clip *= 10**(-rng.uniform(1, 24) / 20) / (np.max(np.abs(clip)) + 1e-9)
-  if rng.uniform() < 0.2:
-    from scipy import signal  # pylint: disable=g-import-not-at-top
-    return signal.resample_poly(clip, 1, 2).astype(np.float32), RATE // 2
-  return clip.astype(np.float32), RATE
-
-
-# ---------------------------------------------------------------------------
 # The set.
 
 
-def set_classes(spec: RecordedSpec) -> List[SoundClass]:
+def set_classes(spec: RecordedSpec) -> List[instruments.SoundClass]:
   """The classes every source of the set can play (all 39 with the
   default soundfonts)."""
-  return [c for c in CLASSES
-          if all(_can_play(playable(c, SOURCES[n])) for n in spec.sources)]
+  return [c for c in instruments.CLASSES
+          if all(_can_play(playable(c, instruments.SOURCES[n])) for n in spec.sources)]
 
 
 def _plan(spec: RecordedSpec, classes, rng):
@@ -457,7 +241,7 @@ def _render_all(plan, spec: RecordedSpec, classes, programs, rng
   sounds: List[Optional[np.ndarray]] = [None] * len(plan)
   with tempfile.TemporaryDirectory() as workdir:
     for source_index, name in enumerate(spec.sources):
-      source = SOURCES[name]
+      source = instruments.SOURCES[name]
       mine = [i for i, clip in enumerate(plan) if clip[2] == source_index]
       performances = []
       for i in mine:
@@ -467,13 +251,13 @@ def _render_all(plan, spec: RecordedSpec, classes, programs, rng
           # Keys the source lacks are played by one it has.
           notes = [n if n.key in sound.drum_keys else dataclasses.replace(
               n, key=int(rng.choice(sound.drum_keys))) for n in notes]
-          performances.append((0, DRUMS, notes))
+          performances.append((0, midi.DRUMS, notes))
         else:
           performances.append((int(rng.choice(sound.programs)), 0, notes))
       if not mine:
         continue
-      midi, spans = midi_score(performances)
-      audio = render(programs[source.synth], source, midi, workdir)
+      score, spans = midi.midi_score(performances)
+      audio = render(programs[source.synth], source, score, workdir)
       for i, (start, stop) in zip(mine, spans):
         piece = audio[int(start * RATE):int(stop * RATE)]
         sounds[i] = _trim_tail(piece)
@@ -521,7 +305,7 @@ def make_recorded_data(output_dir: str,
       other = int(rng.choice(by_group[group(plan[i])]))
       if plan[other][1] != k:
         under = sounds[other]
-    clip, rate = make_clip(sounds[i], under, rng, spec)
+    clip, rate = recording.make_clip(sounds[i], under, rng, spec.snr_db)
     fname = f"{int(names[i]):08x}.wav"
     with open(os.path.join(output_dir, f"audio_{split}", fname), "wb") as f:
       f.write(demo_data.wav_bytes(clip, rate))

@@ -23,6 +23,7 @@ import tensorflow as tf
 from tagger import errors
 from tagger import parallel
 from tagger.input import batches as batches_lib
+from tagger.model import backbones
 from tagger.model import model_dir as model_dir_lib
 from tagger.model import networks as model_lib
 from tagger.shards import records
@@ -167,7 +168,7 @@ class Scorer:
     """Every clip x length x try; rows in the input order."""
     data, tries = self.data, views.tries
     lengths = [int(x) for x in (views.lengths or data.eval_lengths)]
-    shortest = max(model_lib.min_frames(m.data.architecture.get(
+    shortest = max(backbones.min_frames(m.data.architecture.get(
         "backbone", "mobilenet_v2")) for m in self.models)
     if min(lengths) < shortest:
       raise ScoreError(f"lengths must be >= {shortest} frames (the "

@@ -29,6 +29,7 @@ from tagger import errors
 from tagger.audio import graph_features
 from tagger.audio.params import FeatureParams
 from tagger.input import batches
+from tagger.model import backbones
 from tagger.model import networks as model_lib
 from tagger.shards import records
 
@@ -74,7 +75,7 @@ class WaveformTagger(tf.Module):
     self.lengths = [int(x) for x in (lengths or data.eval_lengths)]
     self.tries = int(tries)
     self.window = int(window or min(self.lengths))
-    shortest = max(model_lib.min_frames(m.data.architecture.get(
+    shortest = max(backbones.min_frames(m.data.architecture.get(
         "backbone", "mobilenet_v2")) for m in models)
     if min(self.lengths + [self.window]) < shortest:
       raise ServingError(f"lengths and window must be >= {shortest} frames")

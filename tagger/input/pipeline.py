@@ -50,7 +50,7 @@ epoch and gets the batches an uninterrupted run would have had.
 """
 
 import dataclasses
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -58,8 +58,7 @@ import tensorflow as tf
 from tagger import settings
 from tagger.input import batches
 from tagger.input import data_service
-from tagger.input import lengths
-from tagger.shards import data_info
+from tagger.input import lengths as lengths_lib
 from tagger.shards import records
 from tagger.shards.data_info import DataInfo
 from tagger.shards.data_info import InputError
@@ -266,28 +265,31 @@ def train_dataset(info: DataInfo, folds, config: InputConfig,
     raise InputError(f"placement must be one of {PLACEMENTS}, not "
                      f"{config.placement!r}")
   layout = _layout(info, folds, config, input_context, max_steps_per_epoch)
-  lo, hi = lengths.length_range(info, config)
-  b = layout.per_replica_batch
   spec = info.batch_spec
+  ds = _paired_epochs(info, folds, config, layout, start_epoch, num_epochs)
+  if config.data_service:  # each worker cuts its own share of the batches
+    ds = data_service.split_by_worker(ds)
+  ds = ds.map(_host_batch_fn(config, layout, spec,
+                             lengths_lib.length_range(info, config)),
+              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  if config.placement == "host":
+    ds = ds.map(lambda batch: {**batches.augment_batch(batch, spec,
+                                                       augment_config),
+                               batches.EPOCH: batch[batches.EPOCH]},
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  if config.data_service:
+    ds = data_service.read_from_service(ds, config.data_service)
+  return ds.prefetch(tf.data.AUTOTUNE)
 
+
+def _paired_epochs(info: DataInfo, folds, config: InputConfig,
+                   layout: _Layout, start_epoch: int,
+                   num_epochs: Optional[int]) -> tf.data.Dataset:
+  """(epoch, j, primary [b], partner [b]) record batches, epoch after
+  epoch (without end when num_epochs is None)."""
   def epoch_batches(epoch, every_record=None):
     pairs = _epoch_pairs(info, folds, config, epoch, layout, every_record)
     return pairs.enumerate().map(lambda j, pq: (epoch, j, pq[0], pq[1]))
-
-  def host_batch(epoch, j, primary, partner):
-    step = j // layout.local_replicas
-    replica = (layout.pipeline_id * layout.local_replicas +
-               j % layout.local_replicas)
-    length = lengths.target_length(config.seed, epoch, step, lo, hi,
-                           config.length_quantum)
-    key = batches.key(config.seed, epoch, step)
-    out = batches.window_batch(primary, spec, length, key + [0, 1 << 40])
-    for k, v in batches.window_batch(partner, spec, length,
-                                     key + [0, 2 << 40]).items():
-      out[batches.PARTNER + k] = v
-    out[batches.SEED] = batches.row_seeds(key, replica * b, b)
-    out[batches.EPOCH] = tf.cast(epoch, tf.int64)
-    return out
 
   last = None if num_epochs is None else start_epoch + num_epochs
   epochs = (tf.data.Dataset.range(start_epoch, last) if last is not None
@@ -301,21 +303,33 @@ def train_dataset(info: DataInfo, folds, config: InputConfig,
   # (no stall at epoch starts), and the order is still epoch after epoch.
   # The experimental form is the one whose per-epoch buffer can be bounded
   # (2 batches); Dataset.interleave's autotuned buffer held a whole epoch.
-  ds = epochs.apply(tf.data.experimental.parallel_interleave(
+  return epochs.apply(tf.data.experimental.parallel_interleave(
       epoch_batches, cycle_length=2, block_length=layout.steps,
       sloppy=False, buffer_output_elements=2, prefetch_input_elements=0))
-  if config.data_service:  # each worker cuts its own share of the batches
-    ds = data_service.split_by_worker(ds)
-  ds = ds.map(host_batch, num_parallel_calls=tf.data.AUTOTUNE,
-              deterministic=True)
-  if config.placement == "host":
-    ds = ds.map(lambda batch: {**batches.augment_batch(batch, spec,
-                                                       augment_config),
-                               batches.EPOCH: batch[batches.EPOCH]},
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  if config.data_service:
-    ds = data_service.read_from_service(ds, config.data_service)
-  return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _host_batch_fn(config: InputConfig, layout: _Layout, spec,
+                   length_range: Tuple[int, int]):
+  """(epoch, j, primary, partner) -> the host batch: both windowed at the
+  step's target length, each row's seed, the epoch."""
+  lo, hi = length_range
+  b = layout.per_replica_batch
+
+  def host_batch(epoch, j, primary, partner):
+    step = j // layout.local_replicas
+    replica = (layout.pipeline_id * layout.local_replicas +
+               j % layout.local_replicas)
+    length = lengths_lib.target_length(config.seed, epoch, step, lo, hi,
+                                       config.length_quantum)
+    key = batches.key(config.seed, epoch, step)
+    out = batches.window_batch(primary, spec, length, key + [0, 1 << 40])
+    for k, v in batches.window_batch(partner, spec, length,
+                                     key + [0, 2 << 40]).items():
+      out[batches.PARTNER + k] = v
+    out[batches.SEED] = batches.row_seeds(key, replica * b, b)
+    out[batches.EPOCH] = tf.cast(epoch, tf.int64)
+    return out
+  return host_batch
 
 
 def pairing_table(info: DataInfo, folds, config: InputConfig, epoch: int,
@@ -336,115 +350,3 @@ def pairing_table(info: DataInfo, folds, config: InputConfig, epoch: int,
   for p, q in names.as_numpy_iterator():
     table += [(a.decode(), c.decode()) for a, c in zip(p, q)]
   return table
-
-
-# ---------------------------------------------------------------------------
-# Evaluation: every clip once per fixed length.
-
-# ---------------------------------------------------------------------------
-# Evaluation: every clip once per fixed length.
-
-
-def eval_dataset(info: DataInfo, folds, config: InputConfig,
-                 lengths: Sequence[int], *, batch_size: Optional[int] = None,
-                 seed: int = 0,
-                 input_context: Optional[tf.distribute.InputContext] = None
-                 ) -> tf.data.Dataset:
-  """Host batches of the folds' clips, in file order, once per length.
-
-  Each length gives ceil(N / batch) batches (the last may be short); a clip
-  longer than the length gets a seeded random window; ROW gives each row's
-  position (length index * N + clip index). With placement 'host' the
-  batches come out as model batches (prepare_eval_batch).
-
-  With an input_context (evaluation on replicas) the batches are per
-  replica (batch_size / replicas rows), every batch is full and every
-  replica of every step gets one: short batches are filled up with copies
-  of their first row and whole padding batches are added, all with ROW -1;
-  pipeline k takes batches k, k + pipelines, ... So no replica ever gets an
-  empty slice, and the caller keeps the rows with ROW >= 0.
-  """
-  files = info.files(folds)
-  if not files:
-    raise InputError(f"no shards for folds {list(folds)} in {info.data_dir}")
-  batch_size = batch_size or config.batch_size
-  replicas, pipelines, pipeline_id = 1, 1, 0
-  if input_context is not None:
-    replicas = input_context.num_replicas_in_sync
-    pipelines = input_context.num_input_pipelines
-    pipeline_id = input_context.input_pipeline_id
-    batch_size = -(-batch_size // replicas)  # rows per replica
-  num_clips = info.num_records(folds)
-  serialized = tf.data.TFRecordDataset(
-      files, info.compression, buffer_size=config.read_buffer_mb << 20)
-  ds = batches.eval_host_batches(
-      serialized, info.batch_spec, lengths, clips_per_batch=batch_size,
-      seed=seed, num_clips=num_clips)
-  if input_context is not None:
-    ds = ds.map(lambda batch: _fill_batch(batch, batch_size),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    count = len(lengths) * -(-num_clips // batch_size)
-    extra = -count % replicas
-    if extra:
-      padding = ds.take(1).map(
-          lambda b: {**b, batches.ROW: -tf.ones_like(b[batches.ROW])})
-      ds = ds.concatenate(padding.repeat(extra))
-    if pipelines > 1:
-      ds = ds.shard(pipelines, pipeline_id)
-  if config.placement == "host":
-    ds = ds.map(lambda batch: batches.prepare_eval_batch(batch,
-                                                         info.batch_spec),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def _fill_batch(batch: Dict[str, tf.Tensor], rows: int):
-  """Fills a batch up to `rows` rows with copies of its first row, marked
-  ROW -1."""
-  row = batches.ROW
-  have = tf.shape(batch[row])[0]
-  index = tf.concat([tf.range(have), tf.zeros([rows - have], tf.int32)], 0)
-  out = {k: tf.gather(v, index) for k, v in batch.items()}
-  out[row] = tf.concat([batch[row], -tf.ones([rows - have], tf.int64)], 0)
-  return out
-
-
-# ---------------------------------------------------------------------------
-# A picture of what the model is fed.
-
-def batch_picture(info: DataInfo, config: InputConfig, aug: AugmentConfig,
-                  fold=0, rows: int = 6, epoch: int = 0) -> bytes:
-  """PNG of the first training batch of an epoch, stage by stage: the
-  window cropped/padded only, augmented, its augmented mixup partner, and
-  the mix the model sees."""
-  from tagger.input import augment  # pylint: disable=g-import-not-at-top
-  from tagger import plots  # pylint: disable=g-import-not-at-top
-  folds = data_info.select_folds(info, fold, "train")
-  batch = next(iter(train_dataset(info, folds, config, aug,
-                                  start_epoch=epoch, num_epochs=1)))
-  spec = info.batch_spec
-  plain = batches.prepare_eval_batch(batch, spec, aug.pad_mode)[records.LOG_MEL]
-  primary, partner, weight = batches.augment_parts(batch, spec, aug)
-  columns = [plain, primary[records.LOG_MEL]]
-  titles = ["cropped/padded", "augmented"]
-  def names(prefix):
-    """The rows' label names (several: joined with '+')."""
-    if spec.multi_label:
-      hot = batch[prefix + records.LABELS].numpy()[:rows]
-      return ["+".join(info.labels[i] for i in np.flatnonzero(h))
-              for h in hot]
-    return [info.labels[i] for i in batch[prefix + records.LABEL].numpy()[
-        :rows]]
-
-  labels = names("")
-  if partner is not None:
-    mixed = augment.mixup(primary, partner, weight)[records.LOG_MEL]
-    columns += [partner[records.LOG_MEL], mixed]
-    titles += ["mixup partner (augmented)", "mixed: model input"]
-    partners = names(batches.PARTNER)
-    labels = [f"{w:.2f} {a}\n+ {1 - w:.2f} {b}" for a, b, w in
-              zip(labels, partners, weight.numpy()[:rows])]
-  length = int(batch[records.LOG_MEL].shape[1])
-  return plots.batch_grid(
-      [c.numpy()[:rows, :, :, 0] for c in columns], titles, labels,
-      title=f"{info.data_dir}: epoch {epoch}, first batch, length {length}")

@@ -62,7 +62,7 @@ class PeakMemory:
     self._thread.join()
 
 
-def _rate(iterator, step_fn, warmup: int, steps: int, batch: int) -> float:
+def rate(iterator, step_fn, warmup: int, steps: int, batch: int) -> float:
   """Examples/s of `steps` batches after `warmup` batches."""
   for _ in range(warmup):
     step_fn(next(iterator))
@@ -75,7 +75,7 @@ def _rate(iterator, step_fn, warmup: int, steps: int, batch: int) -> float:
   return steps * batch / (time.perf_counter() - start)
 
 
-def _cpu_seconds() -> float:
+def cpu_seconds() -> float:
   """User + system CPU seconds of this process (not its children)."""
   usage = resource.getrusage(resource.RUSAGE_SELF)
   return usage.ru_utime + usage.ru_stime

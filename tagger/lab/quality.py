@@ -1,203 +1,20 @@
 """How good the recipe is on a dataset, beside linear models on the same
 shards: the figures behind tools/benchmark_quality.
 
-The two baselines are what an ML engineer tries first on the features the
-shards already hold, fitted on the rows the network trains on (the folds
-other than the validated one), their C chosen on the validated fold, and
-measured on the test split:
-  pca       logistic regression on each clip's PCA vector (the stage-2
-            model's second input);
-  mel_stats logistic regression on each clip's log-mel mean and standard
-            deviation over time (2 x mels values);
-  pretrained (with the weights) logistic regression on a frozen
-            audio-pretrained embedding of each clip (aisfx's CNN9, 1,024
-            values: tagger/pretrained.py).
-
-Recording sources: a set with sources.csv (fname,source[,split]) is
-measured in two groups beside the whole test split: clips from sources
-the train split also holds (same source) and from sources it never holds
-(cross source). The validation fold is drawn from the train split, so it
-shares its sources: only the cross-source group says what a user with
-other microphones, rooms or instruments gets (BUILD.md, "Quality on
-sources never heard").
+The baselines and the source groups are baselines.py's.
 """
 
-import dataclasses
 import os
 import time
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Sequence
 
-import numpy as np
-import tensorflow as tf
 
-from tagger import errors
 from tagger import fileio
 from tagger.infer import evaluation
 from tagger.infer import scorer
-from tagger.model import logistic
-from tagger.shards import data_info
+from tagger.lab import baselines as baselines_lib
 from tagger.shards import records
 
-SOURCES_CSV = "sources.csv"
-ALL, SAME, CROSS = evaluation.ALL, "same_source", "cross_source"
-PRETRAINED = "pretrained"
-
-
-class QualityError(errors.UserError):
-  """A dataset the quality benchmark cannot use; the message says why."""
-
-
-@dataclasses.dataclass
-class Split:
-  """A shard folder's clips as numpy arrays, in file order."""
-  fnames: np.ndarray      # [N] str
-  labels: np.ndarray      # [N] int (the record's; test splits: placeholder)
-  folds: np.ndarray       # [N] int
-  verified: np.ndarray    # [N] int
-  empty: np.ndarray       # [N] bool
-  pca: np.ndarray         # [N, pca_dim]
-  mel_stats: np.ndarray   # [N, 2 * mels] log-mel mean and std over time
-  hot: np.ndarray         # [N, C] every label of the clip (multi-hot)
-
-
-def read_split(data_dir: str) -> Split:
-  """Every record of a shard folder (data_info.load_data_info's files)."""
-  info = data_info.load_data_info(data_dir)
-  files = info.all_files()
-  columns = {k: [] for k in ("fnames", "labels", "folds", "verified",
-                             "empty", "pca", "mel_stats", "hot")}
-  dataset = tf.data.TFRecordDataset(files, compression_type=info.compression)
-  for serialized in dataset:
-    parsed = records.parse_example(serialized, info.pca_dim)
-    log_mel = parsed[records.LOG_MEL].numpy()  # [mels, T]
-    columns["fnames"].append(parsed[records.FNAME].numpy().decode())
-    columns["labels"].append(int(parsed[records.LABEL]))
-    columns["folds"].append(int(parsed[records.FOLD]))
-    columns["verified"].append(int(parsed[records.MANUALLY_VERIFIED]))
-    columns["empty"].append(bool(parsed[records.EMPTY]))
-    columns["pca"].append(parsed[records.PCA].numpy())
-    hot = np.zeros(info.num_classes, bool)
-    hot[tf.sparse.to_dense(parsed[records.LABELS]).numpy()] = True
-    columns["hot"].append(hot)
-    columns["mel_stats"].append(np.concatenate(
-        [log_mel.mean(axis=1), log_mel.std(axis=1)]) if log_mel.shape[1]
-        else np.zeros(2 * log_mel.shape[0], np.float32))
-  return Split(**{k: np.array(v) for k, v in columns.items()})
-
-
-def read_source_groups(data_dir: str) -> Dict[str, str]:
-  """Test fname -> 'same_source' (its recording source is also in the
-  train split) or 'cross_source' (training never hears it), from the
-  set's sources.csv (fname,source[,split]; without split, the clips of
-  train.csv are the train split). {} when the set has no sources.csv."""
-  import csv  # pylint: disable=g-import-not-at-top
-  import io  # pylint: disable=g-import-not-at-top
-  path = fileio.join(data_dir, SOURCES_CSV)
-  if not fileio.exists(path):
-    return {}
-  reader = csv.DictReader(io.StringIO(fileio.read_text(path)))
-  if not {"fname", "source"} <= set(reader.fieldnames or []):
-    raise QualityError(f"{path}: needs the columns fname,source[,split]")
-  rows = list(reader)
-  if rows and "split" not in rows[0]:
-    from tagger.shards import clip_files  # pylint: disable=g-import-not-at-top
-    train = {r.fname for r in clip_files.read_csv_rows(
-        fileio.join(data_dir, "train.csv"), "train")}
-    for r in rows:
-      r["split"] = "train" if r["fname"] in train else "test"
-  heard = {r["source"] for r in rows if r["split"] == "train"}
-  return {r["fname"]: SAME if r["source"] in heard else CROSS
-          for r in rows if r["split"] != "train"}
-
-
-@dataclasses.dataclass(frozen=True)
-class _Baselines:
-  """What every linear baseline of one benchmark shares: the splits, the
-  answers, the validated fold and the source groups."""
-  train: Split
-  test: Split
-  truth: Dict[str, Tuple[str, ...]]
-  labels: Sequence[str]
-  multi: bool
-  val_fold: int
-  seed: int
-  groups: Optional[Dict[str, str]]
-
-  def fit_and_measure(self, x_train, x_test) -> dict:
-    """A logistic regression on train features (the folds other than
-    val_fold; C by the validated fold) measured on the test features."""
-    train, labels, multi = self.train, self.labels, self.multi
-    fit_rows = (train.folds != self.val_fold) & ~train.empty
-    val_rows = (train.folds == self.val_fold) & ~train.empty
-    y_train = train.hot if multi else train.labels
-    model, c, val_figure = logistic.fit(
-        x_train[fit_rows], y_train[fit_rows], x_train[val_rows],
-        y_train[val_rows], len(labels), self.seed, multi)
-    by_group = evaluation.by_group(evaluation.probability_scores(
-        self.test.fnames, logistic.probabilities(model, x_test, len(labels)),
-        labels, multi), self.truth, self.groups)
-    return {**by_group[ALL], "C": c,
-            "val_lwlrap" if multi else "val_map3": val_figure,
-            "train_clips": int(fit_rows.sum()), "groups": by_group}
-
-
-def linear_baselines(train_dir: str, test_dir: str,
-                     truth: Dict[str, Tuple[str, ...]], val_fold: int = 0,
-                     seed: int = 0, groups: Optional[Dict[str, str]] = None,
-                     embeddings: Optional[Dict[str, np.ndarray]] = None
-                     ) -> Dict[str, dict]:
-  """The test figures of each baseline (see the module doc; 'pretrained'
-  too when embeddings, fname -> vector, are given): MAP@3 and top-1 of
-  the single-label test clips, for multi-label shards also lwlrap
-  (one-vs-rest logistic regression); under 'groups' the same by source
-  (read_source_groups)."""
-  truth = evaluation.label_sets(truth)
-  info = data_info.load_data_info(train_dir)
-  train, test = read_split(train_dir), read_split(test_dir)
-  features = {"pca": (train.pca, test.pca),
-              "mel_stats": (train.mel_stats, test.mel_stats)}
-  if embeddings is not None:
-    features[PRETRAINED] = tuple(np.stack([embeddings[f] for f in
-                                           split.fnames])
-                                 for split in (train, test))
-  baselines = _Baselines(train, test, truth, info.labels, info.multi_label,
-                         val_fold, seed, groups)
-  return {name: baselines.fit_and_measure(x_train, x_test)
-          for name, (x_train, x_test) in features.items()}
-
-
-def pretrained_embeddings(data_dir: str, split_dirs: Sequence[str],
-                          weights: str, cache: str) -> Dict[str, np.ndarray]:
-  """fname -> the CNN9 clip embedding (tagger/pretrained.py) of every clip
-  of the shard folders, from the audio of a Kaggle-layout set (decoded at
-  44.1 kHz, not trimmed: aisfx's own way). Cached in `cache` (.npz)."""
-  from tagger.audio import decode  # pylint: disable=g-import-not-at-top
-  from tagger.shards import clip_files  # pylint: disable=g-import-not-at-top
-  from tagger.model import pretrained  # pylint: disable=g-import-not-at-top
-  from tagger.audio.params import FeatureParams  # pylint: disable=g-import-not-at-top
-  done = dict(fileio.read_npz(cache)) if fileio.exists(cache) else {}
-  wanted = []
-  for split_dir, folder in zip(split_dirs, ("audio_train", "audio_test")):
-    wanted += [(f, fileio.join(data_dir, folder)) for f in
-               read_split(split_dir).fnames if f not in done]
-  if wanted:
-    model = pretrained.embedding_model(weights)
-    params = FeatureParams()
-    for start in range(0, len(wanted), 64):
-      chunk, waves = wanted[start:start + 64], []
-      for fname, folder in chunk:
-        path, problem = clip_files.resolve(folder, fname)
-        try:
-          waves.append(decode.decode_audio(
-              clip_files.read_clip(path), fname, params)[0]
-                       if not problem else np.zeros(0, np.float32))
-        except (decode.AudioError, OSError, tf.errors.OpError):
-          waves.append(np.zeros(0, np.float32))
-      for (fname, _), e in zip(chunk, pretrained.clip_embeddings(waves,
-                                                                 model)):
-        done[fname] = e.astype(np.float32)
-    fileio.write_npz(cache, **done)
-  return done
 
 
 def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
@@ -214,7 +31,7 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
   together ('ensemble'), and fits the linear baselines on the same split (with
   pretrained_weights, aisfx's wheel or checkpoint, also the frozen
   pretrained embedding's). With sources.csv every figure is also given
-  by source group (read_source_groups), and `warnings` says where
+  by source group (baselines_lib.read_source_groups), and `warnings` says where
   validation misleads. With recipe (a config spec, configs/cpu.py:
   new_audio) the recipe is trained by the user's command (tools/train,
   recipe_flags added) on the reference shards, after the configs; rows:
@@ -226,14 +43,14 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
   started = time.time()
   labels_csv = fileio.join(data_dir, "test_labels.csv")
   if not fileio.exists(labels_csv):  # before minutes of sharding
-    raise QualityError(f"{labels_csv} not found: the benchmark needs the "
-                       "test answers (fname,label) beside sample_submission"
-                       ".csv")
+    raise baselines_lib.QualityError(
+        f"{labels_csv} not found: the benchmark needs the test answers "
+        "(fname,label) beside sample_submission.csv")
   if pretrained_weights:
-    from tagger.model import pretrained  # pylint: disable=g-import-not-at-top
-    pretrained.cnn9_state(pretrained_weights)  # one line, before sharding
+    from tagger.model import aisfx_checkpoint  # pylint: disable=g-import-not-at-top
+    aisfx_checkpoint.cnn9_state(pretrained_weights)  # before sharding
   truth = evaluation.label_sets(evaluation.read_labels_csv(labels_csv))
-  groups = read_source_groups(data_dir)
+  groups = baselines_lib.read_source_groups(data_dir)
   layout_2019 = fileio.exists(fileio.join(data_dir, "train_curated.csv"))
   layout = demo.LAYOUT_2019 if layout_2019 else demo.LAYOUT_2018
   # One shard set per feature set the configs' backbones need (the
@@ -285,11 +102,12 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
                    "train_seconds": sum(s["train_seconds"] for s in stages)})
   embeddings = None
   if pretrained_weights and not layout_2019:
-    embeddings = pretrained_embeddings(
+    embeddings = baselines_lib.pretrained_embeddings(
         data_dir, (train_dir, test_dir), pretrained_weights,
         fileio.join(workdir, "pretrained_embeddings.npz"))
-  baselines = linear_baselines(train_dir, test_dir, truth, val_fold=fold,
-                               groups=groups, embeddings=embeddings)
+  baselines = baselines_lib.linear_baselines(
+      train_dir, test_dir, truth, val_fold=fold, groups=groups,
+      embeddings=embeddings)
   stages = [{k: v for k, v in s.items() if k != "scores"} for s in stages]
   return {"stages": stages, "baselines": baselines,
           "warnings": source_warnings(stages, baselines, groups),
@@ -318,8 +136,8 @@ def recipe_stages(spec: str, flags: Sequence[str], workdir: str, fold: int,
              f"--model_dir={model_dir}", f"--config.fold={fold}", *flags]
   print(" ".join(command), flush=True)
   if subprocess.run(command, check=False).returncode != 0:
-    raise QualityError(f"tools/train --config={spec} failed (its output "
-                       "is above)")
+    raise baselines_lib.QualityError(f"tools/train --config={spec} failed "
+                                     "(its output is above)")
   train_seconds = time.time() - started
   members = model_dir_lib.find(model_dir)
   rows = []
@@ -391,8 +209,8 @@ def _score_models(model_dirs: str, name: str, workdir: str, test_dir: str,
 
 def _feature_set(config) -> str:
   """The params.PRESETS feature set a config's backbone needs."""
-  from tagger.model import networks as model_lib  # pylint: disable=g-import-not-at-top
-  return model_lib.backbone_spec(
+  from tagger.model import backbones  # pylint: disable=g-import-not-at-top
+  return backbones.backbone_spec(
       str(config.model.backbone)).features or "reference"
 
 
@@ -406,9 +224,9 @@ def _ensemble(stages, workdir: str, truth, groups) -> dict:
   fileio.atomic_write_text(fileio.join(workdir, "ensemble_probs.csv"),
                            outputs.probabilities_csv(scores))
   figures = evaluation.by_group(scores, truth, groups)
-  return {"map3": figures[ALL]["map3"], "accuracy": figures[ALL]["accuracy"],
-          "lwlrap": figures[ALL].get("lwlrap"), "scores": scores,
-          "groups": figures}
+  every = figures[baselines_lib.ALL]
+  return {"map3": every["map3"], "accuracy": every["accuracy"],
+          "lwlrap": every.get("lwlrap"), "scores": scores, "groups": figures}
 
 
 WARN_GAP = 0.1   # same-source minus cross-source MAP@3 worth a warning
@@ -420,15 +238,16 @@ def source_warnings(stages, baselines, groups: Dict[str, str]) -> list:
     return []
   last = stages[-1]
   if not groups:
-    return [f"no {SOURCES_CSV} in the set: the test clips may come from the "
+    return [f"no {baselines_lib.SOURCES_CSV} in the set: the test clips may "
+            "come from the "
             "sources the network trained on, as the validation fold does; "
             "list each clip's recording source (fname,source) to measure "
             "sources it never heard"]
-  cross = last["groups"].get(CROSS)
+  cross = last["groups"].get(baselines_lib.CROSS)
   if cross is None:
     return [f"every test clip's source is also in the train split "
-            f"({SOURCES_CSV}): nothing here measures sources the network "
-            "never heard"]
+            f"({baselines_lib.SOURCES_CSV}): nothing here measures sources "
+            "the network never heard"]
   out = []
   val = next((s["val_map3"] for s in reversed(stages)
               if s.get("val_map3") is not None), None)
@@ -437,7 +256,7 @@ def source_warnings(stages, baselines, groups: Dict[str, str]) -> list:
                f"sources; on sources training never heard, {last['name']} "
                f"gets {cross['map3']:.3f} ({cross['map3'] - val:+.3f})")
   for name, figures in baselines.items():
-    other = figures["groups"].get(CROSS)
+    other = figures["groups"].get(baselines_lib.CROSS)
     if other and other["map3"] > cross["map3"]:
       out.append(f"on sources never heard, the {name} baseline "
                  f"({other['map3']:.3f}) beats {last['name']} "

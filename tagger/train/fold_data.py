@@ -16,6 +16,7 @@ from tagger import settings
 from tagger.input import augment as augment_lib
 from tagger.input import batches
 from tagger.input import data_service
+from tagger.input import eval_data
 from tagger.input import lengths as lengths_lib
 from tagger.input import pipeline as ip
 from tagger.shards import data_info
@@ -73,6 +74,24 @@ class FoldData:
   def num_validation_clips(self) -> int:
     return self.val_info.num_records(self.val_folds)
 
+  def service_account(self, first_epoch: int
+                      ) -> Optional[data_service.BatchAccount]:
+    """With a tf.data service: the account of its batches from first_epoch
+    (a batch lost with a worker is found); else None."""
+    if not self.input.data_service:
+      return None
+    return data_service.BatchAccount(
+        self.steps_per_epoch * self.replicas // self.num_pipelines,
+        first_epoch, self.input.data_service, self.input.lost_batches_after)
+
+  def describe(self) -> str:
+    """The run's plan in one line: devices, steps, lengths, compilation."""
+    return (f"{distribute.describe(self.strategy)}, {self.steps_per_epoch} "
+            f"steps of {self.input.batch_size} per epoch, validation at "
+            f"lengths {list(self.eval_lengths)}; XLA "
+            f"{'on' if self.config.jit_compile else 'off'}, input lengths "
+            f"in steps of {self.input.length_quantum} frames")
+
   def datasets(self, start_epoch: int):
     """(train, validation or None): distributed datasets, training from
     start_epoch on. Evaluation runs on every replica (and worker); every
@@ -87,7 +106,7 @@ class FoldData:
       return train, None
 
     def eval_fn(context):
-      return ip.eval_dataset(self.val_info, self.val_folds, self.input,
+      return eval_data.eval_dataset(self.val_info, self.val_folds, self.input,
                              self.eval_lengths,
                              batch_size=int(self.config.eval_batch_size),
                              seed=self.config.seed, input_context=context)

@@ -4,7 +4,7 @@ alone (model_dir names the files)."""
 
 import csv
 import io
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import keras
 import numpy as np
@@ -29,6 +29,42 @@ class RunDir:
 
   def exists(self, *names: str) -> bool:
     return fileio.exists(self.file(*names))
+
+  # -- a run's start, resume and end -------------------------------------------
+
+  def start(self, config_json: str, data: model_dir_lib.DataDescription,
+            shards_dir: str) -> run_state.RunState:
+    """A new run: its config, data description and first state."""
+    state = run_state.RunState()
+    if self.chief:
+      fileio.atomic_write_text(self.file(model_dir_lib.CONFIG), config_json)
+      self.write_data_description(data, shards_dir)
+      self.save_state(state)
+    return state
+
+  def resume(self, same_config: Callable[[dict], bool],
+             info: data_info.DataInfo, stage2: bool) -> run_state.RunState:
+    """A run's saved state, once its config (same_config of the saved
+    config.json) and its data are this run's."""
+    config_path = self.file(model_dir_lib.CONFIG)
+    if fileio.exists(config_path) and not same_config(
+        fileio.read_json(config_path)):
+      raise errors.UserError(
+          f"{self.path} holds a run with another config (see "
+          f"{config_path}); use a new --model_dir to start over")
+    state = self.read_state()
+    self.check_same_data(info, stage2)
+    return state
+
+  def finish(self, state: run_state.RunState, summary: dict) -> None:
+    """summary.json, then the state marked done."""
+    if self.chief:
+      fileio.write_json(self.file(model_dir_lib.SUMMARY), summary)
+      state.done = True
+      self.save_state(state)
+
+  def summary(self) -> dict:
+    return fileio.read_json(self.file(model_dir_lib.SUMMARY))
 
   # -- state and checkpoints ---------------------------------------------------
 

@@ -7,7 +7,7 @@ import dataclasses
 import hashlib
 import json
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import keras
 import numpy as np
@@ -15,10 +15,16 @@ import tensorflow as tf
 
 from tagger import errors
 from tagger import fileio
+from tagger.train import schedules
 
 HISTORY_KEYS = ("phase", "epoch", "lr", "train_loss", "val_loss",
                 "val_accuracy", "val_map3", "val_lwlrap", "examples_per_sec",
                 "seconds")
+
+
+# The figures of the best epoch a run's summary names.
+BEST_KEYS = ("phase", "epoch", "val_loss", "val_accuracy", "val_map3",
+             "val_lwlrap", "train_loss")
 
 
 class CheckpointError(errors.UserError):
@@ -43,6 +49,29 @@ class RunState:
   checkpoint: str = ""
   done: bool = False
   history: list = dataclasses.field(default_factory=list)
+
+  def end_epoch(self, row: dict, monitored: float) -> Tuple[bool, bool]:
+    """Books a finished epoch (its history row, its monitored validation
+    value, lower is better): the best epoch so far, the fine-tune phases'
+    plateau counters (schedules.Plateau), the history and the counters.
+    Returns (a new best, the plateau says stop)."""
+    improved = monitored < self.best_val_loss
+    if improved:
+      self.best_val_loss = monitored
+      self.best = {k: row.get(k) for k in BEST_KEYS
+                   if k in row or k != "val_lwlrap"}
+    stop = False
+    if self.phase > 0:
+      plateau = schedules.Plateau(**self.plateau)
+      stop = plateau.update(monitored)
+      self.plateau = dataclasses.asdict(plateau)
+    self.history.append(row)
+    self.epoch += 1
+    self.phase_epoch += 1
+    return improved, stop
+
+  def next_phase(self) -> None:
+    self.phase, self.phase_epoch = self.phase + 1, 0
 
   def to_json(self) -> str:
     value = dataclasses.asdict(self)

@@ -225,6 +225,21 @@ class Steps:
     return self.strategy.run(
         lambda: [tf.identity(v) for v in self._statistics])
 
+  def checkpoint_statistics(self, inside_epoch: bool):
+    """What a checkpoint keeps of the statistics: inside an epoch on
+    several replicas of one worker, each statistic's per-replica copies
+    [R, ...] (a resumed run then continues exactly); with several
+    workers their mean is set instead (the chief sees only its own), and
+    None kept; None at an epoch's end or on one replica."""
+    if not inside_epoch or self.replicas == 1:
+      return None
+    if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+      self.sync_statistics()
+      return None
+    return [np.stack([np.asarray(t) for t in
+                      self.strategy.experimental_local_results(values)])
+            for values in self.local_statistics()]
+
   @tf.function
   def set_local_statistics(self, stacked):
     """stacked: one [R, ...] tensor per statistic; replica r gets row r."""

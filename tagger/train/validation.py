@@ -80,3 +80,10 @@ def monitored(row: dict, select: str) -> float:
         "(multi-label data without single-label validation clips, or "
         "single-label data without lwlrap); use val_loss")
   return -row[select] if select != "val_loss" else row["val_loss"]
+
+
+def rounded(result: dict) -> dict:
+  """A validation result as a history row holds it: 6 places, without
+  the private (underscored) entries."""
+  return {k: None if v is None else round(v, 6)
+          for k, v in result.items() if not k.startswith("_")}

@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from tagger.input import augment
+from tagger.input import recording_ops
 
 SEED = tf.constant([3, 7], tf.int64)
 
@@ -201,18 +202,18 @@ def test_recording_ops_are_seeded_and_change_the_clip(name):
 
 def test_gain_and_equalizer_are_what_they_say():
   x = _log_mel()
-  shifted = augment.gain(x, tf.constant([5, 6]), None, max_db=6.0)
+  shifted = recording_ops.gain(x, tf.constant([5, 6]), None, max_db=6.0)
   step = (shifted - x).numpy()
   assert np.allclose(step, step[:, :1, :1], atol=1e-4)   # one level a clip
   assert np.all(np.abs(step) <= 6.0)
-  eq = (augment.equalizer(x, tf.constant([5, 6]), None) - x).numpy()
+  eq = (recording_ops.equalizer(x, tf.constant([5, 6]), None) - x).numpy()
   assert np.allclose(eq, eq[:, :, :1], atol=1e-4)        # a curve per band
   assert np.all(np.abs(np.diff(eq[:, :, 0], axis=1)) < 2.0)  # smooth
 
 
 def test_noise_and_room_only_add_power():
   x = _log_mel()
-  for op in (augment.background_noise, augment.reverberation):
+  for op in (recording_ops.background_noise, recording_ops.reverberation):
     y = op(x, tf.constant([7, 8]), None)
     # Added power: never quieter than the clip (but for the room's dry
     # share at most max_wet lower: 10 log10(0.3) = -5.2 dB).

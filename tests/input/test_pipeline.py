@@ -11,7 +11,9 @@ import tensorflow as tf
 from tagger import settings
 from tagger.datasets import synthetic
 from tagger.input import batches as batches_lib
+from tagger.input import eval_data
 from tagger.input import lengths as lengths_lib
+from tagger.input import picture
 from tagger.input import pipeline as ip
 from tagger.shards import data_info
 from tagger.shards import records
@@ -138,7 +140,7 @@ def test_windows_hold_the_records_frames(info):
 def test_validation_sees_every_clip_once_per_length(info):
   val = data_info.select_folds(info, 1, "validation")
   seen = collections.Counter()
-  for batch in ip.eval_dataset(info, val, CONFIG, (20, 50)):
+  for batch in eval_data.eval_dataset(info, val, CONFIG, (20, 50)):
     length = batch[records.LOG_MEL].shape[1]
     assert length in (20, 50)
     seen.update((length, i) for i in ids(batch))
@@ -157,7 +159,7 @@ def test_validation_on_replicas_gets_full_batches_and_every_clip_once(info):
   seen, counts, clip_at = collections.Counter(), [], {}
   for pipeline in range(2):
     context = tf.distribute.InputContext(2, pipeline, 4)
-    batches = list(ip.eval_dataset(info, val, CONFIG, (20, 50),
+    batches = list(eval_data.eval_dataset(info, val, CONFIG, (20, 50),
                                    batch_size=12, input_context=context))
     counts.append(len(batches))
     for batch in batches:
@@ -265,7 +267,7 @@ def test_clear_errors(info, tmp_path):
 
 
 def test_batch_picture_is_a_png(info):
-  png = ip.batch_picture(info, CONFIG, settings.AugmentConfig(), fold=1,
+  png = picture.batch_picture(info, CONFIG, settings.AugmentConfig(), fold=1,
                          rows=3)
   assert png.startswith(b"\x89PNG") and len(png) > 10_000
 

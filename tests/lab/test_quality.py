@@ -13,11 +13,16 @@ import pytest
 import tensorflow as tf
 
 from tagger import settings
+from tagger.datasets import instruments
+from tagger.datasets import midi
 from tagger.datasets import recorded_data
+from tagger.datasets import recording
 from tagger.datasets import synthetic
 from tagger.infer import evaluation
 from tagger.input import augment
+from tagger.lab import baselines
 from tagger.lab import quality
+from tagger.model import backbones
 from tagger.model import model_dir as model_dir_lib
 from tagger.model import networks as model_lib
 from tagger.train import trainer
@@ -25,37 +30,37 @@ from conftest import tiny_config  # pylint: disable=g-bad-import-order
 
 
 def test_midi_file_is_a_standard_midi_file():
-  notes = [recorded_data.Note(0.0, 0.5, 60, 100),
-           recorded_data.Note(0.5, 0.25, 64, 90)]
-  midi, spans = recorded_data.midi_score([(40, 0, notes), (0, 9, notes)])
-  assert midi[:4] == b"MThd"
-  length, fmt, tracks, division = struct.unpack(">IHHH", midi[4:14])
+  notes = [midi.Note(0.0, 0.5, 60, 100),
+           midi.Note(0.5, 0.25, 64, 90)]
+  score, spans = midi.midi_score([(40, 0, notes), (0, 9, notes)])
+  assert score[:4] == b"MThd"
+  length, fmt, tracks, division = struct.unpack(">IHHH", score[4:14])
   assert (length, fmt, tracks, division) == (6, 0, 1, 480)
-  assert midi[14:18] == b"MTrk"
-  assert struct.unpack(">I", midi[18:22])[0] == len(midi) - 22
-  assert midi.endswith(b"\xff\x2f\x00")
+  assert score[14:18] == b"MTrk"
+  assert struct.unpack(">I", score[18:22])[0] == len(score) - 22
+  assert score.endswith(b"\xff\x2f\x00")
   # Two performances one after another, with a gap between them.
   (a0, a1), (b0, b1) = spans
-  assert a0 < a1 < b0 < b1 and b0 - a1 >= recorded_data.GAP_S
-  assert bytes([0xC0, 40]) in midi          # program change, channel 0
-  assert bytes([0x99, 60, 100]) in midi     # note on, drum channel
+  assert a0 < a1 < b0 < b1 and b0 - a1 >= midi.GAP_S
+  assert bytes([0xC0, 40]) in score          # program change, channel 0
+  assert bytes([0x99, 60, 100]) in score     # note on, drum channel
 
 
 def test_a_clip_gets_noise_a_room_and_a_second_sound():
   rng = np.random.default_rng(0)
-  t = np.arange(recorded_data.RATE) / recorded_data.RATE
+  t = np.arange(recording.RATE) / recording.RATE
   tone = np.sin(2 * np.pi * 440 * t).astype(np.float32)
   other = np.sin(2 * np.pi * 97 * t).astype(np.float32)
   spec = recorded_data.RecordedSpec()
   rates = set()
   for _ in range(20):
-    clip, rate = recorded_data.make_clip(tone, other, rng, spec)
+    clip, rate = recording.make_clip(tone, other, rng, spec.snr_db)
     rates.add(rate)
     assert np.all(np.isfinite(clip)) and np.max(np.abs(clip)) <= 1.0
-    assert len(clip) >= len(tone) * rate // recorded_data.RATE
+    assert len(clip) >= len(tone) * rate // recording.RATE
     # Background noise: the clip is nowhere digital silence.
     assert np.std(clip[:100]) > 0
-  assert recorded_data.RATE in rates
+  assert recording.RATE in rates
 
 
 def test_missing_fluidsynth_is_a_clear_error(monkeypatch):
@@ -66,14 +71,14 @@ def test_missing_fluidsynth_is_a_clear_error(monkeypatch):
 
 
 @pytest.mark.skipif(shutil.which("fluidsynth") is None or not all(
-    os.path.exists(p) for p in recorded_data.SOUNDFONTS),
+    os.path.exists(p) for p in instruments.SOUNDFONTS),
                     reason="needs fluidsynth and the soundfonts (BUILD.md)")
 def test_recorded_set_in_the_kaggle_layout(tmp_path):
   counts = recorded_data.make_recorded_data(
       str(tmp_path), recorded_data.RecordedSpec(train_per_class=1,
                                                 test_per_class=1),
       progress=False)
-  n = len(recorded_data.CLASSES)
+  n = len(instruments.CLASSES)
   assert counts["train"] == counts["test"] == n
   assert len(os.listdir(tmp_path / "audio_train")) == n
   header = (tmp_path / "train.csv").read_text().splitlines()[0]
@@ -90,10 +95,10 @@ def learnable(tmp_path_factory):
 
 
 def test_linear_baselines_learn_what_is_learnable(learnable, tmp_path):
-  split = quality.read_split(learnable)
+  split = baselines.read_split(learnable)
   assert split.pca.shape == (96, 6) and split.mel_stats.shape == (96, 128)
   truth = {f: f"class_{l:02d}" for f, l in zip(split.fnames, split.labels)}
-  result = quality.linear_baselines(learnable, learnable, truth, val_fold=0)
+  result = baselines.linear_baselines(learnable, learnable, truth, val_fold=0)
   for name in ("pca", "mel_stats"):
     assert result[name]["map3"] > 0.95, result
     assert result[name]["train_clips"] == 64
@@ -102,7 +107,7 @@ def test_linear_baselines_learn_what_is_learnable(learnable, tmp_path):
   fnames = list(truth)
   wrong = dict(zip(fnames, np.random.default_rng(0).permutation(
       [truth[f] for f in fnames])))
-  result = quality.linear_baselines(learnable, learnable, wrong, val_fold=0)
+  result = baselines.linear_baselines(learnable, learnable, wrong, val_fold=0)
   assert result["pca"]["map3"] < 0.75, result
 
 
@@ -177,10 +182,10 @@ def test_a_registered_backbone_trains_and_scores(learnable, tmp_path):
   """The seam for new backbones: register, name it in the config; the
   model dir records it, so scoring rebuilds the same network."""
   keras.mixed_precision.set_global_policy("float32")
-  model_lib.register_backbone("tiny_test", _tiny_backbone, min_frames=2)
-  assert model_lib.min_frames("tiny_test") == 2
+  backbones.register_backbone("tiny_test", _tiny_backbone, min_frames=2)
+  assert backbones.min_frames("tiny_test") == 2
   with pytest.raises(model_lib.ModelError, match="unknown backbone"):
-    model_lib.min_frames("nonesuch")
+    backbones.min_frames("nonesuch")
   # A registered image op rides along: one file (augment) plus its config.
   if "flip_sign_test" not in augment.IMAGE_OPS:
     augment.register_image_op(
@@ -266,7 +271,7 @@ def test_quality_benchmark_end_to_end_on_a_small_kaggle_folder(tmp_path):
       "ensemble"]
   assert result["stages"][-1]["model_dir"].count(",") == 1
   # No sources.csv: one group, and a warning that says so.
-  assert list(result["stages"][0]["groups"]) == [quality.ALL]
+  assert list(result["stages"][0]["groups"]) == [baselines.ALL]
   assert "sources.csv" in result["warnings"][0]
   for stage in result["stages"]:
     assert 0.0 <= stage["map3"] <= 1.0
@@ -296,16 +301,16 @@ def test_source_groups_come_from_sources_csv(tmp_path):
   _write(tmp_path / "sources.csv", ["fname", "split", "source"],
          [["a.wav", "train", "font1"], ["b.wav", "train", "font2"],
           ["c.wav", "test", "font1"], ["d.wav", "test", "other"]])
-  assert quality.read_source_groups(str(tmp_path)) == {
-      "c.wav": quality.SAME, "d.wav": quality.CROSS}
+  assert baselines.read_source_groups(str(tmp_path)) == {
+      "c.wav": baselines.SAME, "d.wav": baselines.CROSS}
   # Without a split column the train CSV says which clips are training's.
   _write(tmp_path / "train.csv", ["fname", "label"], [["a.wav", "x"]])
   _write(tmp_path / "sources.csv", ["fname", "source"],
          [["a.wav", "font1"], ["c.wav", "font1"], ["d.wav", "font2"]])
-  assert quality.read_source_groups(str(tmp_path)) == {
-      "c.wav": quality.SAME, "d.wav": quality.CROSS}
+  assert baselines.read_source_groups(str(tmp_path)) == {
+      "c.wav": baselines.SAME, "d.wav": baselines.CROSS}
   os.remove(tmp_path / "sources.csv")
-  assert quality.read_source_groups(str(tmp_path)) == {}
+  assert baselines.read_source_groups(str(tmp_path)) == {}
 
 
 def test_figures_by_group_and_the_warnings():
@@ -317,26 +322,26 @@ def test_figures_by_group_and_the_warnings():
                     [0.1, 0.1, 0.2, 0.6],     # second
                     [0.1, 0.7, 0.2, 0.0],     # missed
                     [0.25] * 4])
-  groups = {"s1": quality.SAME, "s2": quality.SAME, "x1": quality.CROSS,
-            "x2": quality.CROSS}
+  groups = {"s1": baselines.SAME, "s2": baselines.SAME,
+            "x1": baselines.CROSS, "x2": baselines.CROSS}
   out = evaluation.by_group(evaluation.probability_scores(
       fnames, probs, labels), truth, groups)
-  assert out[quality.SAME]["map3"] == 1.0
-  assert out[quality.CROSS]["map3"] == pytest.approx(0.25)
-  assert out[quality.ALL]["map3"] == pytest.approx(0.625)
-  assert out[quality.ALL]["test_clips"] == 4
+  assert out[baselines.SAME]["map3"] == 1.0
+  assert out[baselines.CROSS]["map3"] == pytest.approx(0.25)
+  assert out[baselines.ALL]["map3"] == pytest.approx(0.625)
+  assert out[baselines.ALL]["test_clips"] == 4
   stages = [{"name": "stage1", "val_map3": 0.9, "groups": out}]
-  baselines = {"pretrained": {"groups": {quality.CROSS: {"map3": 0.5}}}}
-  lines = quality.source_warnings(stages, baselines, groups)
+  fitted = {"pretrained": {"groups": {baselines.CROSS: {"map3": 0.5}}}}
+  lines = quality.source_warnings(stages, fitted, groups)
   assert any("validation MAP@3 0.900" in l and "0.250" in l for l in lines)
   assert any("pretrained baseline (0.500) beats stage1" in l for l in lines)
-  assert "sources.csv" in quality.source_warnings(stages, baselines, {})[0]
+  assert "sources.csv" in quality.source_warnings(stages, fitted, {})[0]
 
 
 @pytest.mark.skipif(not all(shutil.which(p) for p in ("fluidsynth",
                                                        "timidity")) or
                     not all(os.path.exists(s.path) for s in
-                            recorded_data.SOURCES.values()),
+                            instruments.SOURCES.values()),
                     reason="needs fluidsynth, timidity, the soundfonts and "
                     "freepats (BUILD.md)")
 def test_cross_source_set_holds_a_source_out_of_training(tmp_path):
@@ -347,14 +352,14 @@ def test_cross_source_set_holds_a_source_out_of_training(tmp_path):
   counts = recorded_data.make_recorded_data(str(tmp_path), spec,
                                             progress=False)
   classes = recorded_data.set_classes(spec)
-  assert 25 <= len(classes) < len(recorded_data.CLASSES)  # freepats has less
+  assert 25 <= len(classes) < len(instruments.CLASSES)  # freepats has less
   assert counts["test"] == 2 * counts["train"] == 2 * len(classes)
   with open(tmp_path / "sources.csv") as f:
     rows = list(csv.DictReader(f))
   train_sources = {r["source"] for r in rows if r["split"] == "train"}
   assert train_sources <= {"fluidr3", "timgm6mb"}
-  groups = quality.read_source_groups(str(tmp_path))
-  assert sum(g == quality.CROSS for g in groups.values()) == len(classes)
+  groups = baselines.read_source_groups(str(tmp_path))
+  assert sum(g == baselines.CROSS for g in groups.values()) == len(classes)
   for name in os.listdir(tmp_path / "audio_test"):
     rate = struct.unpack("<I", (tmp_path / "audio_test" / name).read_bytes()[
         24:28])[0]
@@ -369,7 +374,7 @@ def test_the_default_set_is_unchanged_by_the_sources():
                              np.random.default_rng(0))
   rng = np.random.default_rng(0)
   first = (rng.integers(3), recorded_data._performance(
-      recorded_data.CLASSES[0], rng))
+      instruments.CLASSES[0], rng))
   assert len(plan) == 39 * (25 + 12)
   assert {c[0] for c in plan} == {"train", "test"}
   assert any(c[2] == first[0] and c[3] == first[1] for c in plan)

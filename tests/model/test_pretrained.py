@@ -22,6 +22,7 @@ from tagger.audio import graph_features
 from tagger.audio import params as params_lib
 from tagger.datasets import synthetic
 from tagger.model import networks as model_lib
+from tagger.model import aisfx_checkpoint
 from tagger.model import pretrained
 from tagger.train import trainer
 from conftest import tiny_config  # pylint: disable=g-bad-import-order
@@ -127,7 +128,7 @@ def test_reader_rebuilds_every_tensor_and_the_extra_dict(tmp_path):
            "b": np.arange(12, dtype=np.float32).reshape(3, 4)}
   path = str(tmp_path / "x.pth")
   _save_torch_zip(path, state, {"set": (1, 5)}, transposed=("1",))
-  loaded, extra = pretrained.read_torch_checkpoint(path)
+  loaded, extra = aisfx_checkpoint.read_torch_checkpoint(path)
   assert list(loaded) == ["a", "b"] and extra == {"set": (1, 5)}
   for name, array in state.items():
     np.testing.assert_array_equal(loaded[name], array)   # strided 'b' too
@@ -137,9 +138,9 @@ def test_reader_reads_the_checkpoint_inside_a_wheel(checkpoint, tmp_path):
   path, state = checkpoint
   wheel = str(tmp_path / "aisfx-0.1.2-py2.py3-none-any.whl")
   with zipfile.ZipFile(wheel, "w") as z:
-    z.write(path, pretrained.CHECKPOINT_IN_WHEEL)
+    z.write(path, aisfx_checkpoint.CHECKPOINT_IN_WHEEL)
     z.writestr("aisfx/__init__.py", "")
-  got = pretrained.cnn9_state(wheel)
+  got = aisfx_checkpoint.cnn9_state(wheel)
   assert len(got) == 8 * 5
   np.testing.assert_array_equal(
       got["conv_block2.conv1.weight"],
@@ -153,9 +154,10 @@ def test_reader_runs_no_code_from_the_file(tmp_path):
   path = str(tmp_path / "evil.pth")
   with zipfile.ZipFile(path, "w") as z:
     z.writestr("archive/data.pkl", pickle.dumps(Evil(), protocol=2))
-  with pytest.raises(pretrained.PretrainedError, match=r"evil\.pth: refers "
+  with pytest.raises(aisfx_checkpoint.PretrainedError,
+                     match=r"evil\.pth: refers "
                      r"to (posix|os)\.system"):
-    pretrained.read_torch_checkpoint(path)
+    aisfx_checkpoint.read_torch_checkpoint(path)
 
 
 @pytest.mark.parametrize("content,reason", [
@@ -170,8 +172,8 @@ def test_bad_weights_are_one_line_with_how_to_get_them(tmp_path, content,
   elif content is not None:
     with open(path, "wb") as f:
       f.write(content)
-  with pytest.raises(pretrained.PretrainedError) as error:
-    pretrained.cnn9_state(path)
+  with pytest.raises(aisfx_checkpoint.PretrainedError) as error:
+    aisfx_checkpoint.cnn9_state(path)
   message = str(error.value)
   assert path in message and reason in message and "\n" not in message
   assert "pip download aisfx==0.1.2 --no-deps" in message
@@ -381,7 +383,7 @@ def test_the_pretrained_backbone_refuses_other_features(tmp_path):
 
 
 def test_the_pretrained_backbone_without_weights_is_one_line(tmp_path):
-  with pytest.raises(pretrained.PretrainedError,
+  with pytest.raises(aisfx_checkpoint.PretrainedError,
                      match="pip download aisfx==0.1.2 --no-deps"):
     model_lib.build_model(
         model_lib.Architecture(3, 0, num_mels=64, backbone="cnn9_aisfx"),

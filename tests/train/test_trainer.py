@@ -18,6 +18,7 @@ import tensorflow as tf
 from tagger import distribute
 from tagger.model import model_dir as model_dir_lib
 from tagger.model import networks as model_lib
+from tagger.train import fold_parts
 from tagger.train import run_state
 from tagger.train import trainer
 from conftest import learnable_shards, tiny_config, two_cpu_strategy  # pylint: disable=g-bad-import-order
@@ -96,7 +97,6 @@ def test_stage2_starts_from_stage1_weights(data_dir, tmp_path):
       "stage": 2, "model.init_from": str(tmp_path / "stage1" / "fold{fold}")})
   run = trainer.FoldRun(config, data_dir, str(tmp_path / "s2"),
                         tf.distribute.get_strategy(), 0)
-  run.build()
   copied = run.init_from()
   assert "backbone" in copied and "mel_conv3" in copied
   assert "fc1536" not in copied  # its input grew by the PCA width
@@ -172,11 +172,11 @@ def test_evaluation_on_replicas_counts_every_clip_once(data_dir, tmp_path):
   keras.mixed_precision.set_global_policy("float32")
   results = []
   for strategy in (tf.distribute.get_strategy(), two_cpu_strategy()):
+    keras.utils.set_random_seed(3)   # the same initial weights
     run = trainer.FoldRun(tiny_config(eval_batch_size=14,
                                       **{"input.eval_lengths": (32, 48, 40)}),
                           data_dir, str(tmp_path / "e"), strategy, 0)
     assert run.data.num_validation_clips == 32
-    keras.utils.set_random_seed(3)
     run.prepare(0)
     results.append(run.predict_validation())
   (p1, l1), (p2, l2) = results
@@ -491,14 +491,14 @@ def test_a_run_from_before_an_upgrade_resumes_but_not_another_config():
   """config.json without settings added later (at their defaults) is the
   same config; any changed value is not."""
   config = tiny_config()
-  saved = json.loads(trainer._config_json(config))  # pylint: disable=protected-access
+  saved = json.loads(fold_parts.config_json(config))
   del saved["checkpoint_every_steps"], saved["model"]["freeze_backbone"]
-  assert trainer.same_config(saved, config)
+  assert fold_parts.same_config(saved, config)
   config.checkpoint_every_steps = 100
-  assert not trainer.same_config(saved, config)
+  assert not fold_parts.same_config(saved, config)
   config.checkpoint_every_steps = 0
   config.schedule.max_lr = 0.5
-  assert not trainer.same_config(saved, config)
+  assert not fold_parts.same_config(saved, config)
 
 
 def test_a_model_dir_in_use_is_refused_in_one_line(data_dir, tmp_path):
