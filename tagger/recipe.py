@@ -147,6 +147,24 @@ def _clip_table(data_dir: str, pca_dim: int):
           np.array(folds), np.array(empty, bool))
 
 
+def _fit_head(x: np.ndarray, y: np.ndarray, val: np.ndarray,
+              empty: np.ndarray, info: data_info.DataInfo, seed: int):
+  """(C, the validation figure, the logistic regression refitted on every
+  clip with audio at that C) of pooled features x [N, D]: C chosen on the
+  validated rows (val [N] bool; none: C = 1)."""
+  validation = {}
+  if val.any():
+    fit_rows = ~val & ~empty
+    _, c, figure = logistic.fit(x[fit_rows], y[fit_rows], x[val], y[val],
+                                info.num_classes, seed, info.multi_label)
+    validation = {"val_lwlrap" if info.multi_label else "val_map3":
+                  round(float(figure), 6)}
+  else:
+    c = 1.0
+  return c, validation, logistic.fit_at(x[~empty], y[~empty], c, seed,
+                                        info.multi_label)
+
+
 def fit_logistic_member(config, data_dir: str, model_dir: str,
                         strategy: tf.distribute.Strategy) -> dict:
   """A frozen backbone + linear head whose weights are a logistic
@@ -176,21 +194,11 @@ def fit_logistic_member(config, data_dir: str, model_dir: str,
   if fnames != scores.fnames:
     raise RecipeError(f"{data_dir}: its records changed while read")
   y = hot.astype(np.int64) if info.multi_label else labels
-  x = scores.embeddings
   fold = str(config.fold)
   val = (folds == int(fold)) & ~empty if fold != "none" else np.zeros_like(
       empty)
-  fit_rows = ~val & ~empty
-  seed = int(config.seed)
-  validation = {}
-  if val.any():
-    _, c, figure = logistic.fit(x[fit_rows], y[fit_rows], x[val], y[val],
-                                info.num_classes, seed, info.multi_label)
-    validation = {"val_lwlrap" if info.multi_label else "val_map3":
-                  round(float(figure), 6)}
-  else:
-    c = 1.0
-  fitted = logistic.fit_at(x[~empty], y[~empty], c, seed, info.multi_label)
+  c, validation, fitted = _fit_head(scores.embeddings, y, val, empty, info,
+                                    int(config.seed))
   kernel, bias = logistic.dense_weights(fitted, info.num_classes)
   network.get_layer("probs").set_weights([kernel, bias])
   fileio.makedirs(model_dir)

@@ -10,7 +10,6 @@ sees; rows are examples, labelled with the mixup weights and labels.
 from absl import app
 from absl import flags
 
-
 from tagger import fileio
 from tagger import settings
 from tagger.cli import run_tool

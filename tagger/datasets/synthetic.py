@@ -53,6 +53,30 @@ class SyntheticSet:
   params: FeatureParams = FeatureParams()
 
 
+def _record(spec: SyntheticSet, i: int, frames: int, fold: int, labels,
+            rng) -> bytes:
+  """Clip i's serialized record (its log-mel, then its PCA vector drawn
+  from rng, in that order)."""
+  shape = (spec.params.mel_bands, frames)
+  if spec.learnable:
+    mel = rng.uniform(-80, -60, shape)
+    rows = spec.params.mel_bands // spec.num_classes
+    c = i % spec.num_classes
+    mel[c * rows:(c + 1) * rows] += 70
+  else:
+    mel = rng.uniform(spec.params.norm_min_db, spec.params.norm_max_db,
+                      shape)
+  mel = mel.astype(np.float16)
+  pca = rng.normal(size=spec.pca_dim).astype(np.float32)
+  if spec.learnable:  # the class moves the PCA vector too, as real ones
+    pca[1 + (i % spec.num_classes) % max(spec.pca_dim - 1, 1)] += 4.0
+  pca[0] = i
+  return records.serialize_example(
+      fname=f"clip_{i:06d}.wav", label=int(i % spec.num_classes),
+      label_name=labels[i % spec.num_classes], fold=fold,
+      manually_verified=int(i % 3 != 0), log_mel_db=mel, pca=pca)
+
+
 def write_synthetic_shards(output_dir: str, spec: SyntheticSet
                            ) -> manifest_lib.Manifest:
   """Writes train shards (one fold per shard group) and manifest.json.
@@ -85,24 +109,8 @@ def write_synthetic_shards(output_dir: str, spec: SyntheticSet
       path = fileio.join(output_dir, name)
       with tf.io.TFRecordWriter(path) as writer:
         for i in chunk:
-          shape = (spec.params.mel_bands, lengths[i])
-          if spec.learnable:
-            mel = rng.uniform(-80, -60, shape)
-            rows = spec.params.mel_bands // spec.num_classes
-            c = i % spec.num_classes
-            mel[c * rows:(c + 1) * rows] += 70
-          else:
-            mel = rng.uniform(spec.params.norm_min_db,
-                              spec.params.norm_max_db, shape)
-          mel = mel.astype(np.float16)
-          pca = rng.normal(size=spec.pca_dim).astype(np.float32)
-          if spec.learnable:  # the class moves the PCA vector too, as real ones
-            pca[1 + (i % spec.num_classes) % max(spec.pca_dim - 1, 1)] += 4.0
-          pca[0] = i
-          writer.write(records.serialize_example(
-              fname=f"clip_{i:06d}.wav", label=int(i % spec.num_classes),
-              label_name=labels[i % spec.num_classes], fold=fold,
-              manually_verified=int(i % 3 != 0), log_mel_db=mel, pca=pca))
+          writer.write(_record(spec, int(i), int(lengths[i]), fold, labels,
+                               rng))
       shards.append(manifest_lib.Shard(
           name, fold, "train", len(chunk), tf.io.gfile.stat(path).length,
           fileio.sha256(path)))

@@ -63,7 +63,7 @@ MAX_LISTED = 1000    # clips without audio listed by name
 @dataclasses.dataclass
 class TrainingClips:
   """The training clips the worst clips are compared with: their
-  embeddings by the same models (score.training_clips)."""
+  embeddings by the same models (training_clips)."""
   fnames: Sequence[str]
   labels: Sequence[str]            # as the records name them ("a,b": both)
   verified: np.ndarray             # [N] bool
@@ -108,7 +108,7 @@ class ReportWriter:
   def write(self, scores, truth: Dict[str, Tuple[str, ...]],
             headline: dict, verified: Optional[Dict[str, bool]] = None
             ) -> str:
-    """scores: score.Scores (with embeddings, for the nearest training
+    """scores: scorer.Scores (with embeddings, for the nearest training
     clips); truth: fname -> labels (single-label: one); headline: figures
     and settings shown first. Returns the page's path."""
     index = {n: i for i, n in enumerate(scores.fnames)}

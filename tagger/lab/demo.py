@@ -81,38 +81,14 @@ def run_demo(workdir: str, num_workers: int = 0,
   """
   started = time.time()
   data_dir = os.path.join(workdir, "data")
-  if not os.path.exists(os.path.join(data_dir, "test_labels.csv")):
-    if multi_label:
-      counts = demo_data.make_multilabel_demo_data(data_dir)
-      print(f"[1/{STEPS}] multi-label demo data: " + ", ".join(
-          f"{v} {k}" for k, v in counts.items()) + f" clips in {data_dir}",
-            flush=True)
-    else:
-      counts = demo_data.make_demo_data(data_dir, spec)
-      print(f"[1/{STEPS}] demo data: {counts['train']} train and "
-            f"{counts['test']} test clips in {data_dir}", flush=True)
-  else:
-    print(f"[1/{STEPS}] demo data: already in {data_dir}", flush=True)
+  _make_data(data_dir, spec, multi_label)
   make_shards(workdir, data_dir, num_workers,
               LAYOUT_2019 if multi_label else LAYOUT_2018)
   train_dir = os.path.join(workdir, "tfrecords", "train")
   strategy = trainer.setup(demo_config("stage1"))
   for step, stage in ((4, "stage1"), (5, "stage2")):
     for fold in folds:
-      config = demo_config(stage)
-      config.fold = str(fold)
-      if multi_label:
-        config.input.val_sources = "curated"
-        config.source_weights = "noisy=0.5"
-        if config.stage == 2:  # late fusion, as configs/cpu.py (BUILD.md)
-          config.model.pca_head = True
-          config.model.pca_into_mlp = False
-          config.model.pca_head_l2 = 0.03
-          config.schedule.cyclic_epochs = 16
-          config.schedule.cycle_step_epochs = 4.0
-      if config.stage == 2:
-        config.model.init_from = os.path.join(workdir, "stage1",
-                                              "fold{fold}")
+      config = _fold_config(stage, fold, workdir, multi_label)
       model_dir = os.path.join(workdir, stage, f"fold{fold}")
       summary = trainer.train(config, train_dir, model_dir, strategy)
       print(f"[{step}/{STEPS}] {trainer.describe_summary(summary)}",
@@ -123,6 +99,48 @@ def run_demo(workdir: str, num_workers: int = 0,
       data_dir=os.path.join(workdir, "tfrecords", "test"),
       labels_csv=os.path.join(data_dir, "test_labels.csv"),
       report_dir=os.path.join(workdir, "report"), progress=False))
+  _print_result(result, output, started, multi_label)
+  return result
+
+
+def _make_data(data_dir: str, spec: demo_data.DemoSpec,
+               multi_label: bool) -> None:
+  """Step 1: the demo data, unless data_dir holds it already."""
+  if os.path.exists(os.path.join(data_dir, "test_labels.csv")):
+    print(f"[1/{STEPS}] demo data: already in {data_dir}", flush=True)
+  elif multi_label:
+    counts = demo_data.make_multilabel_demo_data(data_dir)
+    print(f"[1/{STEPS}] multi-label demo data: " + ", ".join(
+        f"{v} {k}" for k, v in counts.items()) + f" clips in {data_dir}",
+          flush=True)
+  else:
+    counts = demo_data.make_demo_data(data_dir, spec)
+    print(f"[1/{STEPS}] demo data: {counts['train']} train and "
+          f"{counts['test']} test clips in {data_dir}", flush=True)
+
+
+def _fold_config(stage: str, fold, workdir: str, multi_label: bool):
+  """The demo config of one stage and fold (stage 2 from stage 1's
+  model of the fold; the multi-label variant's sources and fusion)."""
+  config = demo_config(stage)
+  config.fold = str(fold)
+  if multi_label:
+    config.input.val_sources = "curated"
+    config.source_weights = "noisy=0.5"
+    if config.stage == 2:  # late fusion, as configs/cpu.py (BUILD.md)
+      config.model.pca_head = True
+      config.model.pca_into_mlp = False
+      config.model.pca_head_l2 = 0.03
+      config.schedule.cyclic_epochs = 16
+      config.schedule.cycle_step_epochs = 4.0
+  if config.stage == 2:
+    config.model.init_from = os.path.join(workdir, "stage1", "fold{fold}")
+  return config
+
+
+def _print_result(result: dict, output: str, started: float,
+                  multi_label: bool) -> None:
+  """Step 6 and the figure, last."""
   report = result["evaluation"]
   if multi_label:
     map3 = "n/a" if report["map3"] is None else f"{report['map3']:.4f}"
@@ -134,7 +152,7 @@ def run_demo(workdir: str, num_workers: int = 0,
     print(f"lwlrap={report['lwlrap']:.4f} MAP@3={map3} on the "
           f"{report['single_label_clips']} single-label of "
           f"{report['clips']} labelled test clips", flush=True)
-    return result
+    return
   print(f"[6/{STEPS}] scored {result['clips']} test clips with "
         f"{len(result['models'])} models x {len(result['lengths'])} lengths "
         f"x {result['tries']} tries -> {output} "
@@ -144,4 +162,3 @@ def run_demo(workdir: str, num_workers: int = 0,
   print(f"demo finished in {(time.time() - started) / 60:.1f} min", flush=True)
   print(f"MAP@3={report['map3']:.4f} top-1 accuracy={report['accuracy']:.4f} "
         f"on {report['clips']} labelled test clips", flush=True)
-  return result

@@ -4,10 +4,10 @@ shards: the figures behind tools/benchmark_quality.
 The baselines and the source groups are baselines.py's.
 """
 
+import dataclasses
 import os
 import time
-from typing import Dict, Sequence
-
+from typing import Dict, Sequence, Tuple
 
 from tagger import fileio
 from tagger.infer import evaluation
@@ -39,33 +39,80 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
   (last). Steps already done under workdir are skipped (a re-run
   resumes)."""
   from tagger.lab import demo  # pylint: disable=g-import-not-at-top
-  from tagger.train import trainer  # pylint: disable=g-import-not-at-top
   started = time.time()
-  labels_csv = fileio.join(data_dir, "test_labels.csv")
-  if not fileio.exists(labels_csv):  # before minutes of sharding
-    raise baselines_lib.QualityError(
-        f"{labels_csv} not found: the benchmark needs the test answers "
-        "(fname,label) beside sample_submission.csv")
-  if pretrained_weights:
-    from tagger.model import aisfx_checkpoint  # pylint: disable=g-import-not-at-top
-    aisfx_checkpoint.cnn9_state(pretrained_weights)  # before sharding
-  truth = evaluation.label_sets(evaluation.read_labels_csv(labels_csv))
-  groups = baselines_lib.read_source_groups(data_dir)
-  layout_2019 = fileio.exists(fileio.join(data_dir, "train_curated.csv"))
-  layout = demo.LAYOUT_2019 if layout_2019 else demo.LAYOUT_2018
+  run = _start(data_dir, workdir, fold, pretrained_weights)
+  layout = demo.LAYOUT_2019 if run.layout_2019 else demo.LAYOUT_2018
   # One shard set per feature set the configs' backbones need (the
   # reference's first: the linear baselines read it).
   feature_sets = ["reference"] + sorted(
       {_feature_set(c) for c in configs} - {"reference"})
   for features in feature_sets:
     demo.make_shards(workdir, data_dir, num_workers, layout, features)
+  stages, last = _train_configs(run, configs)
+  if recipe:
+    stages += recipe_stages(run, recipe, recipe_flags)
+  elif len(last) > 1:   # several kinds of model: their last together
+    stages.append({"name": "ensemble",
+                   "model_dir": ",".join(s["model_dir"] for s in last),
+                   "val_map3": None,
+                   **_ensemble(last, workdir, run.truth, run.groups),
+                   "train_seconds": sum(s["train_seconds"] for s in stages)})
   train_dir = fileio.join(demo.shard_root(workdir), "train")
   test_dir = fileio.join(demo.shard_root(workdir), "test")
+  embeddings = None
+  if pretrained_weights and not run.layout_2019:
+    embeddings = baselines_lib.pretrained_embeddings(
+        data_dir, (train_dir, test_dir), pretrained_weights,
+        fileio.join(workdir, "pretrained_embeddings.npz"))
+  baselines = baselines_lib.linear_baselines(
+      train_dir, test_dir, run.truth, val_fold=fold, groups=run.groups,
+      embeddings=embeddings)
+  stages = [{k: v for k, v in s.items() if k != "scores"} for s in stages]
+  return {"stages": stages, "baselines": baselines,
+          "warnings": source_warnings(stages, baselines, run.groups),
+          "seconds": time.time() - started}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+  """What every stage of one benchmark run shares."""
+  workdir: str
+  fold: int
+  labels_csv: str            # the test answers
+  truth: Dict[str, tuple]    # fname -> its labels
+  groups: Dict[str, str]     # fname -> source group (none: {})
+  layout_2019: bool          # FSDKaggle2019's layout (curated + noisy)
+
+
+def _start(data_dir: str, workdir: str, fold: int,
+           pretrained_weights: str) -> _Run:
+  """The run's answers and source groups, after the checks that come
+  before minutes of sharding (the answers, the weights)."""
+  labels_csv = fileio.join(data_dir, "test_labels.csv")
+  if not fileio.exists(labels_csv):
+    raise baselines_lib.QualityError(
+        f"{labels_csv} not found: the benchmark needs the test answers "
+        "(fname,label) beside sample_submission.csv")
+  if pretrained_weights:
+    from tagger.model import aisfx_checkpoint  # pylint: disable=g-import-not-at-top
+    aisfx_checkpoint.cnn9_state(pretrained_weights)   # one line if bad
+  return _Run(workdir, fold, labels_csv,
+              evaluation.label_sets(evaluation.read_labels_csv(labels_csv)),
+              baselines_lib.read_source_groups(data_dir),
+              fileio.exists(fileio.join(data_dir, "train_curated.csv")))
+
+
+def _train_configs(run: _Run, configs: Sequence) -> Tuple[list, list]:
+  """Trains each config in turn on the fold (stage 2 from this run's
+  stage-1 model of the same backbone) and scores it: (the rows, the last
+  row of each kind of model)."""
+  from tagger.lab import demo  # pylint: disable=g-import-not-at-top
+  from tagger.train import trainer  # pylint: disable=g-import-not-at-top
   strategy = trainer.setup(configs[0]) if configs else None
   stages, previous = [], {}
   for config in configs:
-    config.fold = str(fold)
-    if layout_2019:
+    config.fold = str(run.fold)
+    if run.layout_2019:
       config.input.val_sources = config.input.val_sources or "curated"
       config.source_weights = config.source_weights or "noisy=0.5"
     backbone = str(config.model.backbone)
@@ -75,9 +122,9 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
                                       else f"_{kind}")
     if config.stage == 2 and kind in previous:
       config.model.init_from = fileio.join(   # else the config's own
-          workdir, previous[kind], f"fold{fold}")
-    model_dir = fileio.join(workdir, name, f"fold{fold}")
-    shards = demo.shard_root(workdir, _feature_set(config))
+          run.workdir, previous[kind], f"fold{run.fold}")
+    model_dir = fileio.join(run.workdir, name, f"fold{run.fold}")
+    shards = demo.shard_root(run.workdir, _feature_set(config))
     stage_started = time.time()
     summary = trainer.train(config, fileio.join(shards, "train"), model_dir,
                             strategy)
@@ -85,40 +132,17 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
     validation = summary.get("best_model_validation", {})
     stages.append({"name": name, "model_dir": model_dir,
                    "val_map3": validation.get("val_map3"),
-                   **_score_models(model_dir, name, workdir,
-                                   fileio.join(shards, "test"), labels_csv,
-                                   truth, groups),
+                   **_score_models(model_dir, name, run,
+                                   fileio.join(shards, "test")),
                    "train_seconds": time.time() - stage_started})
     previous[kind] = name
-  if recipe:
-    stages += recipe_stages(recipe, recipe_flags, workdir, fold, labels_csv,
-                            truth, groups)
-  elif len(previous) > 1:   # several kinds of model: their last together
-    last = [s for s in stages if s["name"] in previous.values()]
-    stages.append({"name": "ensemble",
-                   "model_dir": ",".join(s["model_dir"] for s in last),
-                   "val_map3": None,
-                   **_ensemble(last, workdir, truth, groups),
-                   "train_seconds": sum(s["train_seconds"] for s in stages)})
-  embeddings = None
-  if pretrained_weights and not layout_2019:
-    embeddings = baselines_lib.pretrained_embeddings(
-        data_dir, (train_dir, test_dir), pretrained_weights,
-        fileio.join(workdir, "pretrained_embeddings.npz"))
-  baselines = baselines_lib.linear_baselines(
-      train_dir, test_dir, truth, val_fold=fold, groups=groups,
-      embeddings=embeddings)
-  stages = [{k: v for k, v in s.items() if k != "scores"} for s in stages]
-  return {"stages": stages, "baselines": baselines,
-          "warnings": source_warnings(stages, baselines, groups),
-          "seconds": time.time() - started}
+  return stages, [s for s in stages if s["name"] in previous.values()]
 
 
 RECIPE_DIR = "new_audio"
 
 
-def recipe_stages(spec: str, flags: Sequence[str], workdir: str, fold: int,
-                  labels_csv: str, truth, groups) -> list:
+def recipe_stages(run: _Run, spec: str, flags: Sequence[str]) -> list:
   """Trains the recipe with tools/train (a child process: the user's
   command) into workdir/new_audio, scores each member on the test shards
   and returns the rows: each member alone, the recipe without each member,
@@ -128,12 +152,13 @@ def recipe_stages(spec: str, flags: Sequence[str], workdir: str, fold: int,
   import sys  # pylint: disable=g-import-not-at-top
   from tagger.model import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
   from tagger.lab import demo  # pylint: disable=g-import-not-at-top
+  workdir, truth, groups = run.workdir, run.truth, run.groups
   shards = demo.shard_root(workdir)
   model_dir = fileio.join(workdir, RECIPE_DIR)
   started = time.time()
   command = [sys.executable, "-m", "tagger.cli.train", f"--config={spec}",
              f"--data_dir={fileio.join(shards, 'train')}",
-             f"--model_dir={model_dir}", f"--config.fold={fold}", *flags]
+             f"--model_dir={model_dir}", f"--config.fold={run.fold}", *flags]
   print(" ".join(command), flush=True)
   if subprocess.run(command, check=False).returncode != 0:
     raise baselines_lib.QualityError(f"tools/train --config={spec} failed "
@@ -148,9 +173,8 @@ def recipe_stages(spec: str, flags: Sequence[str], workdir: str, fold: int,
     rows.append({"name": name, "model_dir": member,
                  "val_map3": summary.get("best_model_validation", {}).get(
                      "val_map3"),
-                 **_score_models(member, name.replace("/", "_"), workdir,
-                                 fileio.join(shards, "test"), labels_csv,
-                                 truth, groups),
+                 **_score_models(member, name.replace("/", "_"), run,
+                                 fileio.join(shards, "test")),
                  "train_seconds": _member_seconds(member, summary),
                  "score_seconds": time.time() - member_started})
   for left_out in rows if len(rows) > 2 else []:
@@ -191,20 +215,21 @@ def _member_seconds(member_dir: str, summary: dict) -> float:
   return sum(float(r.get("seconds") or 0.0) for r in rows)
 
 
-def _score_models(model_dirs: str, name: str, workdir: str, test_dir: str,
-                  labels_csv: str, truth, groups) -> dict:
+def _score_models(model_dirs: str, name: str, run: _Run,
+                  test_dir: str) -> dict:
   """The test figures of model dirs scored together (TTA), as tools/score
   scores them; their scores (in memory, for the ensembles) under
   "scores", written as workdir/<name>_probs.csv too."""
   from tagger.infer import score as score_lib  # pylint: disable=g-import-not-at-top
   scores, result = score_lib.run(score_lib.ScoreJob(
-      model_dirs=model_dirs, output=fileio.join(workdir, f"{name}.csv"),
-      data_dir=test_dir, labels_csv=labels_csv,
-      probs_out=fileio.join(workdir, f"{name}_probs.csv"), progress=False))
+      model_dirs=model_dirs, output=fileio.join(run.workdir, f"{name}.csv"),
+      data_dir=test_dir, labels_csv=run.labels_csv,
+      probs_out=fileio.join(run.workdir, f"{name}_probs.csv"),
+      progress=False))
   figures = result["evaluation"]
   return {"map3": figures["map3"], "accuracy": figures["accuracy"],
           "lwlrap": figures.get("lwlrap"), "scores": scores,
-          "groups": evaluation.by_group(scores, truth, groups)}
+          "groups": evaluation.by_group(scores, run.truth, run.groups)}
 
 
 def _feature_set(config) -> str:

@@ -39,7 +39,6 @@ def benchmark_score(data_dir: str = "", model_dirs: str = "",
   number of forward examples in plain large batches (random inputs at the
   same lengths), divided by the scorer's time (reading, windows, crop/pad,
   every model, every length and try, combining)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tagger import distribute  # pylint: disable=g-import-not-at-top
   from tagger.infer import inputs  # pylint: disable=g-import-not-at-top
   from tagger.infer import scorer as scorer_lib  # pylint: disable=g-import-not-at-top
@@ -68,32 +67,7 @@ def benchmark_score(data_dir: str = "", model_dirs: str = "",
     scorer.score(records_ds, views, progress=False)
     scorer_s = time.perf_counter() - start
 
-    info = models[0].data
-    rows_per_length = clips * tries
-    bare = [tf.function(m.model, reduce_retracing=True) for m in models]
-
-    def inputs(rows, length, stage2):
-      x = {"log_mel": tf.random.uniform([rows, info.num_mels, length, 1])}
-      if stage2:
-        x["pca"] = tf.random.normal([rows, info.pca_dim])
-      return x
-
-    batches = []
-    for length in lengths:
-      for start_row in range(0, rows_per_length, batch_size):
-        rows = min(batch_size, rows_per_length - start_row)
-        batches.append((rows, length))
-    for fn, m in zip(bare, models):  # warm-up
-      for length in lengths:
-        fn(inputs(batch_size, length, m.stage2), training=False)
-    prepared = [[inputs(rows, length, m.stage2) for rows, length in batches]
-                for m in models]
-    start = time.perf_counter()
-    for fn, xs in zip(bare, prepared):
-      for x in xs:
-        out = fn(x, training=False)
-    out[0].numpy()
-    bare_s = time.perf_counter() - start
+    bare_s = _bare_model_seconds(models, lengths, clips * tries, batch_size)
   forward = clips * tries * len(lengths) * len(models)
   return {"clips": clips, "models": len(models), "lengths": list(lengths),
           "tries": tries, "forward_examples": forward,
@@ -101,6 +75,37 @@ def benchmark_score(data_dir: str = "", model_dirs: str = "",
           "clips_per_sec": clips / scorer_s,
           "forward_examples_per_sec": forward / scorer_s,
           "tta_efficiency": bare_s / scorer_s, "traces": scorer.traces}
+
+
+def _bare_model_seconds(models, lengths, rows_per_length: int,
+                        batch_size: int) -> float:
+  """Seconds the models alone take for rows_per_length rows at each
+  length, in plain large batches of random inputs (after a warm-up)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  info = models[0].data
+  bare = [tf.function(m.model, reduce_retracing=True) for m in models]
+
+  def random_inputs(rows, length, stage2):
+    x = {"log_mel": tf.random.uniform([rows, info.num_mels, length, 1])}
+    if stage2:
+      x["pca"] = tf.random.normal([rows, info.pca_dim])
+    return x
+
+  batches = []
+  for length in lengths:
+    for start_row in range(0, rows_per_length, batch_size):
+      batches.append((min(batch_size, rows_per_length - start_row), length))
+  for fn, m in zip(bare, models):  # warm-up
+    for length in lengths:
+      fn(random_inputs(batch_size, length, m.stage2), training=False)
+  prepared = [[random_inputs(rows, length, m.stage2)
+               for rows, length in batches] for m in models]
+  start = time.perf_counter()
+  for fn, xs in zip(bare, prepared):
+    for x in xs:
+      out = fn(x, training=False)
+  out[0].numpy()
+  return time.perf_counter() - start
 
 
 def _recording(path: str, minutes: float, seed: int = 0) -> None:
@@ -132,11 +137,8 @@ def benchmark_serving(model_dirs: str = "", minutes=(2.0, 10.0),
   Without model_dirs, times one untrained stage-1 MobileNetV2 (the speed
   does not depend on the weights).
   """
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from tagger import api  # pylint: disable=g-import-not-at-top
-  from tagger.infer import export  # pylint: disable=g-import-not-at-top
   from tagger.datasets import synthetic  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   results = {"hop_seconds": hop_seconds, "chunk_seconds": chunk_seconds}
   with tempfile.TemporaryDirectory() as tmp:
     if not model_dirs:
@@ -165,22 +167,33 @@ def benchmark_serving(model_dirs: str = "", minutes=(2.0, 10.0),
                                                   baseline)
     results.update(_clip_latency(model_dirs, os.path.join(tmp, "saved"),
                                  clip_seconds))
-    files = export.export_tflite(model_dirs, os.path.join(tmp, "tflite"))
-    mel = np.random.default_rng(0).uniform(
-        -80, 20, (1, 64, tagger.window)).astype(np.float32)
-    for variant, path in files.items():
-      interpreter = tf.lite.Interpreter(model_path=path, num_threads=2)
-      interpreter.allocate_tensors()
-      inp = interpreter.get_input_details()[0]["index"]
+    results.update(_tflite_latency(model_dirs, os.path.join(tmp, "tflite"),
+                                   tagger.window, window_runs))
+  return results
+
+
+def _tflite_latency(model_dirs: str, export_dir: str, window: int,
+                    runs: int) -> dict:
+  """Each TFLite variant's file size and ms per window (2 threads)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tagger.infer import export  # pylint: disable=g-import-not-at-top
+  results = {}
+  mel = np.random.default_rng(0).uniform(
+      -80, 20, (1, 64, window)).astype(np.float32)
+  for variant, path in export.export_tflite(model_dirs, export_dir).items():
+    interpreter = tf.lite.Interpreter(model_path=path, num_threads=2)
+    interpreter.allocate_tensors()
+    inp = interpreter.get_input_details()[0]["index"]
+    interpreter.set_tensor(inp, mel)
+    interpreter.invoke()
+    start = time.perf_counter()
+    for _ in range(runs):
       interpreter.set_tensor(inp, mel)
       interpreter.invoke()
-      start = time.perf_counter()
-      for _ in range(window_runs):
-        interpreter.set_tensor(inp, mel)
-        interpreter.invoke()
-      results[f"tflite_{variant}_ms_per_window"] = (
-          (time.perf_counter() - start) / window_runs * 1000)
-      results[f"tflite_{variant}_mb"] = os.path.getsize(path) / 2**20
+    results[f"tflite_{variant}_ms_per_window"] = (
+        (time.perf_counter() - start) / runs * 1000)
+    results[f"tflite_{variant}_mb"] = os.path.getsize(path) / 2**20
   return results
 
 

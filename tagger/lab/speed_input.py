@@ -8,7 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Sequence
+from typing import Sequence, Tuple
 
 from tagger import settings
 from tagger.lab import measure
@@ -60,6 +60,15 @@ def _serve_in_subprocesses(num_workers: int):
   return address, procs
 
 
+@dataclasses.dataclass(frozen=True)
+class _Timing:
+  """How a rate is measured: steps after warmup, of batch_size, seeded."""
+  batch_size: int
+  warmup: int
+  steps: int
+  seed: int
+
+
 def benchmark_pipeline(data_dir: str = "", num_records: int = 4000,
                        batch_size: int = 64, warmup: int = 30,
                        steps: int = 200, seed: int = 0,
@@ -78,14 +87,11 @@ def benchmark_pipeline(data_dir: str = "", num_records: int = 4000,
   (pairing_<mode>_examples_per_sec, its start-up seconds and peak RSS).
   host_only: the host side of placement 'device' only.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tagger.input import batches  # pylint: disable=g-import-not-at-top
   from tagger.input import lengths as lengths_lib  # pylint: disable=g-import-not-at-top
   from tagger.input import pipeline as ip  # pylint: disable=g-import-not-at-top
-
+  timing = _Timing(batch_size, warmup, steps, seed)
   with tempfile.TemporaryDirectory() as tmp:
     info, folds = train_shards(tmp, data_dir, num_records, seed)
-    spec = info.batch_spec
     full = settings.AugmentConfig()
     plain = settings.AugmentConfig(shift_fraction=0.0, flip_probability=0.0,
                                    erase_probability=0.0, mixup_alpha=0.0)
@@ -93,21 +99,6 @@ def benchmark_pipeline(data_dir: str = "", num_records: int = 4000,
                "mean_frames": info.manifest.frames.get("mean"),
                "length_range": list(lengths_lib.length_range(
                    info, settings.InputConfig()))}
-
-    def run(placement, aug):
-      config = settings.InputConfig(batch_size=batch_size,
-                                    placement=placement, seed=seed)
-      ds = ip.train_dataset(info, folds, config, aug)
-      if placement == "host":
-        step = lambda batch: batch
-      else:
-        step = tf.function(
-            lambda batch: batches.augment_batch(batch, spec, aug),
-            reduce_retracing=True)
-      with measure.PeakMemory() as memory:
-        rate = measure.rate(iter(ds), step, warmup, steps, batch_size)
-      return rate, memory.peak_total_mb
-
     reader_config = settings.InputConfig(batch_size=batch_size, seed=seed)
     ds = ip.train_dataset(info, folds, reader_config)
     before = measure.PeakMemory._rss_mb(os.getpid())  # pylint: disable=protected-access
@@ -117,27 +108,57 @@ def benchmark_pipeline(data_dir: str = "", num_records: int = 4000,
     results["host_only_peak_rss_mb"] = memory.peak_total_mb
     results["host_only_pipeline_mb"] = memory.peak_total_mb - before
     for mode in pairings:
-      config = settings.InputConfig(batch_size=batch_size, seed=seed,
-                                    pairing=mode)
-      started = time.perf_counter()
-      it = iter(ip.train_dataset(info, folds, config))
-      next(it)
-      results[f"pairing_{mode}_first_batch_s"] = time.perf_counter() - started
-      with measure.PeakMemory() as memory:
-        results[f"pairing_{mode}_examples_per_sec"] = measure.rate(
-            it, lambda b: b, warmup, steps, batch_size)
-      results[f"pairing_{mode}_peak_rss_mb"] = memory.peak_total_mb
+      results.update(_pairing_rate(info, folds, mode, timing))
     for name, placement, aug in () if host_only else (
         ("device_full", "device", full),
         ("device_no_augment", "device", plain),
         ("host_full", "host", full), ("host_no_augment", "host", plain)):
-      rate, peak = run(placement, aug)
+      rate, peak = _placement_rate(info, folds, placement, aug, timing)
       results[name + "_examples_per_sec"] = rate
       results[name + "_peak_rss_mb"] = peak
     # The default: placement 'device'. The host's part is what a GPU is fed;
     # the device part runs on the accelerator, not on these cores.
     results["examples_per_sec"] = results["host_only_examples_per_sec"]
     return results
+
+
+def _placement_rate(info, folds, placement: str, aug,
+                    timing: _Timing) -> Tuple[float, float]:
+  """(examples/s, peak RSS MB) of the pipeline with the augmentation in
+  tf.data (host) or in a compiled step on this CPU (device)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tagger.input import batches  # pylint: disable=g-import-not-at-top
+  from tagger.input import pipeline as ip  # pylint: disable=g-import-not-at-top
+  config = settings.InputConfig(batch_size=timing.batch_size,
+                                placement=placement, seed=timing.seed)
+  ds = ip.train_dataset(info, folds, config, aug)
+  if placement == "host":
+    step = lambda batch: batch
+  else:
+    step = tf.function(
+        lambda batch: batches.augment_batch(batch, info.batch_spec, aug),
+        reduce_retracing=True)
+  with measure.PeakMemory() as memory:
+    rate = measure.rate(iter(ds), step, timing.warmup, timing.steps,
+                        timing.batch_size)
+  return rate, memory.peak_total_mb
+
+
+def _pairing_rate(info, folds, mode: str, timing: _Timing) -> dict:
+  """The host side with one pairing mode: its first batch's seconds,
+  examples/s and peak RSS."""
+  from tagger.input import pipeline as ip  # pylint: disable=g-import-not-at-top
+  config = settings.InputConfig(batch_size=timing.batch_size,
+                                seed=timing.seed, pairing=mode)
+  started = time.perf_counter()
+  it = iter(ip.train_dataset(info, folds, config))
+  next(it)
+  out = {f"pairing_{mode}_first_batch_s": time.perf_counter() - started}
+  with measure.PeakMemory() as memory:
+    out[f"pairing_{mode}_examples_per_sec"] = measure.rate(
+        it, lambda b: b, timing.warmup, timing.steps, timing.batch_size)
+  out[f"pairing_{mode}_peak_rss_mb"] = memory.peak_total_mb
+  return out
 
 
 def benchmark_data_service(data_dir: str = "", num_records: int = 4000,

@@ -96,7 +96,7 @@ def save_checkpoint(path: str, model: keras.Model,
                     replica_statistics=None) -> None:
   """Weights and optimizer state; replica_statistics (inside an epoch on
   several replicas): each statistic's per-replica copies [R, ...], which
-  drift apart until the epoch's end (see FoldRun.compile_steps)."""
+  drift apart until the epoch's end (see Steps.sync_statistics)."""
   arrays = {f"model_{i:04d}": w for i, w in enumerate(model.get_weights())}
   arrays.update({f"opt_{i:04d}": np.asarray(v.numpy())
                  for i, v in enumerate(optimizer.variables)})

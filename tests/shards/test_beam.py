@@ -10,6 +10,7 @@ import pytest
 
 from conftest import write_dataset  # pylint: disable=g-bad-import-order
 from test_sharding import bad_clips, good_clips, options  # pylint: disable=g-bad-import-order
+
 from tagger.shards import beam_sharding
 from tagger.shards import output_folder
 from tagger.shards import sharding
