@@ -42,7 +42,7 @@ setuptools.setup(
         "matplotlib==3.11.2",
     ],
     extras_require={
-        "test": ["pytest==9.2.0", "moto[server]==5.2.5"],
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "moto[server]==5.2.5"],
         # make_tfrecords --runner=...: ~300 MB with pyarrow, so optional.
         "beam": ["apache-beam==2.77.0"],
         # GPUs: TensorFlow's own CUDA 12.3 / cuDNN 8.9 wheels (its

@@ -88,6 +88,7 @@ def train(config, data_dir: str, model_dir: str,
   if str(config.get("fold", "0")) == "all":
     raise RecipeError("a recipe trains one fold (--config.fold=k or none); "
                       "run it once per fold into its own --model_dir")
+  check_weights(config, names)   # one line now, not after a member
   _write_recipe(model_dir, names)
   summaries = {}
   for name in names:
@@ -107,6 +108,17 @@ def train(config, data_dir: str, model_dir: str,
       summaries[name] = trainer.train(member, data_dir, member_dir,
                                       strategy)
   return summaries
+
+
+def check_weights(config, names: List[str]) -> None:
+  """Every member's pretrained weights read (aisfx's CNN9 checkpoint)
+  before the first member trains: a missing or damaged file is one line
+  naming it and how to get it, not an error an hour in."""
+  from tagger.model import aisfx_checkpoint  # pylint: disable=g-import-not-at-top
+  for name in names:
+    model = settings.model_config(member_config(config, name))
+    if model.backbone.startswith("cnn9") and model.backbone_weights:
+      aisfx_checkpoint.cnn9_state(model.backbone_weights)
 
 
 def _write_recipe(model_dir: str, names: List[str]) -> None:

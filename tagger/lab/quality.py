@@ -163,7 +163,7 @@ def recipe_stages(run: _Run, spec: str, flags: Sequence[str]) -> list:
   if subprocess.run(command, check=False).returncode != 0:
     raise baselines_lib.QualityError(f"tools/train --config={spec} failed "
                                      "(its output is above)")
-  train_seconds = time.time() - started
+  command_seconds = time.time() - started   # 0 where all was trained
   members = model_dir_lib.find(model_dir)
   rows = []
   for member in members:
@@ -177,18 +177,19 @@ def recipe_stages(run: _Run, spec: str, flags: Sequence[str]) -> list:
                                  fileio.join(shards, "test")),
                  "train_seconds": _member_seconds(member, summary),
                  "score_seconds": time.time() - member_started})
-  for left_out in rows if len(rows) > 2 else []:
-    kept = [r for r in rows if r is not left_out]
+  members_rows = list(rows)
+  for left_out in members_rows if len(members_rows) > 2 else []:
+    kept = [r for r in members_rows if r is not left_out]
     rows.append({"name": f"{RECIPE_DIR} without "
                          f"{os.path.basename(left_out['model_dir'])}",
                  "model_dir": ",".join(r["model_dir"] for r in kept),
                  "val_map3": None, **_ensemble(kept, workdir, truth, groups),
                  "train_seconds": sum(r["train_seconds"] for r in kept)})
-  members_rows = rows[:len(members)]
   rows.append({"name": RECIPE_DIR, "model_dir": model_dir,
                "val_map3": None,
                **_ensemble(members_rows, workdir, truth, groups),
-               "train_seconds": train_seconds})
+               "train_seconds": sum(r["train_seconds"] for r in members_rows),
+               "command_seconds": command_seconds})
   return rows
 
 

@@ -235,3 +235,30 @@ def test_one_savedmodel_serves_the_recipe_as_score_does(trained, demo,
   lite = interpreter.get_tensor(outp["index"])
   full = module.signatures["log_mel"](log_mel=tf.constant(window))
   np.testing.assert_allclose(lite, full["probabilities"].numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("content,reason", [
+    (None, "no such file"), (b"PK\x03\x04 cut short", "not a zip file")])
+def test_missing_or_damaged_weights_stop_the_recipe_first(demo, tmp_path,
+                                                          content, reason):
+  """configs/cpu.py:new_audio through the user's command, its CNN9 weights
+  missing or damaged: one line naming the file and how to get it, before
+  the first member (MobileNetV2, half an hour on 2 cores) trains."""
+  _, shards, _ = demo
+  weights = tmp_path / "aisfx-0.1.2-py2.py3-none-any.whl"
+  if content is not None:
+    weights.write_bytes(content)
+  flags = [f"--config.members.{m}.model.backbone_weights={weights}"
+           for m in ("cnn9_tuned", "cnn9_frozen")]
+  model_dir = tmp_path / "new_audio"
+  done = subprocess.run(
+      [sys.executable, "-m", "tools.train",
+       f"--config={os.path.join(ROOT, 'configs', 'cpu.py')}:new_audio",
+       f"--data_dir={shards}", f"--model_dir={model_dir}", *flags],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert done.returncode != 0
+  lines = done.stderr.strip().splitlines()
+  assert str(weights) in lines[-1] and reason in lines[-1], done.stderr
+  assert "pip download aisfx==0.1.2" in lines[-1]
+  assert "Traceback" not in done.stderr
+  assert not os.path.exists(model_dir / "mobilenet")    # nothing trained
