@@ -7,7 +7,7 @@ The baselines and the source groups are baselines.py's.
 import dataclasses
 import os
 import time
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 from tagger import fileio
 from tagger.infer import evaluation
@@ -152,7 +152,7 @@ def recipe_stages(run: _Run, spec: str, flags: Sequence[str]) -> list:
   import sys  # pylint: disable=g-import-not-at-top
   from tagger.model import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
   from tagger.lab import demo  # pylint: disable=g-import-not-at-top
-  workdir, truth, groups = run.workdir, run.truth, run.groups
+  workdir = run.workdir
   shards = demo.shard_root(workdir)
   model_dir = fileio.join(workdir, RECIPE_DIR)
   started = time.time()
@@ -177,19 +177,27 @@ def recipe_stages(run: _Run, spec: str, flags: Sequence[str]) -> list:
                                  fileio.join(shards, "test")),
                  "train_seconds": _member_seconds(member, summary),
                  "score_seconds": time.time() - member_started})
-  members_rows = list(rows)
-  for left_out in members_rows if len(members_rows) > 2 else []:
-    kept = [r for r in members_rows if r is not left_out]
+  return rows + combination_rows(rows, run, model_dir,
+                                  {"command_seconds": command_seconds})
+
+
+def combination_rows(members: Sequence[dict], run: _Run, model_dir: str,
+                     extra: Optional[dict] = None) -> list:
+  """The members' scores together: with three or more, the recipe without
+  each member (its marginal value), then the whole recipe (last)."""
+  rows = []
+  for left_out in members if len(members) > 2 else []:
+    kept = [r for r in members if r is not left_out]
     rows.append({"name": f"{RECIPE_DIR} without "
                          f"{os.path.basename(left_out['model_dir'])}",
                  "model_dir": ",".join(r["model_dir"] for r in kept),
-                 "val_map3": None, **_ensemble(kept, workdir, truth, groups),
+                 "val_map3": None,
+                 **_ensemble(kept, run.workdir, run.truth, run.groups),
                  "train_seconds": sum(r["train_seconds"] for r in kept)})
-  rows.append({"name": RECIPE_DIR, "model_dir": model_dir,
-               "val_map3": None,
-               **_ensemble(members_rows, workdir, truth, groups),
-               "train_seconds": sum(r["train_seconds"] for r in members_rows),
-               "command_seconds": command_seconds})
+  rows.append({"name": RECIPE_DIR, "model_dir": model_dir, "val_map3": None,
+               **_ensemble(members, run.workdir, run.truth, run.groups),
+               "train_seconds": sum(r["train_seconds"] for r in members),
+               **(extra or {})})
   return rows
 
 

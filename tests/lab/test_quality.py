@@ -378,3 +378,31 @@ def test_the_default_set_is_unchanged_by_the_sources():
   assert len(plan) == 39 * (25 + 12)
   assert {c[0] for c in plan} == {"train", "test"}
   assert any(c[2] == first[0] and c[3] == first[1] for c in plan)
+
+
+def test_recipe_rows_give_each_members_marginal_value(tmp_path):
+  """Three members' scores: the recipe without each (over the members
+  only), then the whole recipe, each by source group; the ensemble is the
+  members' mean log-probability."""
+  from tagger.infer import scorer  # pylint: disable=g-import-not-at-top
+  labels, fnames = ["a", "b"], ["s1", "s2", "x1", "x2"]
+  truth = {"s1": ("a",), "s2": ("b",), "x1": ("a",), "x2": ("b",)}
+  groups = {"s1": baselines.SAME, "s2": baselines.SAME,
+            "x1": baselines.CROSS, "x2": baselines.CROSS}
+  right, wrong = np.log([[0.9, 0.1], [0.1, 0.9]] * 2), np.log(
+      [[0.05, 0.95], [0.95, 0.05]] * 2)
+  members = [{"model_dir": f"/m/{n}", "train_seconds": 60.0,
+              "scores": scorer.Scores(fnames, lp, None, np.zeros(4, bool),
+                                      labels)}
+             for n, lp in (("good", right), ("bad", wrong),
+                           ("good2", right))]
+  run = quality._Run(str(tmp_path), 0, "", truth, groups, False)  # pylint: disable=protected-access
+  rows = quality.combination_rows(members, run, "/m")
+  assert [r["name"] for r in rows] == [
+      "new_audio without good", "new_audio without bad",
+      "new_audio without good2", "new_audio"]
+  without_bad, whole = rows[1], rows[3]
+  assert without_bad["map3"] == 1.0 and without_bad["train_seconds"] == 120
+  assert whole["groups"][baselines.CROSS]["map3"] == 1.0   # 2 right of 3
+  assert rows[0]["map3"] == 0.5   # one right, one surer wrong: second
+  assert (tmp_path / "ensemble_probs.csv").exists()
