@@ -84,6 +84,12 @@ class Tagger:
             module, serving.WaveformTagger) else module.signatures[
                 "serving_default"]
     self._windows = None
+    params = self.params
+    # One traced function for every file's chunks (a new one per call
+    # traced again for each file: 20 files, 20 traces).
+    self._chunk_mel_db = tf.function(
+        lambda c, n: graph_features.chunk_mel_db(c, n, params),
+        reduce_retracing=True)
     # SavedModels exported before tagger 0.6 hold single-label models.
     flag = getattr(module, "multi_label", None)
     self.multi_label = bool(flag.numpy()) if flag is not None else False
@@ -210,8 +216,7 @@ class Tagger:
     fps = params.mel_frames_per_second
     hop = max(1, int(round(hop_seconds * fps)))
     chunk_frames = max(self.window, int(self.chunk_seconds * fps))
-    mel_db = tf.function(lambda c, n: graph_features.chunk_mel_db(
-        c, n, params), reduce_retracing=True)
+    mel_db = self._chunk_mel_db
     loudest, peak = -np.inf, 0.0
     for chunk, count, _ in self._chunks(source, sample_rate, chunk_frames):
       loudest = max(loudest, float(tf.reduce_max(mel_db(chunk, count))))
