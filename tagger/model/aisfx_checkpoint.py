@@ -12,6 +12,7 @@ import zipfile
 from typing import Dict
 
 import numpy as np
+import tensorflow as tf
 
 from tagger import errors
 
@@ -19,6 +20,9 @@ CHECKPOINT_IN_WHEEL = "aisfx/models/checkpoint.pth"
 HOW_TO_GET = ("pip download aisfx==0.1.2 --no-deps -d weights/ (PyPI; "
               "weights CC BY 4.0) and pass the .whl or its "
               f"{CHECKPOINT_IN_WHEEL}")
+
+
+MAX_CHECKPOINT_MB = 1024   # aisfx's wheel is 23 MB
 
 
 class PretrainedError(errors.UserError):
@@ -82,10 +86,16 @@ def read_torch_checkpoint(path: str):
   """The object a torch.save zip file holds, its tensors as numpy arrays.
   path: the .pth file, or a wheel that holds aisfx's."""
   from tagger import fileio  # pylint: disable=g-import-not-at-top
+  from tagger.shards import clip_files  # pylint: disable=g-import-not-at-top
   if not fileio.exists(path):
     raise PretrainedError(f"{path}: no such file; get the weights: "
                           f"{HOW_TO_GET}")
-  archive = _checkpoint_zip(path, fileio.read_bytes(path))
+  try:   # a regular file only (a FIFO would block, a folder fail in TF)
+    data = clip_files.read_clip(path, max_file_mb=MAX_CHECKPOINT_MB)
+  except (OSError, tf.errors.OpError) as e:
+    raise PretrainedError(f"{path}: cannot read it ({e}); get the weights: "
+                          f"{HOW_TO_GET}") from e
+  archive = _checkpoint_zip(path, data)
   pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
   if len(pickles) != 1:
     raise PretrainedError(f"{path}: no data.pkl inside, not a PyTorch zip "

@@ -162,11 +162,16 @@ def test_reader_runs_no_code_from_the_file(tmp_path):
 
 @pytest.mark.parametrize("content,reason", [
     (None, "no such file"), (b"not a zip", "not a zip file"),
-    (b"zip-without-pickle", "no data.pkl")])
+    (b"zip-without-pickle", "no data.pkl"), ("fifo", "a FIFO"),
+    ("folder", "a directory")])
 def test_bad_weights_are_one_line_with_how_to_get_them(tmp_path, content,
                                                        reason):
   path = str(tmp_path / "weights.pth")
-  if content == b"zip-without-pickle":
+  if content == "fifo":     # would block a plain read
+    os.mkfifo(path)
+  elif content == "folder":
+    os.mkdir(path)
+  elif content == b"zip-without-pickle":
     with zipfile.ZipFile(path, "w") as z:
       z.writestr("other.txt", "x")
   elif content is not None:
