@@ -84,11 +84,10 @@ class Tagger:
             module, serving.WaveformTagger) else module.signatures[
                 "serving_default"]
     self._windows = None
-    params = self.params
     # One traced function for every file's chunks (a new one per call
     # traced again for each file: 20 files, 20 traces).
     self._chunk_mel_db = tf.function(
-        lambda c, n: graph_features.chunk_mel_db(c, n, params),
+        lambda c, n: graph_features.chunk_mel_db(c, n, self.params),
         reduce_retracing=True)
     # SavedModels exported before tagger 0.6 hold single-label models.
     flag = getattr(module, "multi_label", None)

@@ -115,10 +115,13 @@ def check_weights(config, names: List[str]) -> None:
   before the first member trains: a missing or damaged file is one line
   naming it and how to get it, not an error an hour in."""
   from tagger.model import aisfx_checkpoint  # pylint: disable=g-import-not-at-top
+  paths = set()   # members sharing a file: read once
   for name in names:
     model = settings.model_config(member_config(config, name))
     if model.backbone.startswith("cnn9") and model.backbone_weights:
-      aisfx_checkpoint.cnn9_state(model.backbone_weights)
+      paths.add(model.backbone_weights)
+  for path in sorted(paths):
+    aisfx_checkpoint.cnn9_state(path)
 
 
 def _write_recipe(model_dir: str, names: List[str]) -> None:

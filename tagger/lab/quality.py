@@ -163,7 +163,7 @@ def recipe_stages(run: _Run, spec: str, flags: Sequence[str]) -> list:
   if subprocess.run(command, check=False).returncode != 0:
     raise baselines_lib.QualityError(f"tools/train --config={spec} failed "
                                      "(its output is above)")
-  command_seconds = time.time() - started   # 0 where all was trained
+  command_seconds = time.time() - started   # ~0 where all had trained before
   members = model_dir_lib.find(model_dir)
   rows = []
   for member in members:
