@@ -44,6 +44,7 @@ from tagger import settings
 from tagger.infer import inputs
 from tagger.infer import scorer
 from tagger.input import lengths as lengths_lib
+from tagger.model import architecture as architecture_lib
 from tagger.model import logistic
 from tagger.model import model_dir as model_dir_lib
 from tagger.model import networks as model_lib
@@ -187,19 +188,15 @@ def fit_logistic_member(config, data_dir: str, model_dir: str,
   started = time.time()
   info = data_info.load_data_info(data_dir)
   model = settings.model_config(config)
-  architecture = {**settings.architecture(config),
-                  "multi_label": info.multi_label}
+  run = settings.run_config(config)
+  arch = architecture_lib.architecture_of(model, info, stage2=False)
   eval_lengths = lengths_lib.eval_lengths(info,
                                          settings.input_config(config))
   description = model_dir_lib.data_description(
-      info, 1, eval_lengths, settings.augment_config(config).pad_mode,
-      architecture)
+      info, 1, eval_lengths, settings.augment_config(config).pad_mode, arch)
   with strategy.scope():
-    network = model_lib.build_model(
-        model_lib.Architecture(info.num_classes, 0, info.num_mels,
-                               **architecture),
-        model_lib.TrainOptions(model.backbone_weights, model.bn_momentum,
-                               freeze_backbone=True))
+    network = model_lib.build_model(arch, architecture_lib.TrainOptions(
+        model.backbone_weights, model.bn_momentum, freeze_backbone=True))
   loaded = scorer.LoadedModel(model_dir, description,
                                  model_lib.with_embedding(network))
   scores = scorer.score_records(
@@ -209,11 +206,11 @@ def fit_logistic_member(config, data_dir: str, model_dir: str,
   if fnames != scores.fnames:
     raise RecipeError(f"{data_dir}: its records changed while read")
   y = hot.astype(np.int64) if info.multi_label else labels
-  fold = str(config.fold)
+  fold = run.fold
   val = (folds == int(fold)) & ~empty if fold != "none" else np.zeros_like(
       empty)
   c, validation, fitted = _fit_head(scores.embeddings, y, val, empty, info,
-                                    int(config.seed))
+                                    run.seed)
   kernel, bias = logistic.dense_weights(fitted, info.num_classes)
   network.get_layer("probs").set_weights([kernel, bias])
   fileio.makedirs(model_dir)

@@ -2,10 +2,11 @@
 (configs/*.py) and tools load these cheaply.
 
 `default_config()` lists every field with the reference's value (stage 1);
-configs change what differs. `InputConfig`, `AugmentConfig`, `ModelConfig`
-and `ScheduleConfig` are the typed views of config.input, config.augment,
-config.model and config.schedule: each holds its fields' defaults (the one
-place they are written) and checks its own values.
+configs change what differs. `RunConfig`, `InputConfig`, `AugmentConfig`,
+`ModelConfig` and `ScheduleConfig` are the typed views of the config's top
+level, config.input, config.augment, config.model and config.schedule:
+each holds its fields' defaults (the one place they are written) and
+checks its own values. Code reads a config through these views only.
 """
 
 import dataclasses
@@ -20,6 +21,56 @@ from tagger import errors
 
 class SettingsError(errors.UserError):
   """A setting that does not exist or cannot work; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """The run's own settings (the config's top level, below its sections)."""
+  stage: int = 1               # 1: log-mel only; 2: log-mel + PCA
+  fold: str = "0"              # 'k', 'all' (each in turn), 'none' (no val)
+  seed: int = 0
+  strategy: str = "auto"       # auto | mirrored | multi_worker | one_device
+  precision: str = "auto"      # auto | float32 | mixed_float16 | ..bfloat16
+  deterministic: bool = False  # tf op determinism (slower; for tests)
+  verify_shards: bool = True   # sha256 of every shard before training
+  class_weights: bool = False  # stage 2: weights 1 / class count
+  # The monitored value (best weights, plateau, early stop): val_loss (the
+  # reference) or val_map3 (the competition's metric; small noisy sets).
+  # Multi-label data: val_lwlrap (FSDKaggle2019's metric) too.
+  select_best: str = "val_loss"
+  # Loss weight per source of the clips (make_tfrecords --sources), e.g.
+  # "noisy=0.5"; sources not named weigh 1.
+  source_weights: str = ""
+  verified_weight: float = 1.0  # loss weight of manually verified clips
+  eval_batch_size: int = 128
+  max_steps_per_epoch: int = 0  # 0: whole epochs
+  # A checkpoint also every N steps inside an epoch (0: at epoch ends
+  # only); SIGTERM / SIGINT always write one before the run stops.
+  checkpoint_every_steps: int = 0
+  # XLA for the training step (one compilation per input length: see
+  # input.length_quantum). Off: measured slower on CPUs (BUILD.md, "The
+  # GPU user's path").
+  jit_compile: bool = False
+  log_pairing: bool = False    # write each epoch's pairing table (CSV)
+  tensorboard_images: int = 6
+
+  def __post_init__(self):
+    _check("stage", self.stage, self.stage in (1, 2), "1 or 2")
+    for name in ("eval_batch_size",):
+      _check(name, getattr(self, name), getattr(self, name) > 0, "above 0")
+    for name in ("max_steps_per_epoch", "checkpoint_every_steps",
+                 "tensorboard_images"):
+      _check(name, getattr(self, name), getattr(self, name) >= 0,
+             "0 or more")
+
+  @property
+  def stage2(self) -> bool:
+    return self.stage == 2
+
+
+SECTIONS = ("input", "augment", "model", "schedule")
+# A recipe's own top-level keys (recipe_config): its members' settings.
+RECIPE_KEYS = ("members", "train_order")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,14 +269,8 @@ def default_config() -> ml_collections.ConfigDict:
   change what differs. Each field is overridable from the command line:
   --config.fold=3 --config.input.batch_size=128."""
   from ml_collections import config_dict  # pylint: disable=g-import-not-at-top
-  c = ml_collections.ConfigDict()
-  c.stage = 1                  # 1: log-mel only; 2: log-mel + PCA
-  c.fold = "0"                 # 'k', 'all' (each in turn), 'none' (no val)
-  c.seed = 0
-  c.strategy = "auto"          # auto | mirrored | multi_worker | one_device
-  c.precision = "auto"         # auto | float32 | mixed_float16 | ..bfloat16
-  c.deterministic = False      # tf op determinism (slower; for tests)
-  c.verify_shards = True       # sha256 of every shard before training
+  c = ml_collections.ConfigDict({
+      f.name: f.default for f in dataclasses.fields(RunConfig)})
   c.input = ml_collections.ConfigDict({
       f.name: f.default for f in dataclasses.fields(InputConfig)
       if f.name != "seed"})
@@ -239,30 +284,21 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.bn_momentum = config_dict.placeholder(float)
   c.schedule = ml_collections.ConfigDict({
       f.name: f.default for f in dataclasses.fields(ScheduleConfig)})
-  c.class_weights = False      # stage 2: weights 1 / class count
-  # The monitored value (best weights, plateau, early stop): val_loss (the
-  # reference) or val_map3 (the competition's metric; small noisy sets).
-  # Multi-label data: val_lwlrap (FSDKaggle2019's metric) too.
-  c.select_best = "val_loss"
-  # Loss weight per source of the clips (make_tfrecords --sources), e.g.
-  # "noisy=0.5"; sources not named weigh 1.
-  c.source_weights = ""
-  c.verified_weight = 1.0      # loss weight of manually verified clips
-  c.eval_batch_size = 128
-  c.max_steps_per_epoch = 0    # 0: whole epochs
-  # A checkpoint also every N steps inside an epoch (0: at epoch ends
-  # only); SIGTERM / SIGINT always write one before the run stops.
-  c.checkpoint_every_steps = 0
-  # XLA for the training step (one compilation per input length: see
-  # input.length_quantum). Off: measured slower on CPUs (BUILD.md, "The GPU user's path").
-  c.jit_compile = False
-  c.log_pairing = False        # write each epoch's pairing table (CSV)
-  c.tensorboard_images = 6
   return c
 
 
 # ---------------------------------------------------------------------------
 # Typed views of a config.
+
+
+def run_config(config) -> RunConfig:
+  """The top level's typed view (a recipe's members, its own keys and
+  sections are not a run's)."""
+  values = {k: v for k, v in config.items()
+            if k not in SECTIONS + RECIPE_KEYS}
+  values["stage"] = int(values.get("stage", 1))
+  values["fold"] = str(values.get("fold", "0"))
+  return from_mapping(RunConfig, values)
 
 
 def input_config(config) -> InputConfig:
@@ -284,27 +320,17 @@ def schedule_config(config) -> ScheduleConfig:
   return from_mapping(ScheduleConfig, config.schedule.to_dict())
 
 
-def architecture(config) -> dict:
-  """build_model's keyword arguments that shape the weights (data.json)."""
-  model = model_config(config)
-  pca_head = model.pca_head and int(config.stage) == 2
-  return {"backbone": model.backbone, "alpha": float(model.alpha),
-          "pca_head": pca_head,
-          "pca_into_mlp": model.pca_into_mlp or not pca_head,
-          "input_norm": model.input_norm, "head": model.head}
-
-
 def names(text: str) -> Tuple[str, ...]:
   """'a, b' -> ('a', 'b'): a comma-separated setting or flag, blanks
   around each and empty parts dropped (the one comma-list parser)."""
   return tuple(x.strip() for x in (text or "").split(",") if x.strip())
 
 
-def source_weights(config, sources) -> Tuple[float, ...]:
-  """[S] loss weights of the data's sources from config.source_weights
-  ('noisy=0.5,curated=1'; sources not named: 1)."""
+def source_weights(spec: str, sources) -> Tuple[float, ...]:
+  """[S] loss weights of the data's sources from config.source_weights's
+  spec ('noisy=0.5,curated=1'; sources not named: 1)."""
   weights = {}
-  for item in names(config.get("source_weights", "")):
+  for item in names(spec):
     name, sep, value = item.partition("=")
     try:
       weights[name.strip()] = float(value)

@@ -486,10 +486,11 @@ def test_damaged_or_foreign_weights_are_one_line_naming_the_file(tmp_path):
   """A truncated best.weights.h5, and weights of another label set, are a
   ModelDirError naming the file (score, export and init_from load through
   model_dir.load_weights)."""
+  from tagger.model import architecture as architecture_lib  # pylint: disable=g-import-not-at-top
   from tagger.model import networks as model_lib  # pylint: disable=g-import-not-at-top
   from tagger.model import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
   model = model_lib.build_model(
-      model_lib.Architecture(3, 0, backbone="small_cnn", alpha=0.25))
+      architecture_lib.Architecture(3, 0, backbone="small_cnn", alpha=0.25))
   path = str(tmp_path / "best.weights.h5")
   model_dir_lib.save_weights(model, path)
   data = open(path, "rb").read()
@@ -499,7 +500,7 @@ def test_damaged_or_foreign_weights_are_one_line_naming_the_file(tmp_path):
                      match="cut.weights.h5 is not a readable weights file"):
     model_dir_lib.load_weights(model, cut)
   other = model_lib.build_model(
-      model_lib.Architecture(5, 0, backbone="small_cnn", alpha=0.25))
+      architecture_lib.Architecture(5, 0, backbone="small_cnn", alpha=0.25))
   with pytest.raises(model_dir_lib.ModelDirError,
                      match="best.weights.h5 does not fit the network"):
     model_dir_lib.load_weights(other, path)
@@ -642,18 +643,19 @@ def test_a_full_disk_while_training_or_scoring_is_one_line(shards, tmp_path):
   no temporary file left (a re-run with room finishes: the make_tfrecords
   test above)."""
   from tagger.model import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
+  from tagger.model import architecture as architecture_lib  # pylint: disable=g-import-not-at-top
   from tagger.model import networks as model_lib  # pylint: disable=g-import-not-at-top
   config = tmp_path / "tiny.py"
   config.write_text(TINY_CONFIG)
   run, scored = str(tmp_path / "run"), str(tmp_path / "scored")
   info = data_info.load_data_info(shards)
-  small = {"backbone": "small_cnn", "alpha": 0.25}
+  arch = architecture_lib.Architecture(info.num_classes, 0, info.num_mels,
+                                       backbone="small_cnn", alpha=0.25)
   os.makedirs(scored)   # an untrained model dir to score with
-  model_dir_lib.save_weights(model_lib.build_model(model_lib.Architecture(
-      info.num_classes, 0, info.num_mels, **small)),
+  model_dir_lib.save_weights(model_lib.build_model(arch),
                              os.path.join(scored, model_dir_lib.BEST))
   model_dir_lib.write_data(scored, model_dir_lib.data_description(
-      info, 1, [32], architecture_args=small))
+      info, 1, [32], arch=arch))
   train = [sys.executable, "-m", "tools.train", f"--config={config}",
            f"--data_dir={shards}", f"--model_dir={run}"]
   score = [sys.executable, "-m", "tools.score", f"--model_dirs={scored}",

@@ -22,34 +22,12 @@ flags.DEFINE_string("model_dirs", "", "Stage-1 model dirs or a recipe's "
 flags.DEFINE_list("minutes", ["2", "10"], "Recording lengths in minutes.")
 flags.DEFINE_float("hop_seconds", 0.5, "Hop between windows.")
 flags.DEFINE_float("chunk_seconds", 60.0, "Audio per chunk.")
-flags.DEFINE_string("audio_dir", "", "With --model_dirs: also compare the "
-                    "waveform SavedModel with tools.score --tta=even on "
-                    "these files (top-1 agreement, largest differences); "
-                    "without: only the in-graph features against the "
-                    "offline ones (no model needed).")
-flags.DEFINE_string("audio_csv", "", "--audio_dir: only this CSV's files.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   minutes = [float(m) for m in FLAGS.minutes]
-  if FLAGS.audio_dir and not FLAGS.model_dirs:
-    f = speed_infer.graph_feature_agreement(FLAGS.audio_dir, FLAGS.audio_csv)
-    print(f"{f['clips']} clips: in-graph trims identical for "
-          f"{f['trims_equal']}, log-mel within "
-          f"{f['max_log_mel_difference_db']:.4f} dB")
-    print(f"max_log_mel_difference_db={f['max_log_mel_difference_db']:.5f}")
-    return
-  if FLAGS.audio_dir:
-    a = speed_infer.serving_agreement(FLAGS.model_dirs, FLAGS.audio_dir,
-                                     FLAGS.audio_csv)
-    print(f"{a['clips']} clips: SavedModel vs tools.score --tta=even: "
-          f"top-1 agreement {a['top1_agreement']:.4f}, largest probability "
-          f"difference {a['max_probability_difference']:.2e}; in-graph "
-          f"trims identical for {a['trims_equal']}, log-mel within "
-          f"{a['max_log_mel_difference_db']:.4f} dB; "
-          f"{a['saved_model_s']:.1f} s vs {a['tools_score_s']:.1f} s")
   r = speed_infer.benchmark_serving(FLAGS.model_dirs, minutes,
                                    FLAGS.hop_seconds,
                                    chunk_seconds=FLAGS.chunk_seconds)

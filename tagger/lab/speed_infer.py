@@ -1,14 +1,12 @@
-"""Speed and agreement of the inference stage (tools/benchmark_score,
+"""Speed of the inference stage (tools/benchmark_score,
 tools/benchmark_serving): batched TTA against one plain pass, the waveform
-SavedModel on long recordings and on a 10 s clip, and its agreement with
-tools/score on the same files."""
+SavedModel on long recordings and on a 10 s clip. Their agreement with
+tools/score and features.py is checked by tests/infer/test_serving.py."""
 
 import os
 import tempfile
 import time
 
-from tagger.audio import decode
-from tagger.audio.params import FeatureParams
 from tagger.lab import measure
 
 
@@ -17,14 +15,15 @@ def _untrained_model_dir(path: str, data_dir: str, stage: int = 2) -> str:
   for timing the scorer, no training needed."""
   from tagger.shards import data_info  # pylint: disable=g-import-not-at-top
   from tagger import fileio  # pylint: disable=g-import-not-at-top
+  from tagger.model import architecture as architecture_lib  # pylint: disable=g-import-not-at-top
   from tagger.model import networks as model_lib  # pylint: disable=g-import-not-at-top
   from tagger.model import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
   info = data_info.load_data_info(data_dir)
   fileio.makedirs(path)
   model = model_lib.build_model(
-      model_lib.Architecture(info.num_classes,
+      architecture_lib.Architecture(info.num_classes,
                              info.pca_dim if stage == 2 else 0, info.num_mels),
-      model_lib.TrainOptions(bn_momentum=0.9))
+      architecture_lib.TrainOptions(bn_momentum=0.9))
   model_dir_lib.save_weights(model, fileio.join(path, model_dir_lib.BEST))
   model_dir_lib.write_data(path, model_dir_lib.data_description(
       info, stage, [263, 363, 463, 563, 663, 763]))
@@ -220,89 +219,3 @@ def _clip_latency(model_dirs: str, export_dir: str, clip_seconds: float,
   median = float(np.median(seconds))
   return {"clip_seconds": clip_seconds, "clip_s": median,
           "clip_ms_per_audio_second": median * 1000 / clip_seconds}
-
-
-def serving_agreement(model_dirs: str, audio_dir: str,
-                      audio_csv: str = "") -> dict:
-  """The waveform SavedModel against tools.score --tta=even on the same
-  files: top-1 agreement, the largest probability difference, and the
-  in-graph log-mel's largest difference from features.py (dB)."""
-  import csv as csv_lib  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tagger.shards import clip_files  # pylint: disable=g-import-not-at-top
-  from tagger.infer import export  # pylint: disable=g-import-not-at-top
-  from tagger.infer import score  # pylint: disable=g-import-not-at-top
-  params = FeatureParams()
-  names = clip_files.names_to_score(audio_dir, audio_csv)
-  with tempfile.TemporaryDirectory() as tmp:
-    saved = export.export(model_dirs, os.path.join(tmp, "saved"))
-    csv_path = os.path.join(tmp, "files.csv")
-    with open(csv_path, "w", encoding="utf-8") as f:
-      f.write("fname\n" + "\n".join(names) + "\n")
-    probs_path = os.path.join(tmp, "probs.csv")
-    start = time.perf_counter()
-    score.score(score.ScoreJob(model_dirs=model_dirs, audio_dir=audio_dir,
-                audio_csv=csv_path, output=os.path.join(tmp, "s.csv"),
-                probs_out=probs_path, tta="even", progress=False))
-    offline_s = time.perf_counter() - start
-    rows = list(csv_lib.reader(open(probs_path, encoding="utf-8")))
-    offline = np.array([[float(x) for x in r[1:]] for r in rows[1:]])
-    serve = tf.saved_model.load(saved).signatures["serving_default"]
-    online, online_s, check = [], 0.0, _FeatureCheck(params)
-    for name in names:
-      start = time.perf_counter()
-      waveform, _, _ = decode.decode_audio(
-          open(os.path.join(audio_dir, name), "rb").read(), name, params)
-      online.append(serve(waveform=tf.constant(waveform))[
-          "probabilities"].numpy())
-      online_s += time.perf_counter() - start
-      check.add(waveform)
-  online = np.array(online)
-  return {"clips": len(names),
-          "top1_agreement": float((online.argmax(1) ==
-                                   offline.argmax(1)).mean()),
-          "max_probability_difference": float(np.abs(online -
-                                                     offline).max()),
-          "max_log_mel_difference_db": check.worst_db,
-          "trims_equal": check.trims_equal,
-          "saved_model_s": online_s, "tools_score_s": offline_s}
-
-
-class _FeatureCheck:
-  """graph_features against decode.trim_silence + features.py, clip by
-  clip: how many trims are identical, the largest log-mel difference."""
-
-  def __init__(self, params: FeatureParams):
-    self.params = params
-    self.clips = self.trims_equal = 0
-    self.worst_db = 0.0
-
-  def add(self, waveform) -> None:
-    import numpy as np  # pylint: disable=g-import-not-at-top
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    from tagger.audio import features  # pylint: disable=g-import-not-at-top
-    from tagger.audio import graph_features  # pylint: disable=g-import-not-at-top
-    trimmed = decode.trim_silence(waveform, self.params)
-    in_graph = graph_features.trim_silence(tf.constant(waveform),
-                                           self.params).numpy()
-    self.clips += 1
-    self.trims_equal += int(np.array_equal(in_graph, trimmed))
-    if trimmed.size:
-      got = graph_features.log_mel(tf.constant(trimmed), self.params).numpy()
-      ref = features.waveform_to_log_mel(trimmed, self.params)
-      self.worst_db = max(self.worst_db, float(np.abs(got - ref).max()))
-
-
-def graph_feature_agreement(audio_dir: str, audio_csv: str = "") -> dict:
-  """The in-graph trim and log-mel against the offline ones on a folder's
-  audio files (no model needed)."""
-  from tagger.shards import clip_files  # pylint: disable=g-import-not-at-top
-  params = FeatureParams()
-  check = _FeatureCheck(params)
-  for name in clip_files.names_to_score(audio_dir, audio_csv):
-    waveform, _, _ = decode.decode_audio(
-        open(os.path.join(audio_dir, name), "rb").read(), name, params)
-    check.add(waveform)
-  return {"clips": check.clips, "trims_equal": check.trims_equal,
-          "max_log_mel_difference_db": check.worst_db}

@@ -24,6 +24,7 @@ from tagger import fileio
 from tagger import settings
 from tagger.audio import pca as pca_lib
 from tagger.audio.params import FeatureParams
+from tagger.model import architecture as architecture_lib
 from tagger.model import networks as model_lib
 from tagger.shards import records
 
@@ -70,6 +71,13 @@ class DataDescription:
   def multi_label(self) -> bool:
     """A sigmoid head (one probability per class) rather than softmax."""
     return bool(self.architecture.get("multi_label", False))
+
+  @property
+  def arch(self) -> architecture_lib.Architecture:
+    """The network it describes (its "architecture" and the data's)."""
+    return architecture_lib.Architecture(
+        len(self.labels), self.pca_dim if self.stage2 else 0,
+        self.num_mels, **self.architecture)
 
   @property
   def batch_spec(self) -> records.BatchSpec:
@@ -150,9 +158,7 @@ def load_weights(model: keras.Model, path: str) -> None:
 
 def build(data: DataDescription) -> keras.Model:
   """The network a model dir describes, untrained."""
-  return model_lib.build_model(model_lib.Architecture(
-      len(data.labels), data.pca_dim if data.stage2 else 0, data.num_mels,
-      **data.architecture))
+  return model_lib.build_model(data.arch)
 
 
 def load(model_dir: str):
@@ -200,13 +206,13 @@ def recipe_members(model_dir: str) -> List[str]:
 
 def data_description(info, stage: int, eval_lengths,
                      pad_mode: str = "symmetric",
-                     architecture_args: Optional[dict] = None
+                     arch: Optional[architecture_lib.Architecture] = None
                      ) -> DataDescription:
   """A model dir's data.json: what scoring and export need of the data."""
   manifest = info.manifest
   return DataDescription(
       data_dir=info.data_dir, stage=int(stage),
-      architecture=dict(architecture_args or {}),
+      architecture=architecture_lib.recorded(arch) if arch else {},
       labels=list(info.labels),
       class_counts=info.class_counts().tolist(),
       pca_dim=int(info.pca_dim), num_mels=int(info.num_mels),

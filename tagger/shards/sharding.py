@@ -16,6 +16,7 @@ Two engines implement `Engine`: `LocalEngine` (a process pool, this
 module) and beam_sharding.BeamEngine (any Apache Beam runner).
 """
 
+import collections
 import dataclasses
 import json
 import time
@@ -23,7 +24,9 @@ from typing import List, Optional
 
 from absl import logging
 import numpy as np
+import tensorflow as tf
 
+import tagger
 from tagger import fileio
 from tagger.audio import pca as pca_lib
 from tagger.audio.params import FeatureParams
@@ -242,9 +245,64 @@ def finish_run(run: Run, result: RunResult, engine: str
   out = run.options.output_dir
   fileio.atomic_write_text(fileio.join(out, output_folder.LABELS),
                            "\n".join(run.vocabulary) + "\n")
-  manifest = manifest_lib.build(run, result, engine)
+  manifest = _manifest(run, result, engine)
   manifest.write(out)
   return manifest
+
+
+def _manifest(run: Run, result: RunResult, engine: str
+              ) -> manifest_lib.Manifest:
+  """The manifest of a finished run: the shard files are stat-ed and
+  hashed here."""
+  options, staged, folds = run.options, result.staged, result.folds
+  train = options.split == "train"
+  labels_written = [l for r, e in zip(staged.rows, staged.empty) if not e
+                    for l in r.labels]
+  source_names = [i.source for i in run.inputs]
+  per_source = collections.Counter(source_names[r.source]
+                                   for r in staged.rows)
+  per_class = collections.Counter(labels_written)
+  per_fold = collections.Counter(int(f) for f in folds if f >= 0)
+  shards = []
+  for name, members, (fold, source) in zip(result.names, result.shards,
+                                           result.shard_keys):
+    path = fileio.join(options.output_dir, name)
+    shards.append(manifest_lib.Shard(name, int(fold), source_names[source], len(members),
+                        int(tf.io.gfile.stat(path).length),
+                        fileio.sha256(path)))
+  frames = manifest_lib.frame_statistics(staged.num_frames)
+  params, fit, plan = options.params, result.fit, result.fold_plan
+  return manifest_lib.Manifest(
+      split=options.split, labels=tuple(run.vocabulary), shards=tuple(shards),
+      feature_params=params.to_dict(), num_mels=params.mel_bands,
+      frames_per_second=params.mel_frames_per_second,
+      normalization=(params.norm_min_db, params.norm_max_db),
+      pca=manifest_lib.Pca(fit.dim, round(float(fit.explained_variance_ratio.sum()), 4),
+              pca_lib.FIT_FILE if train else
+              fileio.join(options.pca_from, pca_lib.FIT_FILE)),
+      compression=options.compression, multi_label=bool(run.multi_label),
+      sources=tuple(source_names), frames=frames,
+      crop_range=((int(round(frames["p25"])), int(round(frames["p75"])))
+                  if frames else None),
+      num_records=len(staged.rows), num_empty=int(staged.empty.sum()),
+      num_problems=len(run.problems),
+      num_skipped=sum(p.action == "skipped" for p in run.problems),
+      audio_hours=round(float(staged.duration_s.sum()) / 3600, 4),
+      run_time_s=round(time.time() - run.started, 2),
+      extract_realtime_factor=round(result.audio_seconds / max(
+          result.extract_time, 1e-9), 1),
+      input={"csv": options.csv, "audio_dir": options.audio_dir,
+             "pca_from": options.pca_from},
+      per_source_counts={n: per_source.get(n, 0) for n in source_names},
+      per_class_counts=({l: per_class.get(l, 0) for l in run.vocabulary}
+                        if train else None),
+      per_fold_counts={str(k): per_fold[k] for k in sorted(per_fold)},
+      folds=({"num_folds": plan.num_folds, "requested": plan.requested,
+              "seed": options.fold_seed,
+              "train_only_clips": int(np.sum(folds < 0)),
+              "train_only_labels": plan.train_only} if train else None),
+      write_options=run.write_options, engine=engine,
+      version=tagger.__version__, created_unix=int(time.time()))
 
 
 def describe(manifest: manifest_lib.Manifest, output_dir: str) -> str:

@@ -30,9 +30,9 @@ class FoldData:
 
   def __init__(self, config, data_dir: str, fold: Optional[int],
                strategy: tf.distribute.Strategy):
-    self.config = config
-    self.info = data_info.load_data_info(
-        data_dir, verify=bool(config.verify_shards))
+    self.run = settings.run_config(config)
+    self.info = data_info.load_data_info(data_dir,
+                                         verify=self.run.verify_shards)
     self.spec = self.info.batch_spec
     self.multi_label = self.info.multi_label
     self.train_folds = data_info.select_folds(self.info, fold, "train")
@@ -60,7 +60,7 @@ class FoldData:
     self.strategy = strategy
     self.replicas = strategy.num_replicas_in_sync
     self.num_pipelines = distribute.num_workers(strategy)
-    self.max_steps = int(config.max_steps_per_epoch)
+    self.max_steps = self.run.max_steps_per_epoch
 
   @functools.cached_property
   def steps_per_epoch(self) -> int:
@@ -89,7 +89,7 @@ class FoldData:
     return (f"{distribute.describe(self.strategy)}, {self.steps_per_epoch} "
             f"steps of {self.input.batch_size} per epoch, validation at "
             f"lengths {list(self.eval_lengths)}; XLA "
-            f"{'on' if self.config.jit_compile else 'off'}, input lengths "
+            f"{'on' if self.run.jit_compile else 'off'}, input lengths "
             f"in steps of {self.input.length_quantum} frames")
 
   def datasets(self, start_epoch: int):
@@ -108,8 +108,8 @@ class FoldData:
     def eval_fn(context):
       return eval_data.eval_dataset(self.val_info, self.val_folds, self.input,
                              self.eval_lengths,
-                             batch_size=int(self.config.eval_batch_size),
-                             seed=self.config.seed, input_context=context)
+                             batch_size=self.run.eval_batch_size,
+                             seed=self.run.seed, input_context=context)
     return train, self.strategy.distribute_datasets_from_function(eval_fn)
 
   def augmented_sample(self, epoch: int, count: int) -> tf.Tensor:

@@ -14,6 +14,7 @@ from absl import logging
 
 from tagger import settings
 from tagger.audio import params as params_lib
+from tagger.model import architecture as architecture_lib
 from tagger.model import backbones
 from tagger.model import networks as model_lib
 from tagger.shards import data_info
@@ -56,15 +57,15 @@ def class_weights(info: data_info.DataInfo) -> np.ndarray:
           ).astype(np.float32)
 
 
-def weighted_loss(config, info: data_info.DataInfo,
-                  data: fold_data.FoldData) -> steps_lib.WeightedLoss:
-  """The loss of config's class, source and verified weights."""
+def weighted_loss(data: fold_data.FoldData) -> steps_lib.WeightedLoss:
+  """The loss of the run's class, source and verified weights."""
+  info, run = data.info, data.run
   return steps_lib.WeightedLoss(
-      class_weights=(class_weights(info) if config.class_weights
+      class_weights=(class_weights(info) if run.class_weights
                      else np.ones(info.num_classes, np.float32)),
       source_weights=np.array(settings.source_weights(
-          config, info.sources), np.float32),
-      verified_weight=float(config.verified_weight),
+          run.source_weights, info.sources), np.float32),
+      verified_weight=float(run.verified_weight),
       global_batch=data.input.batch_size,
       multi_label=data.multi_label)
 
@@ -77,20 +78,13 @@ class Network:
   frozen: tf.Variable   # 1.0 while the stem and backbone are frozen
 
 
-def build_network(info: data_info.DataInfo, stage2: bool,
-                  architecture: dict, cfg: settings.ModelConfig,
+def build_network(arch: architecture_lib.Architecture,
+                  cfg: settings.ModelConfig,
                   strategy: tf.distribute.Strategy) -> Network:
-  """The network of architecture (model.* settings, typed), its Adam
+  """The network of arch with cfg's training options, its Adam
   (loss-scaled under mixed_float16) built, in the strategy's scope."""
   with strategy.scope():
-    model = model_lib.build_model(
-        model_lib.Architecture(info.num_classes,
-                               info.pca_dim if stage2 else 0,
-                               info.num_mels, **architecture),
-        model_lib.TrainOptions(
-            cfg.backbone_weights, cfg.bn_momentum, cfg.dropout,
-            cfg.pca_head_l2, cfg.freeze_backbone, cfg.freeze_backbone_bn,
-            cfg.freeze_backbone_until))
+    model = model_lib.build_model(arch, architecture_lib.train_options(cfg))
     optimizer = keras.optimizers.Adam(learning_rate=1e-4)
     if keras.mixed_precision.global_policy().name == "mixed_float16":
       optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -112,21 +106,21 @@ class Parts:
   validation: Optional[validation_lib.Validation]
 
 
-def compile_parts(network: Network, data: fold_data.FoldData, config,
-                  strategy: tf.distribute.Strategy, start_epoch: int) -> Parts:
+def compile_parts(network: Network, data: fold_data.FoldData,
+                  strategy: tf.distribute.Strategy, start_epoch: int,
+                  freezes: bool) -> Parts:
   """The datasets from start_epoch and the steps compiled for them: what
-  both training and a rate measurement need."""
+  both training and a rate measurement need. freezes: the backbone is
+  frozen for the first epochs (model.freeze_epochs)."""
   info = data.info
-  stage2 = int(config.stage) == 2
   train_data, eval_data = data.datasets(start_epoch)
   prepare = steps_lib.Prepare(data.spec, data.augment,
-                              data.input.placement == "device", stage2)
+                              data.input.placement == "device",
+                              data.run.stage2)
   steps = steps_lib.Steps(
       network.model, network.optimizer, strategy, prepare,
-      weighted_loss(config, info, data),
-      freeze=(network.frozen if settings.model_config(config).freeze_epochs
-              > 0 else None),
-      jit_compile=bool(config.jit_compile))
+      weighted_loss(data), freeze=network.frozen if freezes else None,
+      jit_compile=data.run.jit_compile)
   steps.compile_train(train_data.element_spec)
   validation = None
   if eval_data is not None:

@@ -29,6 +29,7 @@ from tagger import errors
 from tagger import fileio
 from tagger import settings
 from tagger.input import data_service
+from tagger.model import architecture as architecture_lib
 from tagger.model import model_dir as model_dir_lib
 from tagger.model import networks as model_lib
 from tagger.shards import data_info
@@ -71,25 +72,24 @@ class FoldRun:
     self.chief = distribute.is_chief(strategy)
     self.run_dir = run_dir_lib.RunDir(model_dir, self.chief)
     self.recorder = recorder_lib.Recorder(model_dir, self.chief)
+    self.run_config = settings.run_config(config)
     self.model_config = settings.model_config(config)
-    validation_lib.check_select_best(config.select_best)
+    validation_lib.check_select_best(self.run_config.select_best)
     try:
       self.data = fold_data.FoldData(config, data_dir, fold, strategy)
     except errors.UserError as e:
       raise TrainError(str(e)) from e
     self.info = self.data.info
-    self.stage2 = int(config.stage) == 2
-    self.architecture = {**settings.architecture(config),
-                         "multi_label": self.data.multi_label}
+    self.arch = architecture_lib.architecture_of(
+        self.model_config, self.info, self.run_config.stage2)
     try:
       fold_parts.check_backbone(self.model_config, self.data)
     except model_lib.ModelError as e:
       raise TrainError(str(e)) from e
     self.phases = schedules.Phases(settings.schedule_config(config),
                                    self.data.steps_per_epoch)
-    self.network = fold_parts.build_network(
-        self.info, self.stage2, self.architecture, self.model_config,
-        strategy)
+    self.network = fold_parts.build_network(self.arch, self.model_config,
+                                            strategy)
     self.parts: Optional[fold_parts.Parts] = None       # prepare()
     self.best_snapshot: Optional[list] = None   # the best epoch's weights
 
@@ -111,9 +111,9 @@ class FoldRun:
   def prepare(self, start_epoch: int) -> fold_parts.Parts:
     """The datasets from start_epoch and the compiled steps
     (fold_parts.compile_parts)."""
-    self.parts = fold_parts.compile_parts(self.network, self.data,
-                                          self.config, self.strategy,
-                                          start_epoch)
+    self.parts = fold_parts.compile_parts(
+        self.network, self.data, self.strategy, start_epoch,
+        freezes=self.model_config.freeze_epochs > 0)
     return self.parts
 
   def init_from(self) -> list:
@@ -162,7 +162,7 @@ class FoldRun:
     epoch = epoch_lib.Epoch(
         parts, self.phases, self.data.steps_per_epoch,
         self.data.input.batch_size,
-        int(self.config.checkpoint_every_steps), self._checkpoint,
+        self.run_config.checkpoint_every_steps, self._checkpoint,
         self.model_dir, self.data.service_account(state.epoch + (
             1 if state.epoch_step else 0)))
     logging.info("%s", self.data.describe())
@@ -179,13 +179,13 @@ class FoldRun:
       copied = self.init_from()
       return self.run_dir.start(
           fold_parts.config_json(self.config), model_dir_lib.data_description(
-              self.info, int(self.config.stage), self.data.eval_lengths,
-              self.data.augment.pad_mode, self.architecture),
+              self.info, self.run_config.stage, self.data.eval_lengths,
+              self.data.augment.pad_mode, self.arch),
           self.info.data_dir), copied
     try:
       state = self.run_dir.resume(
           lambda saved: fold_parts.same_config(saved, self.config),
-          self.info, self.stage2)
+          self.info, self.run_config.stage2)
     except errors.UserError as e:
       raise TrainError(str(e)) from e
     if not state.done:
@@ -208,7 +208,7 @@ class FoldRun:
       if state.phase > 0:
         self._start_phase(state)
       self._record_batch_images(state.epoch)
-      if self.config.log_pairing:
+      if self.run_config.log_pairing:
         self.write_pairing(state.epoch)
     freeze = self.model_config.freeze_epochs
     if freeze:
@@ -221,14 +221,14 @@ class FoldRun:
       raise data_info.explain_data_loss(
           self.info.data_dir, self.info.manifest, e) from e
     except tf.errors.NotFoundError as e:
-      if not self.config.input.data_service:
+      if not self.data.input.data_service:
         raise
-      raise data_service.explain_lost_job(self.config.input.data_service,
+      raise data_service.explain_lost_job(self.data.input.data_service,
                                           e) from e
     self.recorder.epoch(row, row["epoch"])
     if self._end_epoch(state, row):
       state.next_phase()
-    elif self.config.log_pairing:
+    elif self.run_config.log_pairing:
       self.write_pairing(state.epoch)
     self._checkpoint(state)
 
@@ -246,7 +246,7 @@ class FoldRun:
     try:
       monitored = distribute.mean_over_workers(
           self.strategy, validation_lib.monitored(row,
-                                                  self.config.select_best))
+                                                  self.run_config.select_best))
     except errors.UserError as e:
       raise TrainError(str(e)) from e
     improved, stop = state.end_epoch(row, monitored)
@@ -274,7 +274,7 @@ class FoldRun:
     self.run_dir.load_best(self.model)
 
   def _record_batch_images(self, epoch: int):
-    count = int(self.config.tensorboard_images)
+    count = self.run_config.tensorboard_images
     if count and self.chief:
       self.recorder.batch_images(self.data.augmented_sample(epoch, count),
                                  epoch)
@@ -291,7 +291,8 @@ class FoldRun:
       result = self.parts.validation.evaluate()  # every worker: runs on all
       if self.chief:
         validation = validation_lib.rounded(result)
-        title = f"fold {self.fold}, stage {self.config.stage}: best model, "
+        title = (f"fold {self.fold}, stage {self.run_config.stage}: best "
+                 "model, ")
         validation.update(self.recorder.best_model(
             result, self.info.labels, title, self.data.multi_label,
             state.epoch))
@@ -308,8 +309,8 @@ class FoldRun:
 def fold_summary(run: FoldRun, state: run_state.RunState, copied) -> dict:
   """summary.json of a finished fold (without its best model's
   validation): best epoch, counts, precision, compilation, input."""
-  config, data = run.config, run.data
-  summary = {"fold": str(run.fold), "stage": int(config.stage),
+  data = run.data
+  summary = {"fold": str(run.fold), "stage": run.run_config.stage,
              "best": state.best, "epochs": state.epoch,
              "steps": state.step,
              "best_weights": run.run_dir.file(model_dir_lib.BEST),
@@ -317,7 +318,7 @@ def fold_summary(run: FoldRun, state: run_state.RunState, copied) -> dict:
              "strategy": distribute.describe(run.strategy),
              "precision": keras.mixed_precision.global_policy().name,
              "precision_reason": distribute.precision_reason(),
-             "compile": {"jit_compile": bool(config.jit_compile),
+             "compile": {"jit_compile": run.run_config.jit_compile,
                          "length_quantum": int(data.input.length_quantum),
                          "train_traces": int(run.traces["train"])},
              "traces": dict(run.traces),
@@ -336,10 +337,11 @@ def fold_summary(run: FoldRun, state: run_state.RunState, copied) -> dict:
 def setup(config, strategy_name: str = "", precision_name: str = ""):
   """Strategy first (multi-worker must start before other TF work), then
   precision, seeds and determinism."""
-  strategy = distribute.make_strategy(strategy_name or config.strategy)
+  run = settings.run_config(config)
+  strategy = distribute.make_strategy(strategy_name or run.strategy)
   distribute.set_precision(*distribute.choose_precision(
-      precision_name or config.precision))
-  if config.deterministic:
+      precision_name or run.precision))
+  if run.deterministic:
     tf.config.experimental.enable_op_determinism()
   return strategy
 
@@ -348,7 +350,8 @@ def train(config: ml_collections.ConfigDict, data_dir: str, model_dir: str,
           strategy: tf.distribute.Strategy) -> dict:
   """Trains config.fold ('k'; 'all': every fold in turn into
   model_dir/fold{k}; 'none': every clip, no validation)."""
-  fold = str(config.fold)
+  run = settings.run_config(config)
+  fold = run.fold
   if fold == "all":
     info = data_info.load_data_info(data_dir)
     if not info.folds:
@@ -362,13 +365,12 @@ def train(config: ml_collections.ConfigDict, data_dir: str, model_dir: str,
       results[str(k)] = train(fold_config, data_dir,
                               fileio.join(model_dir, f"fold{k}"), strategy)
     return results
-  keras.utils.set_random_seed(int(config.seed))  # initial weights
+  keras.utils.set_random_seed(run.seed)  # initial weights
   # ...but no TF global seed: tf.data ops take tensor seeds (per epoch),
   # which a global seed breaks; everything random here is seeded itself.
   tf.random.set_seed(None)
-  run = FoldRun(config, data_dir, model_dir, strategy,
-                None if fold == "none" else int(fold))
-  return run.train()
+  return FoldRun(config, data_dir, model_dir, strategy,
+                 None if fold == "none" else int(fold)).train()
 
 
 def describe_summary(summary: dict) -> str:

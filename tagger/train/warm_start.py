@@ -11,6 +11,7 @@ from absl import logging
 from tagger import errors
 from tagger import fileio
 from tagger import settings
+from tagger.model import architecture as architecture_lib
 from tagger.model import model_dir as model_dir_lib
 from tagger.model import networks as model_lib
 from tagger.shards import data_info
@@ -40,7 +41,7 @@ def copy_weights(model: keras.Model, source: str, fold,
     same_labels = (list(data.labels) == list(info.labels) and
                    data.multi_label == info.multi_label)
   else:
-    source_model = model_lib.build_model(model_lib.Architecture(
+    source_model = model_lib.build_model(architecture_lib.Architecture(
         info.num_classes, 0, info.num_mels, backbone=model_config.backbone,
         alpha=model_config.alpha, multi_label=info.multi_label))
     same_labels = True

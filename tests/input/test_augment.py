@@ -237,9 +237,10 @@ def test_recording_ops_in_a_config_reach_the_training_batch(tmp_path):
 
 @pytest.mark.parametrize("norm", ["clip", "clip_band"])
 def test_clip_standardisation_takes_out_level_and_channel(norm):
+  from tagger.model import architecture as architecture_lib  # pylint: disable=g-import-not-at-top
   from tagger.model import networks as model_lib  # pylint: disable=g-import-not-at-top
   model = model_lib.build_model(
-      model_lib.Architecture(5, 0, backbone="small_cnn", input_norm=norm))
+      architecture_lib.Architecture(5, 0, backbone="small_cnn", input_norm=norm))
   image = tf.random.uniform([2, 64, 40, 1], 0.2, 0.6, seed=1)
   louder = image + 0.1                                   # a gain
   channel = image + tf.linspace(-0.05, 0.05, 64)[None, :, None, None]

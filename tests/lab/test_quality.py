@@ -24,6 +24,7 @@ from tagger.lab import baselines
 from tagger.lab import quality
 from tagger.model import backbones
 from tagger.model import model_dir as model_dir_lib
+from tagger.model import architecture as architecture_lib
 from tagger.model import networks as model_lib
 from tagger.train import trainer
 from conftest import tiny_config  # pylint: disable=g-bad-import-order
@@ -113,12 +114,12 @@ def test_linear_baselines_learn_what_is_learnable(learnable, tmp_path):
 
 def test_pca_head_starts_as_the_network_and_keeps_stage1_weights():
   stage1 = model_lib.build_model(
-      model_lib.Architecture(5, 0), model_lib.TrainOptions(bn_momentum=0.9))
+      architecture_lib.Architecture(5, 0), architecture_lib.TrainOptions(bn_momentum=0.9))
   with_head = model_lib.build_model(
-      model_lib.Architecture(5, 8, pca_head=True),
-      model_lib.TrainOptions(bn_momentum=0.9))
+      architecture_lib.Architecture(5, 8, pca_head=True),
+      architecture_lib.TrainOptions(bn_momentum=0.9))
   plain = model_lib.build_model(
-      model_lib.Architecture(5, 8), model_lib.TrainOptions(bn_momentum=0.9))
+      architecture_lib.Architecture(5, 8), architecture_lib.TrainOptions(bn_momentum=0.9))
   copied = model_lib.transfer_weights(stage1, with_head)
   assert "probs" in copied and "pca_logits" not in copied
   for layer in plain.layers:
@@ -158,10 +159,10 @@ def test_late_fusion_stage2_is_stage1_plus_a_linear_path():
   """pca_into_mlp=False: every stage-1 weight transfers and, with the
   zero-initialised linear path, stage 2 starts as stage 1 exactly."""
   stage1 = model_lib.build_model(
-      model_lib.Architecture(5, 0), model_lib.TrainOptions(bn_momentum=0.9))
+      architecture_lib.Architecture(5, 0), architecture_lib.TrainOptions(bn_momentum=0.9))
   stage2 = model_lib.build_model(
-      model_lib.Architecture(5, 8, pca_head=True, pca_into_mlp=False),
-      model_lib.TrainOptions(bn_momentum=0.9, dropout=0.3))
+      architecture_lib.Architecture(5, 8, pca_head=True, pca_into_mlp=False),
+      architecture_lib.TrainOptions(bn_momentum=0.9, dropout=0.3))
   copied = model_lib.transfer_weights(stage1, stage2)
   assert {"fc1536", "probs", "backbone"} <= set(copied)
   log_mel = tf.random.normal([3, 64, 40, 1])

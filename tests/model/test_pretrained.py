@@ -21,6 +21,7 @@ from tagger.audio import features
 from tagger.audio import graph_features
 from tagger.audio import params as params_lib
 from tagger.datasets import synthetic
+from tagger.model import architecture as architecture_lib
 from tagger.model import networks as model_lib
 from tagger.model import aisfx_checkpoint
 from tagger.model import pretrained
@@ -310,8 +311,8 @@ def test_the_pretrained_backbone_trains_in_the_pipeline(backbone, features,
       48, num_classes=3, num_folds=2, pca_dim=4, median_frames=40, seed=3,
       params=params_lib.preset(features)))
   built = model_lib.build_model(
-      model_lib.Architecture(3, 0, num_mels=mels, backbone=backbone),
-      model_lib.TrainOptions(backbone_weights=path))
+      architecture_lib.Architecture(3, 0, num_mels=mels, backbone=backbone),
+      architecture_lib.TrainOptions(backbone_weights=path))
   kernel = built.get_layer(model_lib.BACKBONE).get_layer(
       "cnn9").get_layer("cnn9_b3_conv2").get_weights()[0]
   np.testing.assert_array_equal(kernel, np.transpose(
@@ -362,16 +363,16 @@ def test_a_probe_trains_the_head_on_the_frozen_backbone(checkpoint,
 
 def test_freeze_until_names_a_layer_of_the_backbone():
   built = model_lib.build_model(
-      model_lib.Architecture(3, 0, num_mels=64, backbone="cnn9_aisfx"),
-      model_lib.TrainOptions(freeze_backbone_until="cnn9_b2_bn2"))
+      architecture_lib.Architecture(3, 0, num_mels=64, backbone="cnn9_aisfx"),
+      architecture_lib.TrainOptions(freeze_backbone_until="cnn9_b2_bn2"))
   frozen = [l.name for l in model_lib._all_layers(built.get_layer(  # pylint: disable=protected-access
       model_lib.BACKBONE)) if not l.trainable]
   assert "aisfx_adapter" in frozen and "cnn9_b2_bn2" in frozen
   assert "cnn9_b3_conv1" not in frozen
   with pytest.raises(model_lib.ModelError, match="no such layer"):
     model_lib.build_model(
-        model_lib.Architecture(3, 0, num_mels=64, backbone="cnn9_aisfx"),
-        model_lib.TrainOptions(freeze_backbone_until="block_9"))
+        architecture_lib.Architecture(3, 0, num_mels=64, backbone="cnn9_aisfx"),
+        architecture_lib.TrainOptions(freeze_backbone_until="block_9"))
 
 
 def test_the_pretrained_backbone_refuses_other_features(tmp_path):
@@ -391,8 +392,8 @@ def test_the_pretrained_backbone_without_weights_is_one_line(tmp_path):
   with pytest.raises(aisfx_checkpoint.PretrainedError,
                      match="pip download aisfx==0.1.2 --no-deps"):
     model_lib.build_model(
-        model_lib.Architecture(3, 0, num_mels=64, backbone="cnn9_aisfx"),
-        model_lib.TrainOptions(backbone_weights=str(tmp_path / "missing.whl")))
+        architecture_lib.Architecture(3, 0, num_mels=64, backbone="cnn9_aisfx"),
+        architecture_lib.TrainOptions(backbone_weights=str(tmp_path / "missing.whl")))
 
 
 @pytest.mark.parametrize("backbone,features,mels", BACKBONES)
@@ -404,7 +405,7 @@ def test_the_pretrained_backbone_builds_and_runs_under_mixed_float16(
   try:
     del features
     model = model_lib.build_model(
-        model_lib.Architecture(3, 0, num_mels=mels, backbone=backbone))
+        architecture_lib.Architecture(3, 0, num_mels=mels, backbone=backbone))
     out = model({"log_mel": tf.random.uniform([2, mels, 48, 1])})
   finally:
     keras.mixed_precision.set_global_policy("float32")

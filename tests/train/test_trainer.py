@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from tagger import distribute
 from tagger.model import model_dir as model_dir_lib
+from tagger.model import architecture as architecture_lib
 from tagger.model import networks as model_lib
 from tagger.train import fold_parts
 from tagger.train import run_state
@@ -27,8 +28,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def test_parameter_counts_as_the_write_up():
-  stage1 = model_lib.build_model(model_lib.Architecture(41))
-  stage2 = model_lib.build_model(model_lib.Architecture(41, 350))
+  stage1 = model_lib.build_model(architecture_lib.Architecture(41))
+  stage2 = model_lib.build_model(architecture_lib.Architecture(41, 350))
   assert model_lib.parameter_counts(stage1)["total"] == 4_839_330
   assert model_lib.parameter_counts(stage2) == {"total": 5_378_330,
                                                 "trainable": 5_339_676}
@@ -36,7 +37,7 @@ def test_parameter_counts_as_the_write_up():
 
 def test_bn_momentum_is_set_everywhere():
   model = model_lib.build_model(
-      model_lib.Architecture(5), model_lib.TrainOptions(bn_momentum=0.9))
+      architecture_lib.Architecture(5), architecture_lib.TrainOptions(bn_momentum=0.9))
   bns = [l for l in model_lib._all_layers(model)  # pylint: disable=protected-access
          if isinstance(l, keras.layers.BatchNormalization)]
   assert len(bns) > 50 and {l.momentum for l in bns} == {0.9}
@@ -46,8 +47,8 @@ def test_imagenet_offline_gives_a_clear_error(tmp_path, monkeypatch):
   monkeypatch.setenv("KERAS_HOME", str(tmp_path))
   with pytest.raises(model_lib.ModelError, match="no internet"):
     model_lib.build_model(
-        model_lib.Architecture(5),
-        model_lib.TrainOptions(backbone_weights="imagenet"))
+        architecture_lib.Architecture(5),
+        architecture_lib.TrainOptions(backbone_weights="imagenet"))
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +89,7 @@ def test_stage2_starts_from_stage1_weights(data_dir, tmp_path):
   stage1_dir = tmp_path / "stage1" / "fold0"
   os.makedirs(stage1_dir)
   stage1 = model_lib.build_model(
-      model_lib.Architecture(4, 0), model_lib.TrainOptions(bn_momentum=0.9))
+      architecture_lib.Architecture(4, 0), architecture_lib.TrainOptions(bn_momentum=0.9))
   for w in stage1.weights:
     w.assign(np.random.default_rng(0).normal(size=w.shape).astype(
         w.dtype))
@@ -233,9 +234,9 @@ def _assert_same_best_weights(a: str, b: str) -> None:
   """The best weights of two small_cnn (alpha 0.25) model dirs of 4
   classes are equal bit for bit."""
   w1 = model_lib.build_model(
-      model_lib.Architecture(4, 0, backbone="small_cnn", alpha=0.25))
+      architecture_lib.Architecture(4, 0, backbone="small_cnn", alpha=0.25))
   w2 = model_lib.build_model(
-      model_lib.Architecture(4, 0, backbone="small_cnn", alpha=0.25))
+      architecture_lib.Architecture(4, 0, backbone="small_cnn", alpha=0.25))
   model_dir_lib.load_weights(w1, os.path.join(a, model_dir_lib.BEST))
   model_dir_lib.load_weights(w2, os.path.join(b, model_dir_lib.BEST))
   for x, y in zip(w1.get_weights(), w2.get_weights()):
@@ -252,6 +253,7 @@ def straight_run(data_dir, tmp_path_factory):
       "  return config",
       "  config.model.backbone = 'small_cnn'\n"
       "  config.model.alpha = 0.25\n"
+      "  config.input.batch_size = 8\n"   # float16 convolutions are slow
       "  config.max_steps_per_epoch = 4\n  return config"))
   straight = str(folder / "straight")
   result = subprocess.run(
