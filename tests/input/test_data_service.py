@@ -89,6 +89,8 @@ def test_demo_config_trains_an_epoch_through_two_workers(cluster, tmp_path):
   from tagger import distribute  # pylint: disable=g-import-not-at-top
   config = demo_config_one_epoch(cluster.address)
   config.schedule.cyclic_epochs = 2   # epoch 0 is counted whole after 1
+  config.model.backbone = "small_cnn"  # the demo's input, a small network
+  config.model.alpha = 0.25
   summary = trainer.train(config, data_dir, str(tmp_path / "run"),
                           distribute.make_strategy("one_device"))
   history = open(tmp_path / "run" / "history.csv").read().splitlines()
@@ -128,6 +130,8 @@ def test_a_stopped_worker_stops_the_run_in_one_line(tmp_path):
     config = demo_config_one_epoch(cluster.address)
     config.schedule.cyclic_epochs = 3
     config.input.lost_batches_after = 4  # epoch 0 is lost after epoch 2
+    config.model.backbone = "small_cnn"  # the batch count is checked
+    config.model.alpha = 0.25
     from tagger import distribute  # pylint: disable=g-import-not-at-top
     with pytest.raises(data_service.LostBatchesError,
                        match=r"delivered 1 of epoch 0's 2 batches while 5 "
