@@ -87,7 +87,8 @@ def params():
 
 def tiny_config(**overrides):
   """settings.default_config() shrunk for tests: 32-48 frame inputs, batch
-  16, one cyclic epoch. overrides: {"schedule.cyclic_epochs": 3, ...}."""
+  16, one cyclic epoch, small_cnn (alpha 0.25; tests of MobileNetV2 itself
+  name it). overrides: {"schedule.cyclic_epochs": 3, ...}."""
   from tagger import settings  # pylint: disable=g-import-not-at-top
   config = settings.default_config()
   config.input.batch_size = 16
@@ -97,6 +98,8 @@ def tiny_config(**overrides):
   config.input.pairing_block = 32
   config.input.shuffle_buffer = 32
   config.model.bn_momentum = 0.5  # a dozen steps: statistics must follow
+  config.model.backbone = "small_cnn"
+  config.model.alpha = 0.25
   config.schedule.cyclic_epochs = 1
   config.schedule.fine_tune_max_epochs = 0
   config.schedule.base_lr = 1e-3

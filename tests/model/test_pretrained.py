@@ -317,7 +317,7 @@ def test_the_pretrained_backbone_trains_in_the_pipeline(backbone, features,
       "cnn9").get_layer("cnn9_b3_conv2").get_weights()[0]
   np.testing.assert_array_equal(kernel, np.transpose(
       state["embedding_net.conv_block3.conv2.weight"], (2, 3, 1, 0)))
-  config = tiny_config(**{"model.backbone": backbone,
+  config = tiny_config(**{"model.backbone": backbone, "model.alpha": 1.0,
                           "model.backbone_weights": path,
                           "model.freeze_backbone_until": "cnn9_b2_bn2"})
   model_dir = str(tmp_path / "model")
@@ -346,7 +346,7 @@ def test_a_probe_trains_the_head_on_the_frozen_backbone(checkpoint,
       48, num_classes=3, num_folds=2, pca_dim=4, median_frames=40, seed=3,
       params=params_lib.preset("aisfx")))
   config = tiny_config(**{"model.backbone": "cnn9_aisfx_native",
-                          "model.backbone_weights": path,
+                          "model.alpha": 1.0, "model.backbone_weights": path,
                           "model.freeze_backbone": True})
   run = trainer.FoldRun(config, data, str(tmp_path / "probe"),
                         trainer.setup(config), 0)
@@ -381,7 +381,8 @@ def test_the_pretrained_backbone_refuses_other_features(tmp_path):
   data = str(tmp_path / "shards")
   synthetic.write_synthetic_shards(data, synthetic.SyntheticSet(
       24, num_classes=3, num_folds=2, pca_dim=4, median_frames=40))
-  config = tiny_config(**{"model.backbone": "cnn9_aisfx_native"})
+  config = tiny_config(**{"model.backbone": "cnn9_aisfx_native",
+                          "model.alpha": 1.0})
   with pytest.raises(trainer.TrainError,
                      match="make_tfrecords --features=aisfx"):
     trainer.train(config, data, str(tmp_path / "model"),

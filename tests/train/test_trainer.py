@@ -95,7 +95,8 @@ def test_stage2_starts_from_stage1_weights(data_dir, tmp_path):
         w.dtype))
   model_dir_lib.save_weights(stage1, str(stage1_dir / model_dir_lib.BEST))
   config = tiny_config(**{
-      "stage": 2, "model.init_from": str(tmp_path / "stage1" / "fold{fold}")})
+      "stage": 2, "model.init_from": str(tmp_path / "stage1" / "fold{fold}"),
+      "model.backbone": "mobilenet_v2", "model.alpha": 1.0})
   run = trainer.FoldRun(config, data_dir, str(tmp_path / "s2"),
                         tf.distribute.get_strategy(), 0)
   copied = run.init_from()
