@@ -119,8 +119,9 @@ def check_weights(config, names: List[str]) -> None:
   paths = set()   # members sharing a file: read once
   for name in names:
     model = settings.model_config(member_config(config, name))
-    if model.backbone.startswith("cnn9") and model.backbone_weights:
-      paths.add(model.backbone_weights)
+    weights = architecture_lib.train_options(model).pretrained
+    if model.backbone.startswith("cnn9") and weights:   # 'none': random
+      paths.add(weights)
   for path in sorted(paths):
     aisfx_checkpoint.cnn9_state(path)
 

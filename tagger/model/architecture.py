@@ -83,6 +83,13 @@ class TrainOptions:
   freeze_backbone_bn: bool = False
   freeze_backbone_until: str = ""
 
+  @property
+  def pretrained(self) -> Optional[str]:
+    """backbone_weights as the backbone reads them: None for random
+    initialisation ('none' or unset), else 'imagenet' or a path."""
+    return (None if self.backbone_weights in ("", "none", None)
+            else self.backbone_weights)
+
 
 def architecture_of(cfg: settings.ModelConfig, data,
                     stage2: bool) -> Architecture:

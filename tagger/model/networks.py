@@ -134,9 +134,7 @@ def _stem(log_mel, arch: Architecture):
 def _pooled_features(x, arch: Architecture, train: TrainOptions):
   """The backbone (frozen as train says), then its pooling -> [B, D]."""
   spec = backbones.backbone_spec(arch.backbone)
-  weights = (None if train.backbone_weights in ("", "none", None)
-             else train.backbone_weights)
-  features = spec.build(arch.alpha, weights)
+  features = spec.build(arch.alpha, train.pretrained)
   features.name = BACKBONE
   x = features(x)
   if train.freeze_backbone:   # a probe: the backbone's weights and BN fixed

@@ -262,3 +262,18 @@ def test_missing_or_damaged_weights_stop_the_recipe_first(demo, tmp_path,
   assert "pip download aisfx==0.1.2" in lines[-1]
   assert "Traceback" not in done.stderr
   assert not os.path.exists(model_dir / "mobilenet")    # nothing trained
+
+
+def test_members_without_pretrained_weights_read_no_file(tmp_path):
+  """backbone_weights=none (random initialisation) is no file to check; a
+  path still is."""
+  from tagger import settings  # pylint: disable=g-import-not-at-top
+  config = settings.load_config(
+      os.path.join(ROOT, "configs", "cpu.py") + ":new_audio")
+  for member in ("cnn9_tuned", "cnn9_frozen"):
+    config.members[member].model.backbone_weights = "none"
+  recipe.check_weights(config, recipe.member_names(config))   # no error
+  missing = str(tmp_path / "aisfx.whl")
+  config.members.cnn9_tuned.model.backbone_weights = missing
+  with pytest.raises(Exception, match="no such file"):
+    recipe.check_weights(config, recipe.member_names(config))
