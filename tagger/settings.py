@@ -56,6 +56,8 @@ class RunConfig:
 
   def __post_init__(self):
     _check("stage", self.stage, self.stage in (1, 2), "1 or 2")
+    _check("fold", self.fold, self.fold in ("all", "none") or
+           self.fold.isdigit(), "a fold number, 'all' or 'none'")
     for name in ("eval_batch_size",):
       _check(name, getattr(self, name), getattr(self, name) > 0, "above 0")
     for name in ("max_steps_per_epoch", "checkpoint_every_steps",

@@ -54,3 +54,18 @@ def test_phases_give_the_triangular_lr_and_fresh_plateaus():
   plateau = phases.plateau(2)
   assert plateau["lr"] == 3e-5 and plateau["stop_patience"] == 10
   assert phases.lr(2, 0, 5, plateau) == 3e-5
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("stage", 3, "config.stage=3: should be 1 or 2"),
+    ("fold", "abc", "config.fold='abc': should be a fold number"),
+    ("eval_batch_size", 0, "config.eval_batch_size=0: should be above 0"),
+    ("max_steps_per_epoch", -1, "config.max_steps_per_epoch=-1"),
+    ("select_bset", "val_map3", r"unknown RunConfig keys \['select_bset'\]"),
+])
+def test_a_bad_run_setting_is_one_line_naming_it(key, value, message):
+  config = settings.default_config()
+  config[key] = value
+  assert settings.run_config(settings.default_config()) == settings.RunConfig()
+  with pytest.raises(settings.SettingsError, match=message):
+    settings.run_config(config)
