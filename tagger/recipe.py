@@ -196,8 +196,8 @@ def fit_logistic_member(config, data_dir: str, model_dir: str,
   description = model_dir_lib.data_description(
       info, 1, eval_lengths, settings.augment_config(config).pad_mode, arch)
   with strategy.scope():
-    network = model_lib.build_model(arch, architecture_lib.TrainOptions(
-        model.backbone_weights, model.bn_momentum, freeze_backbone=True))
+    network = model_lib.build_model(
+        arch, architecture_lib.train_options(model, freeze_backbone=True))
   loaded = scorer.LoadedModel(model_dir, description,
                                  model_lib.with_embedding(network))
   scores = scorer.score_records(

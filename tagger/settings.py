@@ -23,6 +23,10 @@ class SettingsError(errors.UserError):
   """A setting that does not exist or cannot work; the message says why."""
 
 
+# What config.select_best may monitor (train/validation.py computes them).
+SELECT_BEST = ("val_loss", "val_map3", "val_lwlrap")
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
   """The run's own settings (the config's top level, below its sections)."""
@@ -58,8 +62,10 @@ class RunConfig:
     _check("stage", self.stage, self.stage in (1, 2), "1 or 2")
     _check("fold", self.fold, self.fold in ("all", "none") or
            self.fold.isdigit(), "a fold number, 'all' or 'none'")
-    for name in ("eval_batch_size",):
-      _check(name, getattr(self, name), getattr(self, name) > 0, "above 0")
+    _check("select_best", self.select_best, self.select_best in SELECT_BEST,
+           "val_loss, val_map3 or (multi-label data) val_lwlrap")
+    _check("eval_batch_size", self.eval_batch_size, self.eval_batch_size > 0,
+           "above 0")
     for name in ("max_steps_per_epoch", "checkpoint_every_steps",
                  "tensorboard_images"):
       _check(name, getattr(self, name), getattr(self, name) >= 0,

@@ -60,6 +60,8 @@ def test_phases_give_the_triangular_lr_and_fresh_plateaus():
     ("stage", 3, "config.stage=3: should be 1 or 2"),
     ("fold", "abc", "config.fold='abc': should be a fold number"),
     ("eval_batch_size", 0, "config.eval_batch_size=0: should be above 0"),
+    ("select_best", "val_acc", "config.select_best='val_acc': should be "
+     "val_loss, val_map3"),
     ("max_steps_per_epoch", -1, "config.max_steps_per_epoch=-1"),
     ("select_bset", "val_map3", r"unknown RunConfig keys \['select_bset'\]"),
 ])

@@ -168,7 +168,8 @@ class Scorer:
     """Every clip x length x try; rows in the input order."""
     data, tries = self.data, views.tries
     lengths = [int(x) for x in (views.lengths or data.eval_lengths)]
-    shortest = max(backbones.min_frames(m.data.arch.backbone) for m in self.models)
+    shortest = max(backbones.min_frames(m.data.arch.backbone)
+                   for m in self.models)
     if min(lengths) < shortest:
       raise ScoreError(f"lengths must be >= {shortest} frames (the "
                        "models' backbones pool nothing shorter)")

@@ -75,7 +75,8 @@ class WaveformTagger(tf.Module):
     self.lengths = [int(x) for x in (lengths or data.eval_lengths)]
     self.tries = int(tries)
     self.window = int(window or min(self.lengths))
-    shortest = max(backbones.min_frames(m.data.arch.backbone) for m in models)
+    shortest = max(backbones.min_frames(m.data.arch.backbone)
+                   for m in models)
     if min(self.lengths + [self.window]) < shortest:
       raise ServingError(f"lengths and window must be >= {shortest} frames")
     self.models = [m.model for m in models]  # outputs (probs, embedding)

@@ -21,8 +21,8 @@ def _untrained_model_dir(path: str, data_dir: str, stage: int = 2) -> str:
   info = data_info.load_data_info(data_dir)
   fileio.makedirs(path)
   model = model_lib.build_model(
-      architecture_lib.Architecture(info.num_classes,
-                             info.pca_dim if stage == 2 else 0, info.num_mels),
+      architecture_lib.Architecture(
+          info.num_classes, info.pca_dim if stage == 2 else 0, info.num_mels),
       architecture_lib.TrainOptions(bn_momentum=0.9))
   model_dir_lib.save_weights(model, fileio.join(path, model_dir_lib.BEST))
   model_dir_lib.write_data(path, model_dir_lib.data_description(

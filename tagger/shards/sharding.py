@@ -267,9 +267,9 @@ def _manifest(run: Run, result: RunResult, engine: str
   for name, members, (fold, source) in zip(result.names, result.shards,
                                            result.shard_keys):
     path = fileio.join(options.output_dir, name)
-    shards.append(manifest_lib.Shard(name, int(fold), source_names[source], len(members),
-                        int(tf.io.gfile.stat(path).length),
-                        fileio.sha256(path)))
+    shards.append(manifest_lib.Shard(
+        name, int(fold), source_names[source], len(members),
+        int(tf.io.gfile.stat(path).length), fileio.sha256(path)))
   frames = manifest_lib.frame_statistics(staged.num_frames)
   params, fit, plan = options.params, result.fit, result.fold_plan
   return manifest_lib.Manifest(
@@ -277,9 +277,10 @@ def _manifest(run: Run, result: RunResult, engine: str
       feature_params=params.to_dict(), num_mels=params.mel_bands,
       frames_per_second=params.mel_frames_per_second,
       normalization=(params.norm_min_db, params.norm_max_db),
-      pca=manifest_lib.Pca(fit.dim, round(float(fit.explained_variance_ratio.sum()), 4),
-              pca_lib.FIT_FILE if train else
-              fileio.join(options.pca_from, pca_lib.FIT_FILE)),
+      pca=manifest_lib.Pca(
+          fit.dim, round(float(fit.explained_variance_ratio.sum()), 4),
+          pca_lib.FIT_FILE if train else
+          fileio.join(options.pca_from, pca_lib.FIT_FILE)),
       compression=options.compression, multi_label=bool(run.multi_label),
       sources=tuple(source_names), frames=frames,
       crop_range=((int(round(frames["p25"])), int(round(frames["p75"])))

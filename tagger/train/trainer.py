@@ -72,14 +72,13 @@ class FoldRun:
     self.chief = distribute.is_chief(strategy)
     self.run_dir = run_dir_lib.RunDir(model_dir, self.chief)
     self.recorder = recorder_lib.Recorder(model_dir, self.chief)
-    self.run_config = settings.run_config(config)
     self.model_config = settings.model_config(config)
-    validation_lib.check_select_best(self.run_config.select_best)
     try:
       self.data = fold_data.FoldData(config, data_dir, fold, strategy)
     except errors.UserError as e:
       raise TrainError(str(e)) from e
     self.info = self.data.info
+    self.run_config = self.data.run   # the config's top level, typed
     self.arch = architecture_lib.architecture_of(
         self.model_config, self.info, self.run_config.stage2)
     try:

@@ -9,7 +9,6 @@ import numpy as np
 from tagger import errors
 from tagger import metrics
 
-SELECT_BEST = ("val_loss", "val_map3", "val_lwlrap")
 
 
 class Validation:
@@ -62,16 +61,10 @@ class Validation:
             "_scores": mean_log, "_labels": labels}
 
 
-def check_select_best(select: str) -> None:
-  if select not in SELECT_BEST:
-    raise errors.UserError(f"config.select_best={select!r}: use val_loss, "
-                           "val_map3 or (multi-label data) val_lwlrap")
-
-
 def monitored(row: dict, select: str) -> float:
   """What picks the best weights and drives plateaus (lower is better):
-  `select` of the validation, or the train loss without one."""
-  check_select_best(select)
+  `select` (settings.SELECT_BEST, checked by RunConfig) of the
+  validation, or the train loss without one."""
   if "val_loss" not in row:
     return row["train_loss"]
   if select != "val_loss" and row.get(select) is None:
