@@ -33,6 +33,7 @@ from tagger.audio import features
 from tagger.audio import graph_features
 from tagger.audio.params import FeatureParams
 from tagger.infer import serving
+from tagger.shards import clip_files
 
 Audio = Union[str, np.ndarray]
 
@@ -47,6 +48,8 @@ class ClipResult:
   probabilities: np.ndarray   # [C], sums to 1
   embedding: np.ndarray       # [D]
   empty: bool                 # no sound: ranked by class frequencies
+  seconds: float = 0.0        # the audio's duration
+  heard_seconds: float = 0.0  # how much of it was scored (max_clip_seconds)
 
   def top(self, k: int = 3) -> List[Tuple[str, float]]:
     order = np.argsort(-self.probabilities)[:k]
@@ -97,7 +100,7 @@ class Tagger:
   def load(cls, path: str, **kwargs) -> "Tagger":
     """Model dirs (a dir, or globs, comma separated) or a SavedModel."""
     if fileio.exists(fileio.join(path, "saved_model.pb")):
-      module = tf.saved_model.load(path)
+      module = _load_saved_model(path)
       if "frames" not in module.signatures:
         raise ApiError(f"{path}: not a waveform SavedModel (export stage-1 "
                        "model dirs with tools/export)")
@@ -112,64 +115,79 @@ class Tagger:
 
   # -- audio in ------------------------------------------------------------
 
-  def _waveform(self, source: Audio, sample_rate: Optional[int]):
+  def _waveform(self, source: Audio, sample_rate: Optional[int]
+                ) -> Tuple[np.ndarray, float]:
+    """(mono float32 at 44.1 kHz, the source's seconds): a file through
+    the one intake (a regular file, decoded, finite; its notes said), a
+    waveform checked and resampled. A file past max_clip_seconds is
+    decoded up to it only (memory stays bounded)."""
     if isinstance(source, str):
-      data = fileio.read_bytes(source)
-      waveform, _, _ = decode.decode_audio(data, source, self.params)
-      return waveform
+      data = _read_file(source)
+      waveform, truncated, full = decode.decode_audio(data, source,
+                                                      self.params)
+      for _, note in decode.notes(source, waveform, truncated, full,
+                               self.params):
+        logging.warning(note)
+      rate = self.params.load_sample_rate_hz
+      return waveform, full or waveform.size / rate
     waveform = np.asarray(source, np.float32)
     if waveform.ndim == 2:  # [samples, channels]
       waveform = waveform.mean(axis=1)
-    if sample_rate is None:
-      raise ApiError("give the sample_rate of a waveform")
+    if waveform.ndim != 1:
+      raise ApiError(f"a waveform is [samples] or [samples, channels], "
+                     f"not of shape {np.shape(source)}")
+    if sample_rate is None or not sample_rate > 0:
+      raise ApiError("give the sample_rate of a waveform (a positive "
+                     "number of Hz)")
+    if not np.all(np.isfinite(waveform)):
+      raise ApiError("the waveform holds NaN or infinite samples")
+    if decode.is_clipped(waveform):
+      logging.warning("the waveform is clipped (samples at full scale); "
+                      "the scores are of distorted audio")
+    seconds = waveform.size / float(sample_rate)
     return decode.resample(waveform, int(sample_rate),
-                          self.params.load_sample_rate_hz)
+                           self.params.load_sample_rate_hz), seconds
 
   def tag(self, source: Audio, sample_rate: Optional[int] = None
           ) -> ClipResult:
-    """One clip (a path, or a waveform [N] / [N, channels] with its rate)."""
-    out = self._clip(waveform=tf.constant(self._waveform(source,
-                                                         sample_rate)))
+    """One clip (a path, or a waveform [N] / [N, channels] with its rate),
+    heard up to max_clip_seconds (10 min by default; a warning says when
+    more was there: frames() hears any length), as tools/score and the
+    SavedModel hear it."""
+    waveform, seconds = self._waveform(source, sample_rate)
+    out = self._clip(waveform=tf.constant(waveform))
+    heard = min(seconds, float(out["heard_seconds"])) if \
+        "heard_seconds" in out else seconds
+    if heard < seconds - 0.01 and not isinstance(source, str):
+      logging.warning("the waveform is %.0f s long; only the first %g s are "
+                      "heard (max_clip_seconds; frames() hears all of it)",
+                      seconds, self.params.max_clip_seconds)
+    empty = bool(out["empty"])
+    if empty:
+      logging.warning("%s: no sound after trimming (silent); ranked by the "
+                      "training class frequencies",
+                      source if isinstance(source, str) else "the waveform")
     return ClipResult(self.labels, out["probabilities"].numpy(),
-                      out["embedding"].numpy(), bool(out["empty"]))
+                      out["embedding"].numpy(), empty, float(seconds), heard)
 
   # -- long recordings -------------------------------------------------------
 
   def _blocks(self, source: Audio, sample_rate: Optional[int],
-              block_seconds: float) -> Iterator[np.ndarray]:
-    """The recording at 44.1 kHz mono, in blocks (streamed from a file)."""
+              block_seconds: float, say: bool) -> Iterator[np.ndarray]:
+    """The recording at 44.1 kHz mono, in blocks (streamed from a file
+    through the one intake: a regular file, finite samples, its notes
+    said)."""
     rate_out = self.params.load_sample_rate_hz
     if not isinstance(source, str):
-      waveform = self._waveform(source, sample_rate)
+      waveform, _ = self._waveform(source, sample_rate)
       step = int(block_seconds * rate_out)
       for start in range(0, waveform.size, step):
         yield waveform[start:start + step]
       return
-    import soundfile as sf  # pylint: disable=g-import-not-at-top
-    import soxr  # pylint: disable=g-import-not-at-top
-    if tf.io.gfile.stat(source).length == 0:
-      raise decode.AudioError(f"{source}: file is empty (0 bytes)")
-    with tf.io.gfile.GFile(source, "rb") as f:
-      try:
-        sound = sf.SoundFile(f)
-      except (sf.LibsndfileError, RuntimeError) as e:
-        raise decode.AudioError(f"{source}: unreadable audio "
-                               f"({decode.decode_reason(e)})") from e
-      stream = None if sound.samplerate == rate_out else soxr.ResampleStream(
-          sound.samplerate, rate_out, 1, dtype="float32", quality="HQ")
-      step = int(block_seconds * sound.samplerate)
-      while True:
-        block = sound.read(step, dtype="float32", always_2d=True)
-        last = block.shape[0] < step
-        mono = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
-        if stream is not None:
-          mono = stream.resample_chunk(mono, last=last)
-        if mono.size:
-          yield mono
-        if last:
-          return
+    with _open_file(source) as f:
+      yield from _decoded_blocks(f, source, rate_out, block_seconds, say)
 
-  def _chunks(self, source, sample_rate, chunk_frames: int
+  def _chunks(self, source, sample_rate, chunk_frames: int, say: bool
               ) -> Iterator[Tuple[np.ndarray, int, bool]]:
     """(chunk at 44.1 kHz with context, frames in it, last?) for frames
     0..T-1 in runs of chunk_frames; T = 1 + ceil(N / 2) // hop."""
@@ -180,7 +198,7 @@ class Tagger:
     total = 0          # samples read so far
     first = 0          # first frame of the next chunk
     done = False
-    blocks = self._blocks(source, sample_rate, self.chunk_seconds)
+    blocks = self._blocks(source, sample_rate, self.chunk_seconds, say)
     while True:
       need = context + chunk_frames * step + context
       while not done and buffer.size < need:
@@ -213,11 +231,12 @@ class Tagger:
     models' shortest validation length every hop_seconds; at least one)."""
     params = self.params
     fps = params.mel_frames_per_second
-    hop = max(1, int(round(hop_seconds * fps)))
+    hop = frame_hop(hop_seconds, fps)
     chunk_frames = max(self.window, int(self.chunk_seconds * fps))
     mel_db = self._chunk_mel_db
     loudest, peak = -np.inf, 0.0
-    for chunk, count, _ in self._chunks(source, sample_rate, chunk_frames):
+    for chunk, count, _ in self._chunks(source, sample_rate, chunk_frames,
+                                        say=True):
       loudest = max(loudest, float(tf.reduce_max(mel_db(chunk, count))))
       peak = max(peak, float(np.max(np.abs(chunk))))
     floor = loudest - params.db_top_db
@@ -228,7 +247,7 @@ class Tagger:
     next_start = 0
     starts, probs = [], []
     for chunk, count, last in self._chunks(source, sample_rate,
-                                           chunk_frames):
+                                           chunk_frames, say=False):
       db = np.maximum(mel_db(chunk, count).numpy(), floor) - shift
       carry = np.concatenate([carry, db.T.astype(np.float16)])
       end = offset + carry.shape[0]
@@ -262,6 +281,99 @@ class Tagger:
     return np.concatenate(out)
 
 
+def _load_saved_model(path: str):
+  """tf.saved_model.load; a SavedModel that does not load (damaged or cut
+  short files) is ApiError naming it."""
+  try:
+    return tf.saved_model.load(path)
+  except (tf.errors.OpError, ValueError, IndexError, KeyError, OSError,
+          AssertionError) as e:
+    first = (getattr(e, "message", None) or str(e) or type(e).__name__
+             ).strip().splitlines()[0][:200]
+    raise ApiError(f"{path}: the SavedModel does not load ({first}); its "
+                   "files are damaged or incomplete: export it again with "
+                   "tools/export") from None
+
+
+def frame_hop(hop_seconds: float, frames_per_second: float) -> int:
+  """Frames between window starts for hop_seconds (at least one); a hop
+  that is not a positive, finite number of seconds is ApiError."""
+  try:
+    hop = float(hop_seconds)
+  except (TypeError, ValueError):
+    hop = float("nan")
+  if not np.isfinite(hop) or hop <= 0:
+    raise ApiError(f"hop_seconds must be a positive number of seconds, not "
+                   f"{hop_seconds!r}")
+  return max(1, int(round(hop * frames_per_second)))
+
+
+def _read_file(path: str) -> bytes:
+  """A file's bytes through clip_files' intake (regular files only, no
+  blocking open); ApiError naming the file and the reason."""
+  try:
+    return clip_files.read_clip(path)
+  except (OSError, tf.errors.OpError) as e:
+    raise ApiError(f"{path}: cannot read ({clip_files.read_reason(e)})"
+                   ) from None
+
+
+def _open_file(path: str):
+  """A file object to stream from (local: opened without blocking and
+  checked regular; remote: tf.io.gfile)."""
+  try:
+    if "://" in path:
+      if tf.io.gfile.isdir(path):
+        raise IsADirectoryError(path)
+      return tf.io.gfile.GFile(path, "rb")
+    return clip_files.open_regular(path)
+  except (OSError, tf.errors.OpError) as e:
+    raise ApiError(f"{path}: cannot read ({clip_files.read_reason(e)})"
+                   ) from None
+
+
+def _decoded_blocks(f, name: str, rate_out: int, block_seconds: float,
+                    say: bool = True) -> Iterator[np.ndarray]:
+  """An open audio file -> mono float32 blocks at rate_out (soxr streams
+  across blocks); AudioError for undecodable or non-finite audio, the
+  notes (truncated, clipped) said once."""
+  import soundfile as sf  # pylint: disable=g-import-not-at-top
+  import soxr  # pylint: disable=g-import-not-at-top
+  if not f.read(1):
+    raise decode.AudioError(f"{name}: file is empty (0 bytes)")
+  f.seek(0)
+  try:
+    sound = sf.SoundFile(f)
+  except (sf.LibsndfileError, RuntimeError, ValueError, EOFError) as e:
+    raise decode.AudioError(f"{name}: unreadable audio "
+                            f"({decode.decode_reason(e)})") from None
+  if sound.frames == 0:
+    raise decode.AudioError(f"{name}: no audio samples")
+  if say and decode.is_truncated(sound.extra_info):
+    logging.warning("%s: truncated audio (the file holds less data than its "
+                    "header declares); scored from what decoded", name)
+  stream = None if sound.samplerate == rate_out else soxr.ResampleStream(
+      sound.samplerate, rate_out, 1, dtype="float32", quality="HQ")
+  step = max(1, int(block_seconds * sound.samplerate))
+  clipped = not say   # said once, and only when asked
+  while True:
+    block = sound.read(step, dtype="float32", always_2d=True)
+    last = block.shape[0] < step
+    mono = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
+    if not np.all(np.isfinite(mono)):
+      raise decode.AudioError(f"{name}: audio holds NaN or infinite samples")
+    if not clipped and decode.is_clipped(mono):
+      clipped = True
+      logging.warning("%s: clipped (samples at full scale); the scores are "
+                      "of distorted audio", name)
+    if stream is not None:
+      mono = stream.resample_chunk(mono, last=last)
+    if mono.size:
+      yield mono
+    if last:
+      return
+
+
 def _params_of(module) -> dict:
   return json.loads(module.feature_params_json.numpy().decode())
 
@@ -273,7 +385,8 @@ def write_frames(tagger: Tagger, paths: Sequence[str], csv_path: str, *,
   """Frame scores of audio files: a CSV (fname, start_seconds,
   end_seconds, one probability column per class; a row per window) and,
   with png_dir, a timeline PNG per file. Files are streamed in chunks.
-  Returns (rows written, files skipped: each reported with its reason)."""
+  Returns (rows written, files skipped: (path, reason) each, also
+  logged)."""
   import csv  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
   from tagger import parallel  # pylint: disable=g-import-not-at-top
@@ -291,12 +404,13 @@ def write_frames(tagger: Tagger, paths: Sequence[str], csv_path: str, *,
     try:
       result = tagger.frames(path, hop_seconds)
     except (ApiError, decode.AudioError, tf.errors.OpError) as e:
-      logging.warning("%s (skipped)", getattr(e, "message", None) or e)
-      skipped.append(path)
+      reason = str(getattr(e, "message", None) or e)
+      logging.warning("%s (no frame scores)", reason)
+      skipped.append((path, reason))
       bar.update(1)
       continue
     for start, probs in zip(result.start_seconds, result.probabilities):
-      writer.writerow([name, f"{start:.3f}",
+      writer.writerow([fileio.spreadsheet_safe(name), f"{start:.3f}",
                        f"{start + result.window_seconds:.3f}"] +
                       [f"{p:.5g}" for p in probs])
       rows += 1
@@ -314,7 +428,8 @@ def frames_of_files(model_dirs: str, audio_dir: str, csv_out: str, *,
   """tools/score --frames_out: frame scores of a folder's audio files (or
   those of audio_csv's fname column), with the stage-1 models of
   model_dirs. Files the sharding tool would refuse are reported and
-  skipped, as are files that do not decode."""
+  skipped, as are files that do not decode: 'skipped' holds (path,
+  reason) of each."""
   from tagger.shards import clip_files  # pylint: disable=g-import-not-at-top
   try:
     names = clip_files.names_to_score(audio_dir, audio_csv)
@@ -324,8 +439,8 @@ def frames_of_files(model_dirs: str, audio_dir: str, csv_out: str, *,
   for name in names:
     path, why = clip_files.resolve(audio_dir, name)
     if why:
-      logging.warning("%s (skipped)", why)
-      refused.append(path)
+      logging.warning("%s (no frame scores)", why)
+      refused.append((path, why))
     else:
       paths.append(path)
   try:

@@ -133,6 +133,26 @@ class InputConfig:
   lost_batches_after: int = 256
   seed: int = 0
 
+  def __post_init__(self):
+    for name in ("batch_size", "length_quantum", "num_eval_lengths",
+                 "pairing_block", "shuffle_buffer", "file_parallelism",
+                 "read_buffer_mb"):
+      value = getattr(self, name)
+      _check(f"input.{name}", value, value >= 1, "1 or more")
+    for name in ("pairing_memory_mb", "lost_batches_after"):
+      value = getattr(self, name)
+      _check(f"input.{name}", value, value >= 0, "0 or more")
+    _check("input.eval_lengths", self.eval_lengths,
+           self.eval_lengths is None or (
+               len(self.eval_lengths) > 0 and
+               all(int(x) >= 1 for x in self.eval_lengths)),
+           "frames >= 1, or None")
+    _check("input.length_range", self.length_range,
+           self.length_range is None or (
+               len(self.length_range) == 2 and
+               1 <= self.length_range[0] <= self.length_range[1]),
+           "(shortest, longest) frames, shortest >= 1, or None")
+
 
 INPUT_NORMS = ("batch", "clip", "clip_band")
 

@@ -55,7 +55,7 @@ def decode_audio(data: bytes, name: str,
                                  frames=limit if full_seconds else -1)
   except (sf.LibsndfileError, RuntimeError, ValueError, EOFError) as e:
     raise AudioError(f"{name}: unreadable audio ({decode_reason(e)})") from e
-  truncated = bool(_TRUNCATED_WAV.search(info.extra_info or ""))
+  truncated = is_truncated(info.extra_info)
   # audio: [num_samples, channels]
   waveform = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
   # waveform: [num_samples]
@@ -65,9 +65,55 @@ def decode_audio(data: bytes, name: str,
           truncated, float(full_seconds))
 
 
+FORMATS = ("WAV, FLAC, OGG (Vorbis, Opus), MP3, AIFF and the other "
+           "formats of libsndfile")
+
+
+def is_truncated(extra_info: str) -> bool:
+  """libsndfile's extra_info says the data chunk is shorter than the
+  header declares."""
+  return bool(_TRUNCATED_WAV.search(extra_info or ""))
+
+
 def decode_reason(error: Exception) -> str:
-  """libsndfile's reason without its "Error opening <object at 0x..>: "."""
-  return re.sub(r"^Error opening <[^>]*>:\s*", "", str(error))
+  """libsndfile's reason without its "Error opening <object at 0x..>: ",
+  with the formats that work where the format was not recognised."""
+  reason = re.sub(r"^Error opening <[^>]*>:\s*", "", str(error))
+  if "ormat not recognised" in reason or "nknown format" in reason:
+    reason += f"; tagger reads {FORMATS}"
+  return reason
+
+
+CLIPPED_FRACTION = 0.001   # samples at full scale that make a clip clipped
+
+
+def is_clipped(waveform: np.ndarray) -> bool:
+  """More than CLIPPED_FRACTION of the samples at full scale (|x| >=
+  0.999): the recording was clipped, so what is heard is distorted."""
+  if waveform.size == 0:
+    return False
+  return np.count_nonzero(np.abs(waveform) >= 0.999) > \
+      CLIPPED_FRACTION * waveform.size
+
+
+def notes(name: str, waveform: np.ndarray, truncated: bool,
+          full_seconds: float, params: FeatureParams) -> list:
+  """What a user should know about a decoded clip that is scored anyway:
+  (kind, one line naming the file) for each of truncated, cut (past
+  max_clip_seconds) and clipped. Every tool that takes a user's file says
+  the same."""
+  said = []
+  if truncated:
+    said.append(("truncated", f"{name}: truncated audio (the file holds less data than "
+                "its header declares); scored from what decoded"))
+  if full_seconds:
+    said.append(("cut", f"{name}: {full_seconds:.0f} s long; only the first "
+                f"{params.max_clip_seconds:g} s are heard (max_clip_seconds"
+                "; frame scores hear all of it)"))
+  if is_clipped(waveform):
+    said.append(("clipped", f"{name}: clipped (samples at full scale); the scores are "
+                "of distorted audio"))
+  return said
 
 
 def resample(waveform: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:

@@ -44,6 +44,7 @@ class ClipFeatures:
   duration_s: float  # decoded duration before trimming
   log_mel_db: np.ndarray  # float16 [mels, T]
   summary: np.ndarray  # float32 [1133]
+  notes: tuple = ()  # decode.notes: (kind, line) of truncated, cut, clipped
 
 
 def failed(task: ClipTask, status: int, reason: str, duration_s: float,
@@ -94,7 +95,9 @@ def extract_clip(task: ClipTask, params: FeatureParams) -> ClipFeatures:
               "its header declares)")
   return ClipFeatures(row=task.row, status=status, reason=reason,
                       duration_s=duration_s,
-                      log_mel_db=log_mel.astype(np.float16), summary=summary)
+                      log_mel_db=log_mel.astype(np.float16), summary=summary,
+                      notes=tuple(decode.notes(task.name, waveform, truncated,
+                                               full_seconds, params)))
 
 
 _worker_params: Optional[FeatureParams] = None

@@ -67,9 +67,7 @@ def trim_bounds(waveform: tf.Tensor, params: FeatureParams) -> tf.Tensor:
   frame, hop = params.trim_frame_length, params.trim_hop_length
   n = tf.shape(waveform)[0]
   padded = tf.pad(waveform, [[frame // 2, frame // 2]])
-  frames = tf.signal.frame(padded, frame, hop)
-  # frames: [F, frame]
-  mean_square = tf.reduce_mean(tf.square(frames), axis=1)
+  mean_square = _frame_mean_squares(padded, frame, hop)
   # mean_square: [F] = rms^2
   db = 10.0 * _log10(tf.maximum(mean_square, 1e-10))
   ref = 10.0 * _log10(tf.maximum(tf.reduce_max(
@@ -85,6 +83,42 @@ def trim_bounds(waveform: tf.Tensor, params: FeatureParams) -> tf.Tensor:
   start = tf.where(empty, 0, first * hop)
   end = tf.where(empty, 0, tf.minimum(n, (last + 1) * hop))
   return tf.stack([start, end])
+
+
+FRAMES_PER_BLOCK = 6000   # frames computed at once: memory flat in length
+
+
+def _frame_mean_squares(padded: tf.Tensor, frame: int,
+                        hop: int) -> tf.Tensor:
+  """float32 [F]: the mean square of each frame of `frame` samples every
+  `hop` of padded [N'] (as tf.signal.frame cuts them, F = 1 + (N' - frame)
+  // hop), FRAMES_PER_BLOCK frames at a time, so a long recording never
+  holds all its frames at once."""
+  count = 1 + (tf.shape(padded)[0] - frame) // hop
+
+  def block(first):
+    size = tf.minimum(FRAMES_PER_BLOCK, count - first)
+    piece = padded[first * hop:first * hop + (size - 1) * hop + frame]
+    frames = tf.signal.frame(piece, frame, hop)
+    # frames: [size, frame]
+    return tf.reduce_mean(tf.square(frames), axis=1)
+
+  return _in_blocks(block, count, tf.float32)
+
+
+def _in_blocks(block, count: tf.Tensor, dtype) -> tf.Tensor:
+  """block(first) [b, ...] for first = 0, FRAMES_PER_BLOCK, ... < count,
+  concatenated on axis 0 (a while loop: one block's temporaries at a
+  time)."""
+  blocks = (count + FRAMES_PER_BLOCK - 1) // FRAMES_PER_BLOCK
+  parts = tf.TensorArray(dtype, size=blocks, infer_shape=False)
+
+  def body(i, parts):
+    return i + 1, parts.write(i, block(i * FRAMES_PER_BLOCK))
+
+  _, parts = tf.while_loop(lambda i, _: i < blocks, body,
+                           [tf.constant(0), parts])
+  return parts.concat()
 
 
 def trim_silence(waveform: tf.Tensor, params: FeatureParams) -> tf.Tensor:
@@ -175,11 +209,24 @@ def chunk_mel_db(chunk: tf.Tensor, count: tf.Tensor,
 def log_mel(waveform: tf.Tensor, params: FeatureParams) -> tf.Tensor:
   """float32 [N] trimmed, at load_sample_rate_hz (N > 0) -> log-mel dB
   [mel_bands, T], T = 1 + ceil(N / D) // mel_hop_length, as
-  features.waveform_to_log_mel."""
+  features.waveform_to_log_mel. The spectrum is computed
+  FRAMES_PER_BLOCK frames at a time: memory grows with N only by the
+  waveform's and the log-mel's own size."""
   _check_params(params)
   low = resample(waveform, params)
-  fft = params.mel_fft_length
-  db = _mel_db(tf.pad(low, [[fft // 2, fft // 2]]), params)
+  fft, hop = params.mel_fft_length, params.mel_hop_length
+  padded = tf.pad(low, [[fft // 2, fft // 2]])
+  count = 1 + (tf.shape(padded)[0] - fft) // hop
+
+  def block(first):
+    size = tf.minimum(FRAMES_PER_BLOCK, count - first)
+    piece = padded[first * hop:first * hop + (size - 1) * hop + fft]
+    return tf.transpose(_mel_db(piece, params))
+    # [size, M]
+
+  db = tf.transpose(_in_blocks(block, count, tf.float32))
+  db.set_shape([params.mel_bands, None])
+  # db: [M, T]
   db = tf.maximum(db, tf.reduce_max(db) - params.db_top_db)
   if params.db_ref_peak:
     db -= peak_db(tf.reduce_max(tf.abs(waveform)), params)

@@ -18,17 +18,24 @@ audio are ranked by the training class frequencies, with a warning).
 writes a confusion matrix PNG; with fname,labels (several labels, FSDKaggle
 2019) or multi-label models it prints lwlrap, per-class average precision
 and MAP@3 of the single-label clips, and writes a per-class AP PNG.
+With --audio_dir, every file not used whole (unreadable, silent, truncated,
+cut at max_clip_seconds, clipped) is a row of <output>_errors.csv (fname,
+status, reason); the submission's rows of unusable files are left empty,
+and a run where no file could be used exits 1.
 Multi-label models write FSDKaggle2019's submission (fname and a
 probability column per class; --submission_format).
 """
 
 import json
+import os
 
 from absl import app
 from absl import flags
 
 from tagger import api
 from tagger.cli import run_tool
+from tagger.infer import inputs
+from tagger.infer import outputs
 from tagger.infer import score
 from tagger.infer import scorer
 
@@ -100,9 +107,15 @@ def main(argv):
       strategy_name=FLAGS.strategy, num_workers=FLAGS.num_workers,
       progress=FLAGS.progress, tta=FLAGS.tta,
       submission_format=FLAGS.submission_format,
-      report_dir=FLAGS.report_dir))
+      report_dir=FLAGS.report_dir, frames_out=FLAGS.frames_out,
+      hop_seconds=FLAGS.hop_seconds, frames_png_dir=FLAGS.frames_png_dir))
   print(f"wrote {result['output']}: {result['clips']} clips, "
-        f"{len(result['models'])} model(s), {result['empty']} without audio")
+        f"{len(result['models'])} model(s), {result['empty']} without audio"
+        + (f", {result['unscored']} not usable (rows left empty)"
+           if result.get("unscored") else ""))
+  if "errors_csv" in result:
+    print(f"files not used whole: {len(result['problems'])}, listed in "
+          f"{result['errors_csv']}")
   if result.get("report"):
     print(f"report: {result['report']} (open it in a browser)")
   report = result.get("evaluation")
@@ -128,8 +141,6 @@ def main(argv):
       print(f"MAP@3={report['map3']:.4f} accuracy={report['accuracy']:.4f} "
             f"clips={report['clips']}")
   if FLAGS.frames_out:
-    if not FLAGS.audio_dir:
-      raise app.UsageError("--frames_out needs --audio_dir")
     frames = api.frames_of_files(
         FLAGS.model_dirs, FLAGS.audio_dir, FLAGS.frames_out,
         audio_csv=FLAGS.audio_csv, hop_seconds=FLAGS.hop_seconds,
@@ -138,6 +149,10 @@ def main(argv):
           f"{frames['window_seconds']:.2f} s from {frames['files']} file(s)"
           + (f", {len(frames['skipped'])} skipped" if frames["skipped"]
              else ""))
+    if frames["skipped"]:
+      outputs.write_errors(result["errors_csv"], result["problems"] + [
+          inputs.FileProblem(os.path.basename(path), "frames", reason, False)
+          for path, reason in frames["skipped"]])
 
 
 def run():

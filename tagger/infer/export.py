@@ -24,10 +24,11 @@ The label list is an asset (assets/labels.txt) and the loaded object's
 
 import os
 import tempfile
-from typing import Optional
+from typing import Optional, Sequence
 
 import tensorflow as tf
 
+import tagger
 from tagger import fileio
 from tagger.audio import features
 from tagger.infer import scorer
@@ -71,12 +72,40 @@ def _log_mel_function(module, models, stage2: bool):
                      input_signature=[mel_spec])
 
 
+def _waveform_signatures(module: serving.WaveformTagger, models) -> dict:
+  """The waveform SavedModel's signatures (serving_default, frames,
+  log_mel) and the frames' window scorer, on the module."""
+  data = models[0].data
+  module.serve_clip = tf.function(
+      module.clip, input_signature=[
+          tf.TensorSpec([None], tf.float32, name="waveform")])
+  module.serve_frames = tf.function(
+      module.frames, input_signature=[
+          tf.TensorSpec([None], tf.float32, name="waveform"),
+          tf.TensorSpec([], tf.float32, name="hop_seconds")])
+  module.score_windows = tf.function(
+      module.window_scores, input_signature=[
+          tf.TensorSpec([None, int(data.num_mels)], tf.float16),
+          tf.TensorSpec([None], tf.int32)])
+  module.log_mel_fn = _log_mel_function(module, models, False)
+  return {"serving_default": module.serve_clip,
+          "frames": module.serve_frames, "log_mel": module.log_mel_fn}
+
+
 def export(model_dirs: str, export_dir: str, *,
            tries: int = serving.DEFAULT_TRIES,
            window: Optional[int] = None) -> str:
   """Writes the SavedModel of the model dirs (a dir, or globs, comma
-  separated) atomically (a temp dir renamed); returns export_dir."""
+  separated) into export_dir, which must be new, empty or an earlier
+  export (check_export_dir: refused before any model is read); the new
+  SavedModel is written beside it and moved in whole. Returns
+  export_dir."""
+  if tries < 1:
+    raise scorer.ScoreError(f"--tries must be >= 1, not {tries}")
+  if window is not None and window < 1:
+    raise scorer.ScoreError(f"--window must be >= 1 frame, not {window}")
   dirs = scorer.find_model_dirs(model_dirs)
+  check_export_dir(export_dir, dirs)
   models = [scorer.load_model(d) for d in dirs]
   scorer.check_compatible(models)
   data = models[0].data
@@ -101,30 +130,92 @@ def export(model_dirs: str, export_dir: str, *,
       signatures = {"serving_default": module.log_mel}
     else:
       module = serving.WaveformTagger(models, tries=tries, window=window)
-      module.serve_clip = tf.function(
-          module.clip, input_signature=[
-              tf.TensorSpec([None], tf.float32, name="waveform")])
-      module.serve_frames = tf.function(
-          module.frames, input_signature=[
-              tf.TensorSpec([None], tf.float32, name="waveform"),
-              tf.TensorSpec([], tf.float32, name="hop_seconds")])
-      module.score_windows = tf.function(
-          module.window_scores, input_signature=[
-              tf.TensorSpec([None, int(data.num_mels)], tf.float16),
-              tf.TensorSpec([None], tf.int32)])
-      module.log_mel_fn = _log_mel_function(module, models, False)
-      signatures = {"serving_default": module.serve_clip,
-                    "frames": module.serve_frames,
-                    "log_mel": module.log_mel_fn}
+      signatures = _waveform_signatures(module, models)
     module.labels_asset = tf.saved_model.Asset(labels_path)
-    target = export_dir.rstrip("/") + ".tmp-export"
-    if fileio.exists(target):
-      fileio.remove_tree(target)
-    tf.saved_model.save(module, target, signatures=signatures)
-    if fileio.exists(export_dir):
-      fileio.remove_tree(export_dir)
-    tf.io.gfile.rename(target, export_dir)
+    _save_in_place(module, signatures, export_dir, dirs)
   return export_dir
+
+
+EXPORT_MARK = "tagger_export.json"  # in every folder tools/export writes
+# What an export writes into its folder; nothing else may be replaced.
+_EXPORT_ENTRIES = ("saved_model.pb", "fingerprint.pb", "variables",
+                   "assets", "tflite", EXPORT_MARK)
+
+
+def _is_inside(path: str, folder: str) -> bool:
+  if "://" in path or "://" in folder:
+    return path.rstrip("/").startswith(folder.rstrip("/") + "/") or \
+        path.rstrip("/") == folder.rstrip("/")
+  path, folder = os.path.realpath(path), os.path.realpath(folder)
+  return os.path.commonpath([path, folder]) == folder
+
+
+def check_export_dir(export_dir: str, model_dirs: Sequence[str]) -> None:
+  """export_dir may be replaced: it is not there, or an empty folder, or a
+  SavedModel an earlier export wrote (its EXPORT_MARK, and nothing else
+  beside what an export writes), and it holds none of the model dirs.
+  Anything else is ExportDirError: tagger never deletes what it did not
+  write."""
+  if not export_dir or not export_dir.strip("/"):
+    raise ExportDirError(f"--export_dir {export_dir!r}: name a folder")
+  for model_dir in model_dirs:
+    if _is_inside(model_dir, export_dir):
+      raise ExportDirError(
+          f"--export_dir {export_dir} holds the model dir {model_dir}; "
+          "export into a new folder (the default is model_dir/saved_model)")
+  if not fileio.exists(export_dir):
+    return
+  if not tf.io.gfile.isdir(export_dir):
+    raise ExportDirError(f"--export_dir {export_dir} is a file; export "
+                         "into a new or empty folder")
+  names = [n.rstrip("/") for n in fileio.listdir(export_dir)]
+  if not names:
+    return
+  if EXPORT_MARK not in names:
+    raise ExportDirError(
+        f"--export_dir {export_dir} holds {len(names)} entr"
+        f"{'y' if len(names) == 1 else 'ies'} tools/export did not write "
+        f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}); "
+        "export into a new or empty folder, or over an earlier export")
+  foreign = [n for n in names if n not in _EXPORT_ENTRIES]
+  if foreign:
+    raise ExportDirError(
+        f"--export_dir {export_dir} is an earlier export, but also holds "
+        f"{', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}, "
+        "which tools/export did not write; move them out or export into a "
+        "new folder")
+
+
+class ExportDirError(scorer.ScoreError):
+  """An export folder that holds what tagger did not write."""
+
+
+def _save_in_place(module, signatures: dict, export_dir: str,
+                   model_dirs: Sequence[str]) -> None:
+  """tf.saved_model.save into a temporary folder beside export_dir, marked
+  as tagger's (EXPORT_MARK), then moved in: an earlier export there is
+  replaced only once the new one is whole; a failed save leaves nothing
+  behind."""
+  target = fileio.temp_name(export_dir.rstrip("/")) + "-export"
+  try:
+    tf.saved_model.save(module, target, signatures=signatures)
+    fileio.write_json(fileio.join(target, EXPORT_MARK), {
+        "written_by": "tagger tools/export",
+        "tagger_version": tagger.__version__,
+        "model_dirs": list(model_dirs)})
+    if fileio.exists(export_dir):
+      old = fileio.temp_name(export_dir.rstrip("/")) + "-old"
+      tf.io.gfile.rename(export_dir, old)   # checked: empty or an export
+      try:
+        tf.io.gfile.rename(target, export_dir)
+      except BaseException:
+        tf.io.gfile.rename(old, export_dir)  # the earlier export back
+        raise
+      fileio.remove_tree(old)
+    else:
+      tf.io.gfile.rename(target, export_dir)
+  finally:
+    fileio.remove_tree(target)   # only when the move did not happen
 
 
 TFLITE_FILES = {"float32": "window_float32.tflite",

@@ -6,6 +6,7 @@ spreadsheet would run escaped."""
 import csv
 import io
 import os
+from typing import Collection
 
 import numpy as np
 import tensorflow as tf
@@ -17,24 +18,43 @@ from tagger import plots
 from tagger.infer import scorer
 
 
-def submission_csv(scores: scorer.Scores) -> str:
+def submission_csv(scores: scorer.Scores,
+                   unscored: Collection[str] = ()) -> str:
   """fname,label with the top 3 labels, space separated (Kaggle format),
-  quoted where a name or label needs it."""
+  quoted where a name or label needs it; files in unscored (not usable
+  audio) get an empty label."""
   top = metrics.top_k(scores.log_probs, 3)
   buffer = io.StringIO()
   writer = csv.writer(buffer, lineterminator="\n")
   writer.writerow(["fname", "label"])
   labels = [fileio.spreadsheet_safe(l) for l in scores.labels]
   for name, row in zip(scores.fnames, top):
-    writer.writerow([fileio.spreadsheet_safe(name),
-                     " ".join(labels[i] for i in row)])
+    writer.writerow([fileio.spreadsheet_safe(name), "" if name in unscored
+                     else " ".join(labels[i] for i in row)])
   return buffer.getvalue()
+
+
+ERRORS_HEADER = ("fname", "status", "reason")
+
+
+def write_errors(path: str, problems) -> str:
+  """The files that could not be used whole (inputs.FileProblem): fname,
+  status (inputs.STATUSES), reason; names escaped as in every CSV."""
+  buffer = io.StringIO()
+  writer = csv.writer(buffer, lineterminator="\n")
+  writer.writerow(ERRORS_HEADER)
+  for p in problems:
+    writer.writerow([fileio.spreadsheet_safe(p.fname), p.status,
+                     fileio.spreadsheet_safe(p.reason)])
+  fileio.atomic_write_text(path, buffer.getvalue())
+  return path
 
 
 SUBMISSION_FORMATS = ("auto", "kaggle2018", "kaggle2019")
 
 
-def probabilities_csv(scores: scorer.Scores) -> str:
+def probabilities_csv(scores: scorer.Scores,
+                      unscored: Collection[str] = ()) -> str:
   """fname and a probability column per class: FSDKaggle2019's submission.
   Single-label models' probabilities sum to 1 over the classes;
   multi-label (sigmoid) models' are each class's own."""
@@ -46,14 +66,17 @@ def probabilities_csv(scores: scorer.Scores) -> str:
   if not scores.multi_label:
     probs /= probs.sum(axis=1, keepdims=True)
   for name, row in zip(scores.fnames, probs):
-    writer.writerow([fileio.spreadsheet_safe(name)] +
-                    [f"{p:.6g}" for p in row])
+    writer.writerow([fileio.spreadsheet_safe(name)] + (
+        [""] * len(row) if name in unscored else [f"{p:.6g}" for p in row]))
   return buffer.getvalue()
 
 
 def check_writable(flag: str, path: str) -> None:
-  """The output's folder exists (made if need be) and takes a file."""
+  """The output's folder exists (made if need be) and takes a file (path
+  is not a folder)."""
   folder = os.path.dirname(path)
+  if fileio.exists(path) and tf.io.gfile.isdir(path):
+    raise scorer.ScoreError(f"{flag}: {path} is a folder; name a file")
   try:
     if folder and "://" not in folder:  # object stores have no folders
       fileio.makedirs(folder)
@@ -67,31 +90,36 @@ def check_writable(flag: str, path: str) -> None:
 
 
 def write_outputs(scores: scorer.Scores, output: str, fmt: str = "auto",
-                  probs_out: str = "", embeddings_out: str = "") -> dict:
+                  probs_out: str = "", embeddings_out: str = "",
+                  unscored: Collection[str] = ()) -> dict:
   """The submission (fmt: SUBMISSION_FORMATS), and the probabilities and
-  embeddings where asked."""
+  embeddings where asked; the rows of unscored files (audio that could not
+  be used) are left empty."""
   if fmt == "auto":
     fmt = "kaggle2019" if scores.multi_label else "kaggle2018"
-  fileio.atomic_write_text(output, probabilities_csv(scores) if
-                           fmt == "kaggle2019" else submission_csv(scores))
-  if scores.empty.any():
+  fileio.atomic_write_text(output, probabilities_csv(scores, unscored) if
+                           fmt == "kaggle2019" else
+                           submission_csv(scores, unscored))
+  silent = scores.empty & ~np.isin(scores.fnames, list(unscored))
+  if silent.any():
     logging.warning("%d clip(s) had no audio and are ranked by the training "
-                    "class frequencies: %s", scores.empty.sum(),
-                    ", ".join(np.array(scores.fnames)[scores.empty][:10]))
+                    "class frequencies: %s", silent.sum(),
+                    ", ".join(np.array(scores.fnames)[silent][:10]))
   escaped = [n for n in scores.fnames if fileio.spreadsheet_safe(n) != n]
   if escaped:
     logging.warning("%d name(s) begin as a spreadsheet formula would and are "
                     "written with a leading ' so that no spreadsheet runs "
                     "them: %s", len(escaped), ", ".join(escaped[:5]))
   if probs_out:
-    fileio.atomic_write_text(probs_out, probabilities_csv(scores))
+    fileio.atomic_write_text(probs_out, probabilities_csv(scores, unscored))
   if embeddings_out:
     buffer = io.BytesIO()
     np.savez(buffer, fname=np.array(scores.fnames),
              embedding=scores.embeddings)
     fileio.atomic_write_bytes(embeddings_out, buffer.getvalue())
   return {"clips": len(scores.fnames), "submission_format": fmt,
-          "empty": int(scores.empty.sum()), "output": output}
+          "empty": int(silent.sum()), "unscored": len(unscored),
+          "output": output}
 
 
 def write_evaluation_png(evaluation: dict, scores: scorer.Scores,

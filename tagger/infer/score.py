@@ -5,6 +5,7 @@ written (outputs.py) and, with answers, the evaluation (evaluation.py) and
 its HTML report (report.py)."""
 
 import dataclasses
+import os
 from typing import List, Optional, Sequence, Tuple
 
 import tensorflow as tf
@@ -49,6 +50,11 @@ class ScoreJob:
   # probability column per class); auto: kaggle2019 for multi-label models.
   submission_format: str = "auto"
   report_dir: str = ""       # with labels_csv: the HTML evaluation report
+  # With audio_dir and stage-1 models: window scores over time (written by
+  # the caller, api.frames_of_files; checked here before any scoring).
+  frames_out: str = ""
+  hop_seconds: float = 0.5
+  frames_png_dir: str = ""
 
   @property
   def data_dirs(self) -> List[str]:
@@ -72,6 +78,11 @@ class ScoreJob:
     if self.report_dir and not self.labels_csv:
       raise scorer.ScoreError("--report_dir needs --labels_csv (the report "
                               "is of an evaluation)")
+    if self.batch_size < 1:
+      raise scorer.ScoreError(f"--batch_size must be >= 1, not "
+                              f"{self.batch_size}")
+    if self.tries < 1:
+      raise scorer.ScoreError(f"--tries must be >= 1, not {self.tries}")
     if bool(self.data_dir) == bool(self.audio_dir):
       raise scorer.ScoreError("give exactly one of --data_dir (test shards) "
                               "and --audio_dir (raw audio files)")
@@ -79,12 +90,38 @@ class ScoreJob:
                        ("--audio_csv", self.audio_csv)):
       if path and not fileio.exists(path):  # before hours of scoring
         raise scorer.ScoreError(f"{flag}: {path} not found")
+    self._check_frames()
     for flag, path in (("--output", self.output),
                        ("--probs_out", self.probs_out),
                        ("--embeddings_out", self.embeddings_out),
-                       ("--confusion_png", self.confusion_png)):
+                       ("--confusion_png", self.confusion_png),
+                       ("--frames_out", self.frames_out)):
       if path:
         outputs.check_writable(flag, path)
+
+  def _check_frames(self) -> None:
+    """--frames_out and its flags, before any scoring."""
+    hop = self.hop_seconds
+    if not self.frames_out:
+      if self.frames_png_dir:
+        raise scorer.ScoreError("--frames_png_dir needs --frames_out")
+      return
+    if not self.audio_dir:
+      raise scorer.ScoreError("--frames_out needs --audio_dir (frame "
+                              "scores are of audio files)")
+    if not (isinstance(hop, (int, float)) and hop > 0 and hop < float("inf")):
+      raise scorer.ScoreError(f"--hop_seconds must be a positive number of "
+                              f"seconds, not {hop}")
+    if self.frames_png_dir and fileio.exists(self.frames_png_dir) and \
+        not tf.io.gfile.isdir(self.frames_png_dir):
+      raise scorer.ScoreError(f"--frames_png_dir {self.frames_png_dir} is a "
+                              "file, not a folder")
+
+  @property
+  def errors_csv(self) -> str:
+    """Where the files that could not be used whole are listed (with
+    --audio_dir): beside --output, named after it."""
+    return os.path.splitext(self.output)[0] + "_errors.csv"
 
 
 def score(job: ScoreJob) -> dict:
@@ -104,16 +141,21 @@ def run(job: ScoreJob) -> Tuple[scorer.Scores, dict]:
   logging.info("scoring with %d model(s): %s", len(dirs), ", ".join(dirs))
   with strategy.scope():
     models = [scorer.load_model(d) for d in dirs]
+  staged = [m.model_dir for m in models if m.stage2]
+  if job.frames_out and staged:
+    raise scorer.ScoreError(f"--frames_out takes stage-1 models; "
+                            f"{staged[0]} is a stage-2 model")
   groups = scorer.feature_groups(models)
   embeddings = bool(job.embeddings_out or job.report_dir)
-  parts = []
+  parts, problems = [], None
   for group, shards in zip(groups, _shards_of_groups(job, groups)):
     if shards:
       serialized = inputs.shard_records(shards.data_dir)
     else:
-      serialized = inputs.audio_records(job.audio_dir, group[0].model_dir,
-                                        job.num_workers, job.audio_csv,
-                                        progress=job.progress)
+      serialized, found = inputs.audio_records(
+          job.audio_dir, group[0].model_dir, job.num_workers, job.audio_csv,
+          progress=job.progress)
+      problems = found if problems is None else problems  # same files
     try:
       parts.append(scorer.score_records(serialized, group, strategy,
                                         job.views, embeddings=embeddings,
@@ -124,8 +166,17 @@ def run(job: ScoreJob) -> Tuple[scorer.Scores, dict]:
       raise data_info.explain_data_loss(shards.data_dir, shards.manifest,
                                         e) from e
   scores = scorer.combine_scores(parts, [len(g) for g in groups])
+  unscored = {p.fname for p in problems or () if not p.scored}
   result = outputs.write_outputs(scores, job.output, job.submission_format,
-                                 job.probs_out, job.embeddings_out)
+                                 job.probs_out, job.embeddings_out,
+                                 unscored=unscored)
+  if problems is not None:
+    result["problems"] = problems
+    result["errors_csv"] = outputs.write_errors(job.errors_csv, problems)
+    if len(unscored) == len(scores.fnames):
+      raise scorer.ScoreError(
+          f"none of the {len(unscored)} file(s) could be scored; "
+          f"{job.errors_csv} says why for each")
   result.update({"models": dirs, "tries": job.tries, "tta": job.tta,
                  "lengths": [int(x) for x in (job.lengths or
                                               models[0].data.eval_lengths)]})

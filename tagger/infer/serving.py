@@ -35,6 +35,7 @@ from tagger.shards import records
 
 DEFAULT_TRIES = 5
 DEFAULT_HOP_SECONDS = 0.5
+WINDOWS_PER_BATCH = 64   # frames: windows scored at once (memory bounded)
 
 
 class ServingError(errors.UserError):
@@ -74,6 +75,8 @@ class WaveformTagger(tf.Module):
     self.pad_mode = data.pad_mode
     self.lengths = [int(x) for x in (lengths or data.eval_lengths)]
     self.tries = int(tries)
+    if self.tries < 1:
+      raise ServingError(f"tries must be >= 1, not {tries}")
     self.window = int(window or min(self.lengths))
     shortest = max(backbones.min_frames(m.data.arch.backbone)
                    for m in models)
@@ -82,6 +85,9 @@ class WaveformTagger(tf.Module):
     self.models = [m.model for m in models]  # outputs (probs, embedding)
     # Variables, not constants: a SavedModel keeps a module's variables.
     self.labels = tf.Variable(list(data.labels), trainable=False)
+    self.num_classes = len(data.labels)
+    self.max_clip_samples = int(self.params.max_clip_seconds *
+                                self.params.load_sample_rate_hz)
     counts = np.maximum(np.asarray(data.class_counts, np.float64), 1e-3)
     self.prior_log_probs = tf.constant(
         np.log(counts / counts.sum()).astype(np.float32))
@@ -159,9 +165,20 @@ class WaveformTagger(tf.Module):
   def clip(self, waveform: tf.Tensor) -> Dict[str, tf.Tensor]:
     """float32 [N] mono at 44.1 kHz -> probabilities [C] (the normalised
     geometric mean over models x lengths x tries), log_probabilities [C],
-    embedding [D], empty (no sound: class frequencies)."""
-    log_mel, empty = self.log_mel(tf.reshape(waveform, [-1]))
-    return self.score_log_mel(log_mel, empty)
+    embedding [D], empty (no sound: class frequencies), seconds (of the
+    waveform) and heard_seconds: a clip is heard up to the models'
+    max_clip_seconds, as tools/score and training hear it (frames hear
+    recordings of any length). NaN or infinite samples are an error."""
+    waveform = tf.reshape(waveform, [-1])
+    tf.debugging.assert_all_finite(
+        waveform, "the waveform holds NaN or infinite samples")
+    rate = float(self.params.load_sample_rate_hz)
+    heard = waveform[:self.max_clip_samples]
+    log_mel, empty = self.log_mel(heard)
+    out = self.score_log_mel(log_mel, empty)
+    out["seconds"] = tf.cast(tf.size(waveform), tf.float32) / rate
+    out["heard_seconds"] = tf.cast(tf.size(heard), tf.float32) / rate
+    return out
 
   def window_scores(self, log_mel: tf.Tensor,
                     starts: tf.Tensor) -> tf.Tensor:
@@ -169,19 +186,35 @@ class WaveformTagger(tf.Module):
     [F, C] of the windows of `self.window` frames at those starts (the
     models' geometric mean; a recording shorter than a window is padded)."""
     count = tf.shape(starts)[0]
-    host = self._host_batch(batches.windows_at(log_mel, self.window, starts),
-                            tf.fill([count], 0.5))
-    log_probs, _ = self._log_probs(host)
-    return model_lib.probabilities_of(log_probs / float(len(self.models)),
-                                      self.is_multi_label)
+    blocks = (count + WINDOWS_PER_BATCH - 1) // WINDOWS_PER_BATCH
+    parts = tf.TensorArray(tf.float32, size=blocks, infer_shape=False)
+
+    def body(i, parts):
+      some = starts[i * WINDOWS_PER_BATCH:(i + 1) * WINDOWS_PER_BATCH]
+      host = self._host_batch(batches.windows_at(log_mel, self.window, some),
+                              tf.fill([tf.shape(some)[0]], 0.5))
+      log_probs, _ = self._log_probs(host)
+      # log_probs: [b, C]
+      return i + 1, parts.write(i, model_lib.probabilities_of(
+          log_probs / float(len(self.models)), self.is_multi_label))
+
+    _, parts = tf.while_loop(lambda i, _: i < blocks, body,
+                             [tf.constant(0), parts])
+    probs = parts.concat()
+    probs.set_shape([None, self.num_classes])
+    return probs
 
   def frame_starts(self, num_frames: tf.Tensor,
                    hop_seconds: tf.Tensor) -> tf.Tensor:
     """int32 [F]: window starts 0, hop, 2 hop, ... while a whole window
     fits (at least one window)."""
+    hop_seconds = tf.cast(hop_seconds, tf.float32)
+    tf.debugging.assert_positive(
+        hop_seconds, "hop_seconds must be a positive number of seconds")
+    tf.debugging.assert_all_finite(hop_seconds,
+                                   "hop_seconds must be finite")
     hop = tf.maximum(1, tf.cast(tf.round(
-        tf.cast(hop_seconds, tf.float32) * self.frames_per_second),
-        tf.int32))
+        hop_seconds * self.frames_per_second), tf.int32))
     count = tf.maximum(1, (num_frames - self.window) // hop + 1)
     return tf.range(count) * hop
 
@@ -190,7 +223,10 @@ class WaveformTagger(tf.Module):
     """float32 [N] at 44.1 kHz (not trimmed) -> frame probabilities [F, C],
     each frame's start time in seconds [F], and the clip's probabilities
     [C] (geometric mean of the frames)."""
-    log_mel, _ = self.log_mel(tf.reshape(waveform, [-1]), trim=False)
+    waveform = tf.reshape(waveform, [-1])
+    tf.debugging.assert_all_finite(
+        waveform, "the waveform holds NaN or infinite samples")
+    log_mel, _ = self.log_mel(waveform, trim=False)
     starts = self.frame_starts(tf.shape(log_mel)[0], hop_seconds)
     probs = self.window_scores(log_mel, starts)
     clip = model_lib.probabilities_of(

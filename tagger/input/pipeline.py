@@ -122,7 +122,9 @@ def _layout(info: DataInfo, folds, config: InputConfig,
   if steps == 0:
     raise InputError(
         f"{info.num_records(folds)} records in folds {list(folds)} of "
-        f"{info.data_dir} are fewer than one batch of {config.batch_size}")
+        f"{info.data_dir} are fewer than one batch "
+        f"(config.input.batch_size={config.batch_size}); lower "
+        "config.input.batch_size")
   if max_steps > 0:
     steps = min(steps, max_steps * local)
   return _Layout(per_replica, local, pipelines, pipeline_id, steps)

@@ -182,18 +182,38 @@ def read_clip(path: str, max_file_mb: float = MAX_FILE_MB) -> bytes:
       raise OSError(f"{size / 2**20:.0f} MB, above the limit of "
                     f"{max_file_mb:g} MB (--max_file_mb)")
     return fileio.read_bytes(path)
+  with open_regular(path) as f:
+    size = os.fstat(f.fileno()).st_size
+    if size > limit:
+      raise OSError(f"{size / 2**20:.0f} MB, above the limit of "
+                    f"{max_file_mb:g} MB (--max_file_mb)")
+    return f.read()
+
+
+def open_regular(path: str):
+  """A local file opened for reading, without blocking (a FIFO or a device
+  would block open() forever) and checked after opening: OSError with
+  the reason for anything but a regular file."""
   fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
   try:
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
       raise OSError(f"not a regular file ({_kind(info.st_mode)})")
-    if info.st_size > limit:
-      raise OSError(f"{info.st_size / 2**20:.0f} MB, above the limit of "
-                    f"{max_file_mb:g} MB (--max_file_mb)")
-    with os.fdopen(fd, "rb", closefd=False) as f:
-      return f.read()
-  finally:
+  except BaseException:
     os.close(fd)
+    raise
+  return os.fdopen(fd, "rb")
+
+
+def read_reason(error: Exception) -> str:
+  """Why a file could not be read, without the path (OSError's strerror,
+  TensorFlow's message, or the text)."""
+  if isinstance(error, (tf.errors.NotFoundError, FileNotFoundError)):
+    return "file not found"
+  if isinstance(error, IsADirectoryError):
+    return "not a regular file (a directory)"
+  return (getattr(error, "strerror", None) or
+          getattr(error, "message", None) or str(error))
 
 
 def clip_tasks(rows: Sequence, audio_dir: str,

@@ -247,6 +247,10 @@ def finish_run(run: Run, result: RunResult, engine: str
                            "\n".join(run.vocabulary) + "\n")
   manifest = _manifest(run, result, engine)
   manifest.write(out)
+  if run.options.split == "train" and len(run.vocabulary) < 2:
+    logging.warning("%s holds one class (%s): a tagger trained on it gives "
+                    "every clip that label (and MAP@3 1.000); add clips of "
+                    "other classes", out, ", ".join(run.vocabulary))
   return manifest
 
 

@@ -61,6 +61,7 @@ class FoldData:
     self.replicas = strategy.num_replicas_in_sync
     self.num_pipelines = distribute.num_workers(strategy)
     self.max_steps = self.run.max_steps_per_epoch
+    warn_thin_classes(self.info, data_dir)
 
   @functools.cached_property
   def steps_per_epoch(self) -> int:
@@ -134,3 +135,19 @@ class FoldData:
     return worker, ip.pairing_table(
         self.train_info, self.train_folds, self.input, epoch,
         input_context=context, max_steps_per_epoch=self.max_steps)
+
+
+def warn_thin_classes(info, data_dir: str) -> None:
+  """A warning for data no figure can judge: one class (every ranking is
+  right, MAP@3 reads 1.000) or classes of one clip (never both trained
+  and validated)."""
+  counts = info.class_counts()
+  if len(info.labels) < 2:
+    logging.warning("%s holds one class (%s): every clip gets it, so MAP@3 "
+                    "reads 1.000 whatever the model learns; a tagger needs "
+                    "two classes or more", data_dir, ", ".join(info.labels))
+  thin = [l for l, c in zip(info.labels, counts) if c < 2]
+  if thin and len(info.labels) >= 2:
+    logging.warning("%s: %d class(es) with fewer than 2 clips (%s): a fold "
+                    "cannot both train and validate them", data_dir,
+                    len(thin), ", ".join(thin[:5]))
