@@ -18,7 +18,7 @@ clips (BUILD.md, "Serving anywhere").
 """
 
 import functools
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -66,8 +66,7 @@ def trim_bounds(waveform: tf.Tensor, params: FeatureParams) -> tf.Tensor:
   is zero, or N == 0."""
   frame, hop = params.trim_frame_length, params.trim_hop_length
   n = tf.shape(waveform)[0]
-  padded = tf.pad(waveform, [[frame // 2, frame // 2]])
-  mean_square = _frame_mean_squares(padded, frame, hop)
+  mean_square = _frame_mean_squares(waveform, frame, hop)
   # mean_square: [F] = rms^2
   db = 10.0 * _log10(tf.maximum(mean_square, 1e-10))
   ref = 10.0 * _log10(tf.maximum(tf.reduce_max(
@@ -86,19 +85,21 @@ def trim_bounds(waveform: tf.Tensor, params: FeatureParams) -> tf.Tensor:
 
 
 FRAMES_PER_BLOCK = 6000   # frames computed at once: memory flat in length
+SAMPLES_PER_BLOCK = 1 << 18   # resampled samples computed at once
 
 
-def _frame_mean_squares(padded: tf.Tensor, frame: int,
+def _frame_mean_squares(waveform: tf.Tensor, frame: int,
                         hop: int) -> tf.Tensor:
-  """float32 [F]: the mean square of each frame of `frame` samples every
-  `hop` of padded [N'] (as tf.signal.frame cuts them, F = 1 + (N' - frame)
-  // hop), FRAMES_PER_BLOCK frames at a time, so a long recording never
-  holds all its frames at once."""
-  count = 1 + (tf.shape(padded)[0] - frame) // hop
+  """float32 [F]: the mean square of each centred frame of `frame` samples
+  every `hop` of waveform [N] (zeros beyond it; F = 1 + N // hop, as
+  tf.signal.frame cuts the padded waveform), FRAMES_PER_BLOCK frames at a
+  time, so a long recording never holds all its frames at once."""
+  count = 1 + (tf.shape(waveform)[0] + 2 * (frame // 2) - frame) // hop
 
   def block(first):
     size = tf.minimum(FRAMES_PER_BLOCK, count - first)
-    piece = padded[first * hop:first * hop + (size - 1) * hop + frame]
+    piece = _zero_padded(waveform, first * hop - frame // 2,
+                         (size - 1) * hop + frame)
     frames = tf.signal.frame(piece, frame, hop)
     # frames: [size, frame]
     return tf.reduce_mean(tf.square(frames), axis=1)
@@ -106,19 +107,33 @@ def _frame_mean_squares(padded: tf.Tensor, frame: int,
   return _in_blocks(block, count, tf.float32)
 
 
-def _in_blocks(block, count: tf.Tensor, dtype) -> tf.Tensor:
-  """block(first) [b, ...] for first = 0, FRAMES_PER_BLOCK, ... < count,
-  concatenated on axis 0 (a while loop: one block's temporaries at a
-  time)."""
-  blocks = (count + FRAMES_PER_BLOCK - 1) // FRAMES_PER_BLOCK
-  parts = tf.TensorArray(dtype, size=blocks, infer_shape=False)
+def _zero_padded(x: tf.Tensor, start: tf.Tensor,
+                 length: tf.Tensor) -> tf.Tensor:
+  """x[start:start + length] of x [N] seen with zeros on both sides (start
+  may be negative, the end past N): [length], without copying all of x."""
+  n = tf.shape(x)[0]
+  lo = tf.clip_by_value(start, 0, n)
+  hi = tf.clip_by_value(start + length, lo, n)
+  return tf.pad(x[lo:hi], [[lo - start, start + length - hi]])
+
+
+def _in_blocks(block, count: tf.Tensor, dtype, size: Optional[int] = None,
+               inner: Tuple[int, ...] = ()) -> tf.Tensor:
+  """block(first) [b, ...] for first = 0, size, 2 size, ... < count
+  (size: FRAMES_PER_BLOCK by default), each [b] + inner, concatenated on
+  axis 0 (a while loop: one block's temporaries at a time)."""
+  size = size or FRAMES_PER_BLOCK
+  blocks = (count + size - 1) // size
+  parts = tf.TensorArray(dtype, size=blocks, infer_shape=False,
+                         element_shape=tf.TensorShape([None, *inner]))
 
   def body(i, parts):
-    return i + 1, parts.write(i, block(i * FRAMES_PER_BLOCK))
+    return i + 1, parts.write(i, block(i * size))
 
   _, parts = tf.while_loop(lambda i, _: i < blocks, body,
-                           [tf.constant(0), parts])
-  return parts.concat()
+                           [tf.constant(0), parts], parallel_iterations=1)
+  return tf.cond(blocks > 0, parts.concat,
+                 lambda: tf.zeros([0, *inner], dtype))
 
 
 def trim_silence(waveform: tf.Tensor, params: FeatureParams) -> tf.Tensor:
@@ -143,13 +158,21 @@ def resample(waveform: tf.Tensor, params: FeatureParams) -> tf.Tensor:
   n = tf.shape(waveform)[0]
   out = (n + factor - 1) // factor
   # y[m] = sum_k h(k) x[D m - k]: a correlation with the reversed taps over
-  # x padded by `last` zeros in front (and enough behind).
-  padded = tf.pad(waveform, [[last, max(0, -offset) + factor]])
+  # x seen with `last` zeros in front (and zeros behind).
   kernel = tf.constant(taps[::-1].copy())[:, None, None]
   # kernel: [K, 1, 1]
-  y = tf.nn.conv1d(padded[None, :, None], kernel, stride=factor,
-                   padding="VALID")[0, :, 0]
-  return y[:out]
+
+  def block(first):
+    # Outputs first .. first + b - 1 read x[D first - last : D (first + b
+    # - 1) + K - last]; a convolution of the whole would hold ~170 bytes
+    # per input sample at once (2.3 GB for 10 minutes).
+    b = tf.minimum(SAMPLES_PER_BLOCK, out - first)
+    piece = _zero_padded(waveform, factor * first - last,
+                         factor * (b - 1) + len(taps))
+    return tf.nn.conv1d(piece[None, :, None], kernel, stride=factor,
+                        padding="VALID")[0, :, 0]
+
+  return _in_blocks(block, out, tf.float32, SAMPLES_PER_BLOCK)[:out]
 
 
 def _mel_db(low: tf.Tensor, params: FeatureParams) -> tf.Tensor:
@@ -215,17 +238,17 @@ def log_mel(waveform: tf.Tensor, params: FeatureParams) -> tf.Tensor:
   _check_params(params)
   low = resample(waveform, params)
   fft, hop = params.mel_fft_length, params.mel_hop_length
-  padded = tf.pad(low, [[fft // 2, fft // 2]])
-  count = 1 + (tf.shape(padded)[0] - fft) // hop
+  count = 1 + (tf.shape(low)[0] + 2 * (fft // 2) - fft) // hop
 
   def block(first):
     size = tf.minimum(FRAMES_PER_BLOCK, count - first)
-    piece = padded[first * hop:first * hop + (size - 1) * hop + fft]
+    piece = _zero_padded(low, first * hop - fft // 2,
+                         (size - 1) * hop + fft)
     return tf.transpose(_mel_db(piece, params))
     # [size, M]
 
-  db = tf.transpose(_in_blocks(block, count, tf.float32))
-  db.set_shape([params.mel_bands, None])
+  db = tf.transpose(_in_blocks(block, count, tf.float32,
+                               inner=(params.mel_bands,)))
   # db: [M, T]
   db = tf.maximum(db, tf.reduce_max(db) - params.db_top_db)
   if params.db_ref_peak:

@@ -199,7 +199,7 @@ class WaveformTagger(tf.Module):
           log_probs / float(len(self.models)), self.is_multi_label))
 
     _, parts = tf.while_loop(lambda i, _: i < blocks, body,
-                             [tf.constant(0), parts])
+                             [tf.constant(0), parts], parallel_iterations=1)
     probs = parts.concat()
     probs.set_shape([None, self.num_classes])
     return probs

@@ -27,7 +27,20 @@ def _untrained_model_dir(path: str, data_dir: str, stage: int = 2) -> str:
   model_dir_lib.save_weights(model, fileio.join(path, model_dir_lib.BEST))
   model_dir_lib.write_data(path, model_dir_lib.data_description(
       info, stage, [263, 363, 463, 563, 663, 763]))
+  _placeholder_pca_fit(info.pca_dim).save(
+      fileio.join(path, model_dir_lib.PCA_FIT))
   return path
+
+
+def _placeholder_pca_fit(dim: int):
+  """A PCA fit that keeps the first `dim` summary features (scoring audio
+  files reads a fit; synthetic shards have none)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from tagger.audio import pca as pca_lib  # pylint: disable=g-import-not-at-top
+  from tagger.audio.params import SUMMARY_FEATURE_COUNT  # pylint: disable=g-import-not-at-top
+  n = SUMMARY_FEATURE_COUNT
+  return pca_lib.PcaFit(np.zeros(n), np.ones(n), np.zeros(n),
+                        np.eye(n)[:dim], np.full(dim, 1.0 / n))
 
 
 def benchmark_score(data_dir: str = "", model_dirs: str = "",
@@ -126,12 +139,15 @@ def _recording(path: str, minutes: float, seed: int = 0) -> None:
 def benchmark_serving(model_dirs: str = "", minutes=(2.0, 10.0),
                       hop_seconds: float = 0.5, window_runs: int = 50,
                       chunk_seconds: float = 60.0,
-                      clip_seconds: float = 10.0) -> dict:
+                      clip_seconds: float = 10.0,
+                      long_clip_minutes: float = 20.0) -> dict:
   """Frame scoring of long recordings through tagger.api (streamed in
   chunks): seconds and the rise of peak resident memory for each length;
   the exported waveform SavedModel's serving_default on one clip of
   clip_seconds (the median of 5 calls after one that traces); and the
-  TFLite per-window model: file sizes and latency per window.
+  TFLite per-window model: file sizes and latency per window; with
+  long_clip_minutes, the SavedModel on one recording that long in a fresh
+  process (_long_clip: peak memory, agreement with tools/score).
 
   Without model_dirs, times one untrained stage-1 MobileNetV2 (the speed
   does not depend on the weights).
@@ -168,7 +184,61 @@ def benchmark_serving(model_dirs: str = "", minutes=(2.0, 10.0),
                                  clip_seconds))
     results.update(_tflite_latency(model_dirs, os.path.join(tmp, "tflite"),
                                    tagger.window, window_runs))
+    if long_clip_minutes:
+      results.update(_long_clip(model_dirs, os.path.join(tmp, "saved"),
+                                tmp, long_clip_minutes))
   return results
+
+
+_SERVE_ONE_FILE = """
+import json, resource, sys
+import tensorflow as tf
+model = tf.saved_model.load(sys.argv[1])
+waveform, rate = tf.audio.decode_wav(tf.io.read_file(sys.argv[2]))
+out = model.signatures["serving_default"](
+    waveform=tf.reduce_mean(waveform, axis=1))
+print(json.dumps({"peak_mb": resource.getrusage(
+    resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "probabilities": out["probabilities"].numpy().tolist(),
+    "seconds": float(out["seconds"]),
+    "heard_seconds": float(out["heard_seconds"])}))
+"""
+
+
+def _long_clip(model_dirs: str, saved_dir: str, tmp: str,
+               minutes: float) -> dict:
+  """A fresh process of plain TensorFlow loads the exported SavedModel and
+  tags one recording of `minutes` (16-bit WAV, decoded by
+  tf.audio.decode_wav): its peak resident memory (the whole process:
+  TensorFlow, the model, the waveform), and how its answer compares with
+  tools/score --tta=even's on the same file."""
+  import json  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from tagger.infer import score  # pylint: disable=g-import-not-at-top
+  audio = os.path.join(tmp, "long")
+  os.makedirs(audio)
+  _recording(os.path.join(audio, "long.wav"), minutes)
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+  done = subprocess.run([sys.executable, "-c", _SERVE_ONE_FILE, saved_dir,
+                         os.path.join(audio, "long.wav")], env=env,
+                        capture_output=True, text=True, check=True)
+  served = json.loads(done.stdout.strip().splitlines()[-1])
+  probs_csv = os.path.join(tmp, "long_probs.csv")
+  score.score(score.ScoreJob(model_dirs=model_dirs, audio_dir=audio,
+                             output=os.path.join(tmp, "long.csv"),
+                             probs_out=probs_csv, tta="even",
+                             num_workers=1, progress=False))
+  with open(probs_csv, encoding="utf-8") as f:
+    offline = np.array([float(x) for x in f.read().splitlines()[1].split(
+        ",")[1:]])
+  online = np.array(served["probabilities"])
+  key = f"long_clip_{minutes:g}min"
+  return {f"{key}_peak_mb": served["peak_mb"],
+          f"{key}_heard_seconds": served["heard_seconds"],
+          f"{key}_max_abs_diff": float(np.abs(online - offline).max()),
+          f"{key}_same_top": bool(online.argmax() == offline.argmax())}
 
 
 def _tflite_latency(model_dirs: str, export_dir: str, window: int,

@@ -205,15 +205,19 @@ def test_saved_model_refuses_nan_and_bad_hops(saved):
 # -- long audio: one meaning -----------------------------------------------------
 
 def test_log_mel_in_blocks_equals_the_whole(monkeypatch):
-  """The graph's log-mel and trim, computed a block of frames at a time
+  """The graph's log-mel, resampling and trim, computed a block at a time
   (memory flat in length), equal the one-pass results."""
   waveform = tf.constant(np.concatenate([np.zeros(9000, np.float32),
                                          tone(2.5, seed=3)]))
   whole_mel = graph_features.log_mel(waveform, PARAMS).numpy()
   whole_trim = graph_features.trim_bounds(waveform, PARAMS).numpy()
+  whole_low = graph_features.resample(waveform, PARAMS).numpy()
   monkeypatch.setattr(graph_features, "FRAMES_PER_BLOCK", 37)
+  monkeypatch.setattr(graph_features, "SAMPLES_PER_BLOCK", 1001)
   blocks_mel = graph_features.log_mel(waveform, PARAMS).numpy()
   blocks_trim = graph_features.trim_bounds(waveform, PARAMS).numpy()
+  np.testing.assert_allclose(graph_features.resample(waveform, PARAMS),
+                             whole_low, atol=1e-6)
   assert whole_mel.shape == blocks_mel.shape
   np.testing.assert_allclose(blocks_mel, whole_mel, atol=1e-3)
   np.testing.assert_array_equal(blocks_trim, whole_trim)
