@@ -14,8 +14,8 @@ TOOLS = ("make_demo_data", "make_tfrecords", "benchmark_make_tfrecords",
          "demo", "benchmark_pipeline", "show_batch", "train",
          "benchmark_train", "score", "export", "benchmark_score",
          "benchmark_serving", "benchmark_finetune",
-         "make_recorded_data", "benchmark_quality", "data_service",
-         "benchmark_data_service", "doctor", "benchmark_gpu")
+         "make_recorded_data", "make_everyday_data", "benchmark_quality",
+         "data_service", "benchmark_data_service", "doctor", "benchmark_gpu")
 
 setuptools.setup(
     name="tagger",
