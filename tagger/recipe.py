@@ -72,6 +72,19 @@ def member_names(config) -> List[str]:
   return names
 
 
+def feature_set(config) -> str:
+  """The params.PRESETS feature set the recipe's shards must be made with
+  (make_tfrecords --features): the one its members' backbones need
+  ('reference' where none needs one); RecipeError where two differ."""
+  from tagger.model import backbones  # pylint: disable=g-import-not-at-top
+  needed = {backbones.backbone_spec(str(m.model.backbone)).features
+            for m in config.members.values()} - {""}
+  if len(needed) > 1:
+    raise RecipeError(f"the recipe's members need the shards of different "
+                      f"feature sets ({sorted(needed)}); a recipe reads one")
+  return needed.pop() if needed else "reference"
+
+
 def member_config(config, name: str) -> ml_collections.ConfigDict:
   """A member's own training config, with the recipe's run-level keys."""
   member = ml_collections.ConfigDict(config.members[name].to_dict())

@@ -45,7 +45,8 @@ def run_benchmark(data_dir: str, workdir: str, configs: Sequence,
   # One shard set per feature set the configs' backbones need (the
   # reference's first: the linear baselines read it).
   feature_sets = ["reference"] + sorted(
-      {_feature_set(c) for c in configs} - {"reference"})
+      {_feature_set(c) for c in configs} - {"reference"} |
+      ({_recipe_feature_set(recipe)} - {"reference"} if recipe else set()))
   for features in feature_sets:
     demo.make_shards(workdir, data_dir, num_workers, layout, features)
   stages, last = _train_configs(run, configs)
@@ -153,7 +154,7 @@ def recipe_stages(run: _Run, spec: str, flags: Sequence[str]) -> list:
   from tagger.model import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
   from tagger.lab import demo  # pylint: disable=g-import-not-at-top
   workdir = run.workdir
-  shards = demo.shard_root(workdir)
+  shards = demo.shard_root(workdir, _recipe_feature_set(spec))
   model_dir = fileio.join(workdir, RECIPE_DIR)
   started = time.time()
   command = [sys.executable, "-m", "tagger.cli.train", f"--config={spec}",
@@ -246,6 +247,12 @@ def _feature_set(config) -> str:
   from tagger.model import backbones  # pylint: disable=g-import-not-at-top
   return backbones.backbone_spec(
       str(config.model.backbone)).features or "reference"
+
+
+def _recipe_feature_set(spec: str) -> str:
+  from tagger import recipe as recipe_lib  # pylint: disable=g-import-not-at-top
+  from tagger import settings  # pylint: disable=g-import-not-at-top
+  return recipe_lib.feature_set(settings.load_config(spec))
 
 
 def _ensemble(stages, workdir: str, truth, groups) -> dict:
