@@ -57,7 +57,20 @@ AISFX_WHEEL = "weights/aisfx-0.1.2-py2.py3-none-any.whl"
 
 
 def get_config(stage="stage1"):
-  """configs/demo.py's config of the stage, with what differs."""
+  """configs/demo.py's config of the stage, with what differs; levers
+  after '+' (LEVERS: 'new_audio_full_band+mixstyle') change it further."""
+  stage, *levers = stage.split("+")
+  unknown = [l for l in levers if l not in LEVERS]
+  if unknown:
+    raise ValueError(f"configs/cpu.py: unknown lever(s) {unknown}; known: "
+                     f"{sorted(LEVERS)}")
+  config = _stage_config(stage)
+  for lever in levers:
+    config = LEVERS[lever](config)
+  return config
+
+
+def _stage_config(stage):
   stages = {"pretrained": pretrained, "probe": probe, "frozen": frozen,
             "new_audio": new_audio, "new_audio_full_band":
                 new_audio_full_band}
@@ -144,6 +157,39 @@ def new_audio_full_band():
   still.model.backbone = "cnn9_aisfx_native"
   return settings.recipe_config([("mobilenet", full_band(get_config(
       "stage1"))), ("cnn9_tuned", tuned), ("cnn9_frozen", still)])
+
+
+def _sgd_members(config):
+  """The configs a lever changes: the config itself, or a recipe's members
+  trained by SGD (a logistic member sees no augmentation)."""
+  if "members" not in config:
+    return [config]
+  return [m for m in config.members.values() if m.model.fit != "logistic"]
+
+
+def mixstyle(config):
+  """Freq-MixStyle before the erasing (augment.freq_mixstyle: per-band
+  statistics mixed between examples; CPJKU's DCASE 2022 setting, alpha
+  0.3, on half the examples)."""
+  for member in _sgd_members(config):
+    member.augment.image_ops = ("freq_mixstyle",) + tuple(
+        member.augment.image_ops)
+    member.augment.op_params = {**dict(member.augment.op_params or {}),
+                                "freq_mixstyle": {"alpha": 0.3,
+                                                  "probability": 0.5}}
+  return config
+
+
+def device_eq(config):
+  """Random smooth EQ curves (recording_ops.equalizer: a microphone's or
+  channel's response) on every training clip."""
+  for member in _sgd_members(config):
+    member.augment.recording_ops = tuple(
+        member.augment.recording_ops) + ("equalizer",)
+  return config
+
+
+LEVERS = {"mixstyle": mixstyle, "device_eq": device_eq}
 
 
 def probe():

@@ -251,3 +251,57 @@ def test_clip_standardisation_takes_out_level_and_channel(norm):
     np.testing.assert_allclose(moved, base, atol=1e-5)
   else:
     assert float(tf.reduce_max(tf.abs(moved - base))) > 1e-6
+
+
+# ---------------------------------------------------------------------------
+# Freq-MixStyle: the per-band statistics of two examples mixed.
+
+
+def test_mix_band_statistics_mixes_mean_and_std_per_band():
+  image = tf.constant(np.random.default_rng(0).normal(
+      np.arange(4)[:, None, None] * 3.0, np.arange(1, 5)[:, None, None],
+      (4, 8, 50)), tf.float32)
+  partner = tf.constant([1, 0, 3, 2])
+  weight = tf.constant([0.25, 1.0, 0.0, 0.5])
+  out = augment.mix_band_statistics(image, partner, weight).numpy()
+  x = image.numpy()
+  mean, std = x.mean(axis=2), x.std(axis=2)
+  for i, (j, w) in enumerate(zip([1, 0, 3, 2], [0.25, 1.0, 0.0, 0.5])):
+    np.testing.assert_allclose(out[i].mean(axis=1),
+                               w * mean[i] + (1 - w) * mean[j], atol=1e-4)
+    np.testing.assert_allclose(out[i].std(axis=1),
+                               w * std[i] + (1 - w) * std[j], rtol=1e-3)
+    # The content (the standardised pattern) is the example's own.
+    np.testing.assert_allclose(
+        (out[i] - out[i].mean(1, keepdims=True)) / out[i].std(1,
+                                                              keepdims=True),
+        (x[i] - mean[i][:, None]) / std[i][:, None], atol=1e-3)
+  np.testing.assert_allclose(out[1], x[1], atol=1e-5)   # weight 1: as it was
+
+
+def test_freq_mixstyle_is_seeded_and_keeps_unchosen_examples():
+  image = _log_mel(b=8) / 50.0
+  a = augment.freq_mixstyle(image, tf.constant([1, 2]), probability=0.5)
+  b = augment.freq_mixstyle(image, tf.constant([1, 2]), probability=0.5)
+  np.testing.assert_array_equal(a, b)
+  changed = np.abs((a - image).numpy()).max(axis=(1, 2)) > 1e-3
+  assert 0 < changed.sum() < 8
+  none = augment.freq_mixstyle(image, tf.constant([1, 2]), probability=0.0)
+  np.testing.assert_allclose(none, image, atol=1e-5)
+
+
+def test_freq_mixstyle_runs_in_the_compiled_replica_step():
+  """As an image op of the config: through apply_image_ops inside a
+  tf.function (the replica step compiles the same call)."""
+  from tagger import settings  # pylint: disable=g-import-not-at-top
+  config = settings.default_config()
+  config.augment.image_ops = ("freq_mixstyle",)
+  config.augment.op_params = {"freq_mixstyle": {"probability": 1.0,
+                                                "alpha": 0.3}}
+  aug = settings.augment_config(config)
+  image = _log_mel(b=6) / 50.0
+  step = tf.function(lambda x, s: augment.apply_image_ops(x, s, aug))
+  out = step(image, tf.constant([4, 5]))
+  eager = augment.apply_image_ops(image, tf.constant([4, 5]), aug)
+  np.testing.assert_allclose(out, eager, atol=1e-5)
+  assert float(tf.reduce_max(tf.abs(out - image))) > 1e-2
