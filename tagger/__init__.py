@@ -12,4 +12,4 @@ import os
 # TF_CPP_MIN_LOG_LEVEL=0 to see them all.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-__version__ = "0.12.0"
+__version__ = "0.14.0.dev0"
