@@ -32,8 +32,8 @@ from tagger.audio import decode
 from tagger.audio import features
 from tagger.audio import graph_features
 from tagger.audio.params import FeatureParams
+from tagger.infer import audio_files
 from tagger.infer import serving
-from tagger.shards import clip_files
 
 Audio = Union[str, np.ndarray]
 
@@ -122,7 +122,10 @@ class Tagger:
     waveform checked and resampled. A file past max_clip_seconds is
     decoded up to it only (memory stays bounded)."""
     if isinstance(source, str):
-      data = _read_file(source)
+      try:
+        data = audio_files.read_file(source)
+      except audio_files.FileError as e:
+        raise ApiError(str(e)) from None
       waveform, truncated, full = decode.decode_audio(data, source,
                                                       self.params)
       for _, note in decode.notes(source, waveform, truncated, full,
@@ -184,8 +187,13 @@ class Tagger:
       for start in range(0, waveform.size, step):
         yield waveform[start:start + step]
       return
-    with _open_file(source) as f:
-      yield from _decoded_blocks(f, source, rate_out, block_seconds, say)
+    try:
+      opened = audio_files.open_file(source)
+    except audio_files.FileError as e:
+      raise ApiError(str(e)) from None
+    with opened as f:
+      yield from audio_files.decoded_blocks(f, source, rate_out,
+                                            block_seconds, say)
 
   def _chunks(self, source, sample_rate, chunk_frames: int, say: bool
               ) -> Iterator[Tuple[np.ndarray, int, bool]]:
@@ -306,72 +314,6 @@ def frame_hop(hop_seconds: float, frames_per_second: float) -> int:
     raise ApiError(f"hop_seconds must be a positive number of seconds, not "
                    f"{hop_seconds!r}")
   return max(1, int(round(hop * frames_per_second)))
-
-
-def _read_file(path: str) -> bytes:
-  """A file's bytes through clip_files' intake (regular files only, no
-  blocking open); ApiError naming the file and the reason."""
-  try:
-    return clip_files.read_clip(path)
-  except (OSError, tf.errors.OpError) as e:
-    raise ApiError(f"{path}: cannot read ({clip_files.read_reason(e)})"
-                   ) from None
-
-
-def _open_file(path: str):
-  """A file object to stream from (local: opened without blocking and
-  checked regular; remote: tf.io.gfile)."""
-  try:
-    if "://" in path:
-      if tf.io.gfile.isdir(path):
-        raise IsADirectoryError(path)
-      return tf.io.gfile.GFile(path, "rb")
-    return clip_files.open_regular(path)
-  except (OSError, tf.errors.OpError) as e:
-    raise ApiError(f"{path}: cannot read ({clip_files.read_reason(e)})"
-                   ) from None
-
-
-def _decoded_blocks(f, name: str, rate_out: int, block_seconds: float,
-                    say: bool = True) -> Iterator[np.ndarray]:
-  """An open audio file -> mono float32 blocks at rate_out (soxr streams
-  across blocks); AudioError for undecodable or non-finite audio, the
-  notes (truncated, clipped) said once."""
-  import soundfile as sf  # pylint: disable=g-import-not-at-top
-  import soxr  # pylint: disable=g-import-not-at-top
-  if not f.read(1):
-    raise decode.AudioError(f"{name}: file is empty (0 bytes)")
-  f.seek(0)
-  try:
-    sound = sf.SoundFile(f)
-  except (sf.LibsndfileError, RuntimeError, ValueError, EOFError) as e:
-    raise decode.AudioError(f"{name}: unreadable audio "
-                            f"({decode.decode_reason(e)})") from None
-  if sound.frames == 0:
-    raise decode.AudioError(f"{name}: no audio samples")
-  if say and decode.is_truncated(sound.extra_info):
-    logging.warning("%s: truncated audio (the file holds less data than its "
-                    "header declares); scored from what decoded", name)
-  stream = None if sound.samplerate == rate_out else soxr.ResampleStream(
-      sound.samplerate, rate_out, 1, dtype="float32", quality="HQ")
-  step = max(1, int(block_seconds * sound.samplerate))
-  clipped = not say   # said once, and only when asked
-  while True:
-    block = sound.read(step, dtype="float32", always_2d=True)
-    last = block.shape[0] < step
-    mono = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
-    if not np.all(np.isfinite(mono)):
-      raise decode.AudioError(f"{name}: audio holds NaN or infinite samples")
-    if not clipped and decode.is_clipped(mono):
-      clipped = True
-      logging.warning("%s: clipped (samples at full scale); the scores are "
-                      "of distorted audio", name)
-    if stream is not None:
-      mono = stream.resample_chunk(mono, last=last)
-    if mono.size:
-      yield mono
-    if last:
-      return
 
 
 def _params_of(module) -> dict:

@@ -166,17 +166,7 @@ def run(job: ScoreJob) -> Tuple[scorer.Scores, dict]:
       raise data_info.explain_data_loss(shards.data_dir, shards.manifest,
                                         e) from e
   scores = scorer.combine_scores(parts, [len(g) for g in groups])
-  unscored = {p.fname for p in problems or () if not p.scored}
-  result = outputs.write_outputs(scores, job.output, job.submission_format,
-                                 job.probs_out, job.embeddings_out,
-                                 unscored=unscored)
-  if problems is not None:
-    result["problems"] = problems
-    result["errors_csv"] = outputs.write_errors(job.errors_csv, problems)
-    if len(unscored) == len(scores.fnames):
-      raise scorer.ScoreError(
-          f"none of the {len(unscored)} file(s) could be scored; "
-          f"{job.errors_csv} says why for each")
+  result = _write_scores(job, scores, problems)
   result.update({"models": dirs, "tries": job.tries, "tta": job.tta,
                  "lengths": [int(x) for x in (job.lengths or
                                               models[0].data.eval_lengths)]})
@@ -192,6 +182,26 @@ def run(job: ScoreJob) -> Tuple[scorer.Scores, dict]:
         job, scores, result, report.training_clips(groups[0], strategy,
                                                    job.views))
   return scores, result
+
+
+def _write_scores(job: ScoreJob, scores: scorer.Scores,
+                  problems: Optional[list]) -> dict:
+  """The submission and the optional outputs; with audio files
+  (problems: inputs.FileProblem of each file not used whole) also the
+  errors CSV, the unusable files' rows left empty, and ScoreError when
+  no file could be used."""
+  unscored = {p.fname for p in problems or () if not p.scored}
+  result = outputs.write_outputs(scores, job.output, job.submission_format,
+                                 job.probs_out, job.embeddings_out,
+                                 unscored=unscored)
+  if problems is None:
+    return result
+  result["problems"] = problems
+  result["errors_csv"] = outputs.write_errors(job.errors_csv, problems)
+  if len(unscored) == len(scores.fnames):
+    raise scorer.ScoreError(f"none of the {len(unscored)} file(s) could be "
+                            f"scored; {job.errors_csv} says why for each")
+  return result
 
 
 def _shards_of_groups(job: ScoreJob, groups

@@ -197,12 +197,7 @@ def spec_augment(mel: tf.Tensor, seed: tf.Tensor, *, freq_masks: int = 0,
   return tf.where(masked, tf.cast(fill, mel.dtype), mel)
 
 
-def sample_beta(shape, alpha: float, seed: tf.Tensor) -> tf.Tensor:
-  """Beta(alpha, alpha) samples as X / (X + Y) of two Gamma(alpha)."""
-  seeds = split_seed(seed, 2)
-  x = tf.random.stateless_gamma(shape, seeds[0], alpha)
-  y = tf.random.stateless_gamma(shape, seeds[1], alpha)
-  return x / tf.maximum(x + y, 1e-12)
+sample_beta = recording_ops.sample_beta
 
 
 def mixup(primary: dict, partner: dict, weight: tf.Tensor) -> dict:
@@ -323,48 +318,11 @@ def _spec_augment_op(image, seed, aug):
                       time_fraction=aug.time_mask_fraction)
 
 
-def mix_band_statistics(image: tf.Tensor, partner: tf.Tensor,
-                        weight: tf.Tensor, eps: float = 1e-6) -> tf.Tensor:
-  """Freq-MixStyle's arithmetic (Schmid et al., DCASE 2022): each
-  example's per-band mean and std over time (its 'style': the channel's
-  and the room's colouring) replaced by weight * its own + (1 - weight) *
-  its partner's, the content kept.
-
-  Args:
-    image: [b, M, L].
-    partner: int32 [b], the example each one mixes with.
-    weight: [b] in [0, 1]; 1 leaves an example as it was.
-  Returns:
-    [b, M, L].
-  """
-  mean = tf.reduce_mean(image, axis=2, keepdims=True)
-  std = tf.sqrt(tf.math.reduce_variance(image, axis=2, keepdims=True) + eps)
-  # mean, std: [b, M, 1]
-  w = tf.reshape(tf.cast(weight, image.dtype), [-1, 1, 1])
-  mixed_mean = w * mean + (1 - w) * tf.gather(mean, partner)
-  mixed_std = w * std + (1 - w) * tf.gather(std, partner)
-  return (image - mean) / std * mixed_std + mixed_mean
-
-
-def freq_mixstyle(image: tf.Tensor, seed: tf.Tensor, *, alpha: float = 0.3,
-                  probability: float = 0.5) -> tf.Tensor:
-  """Freq-MixStyle on a batch [b, M, L]: with `probability`, an example's
-  per-band statistics are mixed with those of another example of the
-  batch (a random permutation) at a Beta(alpha, alpha) weight
-  (mix_band_statistics); the others are left as they were."""
-  b = tf.shape(image)[0]
-  seeds = split_seed(seed, 3)
-  partner = tf.argsort(tf.random.stateless_uniform([b], seeds[0]))
-  weight = sample_beta([b], alpha, seeds[1])
-  chosen = tf.random.stateless_uniform([b], seeds[2]) < probability
-  weight = tf.where(chosen, weight, tf.ones_like(weight))
-  return mix_band_statistics(image, tf.cast(partner, tf.int32), weight)
-
-
 def _freq_mixstyle_op(image, seed, aug, alpha: float = 0.3,
                       probability: float = 0.5):
   del aug
-  return freq_mixstyle(image, seed, alpha=alpha, probability=probability)
+  return recording_ops.freq_mixstyle(image, seed, alpha=alpha,
+                                     probability=probability)
 
 
 register_image_op("random_erasing", 1, _erasing_op)

@@ -3,7 +3,9 @@ normalisation, that change what a microphone, a room or a player would
 (level, channel, background, reverberation, tuning). augment.py registers
 each under its own random stream; AugmentConfig.recording_ops names them,
 op_params sets their arguments. Each is (log_mel_db [b, M, L], seed [2],
-aug, **params) -> the same shape."""
+aug, **params) -> the same shape. Also here: Freq-MixStyle (an image op,
+on the normalised image: the channel's colouring of one example mixed
+with another's) and the Beta sampler that it and mixup draw from."""
 
 import tensorflow as tf
 
@@ -103,3 +105,49 @@ def pitch_shift(log_mel_db, seed, aug, max_bands: float = 2.0):
   below = tf.gather(log_mel_db, low, axis=1, batch_dims=1)
   above = tf.gather(log_mel_db, high, axis=1, batch_dims=1)
   return below + frac * (above - below)
+
+
+def sample_beta(shape, alpha: float, seed: tf.Tensor) -> tf.Tensor:
+  """Beta(alpha, alpha) samples as X / (X + Y) of two Gamma(alpha)."""
+  seeds = tf.random.experimental.stateless_split(seed, 2)
+  x = tf.random.stateless_gamma(shape, seeds[0], alpha)
+  y = tf.random.stateless_gamma(shape, seeds[1], alpha)
+  return x / tf.maximum(x + y, 1e-12)
+
+
+def mix_band_statistics(image: tf.Tensor, partner: tf.Tensor,
+                        weight: tf.Tensor, eps: float = 1e-6) -> tf.Tensor:
+  """Freq-MixStyle's arithmetic (Schmid et al., DCASE 2022): each
+  example's per-band mean and std over time (its 'style': the channel's
+  and the room's colouring) replaced by weight * its own + (1 - weight) *
+  its partner's, the content kept.
+
+  Args:
+    image: [b, M, L].
+    partner: int32 [b], the example each one mixes with.
+    weight: [b] in [0, 1]; 1 leaves an example as it was.
+  Returns:
+    [b, M, L].
+  """
+  mean = tf.reduce_mean(image, axis=2, keepdims=True)
+  std = tf.sqrt(tf.math.reduce_variance(image, axis=2, keepdims=True) + eps)
+  # mean, std: [b, M, 1]
+  w = tf.reshape(tf.cast(weight, image.dtype), [-1, 1, 1])
+  mixed_mean = w * mean + (1 - w) * tf.gather(mean, partner)
+  mixed_std = w * std + (1 - w) * tf.gather(std, partner)
+  return (image - mean) / std * mixed_std + mixed_mean
+
+
+def freq_mixstyle(image: tf.Tensor, seed: tf.Tensor, *, alpha: float = 0.3,
+                  probability: float = 0.5) -> tf.Tensor:
+  """Freq-MixStyle on a batch [b, M, L]: with `probability`, an example's
+  per-band statistics are mixed with those of another example of the
+  batch (a random permutation) at a Beta(alpha, alpha) weight
+  (mix_band_statistics); the others are left as they were."""
+  b = tf.shape(image)[0]
+  seeds = tf.random.experimental.stateless_split(seed, 3)
+  partner = tf.argsort(tf.random.stateless_uniform([b], seeds[0]))
+  weight = sample_beta([b], alpha, seeds[1])
+  chosen = tf.random.stateless_uniform([b], seeds[2]) < probability
+  weight = tf.where(chosen, weight, tf.ones_like(weight))
+  return mix_band_statistics(image, tf.cast(partner, tf.int32), weight)

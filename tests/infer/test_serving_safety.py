@@ -13,7 +13,6 @@ import threading
 
 import numpy as np
 import pytest
-import soundfile as sf
 import tensorflow as tf
 
 from tagger import api
