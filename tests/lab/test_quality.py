@@ -192,8 +192,10 @@ def test_a_registered_backbone_trains_and_scores(learnable, tmp_path):
     augment.register_image_op(
         "flip_sign_test", 12,
         lambda image, seed, aug, amount=0.0: image * (1.0 - amount))
+  # Freq-MixStyle too: it runs in the compiled replica step like any op.
   config = tiny_config(**{"model.backbone": "tiny_test", "model.alpha": 2.0,
-                          "augment.image_ops": ("random_erasing",
+                          "augment.image_ops": ("freq_mixstyle",
+                                                "random_erasing",
                                                 "flip_sign_test"),
                           "augment.op_params": {"flip_sign_test":
                                                 {"amount": 0.1}},
