@@ -12,6 +12,8 @@ import soundfile as sf
 
 from tagger.audio import decode
 from tagger.datasets import everyday_data
+from tagger.datasets import near_duplicates
+from tagger.datasets import sound_effects
 from tagger.lab import baselines
 
 SR = 44100
@@ -101,20 +103,20 @@ def _read_csv(path):
     ("sounds/computer.wav", None),                  # none
 ])
 def test_label_from_path(path, label):
-  assert everyday_data.label_from_path(path) == label
+  assert sound_effects.label_from_path(path) == label
 
 
 def test_path_words_split_case_digits_and_parts():
-  assert everyday_data.path_words("sfx/MetalFootstep01.wav") == [
+  assert sound_effects.path_words("sfx/MetalFootstep01.wav") == [
       ["metal", "footstep"], ["sfx"]]
-  assert everyday_data.path_words("a.pk3!sound/exploBig.ogg") == [
+  assert sound_effects.path_words("a.pk3!sound/exploBig.ogg") == [
       ["explo", "big"], ["sound"], ["a", "pk"]]
 
 
 def test_finds_labelled_files_by_source_and_skips_bad_ones(tmp_path):
   _games(tmp_path)
   spec = everyday_data.EverydaySpec(roots=(str(tmp_path) + "/*",))
-  found = everyday_data.find_labelled(spec.roots)
+  found = sound_effects.find_labelled(spec.roots)
   names = {(c.source, os.path.relpath(c.path, tmp_path)) for c in found}
   assert ("alpha", "alpha/sounds/dog1.wav") in names
   assert ("beta", "beta/player/footsteps/boot1.wav") in names
@@ -134,8 +136,8 @@ def test_near_duplicates_survive_gain_resampling_trim_and_format(tmp_path):
   _games(tmp_path)
   spec = everyday_data.EverydaySpec(roots=(str(tmp_path) + "/*",))
   clips, _ = everyday_data.decode_clips(
-      everyday_data.find_labelled(spec.roots), spec)
-  kept, rows = everyday_data.near_duplicates(clips, spec)
+      sound_effects.find_labelled(spec.roots), spec)
+  kept, rows = near_duplicates.near_duplicates(clips, spec.duplicate_corr)
   assert len(rows) == 1
   source, path, label, kept_source, kept_path = rows[0][:5]
   assert (source, os.path.basename(path), label) == ("gamma", "dog_copy.ogg",
@@ -144,17 +146,17 @@ def test_near_duplicates_survive_gain_resampling_trim_and_format(tmp_path):
   assert float(rows[0][6]) > spec.duplicate_corr
   assert len(kept) == len(clips) - 1
   # Distinct sounds of one class are far from it.
-  prints = [everyday_data.fingerprint(c.waveform, everyday_data.RATE)
+  prints = [near_duplicates.fingerprint(c.waveform, sound_effects.RATE)
             for c in clips]
   dogs = [i for i, c in enumerate(clips) if c.label == "dog"
           and "copy" not in c.path]
-  corr = [everyday_data.envelope_corr(prints[a], prints[b])
+  corr = [near_duplicates.envelope_corr(prints[a], prints[b])
           for a in dogs for b in dogs if a < b]
   assert max(corr) < 0.7
 
 
 def _clip(source, label):
-  return everyday_data.Clip(source, f"{source}/{label}.wav", label)
+  return sound_effects.Clip(source, f"{source}/{label}.wav", label)
 
 
 def test_test_only_sources_give_every_class_both_sides():
