@@ -9,11 +9,36 @@ import os
 import sys
 
 from absl import app
+from absl import flags
 from absl import logging
 
-# The checkout's configs/ (the tools that default to a config file).
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "configs")
+
+def define_config_file(name: str, default, help_string: str):
+  """ml_collections' config-file flag (locked; --<name>.x=y overrides)
+  whose value is a path or a shipped config by name ('cpu:stage1';
+  settings.config_file)."""
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  from tagger import settings  # pylint: disable=g-import-not-at-top
+  holder = config_flags.DEFINE_config_file(
+      name, default and settings.config_file(default), help_string,
+      lock_config=True)
+  flags.FLAGS[name].parser = _ShippedConfigs(flags.FLAGS[name].parser)
+  return holder
+
+
+class _ShippedConfigs(flags.ArgumentParser):
+  """A config file flag's parser that resolves a shipped config's name
+  first (settings.config_file), then parses as before."""
+
+  def __init__(self, parser):
+    self._parser = parser
+
+  def parse(self, argument):
+    from tagger import settings  # pylint: disable=g-import-not-at-top
+    return self._parser.parse(settings.config_file(argument))
+
+  def flag_type(self):
+    return self._parser.flag_type()
 
 
 def run_tool(main) -> None:
