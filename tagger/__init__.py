@@ -8,8 +8,10 @@ import os
 
 # TensorFlow's C++ info and warning lines (CUDA stubs, "Local rendezvous is
 # aborting with status: OUT_OF_RANGE" at the end of every distributed
-# evaluation, ...) drown the tools' own output; errors still show. Set
+# evaluation, ...) drown the tools' own output; errors still show (the
+# tools hide TensorFlow's start-up errors too: tagger.cli). Set
 # TF_CPP_MIN_LOG_LEVEL=0 to see them all.
+TF_LOG_LEVEL_FROM_USER = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 

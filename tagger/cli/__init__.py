@@ -7,10 +7,48 @@ generic top-level `tools` package is installed).
 
 import os
 import sys
+import warnings
 
 from absl import app
 from absl import flags
 from absl import logging
+
+import tagger
+
+
+def _verbosity(argv) -> int:
+  """The --verbosity (-v) the command line asks for (absl's; 0 if none)."""
+  value = "0"
+  for i, arg in enumerate(argv[1:], start=1):
+    name, eq, rest = arg.partition("=")
+    if name in ("--verbosity", "-v"):
+      value = rest if eq else (argv[i + 1] if i + 1 < len(argv) else "0")
+  try:
+    return int(value)
+  except ValueError:
+    return 0
+
+
+def quiet_start() -> None:
+  """A tool's screen: its progress bars, stage lines and result. Below
+  --verbosity=1, TensorFlow's C++ start-up lines (its CUDA factories'
+  "Unable to register" errors on any machine, oneDNN's notes) and
+  Python's deprecation warnings stay off it; set before TensorFlow loads,
+  which reads TF_CPP_MIN_LOG_LEVEL once."""
+  if _verbosity(sys.argv) >= 1:
+    if tagger.TF_LOG_LEVEL_FROM_USER is None:
+      os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    return
+  if tagger.TF_LOG_LEVEL_FROM_USER is None:
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+  warnings.filterwarnings("ignore", category=DeprecationWarning)
+  warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
+  # TensorFlow's own deprecation notes go to its Python logger.
+  import logging as std_logging  # pylint: disable=g-import-not-at-top
+  std_logging.getLogger("tensorflow").setLevel(std_logging.ERROR)
+
+
+quiet_start()
 
 
 def define_config_file(name: str, default, help_string: str):
