@@ -36,4 +36,4 @@ def _checkout_configs() -> None:
 
 _checkout_configs()
 
-__version__ = "0.12.0"
+__version__ = "0.14.0.dev0"

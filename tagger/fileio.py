@@ -12,7 +12,7 @@ import io
 import json
 import os
 import uuid
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -173,6 +173,52 @@ def remove_temp_files(directory: str) -> int:
 def remove_tree(path: str) -> None:
   if exists(path):
     tf.io.gfile.rmtree(path)
+
+
+class NotOursError(errors.UserError):
+  """A folder a tool would write into that holds what tagger did not
+  write."""
+
+
+def check_replaceable(path: str, mark: str, flag: str,
+                      entries: Optional[tuple] = None) -> None:
+  """path may be written over by the tool that writes `mark` into its
+  folders: it is not there, or an empty folder, or a folder holding mark
+  (and, with entries, nothing but those names and mark). Anything else is
+  NotOursError naming flag and what is there: a tool never deletes or
+  overwrites what it did not write."""
+  if not exists(path):
+    return
+  if not tf.io.gfile.isdir(path):
+    raise NotOursError(f"{flag} {path} is a file; name a new or empty "
+                       "folder")
+  names = [n.rstrip("/") for n in listdir(path)]
+  if not names:
+    return
+  shown = lambda xs: ", ".join(xs[:3]) + (", ..." if len(xs) > 3 else "")
+  if mark not in names:
+    raise NotOursError(
+        f"{flag} {path} holds {len(names)} entr"
+        f"{'y' if len(names) == 1 else 'ies'} tagger did not write "
+        f"({shown(names)}); name a new or empty folder, or one this tool "
+        "wrote before")
+  foreign = [n for n in names if entries is not None and
+             n not in entries + (mark,)]
+  if foreign:
+    raise NotOursError(
+        f"{flag} {path} was written by tagger, but also holds "
+        f"{shown(foreign)}, which it did not write; move them out or name "
+        "a new folder")
+
+
+def write_mark(path: str, mark: str, tool: str, **facts) -> None:
+  """The mark check_replaceable looks for: path/mark naming the tool and
+  tagger's version (and any facts)."""
+  import tagger  # pylint: disable=g-import-not-at-top
+  makedirs(path)
+  write_json(join(path, mark), {"written_by": f"tagger {tool}",
+                                "tagger_version": tagger.__version__,
+                                **facts})
 
 
 class InUseError(errors.UserError):

@@ -30,6 +30,7 @@ logistic regression on its features by construction, in the time of one
 pass over the training clips (BUILD.md, "One tagger for new audio").
 """
 
+import itertools
 import time
 from typing import Dict, List
 
@@ -121,7 +122,86 @@ def train(config, data_dir: str, model_dir: str,
     else:
       summaries[name] = trainer.train(member, data_dir, member_dir,
                                       strategy)
+  if config.get("choose_members", False):
+    choose_members(data_dir, model_dir, names, str(config.get("fold", "0")),
+                   strategy)
   return summaries
+
+
+def choose_members(data_dir: str, model_dir: str, names: List[str],
+                   fold: str, strategy: tf.distribute.Strategy) -> dict:
+  """Keeps the members that earn their place: each member scores the
+  validated fold's clips (TTA, as tools/score); of every non-empty subset
+  of members, the one whose geometric mean has the best validation MAP@3
+  (lwlrap for multi-label data; ties: the larger subset) is written to
+  recipe.json as "chosen", which scoring, export and the API then use.
+  Done once (a recipe.json with "chosen" is kept); no validated fold:
+  every member. Returns recipe.json's contents."""
+  path = fileio.join(model_dir, model_dir_lib.RECIPE)
+  recipe = fileio.read_json(path)
+  if "chosen" in recipe or fold == "none":
+    return recipe
+  info = data_info.load_data_info(data_dir)
+  fnames, labels, hot, folds, empty = _clip_table(data_dir, info.pca_dim)
+  val = (folds == int(fold)) & ~empty
+  scores = {name: _validation_scores(fileio.join(model_dir, name),
+                                     data_dir, fnames, val, strategy)
+            for name in names}
+  figures = {}
+  for size in range(len(names), 0, -1):
+    for subset in itertools.combinations(names, size):
+      mean = np.mean([scores[n] for n in subset], axis=0)
+      figures[",".join(subset)] = round(_validation_figure(
+          mean, labels[val], hot[val], info.multi_label), 6)
+  best = max(figures, key=lambda k: (figures[k], len(k.split(","))))
+  recipe.update({"chosen": best.split(","), "validation": figures})
+  fileio.write_json(path, recipe)
+  logging.info("members chosen on the validated fold: %s (%s %.4f; all "
+               "%.4f)", best, "lwlrap" if info.multi_label else "MAP@3",
+               figures[best], figures[",".join(names)])
+  return recipe
+
+
+HELD_OUT = "validation_scores.npz"   # a logistic member's held-out scores
+
+
+def _validation_scores(member_dir: str, data_dir: str, fnames: List[str],
+                       val: np.ndarray, strategy) -> np.ndarray:
+  """A member's log-probabilities [V, C] of the validated clips (val [N]
+  of fnames, the shards' order), from a model that never trained on them:
+  a logistic member's held-out fit (HELD_OUT: its head was refitted on
+  every clip), any other member's best weights (TTA, as tools/score)."""
+  held_out = fileio.join(member_dir, HELD_OUT)
+  if fileio.exists(held_out):
+    saved = fileio.read_npz(held_out)
+    order = {f: i for i, f in enumerate(saved["fname"].tolist())}
+    wanted = [f for f, v in zip(fnames, val) if v]
+    if set(wanted) - set(order):
+      raise RecipeError(f"{held_out} holds other clips than {data_dir}'s "
+                        "validated fold")
+    return saved["log_probs"][[order[f] for f in wanted]]
+  summary = fileio.read_json(fileio.join(member_dir, model_dir_lib.SUMMARY))
+  if summary.get("fit") == "logistic":
+    raise RecipeError(f"{member_dir}: a logistic member fitted before "
+                      f"tagger 0.14 has no {HELD_OUT} (its head saw the "
+                      "validated clips); remove the folder and run the same "
+                      "command to fit it again (a minute)")
+  member = scorer.load_model(member_dir)
+  out = scorer.score_records(inputs.shard_records(data_dir), [member],
+                             strategy, scorer.Views(tta="even"),
+                             progress=False)
+  if out.fnames != fnames:
+    raise RecipeError(f"{data_dir}: its records changed while read")
+  return out.log_probs[val]
+
+
+def _validation_figure(log_probs: np.ndarray, labels: np.ndarray,
+                       hot: np.ndarray, multi_label: bool) -> float:
+  """MAP@3 of log_probs [N, C] (lwlrap for multi-label data)."""
+  from tagger import metrics  # pylint: disable=g-import-not-at-top
+  if multi_label:
+    return float(metrics.lwlrap(hot, log_probs)[0])
+  return metrics.map_at_3(log_probs, labels)
 
 
 def check_weights(config, names: List[str]) -> None:
@@ -179,20 +259,24 @@ def _clip_table(data_dir: str, pca_dim: int):
 
 def _fit_head(x: np.ndarray, y: np.ndarray, val: np.ndarray,
               empty: np.ndarray, info: data_info.DataInfo, seed: int):
-  """(C, the validation figure, the logistic regression refitted on every
-  clip with audio at that C) of pooled features x [N, D]: C chosen on the
-  validated rows (val [N] bool; none: C = 1)."""
-  validation = {}
+  """(C, the validation figure, the validated rows' probabilities [V, C]
+  from the fit that did not see them (None without validation), the
+  logistic regression refitted on every clip with audio at that C) of
+  pooled features x [N, D]: C chosen on the validated rows (val [N] bool;
+  none: C = 1)."""
+  validation, held_out = {}, None
   if val.any():
     fit_rows = ~val & ~empty
-    _, c, figure = logistic.fit(x[fit_rows], y[fit_rows], x[val], y[val],
-                                info.num_classes, seed, info.multi_label)
+    model, c, figure = logistic.fit(x[fit_rows], y[fit_rows], x[val],
+                                    y[val], info.num_classes, seed,
+                                    info.multi_label)
     validation = {"val_lwlrap" if info.multi_label else "val_map3":
                   round(float(figure), 6)}
+    held_out = logistic.probabilities(model, x[val], info.num_classes)
   else:
     c = 1.0
-  return c, validation, logistic.fit_at(x[~empty], y[~empty], c, seed,
-                                        info.multi_label)
+  return c, validation, held_out, logistic.fit_at(
+      x[~empty], y[~empty], c, seed, info.multi_label)
 
 
 def fit_logistic_member(config, data_dir: str, model_dir: str,
@@ -223,8 +307,8 @@ def fit_logistic_member(config, data_dir: str, model_dir: str,
   fold = run.fold
   val = (folds == int(fold)) & ~empty if fold != "none" else np.zeros_like(
       empty)
-  c, validation, fitted = _fit_head(scores.embeddings, y, val, empty, info,
-                                    run.seed)
+  c, validation, held_out, fitted = _fit_head(scores.embeddings, y, val,
+                                              empty, info, run.seed)
   kernel, bias = logistic.dense_weights(fitted, info.num_classes)
   network.get_layer("probs").set_weights([kernel, bias])
   fileio.makedirs(model_dir)
@@ -233,6 +317,10 @@ def fit_logistic_member(config, data_dir: str, model_dir: str,
   model_dir_lib.write_data(model_dir, description)
   model_dir_lib.save_weights(network, fileio.join(model_dir,
                                                   model_dir_lib.BEST))
+  if held_out is not None:   # the refit saw these clips: keep its scores
+    fileio.write_npz(fileio.join(model_dir, HELD_OUT), fname=np.array(
+        [f for f, v in zip(fnames, val) if v]), log_probs=np.log(
+            np.maximum(held_out, 1e-9)).astype(np.float32))
   summary = {"fold": fold, "stage": 1, "fit": "logistic", "C": c,
              "train_clips": int((~empty).sum()),
              "validation_clips": int(val.sum()),

@@ -78,7 +78,7 @@ class RunConfig:
 
 SECTIONS = ("input", "augment", "model", "schedule")
 # A recipe's own top-level keys (recipe_config): its members' settings.
-RECIPE_KEYS = ("members", "train_order")
+RECIPE_KEYS = ("members", "train_order", "choose_members")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,6 +289,9 @@ def recipe_config(members) -> ml_collections.ConfigDict:
     c.members[name] = member
   # ConfigDict sorts its keys: the order is a setting of its own.
   c.train_order = ",".join(name for name, _ in members)
+  # Keep only the members whose geometric mean validates best
+  # (recipe.choose_members).
+  c.choose_members = False
   return c
 
 

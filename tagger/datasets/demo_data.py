@@ -26,6 +26,8 @@ from typing import List
 
 import numpy as np
 
+from tagger import fileio
+
 FSD_KAGGLE_2018_LABELS = (
     "Acoustic_guitar", "Applause", "Bark", "Bass_drum",
     "Burping_or_eructation", "Bus", "Cello", "Chime", "Clarinet",
@@ -108,6 +110,18 @@ def synthesize(family: str, f0: float, n: int, rng) -> np.ndarray:
   raise ValueError(f"unknown family {family!r}")
 
 
+DATASET_MARK = "tagger_dataset.json"   # in every set a make_*_data wrote
+
+
+def mark_dataset_folder(output_dir: str, tool: str) -> None:
+  """Before a set is written: output_dir is new, empty or a set tagger
+  wrote (its DATASET_MARK; a killed run's folder has it, so the same
+  command runs again), else NotOursError (a user's train.csv is never
+  overwritten); then marks it."""
+  fileio.check_replaceable(output_dir, DATASET_MARK, "--output_dir")
+  fileio.write_mark(output_dir, DATASET_MARK, tool)
+
+
 def make_clip(class_index: int, rng, spec: DemoSpec) -> np.ndarray:
   """A whole clip, int16-ready float32 [n] with silence at both ends."""
   family, f0 = class_recipe(class_index)
@@ -153,6 +167,7 @@ def make_demo_data(output_dir: str, spec: DemoSpec = DemoSpec()) -> dict:
   Demo data is made where the user runs it; shards, manifests and models,
   which may live on remote filesystems, go through tf.io.gfile elsewhere.
   """
+  mark_dataset_folder(output_dir, "make_demo_data")
   rng = np.random.default_rng(spec.seed)
   num_classes = len(FSD_KAGGLE_2018_LABELS)
   names = rng.choice(16**8, size=num_classes * (spec.train_per_class +
@@ -243,6 +258,7 @@ def make_multilabel_demo_data(output_dir: str,
   train_noisy/ (fname,labels), test/ + sample_submission.csv (fname and a
   column per class, FSDKaggle2019's submission) and test_labels.csv
   (fname,labels): the test answers. Returns clip counts per set."""
+  mark_dataset_folder(output_dir, "make_demo_data")
   rng = np.random.default_rng(spec.seed + 2019)
   labels = FSD_KAGGLE_2018_LABELS
   num_classes = len(labels)

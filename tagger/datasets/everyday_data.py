@@ -290,6 +290,7 @@ def make_everyday_data(output_dir: str,
                        progress: bool = True) -> dict:
   """Writes the set under output_dir (local); returns counts and the
   class x group table."""
+  demo_data.mark_dataset_folder(output_dir, "make_everyday_data")
   rng = np.random.default_rng(spec.seed)
   found = sound_effects.find_labelled(spec.roots)
   if not found:

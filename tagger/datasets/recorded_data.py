@@ -291,6 +291,7 @@ def make_recorded_data(output_dir: str,
                        progress: bool = True) -> dict:
   """Writes the set under output_dir (local); returns counts."""
   programs = check_tools(spec.sources)
+  demo_data.mark_dataset_folder(output_dir, "make_recorded_data")
   held = set(spec.test_only_sources)
   if held - set(spec.sources) or held == set(spec.sources):
     raise RecordedDataError(

@@ -28,7 +28,6 @@ from typing import Optional, Sequence
 
 import tensorflow as tf
 
-import tagger
 from tagger import fileio
 from tagger.audio import features
 from tagger.infer import scorer
@@ -163,27 +162,11 @@ def check_export_dir(export_dir: str, model_dirs: Sequence[str]) -> None:
       raise ExportDirError(
           f"--export_dir {export_dir} holds the model dir {model_dir}; "
           "export into a new folder (the default is model_dir/saved_model)")
-  if not fileio.exists(export_dir):
-    return
-  if not tf.io.gfile.isdir(export_dir):
-    raise ExportDirError(f"--export_dir {export_dir} is a file; export "
-                         "into a new or empty folder")
-  names = [n.rstrip("/") for n in fileio.listdir(export_dir)]
-  if not names:
-    return
-  if EXPORT_MARK not in names:
-    raise ExportDirError(
-        f"--export_dir {export_dir} holds {len(names)} entr"
-        f"{'y' if len(names) == 1 else 'ies'} tools/export did not write "
-        f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}); "
-        "export into a new or empty folder, or over an earlier export")
-  foreign = [n for n in names if n not in _EXPORT_ENTRIES]
-  if foreign:
-    raise ExportDirError(
-        f"--export_dir {export_dir} is an earlier export, but also holds "
-        f"{', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}, "
-        "which tools/export did not write; move them out or export into a "
-        "new folder")
+  try:
+    fileio.check_replaceable(export_dir, EXPORT_MARK, "--export_dir",
+                             _EXPORT_ENTRIES)
+  except fileio.NotOursError as e:
+    raise ExportDirError(str(e)) from None
 
 
 class ExportDirError(scorer.ScoreError):
@@ -199,10 +182,8 @@ def _save_in_place(module, signatures: dict, export_dir: str,
   target = fileio.temp_name(export_dir.rstrip("/")) + "-export"
   try:
     tf.saved_model.save(module, target, signatures=signatures)
-    fileio.write_json(fileio.join(target, EXPORT_MARK), {
-        "written_by": "tagger tools/export",
-        "tagger_version": tagger.__version__,
-        "model_dirs": list(model_dirs)})
+    fileio.write_mark(target, EXPORT_MARK, "tools/export",
+                      model_dirs=list(model_dirs))
     if fileio.exists(export_dir):
       old = fileio.temp_name(export_dir.rstrip("/")) + "-old"
       tf.io.gfile.rename(export_dir, old)   # checked: empty or an export

@@ -165,7 +165,8 @@ def recipe_stages(run: _Run, spec: str, flags: Sequence[str]) -> list:
     raise baselines_lib.QualityError(f"tools/train --config={spec} failed "
                                      "(its output is above)")
   command_seconds = time.time() - started   # ~0 where all had trained before
-  members = model_dir_lib.find(model_dir)
+  members = model_dir_lib.recipe_members(model_dir, chosen=False)
+  chosen = model_dir_lib.recipe_members(model_dir)
   rows = []
   for member in members:
     name = f"{RECIPE_DIR}/{os.path.basename(member)}"
@@ -179,13 +180,16 @@ def recipe_stages(run: _Run, spec: str, flags: Sequence[str]) -> list:
                  "train_seconds": _member_seconds(member, summary),
                  "score_seconds": time.time() - member_started})
   return rows + combination_rows(rows, run, model_dir,
-                                  {"command_seconds": command_seconds})
+                                  {"command_seconds": command_seconds},
+                                  chosen=chosen)
 
 
 def combination_rows(members: Sequence[dict], run: _Run, model_dir: str,
-                     extra: Optional[dict] = None) -> list:
+                     extra: Optional[dict] = None,
+                     chosen: Optional[Sequence[str]] = None) -> list:
   """The members' scores together: with three or more, the recipe without
-  each member (its marginal value), then the whole recipe (last)."""
+  each member (its marginal value), then the whole recipe (last: the
+  members it chose on validation where `chosen` names fewer than all)."""
   rows = []
   for left_out in members if len(members) > 2 else []:
     kept = [r for r in members if r is not left_out]
@@ -195,8 +199,13 @@ def combination_rows(members: Sequence[dict], run: _Run, model_dir: str,
                  "val_map3": None,
                  **_ensemble(kept, run.workdir, run.truth, run.groups),
                  "train_seconds": sum(r["train_seconds"] for r in kept)})
-  rows.append({"name": RECIPE_DIR, "model_dir": model_dir, "val_map3": None,
-               **_ensemble(members, run.workdir, run.truth, run.groups),
+  kept = [r for r in members if r["model_dir"] in (chosen or [
+      r["model_dir"] for r in members])]
+  name = RECIPE_DIR if len(kept) == len(members) else (
+      f"{RECIPE_DIR} (chose " + ", ".join(
+          os.path.basename(r["model_dir"]) for r in kept) + ")")
+  rows.append({"name": name, "model_dir": model_dir, "val_map3": None,
+               **_ensemble(kept, run.workdir, run.truth, run.groups),
                "train_seconds": sum(r["train_seconds"] for r in members),
                **(extra or {})})
   return rows

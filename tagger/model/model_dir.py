@@ -189,9 +189,13 @@ def find(pattern: str) -> List[str]:
   return found
 
 
-def recipe_members(model_dir: str) -> List[str]:
-  """A recipe dir's member dirs (recipe.json's order), every one trained."""
-  names = fileio.read_json(fileio.join(model_dir, RECIPE)).get("members")
+def recipe_members(model_dir: str, chosen: bool = True) -> List[str]:
+  """A recipe dir's member dirs (recipe.json's order), every one trained:
+  the members the recipe chose on validation ("chosen", where it chose:
+  recipe.choose_members), or with chosen=False every member."""
+  recipe = fileio.read_json(fileio.join(model_dir, RECIPE))
+  names = recipe.get("chosen") if chosen and recipe.get("chosen") else \
+      recipe.get("members")
   if not names:
     raise ModelDirError(f"{fileio.join(model_dir, RECIPE)} lists no member")
   members = [fileio.join(model_dir, n) for n in names]

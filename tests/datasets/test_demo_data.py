@@ -2,6 +2,7 @@ import hashlib
 import os
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from tagger.datasets import demo_data
@@ -40,3 +41,25 @@ def test_every_family_makes_sound():
     y = demo_data.make_clip(k, rng, demo_data.DemoSpec())
     assert np.abs(y).max() > 0.01 and np.all(np.isfinite(y))
   assert len(demo_data.FSD_KAGGLE_2018_LABELS) == 41
+
+
+def test_data_makers_never_overwrite_a_users_folder(tmp_path):
+  """make_*_data write only into a new or empty folder or one they wrote
+  (its tagger_dataset.json): a user's train.csv is never replaced; a
+  killed run's folder (marked first) takes the same command again."""
+  from tagger import fileio  # pylint: disable=g-import-not-at-top
+  spec = demo_data.DemoSpec(train_per_class=1, test_per_class=0,
+                            median_duration_s=0.5)
+  mine = tmp_path / "my_data"
+  mine.mkdir()
+  (mine / "train.csv").write_text("fname,label\nx.wav,Bark\n")
+  with pytest.raises(fileio.NotOursError, match="train.csv"):
+    demo_data.make_demo_data(str(mine), spec)
+  assert (mine / "train.csv").read_text() == "fname,label\nx.wav,Bark\n"
+  assert sorted(os.listdir(mine)) == ["train.csv"]
+  ours = tmp_path / "demo"
+  demo_data.make_demo_data(str(ours), spec)
+  assert (ours / demo_data.DATASET_MARK).exists()
+  first = (ours / "train.csv").read_text()
+  demo_data.make_demo_data(str(ours), spec)   # again: its own folder
+  assert (ours / "train.csv").read_text() == first

@@ -137,6 +137,40 @@ def test_a_finished_recipe_trains_nothing(trained, demo):
       model_dir, n, model_dir_lib.BEST)) for n in weights}
 
 
+def test_members_are_chosen_on_the_validated_fold(trained, demo, tmp_path):
+  """choose_members scores the validated fold with each member, keeps the
+  subset whose geometric mean validates best (ties: more members), and
+  scoring then uses only those; chosen once."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tagger import recipe  # pylint: disable=g-import-not-at-top
+  model_dir = str(tmp_path / "copy")
+  shutil.copytree(trained[0], model_dir)
+  names = ["first", "second", "frozen"]
+  assert "chosen" not in json.load(open(os.path.join(
+      model_dir, model_dir_lib.RECIPE)))   # off by default
+  out = recipe.choose_members(demo[1], model_dir, names, "0",
+                              tf.distribute.get_strategy())
+  figures = out["validation"]
+  assert len(figures) == 7 and all(0 <= v <= 1 for v in figures.values())
+  best = max(figures.values())
+  assert figures[",".join(out["chosen"])] == best
+  assert all(len(k.split(",")) <= len(out["chosen"])
+             for k, v in figures.items() if v == best)
+  assert model_dir_lib.find(model_dir) == [
+      os.path.join(model_dir, n) for n in out["chosen"]]
+  assert len(model_dir_lib.recipe_members(model_dir, chosen=False)) == 3
+  # The frozen member's own figure is its summary's validation MAP@3: its
+  # held-out fit's scores (its head was refitted on every clip after).
+  frozen = json.load(open(os.path.join(model_dir, "frozen",
+                                       model_dir_lib.SUMMARY)))
+  assert figures["frozen"] == pytest.approx(
+      frozen["best_model_validation"]["val_map3"], abs=1e-4)
+  again = recipe.choose_members(demo[1], model_dir, names, "0",
+                                tf.distribute.get_strategy())
+  assert again == out
+
+
 def test_an_unfinished_recipe_is_one_line(demo, tmp_path):
   model_dir = str(tmp_path / "m")
   os.makedirs(os.path.join(model_dir, "first"))
