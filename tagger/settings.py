@@ -397,6 +397,9 @@ def load_config(spec: str):
   """A config from 'path/to/config.py[:arg]' or a shipped one by name
   ('cpu:stage1'; config_file)."""
   path, _, arg = config_file(spec).partition(":")
+  if not os.path.isfile(path):
+    raise SettingsError(f"{path}: no such config file, nor a shipped "
+                        "config of that name (configs/*.py)")
   module_spec = importlib.util.spec_from_file_location(
       os.path.splitext(os.path.basename(path))[0], path)
   module = importlib.util.module_from_spec(module_spec)

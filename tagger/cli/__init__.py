@@ -21,7 +21,7 @@ def _verbosity(argv) -> int:
   value = "0"
   for i, arg in enumerate(argv[1:], start=1):
     name, eq, rest = arg.partition("=")
-    if name in ("--verbosity", "-v"):
+    if name in ("--verbosity", "-verbosity", "--v", "-v"):
       value = rest if eq else (argv[i + 1] if i + 1 < len(argv) else "0")
   try:
     return int(value)
