@@ -201,13 +201,15 @@ def combination_rows(members: Sequence[dict], run: _Run, model_dir: str,
                  "train_seconds": sum(r["train_seconds"] for r in kept)})
   kept = [r for r in members if r["model_dir"] in (chosen or [
       r["model_dir"] for r in members])]
-  name = RECIPE_DIR if len(kept) == len(members) else (
-      f"{RECIPE_DIR} (chose " + ", ".join(
-          os.path.basename(r["model_dir"]) for r in kept) + ")")
-  rows.append({"name": name, "model_dir": model_dir, "val_map3": None,
-               **_ensemble(kept, run.workdir, run.truth, run.groups),
-               "train_seconds": sum(r["train_seconds"] for r in members),
-               **(extra or {})})
+  every = {"name": RECIPE_DIR, "model_dir": model_dir, "val_map3": None,
+           "train_seconds": sum(r["train_seconds"] for r in members)}
+  if len(kept) < len(members):   # every member, then the chosen ones
+    rows.append({**every, "name": f"{RECIPE_DIR} (every member)",
+                 **_ensemble(members, run.workdir, run.truth, run.groups)})
+    every["name"] = f"{RECIPE_DIR} (chose " + ", ".join(
+        os.path.basename(r["model_dir"]) for r in kept) + ")"
+  rows.append({**every, **_ensemble(kept, run.workdir, run.truth,
+                                    run.groups), **(extra or {})})
   return rows
 
 
