@@ -46,11 +46,9 @@ into one model dir that scores, exports and serves as one tagger:
       --data_dir=tfrecords/train --model_dir=runs/new_audio
 """
 
-import os
-
 from tagger import settings
-
-DEMO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo.py")
+from tagger.configs import common
+from tagger.configs import demo
 
 
 AISFX_WHEEL = "weights/aisfx-0.1.2-py2.py3-none-any.whl"
@@ -80,17 +78,14 @@ def _stage_config(stage):
                      ":new_audio_full_band")
   if stage in stages:
     return stages[stage]()
-  config = settings.load_config(f"{DEMO}:{stage}")
+  config = demo.get_config(stage)
   config.schedule.max_lr = 1e-3
   config.schedule.cyclic_epochs = 70
   config.schedule.cycle_step_epochs = 5.0
   config.schedule.fine_tune_max_epochs = 3
   if config.stage == 2:
     config.model.init_from = "runs/cpu/stage1/fold{fold}"
-    config.model.pca_head = True
-    config.model.pca_into_mlp = False
-    config.model.pca_head_l2 = 0.03
-    config.schedule.cyclic_epochs = 16
+    common.late_fusion(config)
   return config
 
 

@@ -15,12 +15,32 @@ the moving statistics near their initial values and validation at chance
 """
 
 from tagger import settings
-
+from tagger.configs import common
 
 
 def get_config(stage="stage1"):
-  if stage not in ("stage1", "stage2"):
-    raise ValueError(f"configs/demo.py:{stage}: use :stage1 or :stage2")
+  """The stage's demo config; 'stage1+multi_label' (or stage2's) is
+  tools/demo --multi_label's (multi_label below)."""
+  stage, plus, variant = stage.partition("+")
+  if stage not in ("stage1", "stage2") or variant not in (
+      "multi_label" if plus else ""):
+    raise ValueError(f"configs/demo.py:{stage}{plus}{variant}: use :stage1 "
+                     "or :stage2, optionally +multi_label")
+  config = _stage_config(stage)
+  return multi_label(config) if variant else config
+
+
+def multi_label(config):
+  """The FSDKaggle2019-layout demo: curated + noisy sources, and stage 2
+  with late fusion as configs/cpu.py's (4-epoch LR cycles)."""
+  common.curated_noisy(config)
+  if config.stage == 2:
+    common.late_fusion(config)
+    config.schedule.cycle_step_epochs = 4.0
+  return config
+
+
+def _stage_config(stage):
   config = settings.default_config()
   config.stage = 1 if stage == "stage1" else 2
   config.input.batch_size = 32

@@ -12,20 +12,17 @@ the GPU has it (precision 'auto'), every GPU of the host (strategy
 'auto').
 """
 
-import os
-
 from tagger import settings
-
-HERE = os.path.dirname(os.path.abspath(__file__))
+from tagger.configs import cpu
+from tagger.configs import stage1_mel
 
 
 def get_config(stage="new_audio"):
   if stage != "new_audio":
     raise ValueError(f"configs/gpu.py:{stage}: use :new_audio")
-  mobilenet = settings.load_config(os.path.join(HERE, "stage1_mel.py"))
-  cpu = os.path.join(HERE, "cpu.py")
-  tuned = settings.load_config(f"{cpu}:pretrained")
-  frozen = settings.load_config(f"{cpu}:frozen")
+  mobilenet = stage1_mel.get_config()
+  tuned = cpu.get_config("pretrained")
+  frozen = cpu.get_config("frozen")
   for member in (tuned, frozen):
     member.input.batch_size = mobilenet.input.batch_size
     member.model.bn_momentum = None

@@ -377,9 +377,29 @@ def source_weights(spec: str, sources) -> Tuple[float, ...]:
   return tuple(weights.get(s, 1.0) for s in sources)
 
 
+def config_file(spec: str) -> str:
+  """'path.py[:arg]' as given where that file exists; else, for a bare
+  name ('cpu:stage1', 'cpu.py:stage1') or a configs/ path that is not
+  here (outside a checkout), the shipped config's file (tagger.configs)."""
+  path, sep, arg = spec.partition(":")
+  folder, name = os.path.split(path)
+  if os.path.isfile(path) or folder.rstrip("/") not in ("", "configs"):
+    return spec
+  import tagger.configs  # pylint: disable=g-import-not-at-top
+  shipped = os.path.join(tagger.configs.__path__[0],
+                         name if name.endswith(".py") else f"{name}.py")
+  if name.startswith("_") or not os.path.isfile(shipped):
+    return spec
+  return shipped + sep + arg
+
+
 def load_config(spec: str):
-  """A config from 'path/to/config.py[:arg]' (configs/ is not a package)."""
-  path, _, arg = spec.partition(":")
+  """A config from 'path/to/config.py[:arg]' or a shipped one by name
+  ('cpu:stage1'; config_file)."""
+  path, _, arg = config_file(spec).partition(":")
+  if not os.path.isfile(path):
+    raise SettingsError(f"{path}: no such config file, nor a shipped "
+                        "config of that name (configs/*.py)")
   module_spec = importlib.util.spec_from_file_location(
       os.path.splitext(os.path.basename(path))[0], path)
   module = importlib.util.module_from_spec(module_spec)

@@ -1,6 +1,7 @@
 """The typed views of a config hold the defaults and check their values."""
 
 import dataclasses
+import os
 
 import pytest
 
@@ -71,3 +72,22 @@ def test_a_bad_run_setting_is_one_line_naming_it(key, value, message):
   assert settings.run_config(settings.default_config()) == settings.RunConfig()
   with pytest.raises(settings.SettingsError, match=message):
     settings.run_config(config)
+
+
+def test_config_file_takes_a_path_or_a_shipped_name(tmp_path, monkeypatch):
+  import tagger.configs  # pylint: disable=g-import-not-at-top
+  shipped = os.path.join(tagger.configs.__path__[0], "cpu.py")
+  for name in ("cpu:stage1", "cpu.py:stage1", "configs/cpu.py:stage1"):
+    monkeypatch.chdir(tmp_path)   # not a checkout: no configs/ here
+    assert settings.config_file(name) == f"{shipped}:stage1"
+  assert settings.config_file("stage1_mel") == os.path.join(
+      tagger.configs.__path__[0], "stage1_mel.py")
+  # A file that is there is read as given, even with a shipped name.
+  (tmp_path / "cpu.py").write_text("def get_config(arg):\n  return arg\n")
+  assert settings.config_file("cpu.py:stage1") == "cpu.py:stage1"
+  assert settings.load_config("cpu.py:x") == "x"
+  # Other folders, unknown names and private modules stay as given.
+  for spec in ("other/cpu.py:stage1", "nothing:stage1", "__init__"):
+    assert settings.config_file(spec) == spec
+  with pytest.raises(settings.SettingsError, match="nothing: no such"):
+    settings.load_config("nothing:stage1")

@@ -7,13 +7,76 @@ generic top-level `tools` package is installed).
 
 import os
 import sys
+import warnings
 
 from absl import app
+from absl import flags
 from absl import logging
 
-# The checkout's configs/ (the tools that default to a config file).
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "configs")
+import tagger
+
+
+def _verbosity(argv) -> int:
+  """The --verbosity (-v) the command line asks for (absl's; 0 if none)."""
+  value = "0"
+  for i, arg in enumerate(argv[1:], start=1):
+    name, eq, rest = arg.partition("=")
+    if name in ("--verbosity", "-verbosity", "--v", "-v"):
+      value = rest if eq else (argv[i + 1] if i + 1 < len(argv) else "0")
+  try:
+    return int(value)
+  except ValueError:
+    return 0
+
+
+def quiet_start() -> None:
+  """A tool's screen: its progress bars, stage lines and result. Below
+  --verbosity=1, TensorFlow's C++ start-up lines (its CUDA factories'
+  "Unable to register" errors on any machine, oneDNN's notes) and
+  Python's deprecation warnings stay off it; set before TensorFlow loads,
+  which reads TF_CPP_MIN_LOG_LEVEL once."""
+  if _verbosity(sys.argv) >= 1:
+    if tagger.TF_LOG_LEVEL_FROM_USER is None:
+      os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    return
+  if tagger.TF_LOG_LEVEL_FROM_USER is None:
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+  warnings.filterwarnings("ignore", category=DeprecationWarning)
+  warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
+  # TensorFlow's own deprecation notes go to its Python logger.
+  import logging as std_logging  # pylint: disable=g-import-not-at-top
+  std_logging.getLogger("tensorflow").setLevel(std_logging.ERROR)
+
+
+quiet_start()
+
+
+def define_config_file(name: str, default, help_string: str):
+  """ml_collections' config-file flag (locked; --<name>.x=y overrides)
+  whose value is a path or a shipped config by name ('cpu:stage1';
+  settings.config_file)."""
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  from tagger import settings  # pylint: disable=g-import-not-at-top
+  holder = config_flags.DEFINE_config_file(
+      name, default and settings.config_file(default), help_string,
+      lock_config=True)
+  flags.FLAGS[name].parser = _ShippedConfigs(flags.FLAGS[name].parser)
+  return holder
+
+
+class _ShippedConfigs(flags.ArgumentParser):
+  """A config file flag's parser that resolves a shipped config's name
+  first (settings.config_file), then parses as before."""
+
+  def __init__(self, parser):
+    self._parser = parser
+
+  def parse(self, argument):
+    from tagger import settings  # pylint: disable=g-import-not-at-top
+    return self._parser.parse(settings.config_file(argument))
+
+  def flag_type(self):
+    return self._parser.flag_type()
 
 
 def run_tool(main) -> None:

@@ -10,18 +10,14 @@ the B validation MAP@3 of both last.
 A re-run in the same --workdir reuses the data, shards and A model.
 """
 
-import os
-
 from absl import app
 from absl import flags
 
 from tagger import settings
-from tagger.cli import CONFIGS
 from tagger.cli import run_tool
 from tagger.lab import quality
 
 FLAGS = flags.FLAGS
-DEMO_CONFIG = os.path.join(CONFIGS, "demo.py")
 flags.DEFINE_string("workdir", "runs/finetune", "Data, shards and models.")
 flags.DEFINE_integer("epochs", 4, "Epochs on the new labels (both runs).")
 flags.DEFINE_integer("freeze_epochs", 1, "Fine-tuning: epochs with the "
@@ -32,7 +28,7 @@ flags.DEFINE_integer("num_workers", 0, "Sharding workers (0: all cores).")
 
 
 def demo_stage1(_):
-  return settings.load_config(f"{DEMO_CONFIG}:stage1")
+  return settings.load_config("demo:stage1")
 
 
 def main(argv):

@@ -17,33 +17,29 @@ that has test_labels.csv, FSDKaggle2019's multi-label layout included
 re-run in the same --workdir skips what is done.
 """
 
-import os
-
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
-from tagger.cli import CONFIGS
+from tagger.cli import define_config_file
 from tagger.cli import run_tool
 from tagger.lab import baselines
 from tagger.lab import quality
 
 FLAGS = flags.FLAGS
-CPU_CONFIG = os.path.join(CONFIGS, "cpu.py")
+CPU_CONFIG = "cpu"  # configs/cpu.py, shipped (tagger.configs)
 flags.DEFINE_string("data_dir", "recorded_data", "Kaggle-layout set with "
                     "test_labels.csv (tools.make_recorded_data).")
 flags.DEFINE_string("workdir", "runs/quality", "Shards and models go here.")
-config_flags.DEFINE_config_file("stage1", f"{CPU_CONFIG}:stage1",
-                                "Stage-1 config.", lock_config=True)
-config_flags.DEFINE_config_file("stage2", f"{CPU_CONFIG}:stage2",
-                                "Stage-2 config.",
-                                lock_config=True)
-config_flags.DEFINE_config_file("pretrained", f"{CPU_CONFIG}:pretrained",
-                                "The pretrained backbone's config (stage "
-                                "'pretrained').", lock_config=True)
-config_flags.DEFINE_config_file("probe", f"{CPU_CONFIG}:probe",
-                                "The frozen pretrained backbone's config "
-                                "(stage 'probe').", lock_config=True)
+define_config_file("stage1", f"{CPU_CONFIG}:stage1",
+                   "Stage-1 config.")
+define_config_file("stage2", f"{CPU_CONFIG}:stage2",
+                   "Stage-2 config.")
+define_config_file("pretrained", f"{CPU_CONFIG}:pretrained",
+                   "The pretrained backbone's config (stage "
+                   "'pretrained').")
+define_config_file("probe", f"{CPU_CONFIG}:probe",
+                   "The frozen pretrained backbone's config "
+                   "(stage 'probe').")
 flags.DEFINE_string("recipe", f"{CPU_CONFIG}:new_audio", "The recipe "
                     "config the stage 'new_audio' trains (tools/train "
                     "--config=...).")

@@ -17,16 +17,17 @@ member where it stopped.
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 from tagger import distribute
 from tagger import recipe
+from tagger.cli import define_config_file
 from tagger.cli import run_tool
 from tagger.train import trainer
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Training config file.",
-                                lock_config=True)
+define_config_file("config", None, "Training config: a file "
+                   "(configs/cpu.py:stage1) or a shipped one by name "
+                   "(cpu:stage1).")
 flags.DEFINE_string("data_dir", "tfrecords/train", "Train shards.")
 flags.DEFINE_string("model_dir", None, "Where the run's outputs go.")
 flags.DEFINE_string("strategy", "", "Overrides config.strategy.")

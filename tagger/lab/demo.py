@@ -25,10 +25,9 @@ STEPS = 6
 
 
 def demo_config(stage: str):
-  """configs/demo.py:stage (loaded by path: configs/ is not a package)."""
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-      os.path.abspath(__file__)))), "configs", "demo.py")
-  return settings.load_config(f"{path}:{stage}")
+  """configs/demo.py:stage ('stage2+multi_label': tools/demo
+  --multi_label's), the shipped config."""
+  return settings.load_config(f"demo:{stage}")
 
 
 # The demo's CSVs and folders: (split, CSVs, folders, source names).
@@ -122,17 +121,8 @@ def _make_data(data_dir: str, spec: demo_data.DemoSpec,
 def _fold_config(stage: str, fold, workdir: str, multi_label: bool):
   """The demo config of one stage and fold (stage 2 from stage 1's
   model of the fold; the multi-label variant's sources and fusion)."""
-  config = demo_config(stage)
+  config = demo_config(f"{stage}+multi_label" if multi_label else stage)
   config.fold = str(fold)
-  if multi_label:
-    config.input.val_sources = "curated"
-    config.source_weights = "noisy=0.5"
-    if config.stage == 2:  # late fusion, as configs/cpu.py (BUILD.md)
-      config.model.pca_head = True
-      config.model.pca_into_mlp = False
-      config.model.pca_head_l2 = 0.03
-      config.schedule.cyclic_epochs = 16
-      config.schedule.cycle_step_epochs = 4.0
   if config.stage == 2:
     config.model.init_from = os.path.join(workdir, "stage1", "fold{fold}")
   return config

@@ -10,6 +10,7 @@ import time
 from typing import Dict, Optional, Sequence, Tuple
 
 from tagger import fileio
+from tagger.configs import common
 from tagger.infer import evaluation
 from tagger.infer import scorer
 from tagger.lab import baselines as baselines_lib
@@ -114,8 +115,7 @@ def _train_configs(run: _Run, configs: Sequence) -> Tuple[list, list]:
   for config in configs:
     config.fold = str(run.fold)
     if run.layout_2019:
-      config.input.val_sources = config.input.val_sources or "curated"
-      config.source_weights = config.source_weights or "noisy=0.5"
+      common.curated_noisy(config)
     backbone = str(config.model.backbone)
     kind = backbone + ("_probe" if config.model.get("freeze_backbone")
                        else "")

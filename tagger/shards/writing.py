@@ -144,5 +144,5 @@ def write_shards(staged: extraction.Staged, pca_vectors: np.ndarray, folds: np.n
       write_shard_file(fileio.join(options.output_dir, names[i]),
                        [serialized[n] for n in shards[i]],
                        options.compression)
-      logging.info("wrote %s (%d records)", names[i], len(shards[i]))
+      logging.debug("wrote %s (%d records)", names[i], len(shards[i]))
   return names, shards, keys

@@ -68,12 +68,8 @@ def test_a_bad_address_or_worker_list_is_refused():
 
 def demo_config_one_epoch(address: str):
   """configs/demo.py:stage1 for one epoch (no fine-tune phases)."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  path = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "demo.py")
-  spec = importlib.util.spec_from_file_location("demo_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config("stage1")
+  from tagger.configs import demo  # pylint: disable=g-import-not-at-top
+  config = demo.get_config("stage1")
   config.schedule.cyclic_epochs = 1
   config.schedule.fine_tune_max_epochs = 0
   config.input.data_service = address
