@@ -140,21 +140,25 @@ def test_mixed_bfloat16_through_every_phase_on_two_replicas(data_dir,
 
 
 def test_the_gpu_extra_is_tensorflows_own_cuda_set_at_the_pin(tmp_path):
-  """pip install -e '.[gpu]' asks for tensorflow[and-cuda] at exactly the
-  version of the plain install, and that TensorFlow declares the extra
-  with every CUDA library pinned (the resolver has one answer)."""
+  """pip install -e '.[gpu]' asks for tensorflow[and-cuda] in exactly the
+  range of the plain install, constraints.txt pins that TensorFlow (the
+  installed one), and that TensorFlow declares the extra with every CUDA
+  library pinned (with the constraints the resolver has one answer)."""
   import importlib.metadata as metadata  # pylint: disable=g-import-not-at-top
   subprocess.run([sys.executable, "setup.py", "-q", "egg_info",
                   "--egg-base", str(tmp_path)], cwd=REPO, check=True,
                  capture_output=True)
   (info,) = [p for p in os.listdir(tmp_path) if p.endswith(".egg-info")]
   requires = (tmp_path / info / "requires.txt").read_text()
-  tf_pin = [l for l in requires.splitlines()
-            if l.startswith("tensorflow==")][0]
-  version = tf_pin.split("==")[1]
+  tf_range = [l for l in requires.splitlines()
+              if l.startswith("tensorflow") and l[len("tensorflow"):][:1]
+              in "<>=!~"][0][len("tensorflow"):]
   gpu = requires.split("[gpu]")[1].strip().splitlines()[0]
-  assert gpu == f"tensorflow[and-cuda]=={version}"
-  assert metadata.version("tensorflow") == version
+  assert gpu == f"tensorflow[and-cuda]{tf_range}"
+  with open(os.path.join(REPO, "constraints.txt"), encoding="utf-8") as f:
+    pinned = [l.split("==")[1].strip() for l in f
+              if l.startswith("tensorflow==")]
+  assert pinned == [metadata.version("tensorflow")]
   assert "and-cuda" in metadata.metadata("tensorflow").get_all(
       "Provides-Extra")
   cuda = [r for r in metadata.requires("tensorflow") if "and-cuda" in r]
