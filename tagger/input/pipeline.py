@@ -300,14 +300,14 @@ def _paired_epochs(info: DataInfo, folds, config: InputConfig,
     # Read once, then kept: the cache hands every epoch the same tensor.
     every_record = _every_record(info, folds, _pipeline_shard(layout))
     epochs = tf.data.Dataset.zip(epochs, every_record.cache().repeat())
-  # Epoch after epoch (cycle 1), while the next epochs' readers fill their
-  # buffers (the parallel form opens inputs ahead: no stall at epoch
-  # starts). Block 1 bounds each epoch's read-ahead to a few batches: with
-  # block_length=steps Dataset.interleave buffered whole epochs (+9 GB at
-  # 10,000 clips). The order is that of the experimental
-  # parallel_interleave it replaces (tests/input/test_epoch_order.py).
-  return epochs.interleave(epoch_batches, cycle_length=1, block_length=1,
-                           num_parallel_calls=1, deterministic=True)
+  # Two epochs open at once, each yielding exactly its `steps` batches in
+  # turn: the next epoch's readers fill their buffers while this one runs
+  # (no stall at epoch starts), and the order is still epoch after epoch.
+  # The experimental form is the one whose per-epoch buffer can be bounded
+  # (2 batches); Dataset.interleave's autotuned buffer held a whole epoch.
+  return epochs.apply(tf.data.experimental.parallel_interleave(
+      epoch_batches, cycle_length=2, block_length=layout.steps,
+      sloppy=False, buffer_output_elements=2, prefetch_input_elements=0))
 
 
 def _host_batch_fn(config: InputConfig, layout: _Layout, spec,
