@@ -303,3 +303,18 @@ def make_multilabel_demo_data(output_dir: str,
     counts[name] = len(rows)
   counts["mixed"] = sum(len(c) > 1 for v in sets.values() for c in v)
   return counts
+
+
+def write_layout_csvs(output_dir: str, labels, rows, source_rows) -> None:
+  """A cross-source set's CSVs: train.csv, sample_submission.csv (a
+  placeholder label), test_labels.csv, sources.csv."""
+  write_csv(os.path.join(output_dir, "train.csv"),
+                      ["fname", "label", "manually_verified"], rows["train"])
+  placeholder = " ".join(labels[:3])
+  write_csv(os.path.join(output_dir, "sample_submission.csv"),
+                      ["fname", "label"],
+                      [[r[0], placeholder] for r in rows["test"]])
+  write_csv(os.path.join(output_dir, "test_labels.csv"),
+                      ["fname", "label"], rows["test"])
+  write_csv(os.path.join(output_dir, "sources.csv"),
+                      ["fname", "split", "source"], source_rows)

@@ -249,20 +249,6 @@ def _write_audio(output_dir: str, assigned, rng) -> Tuple[dict, list]:
   return rows, source_rows
 
 
-def _write_csvs(output_dir: str, labels, rows, source_rows) -> None:
-  """train.csv, sample_submission.csv, test_labels.csv, sources.csv."""
-  demo_data.write_csv(os.path.join(output_dir, "train.csv"),
-                      ["fname", "label", "manually_verified"], rows["train"])
-  placeholder = " ".join(labels[:3])
-  demo_data.write_csv(os.path.join(output_dir, "sample_submission.csv"),
-                      ["fname", "label"],
-                      [[r[0], placeholder] for r in rows["test"]])
-  demo_data.write_csv(os.path.join(output_dir, "test_labels.csv"),
-                      ["fname", "label"], rows["test"])
-  demo_data.write_csv(os.path.join(output_dir, "sources.csv"),
-                      ["fname", "split", "source"], source_rows)
-
-
 def _package_rows(assigned) -> List[list]:
   """packages.csv: source, package, version, clips used."""
   owners = sound_effects.dpkg_owners()
@@ -319,7 +305,7 @@ def make_everyday_data(output_dir: str,
   clips = [c for c in clips if c.label in labels]
   assigned = split_clips(clips, test_only, spec.same_source_test, rng)
   rows, source_rows = _write_audio(output_dir, assigned, rng)
-  _write_csvs(output_dir, labels, rows, source_rows)
+  demo_data.write_layout_csvs(output_dir, labels, rows, source_rows)
   demo_data.write_csv(os.path.join(output_dir, "duplicates.csv"),
                       ["source", "path", "label", "kept_source", "kept_path",
                        "kept_label", "corr"], duplicates)

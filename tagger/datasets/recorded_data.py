@@ -272,20 +272,6 @@ def _trim_tail(piece: np.ndarray) -> np.ndarray:
   return piece[:loud[-1] + 1]
 
 
-def _write_csvs(output_dir: str, labels, rows, source_rows) -> None:
-  """train.csv, sample_submission.csv, test_labels.csv, sources.csv."""
-  demo_data.write_csv(os.path.join(output_dir, "train.csv"),
-                      ["fname", "label", "manually_verified"], rows["train"])
-  placeholder = " ".join(labels[:3])
-  demo_data.write_csv(os.path.join(output_dir, "sample_submission.csv"),
-                      ["fname", "label"],
-                      [[r[0], placeholder] for r in rows["test"]])
-  demo_data.write_csv(os.path.join(output_dir, "test_labels.csv"),
-                      ["fname", "label"], rows["test"])
-  demo_data.write_csv(os.path.join(output_dir, "sources.csv"),
-                      ["fname", "split", "source"], source_rows)
-
-
 def make_recorded_data(output_dir: str,
                        spec: RecordedSpec = RecordedSpec(),
                        progress: bool = True) -> dict:
@@ -337,7 +323,7 @@ def make_recorded_data(output_dir: str,
       rows[split].append([fname, label])
     if progress and (i + 1) % 200 == 0:
       print(f"  {i + 1}/{len(plan)} clips", flush=True)
-  _write_csvs(output_dir, labels, rows, source_rows)
+  demo_data.write_layout_csvs(output_dir, labels, rows, source_rows)
   return {"train": len(rows["train"]), "test": len(rows["test"]),
           "classes": len(labels), "wrong_train_labels": wrong,
           "cross_source_test": sum(1 for c in plan if c[0] == "test" and
