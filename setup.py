@@ -45,6 +45,9 @@ setuptools.setup(
         "tqdm>=4.70.1,<5",
         "ml-collections>=1.1.0,<2",
         "matplotlib>=3.11.2,<4",
+        # Label issues from out-of-fold scores (confident learning); it
+        # brings pandas and termcolor.
+        "cleanlab>=2.9.0,<3",
     ],
     extras_require={
         "test": ["pytest>=9.2.0,<10", "pytest-xdist>=3.8.0,<4",

@@ -43,6 +43,8 @@ from tagger import errors
 from tagger import fileio
 from tagger import settings
 from tagger.infer import inputs
+from tagger.infer import label_issues
+from tagger.infer import out_of_fold
 from tagger.infer import scorer
 from tagger.input import lengths as lengths_lib
 from tagger.model import architecture as architecture_lib
@@ -95,14 +97,43 @@ def member_config(config, name: str) -> ml_collections.ConfigDict:
   return member
 
 
+def train_command(config, data_dir: str, model_dir: str,
+                  strategy: tf.distribute.Strategy) -> dict:
+  """What tools/train runs: a recipe (train) or one network
+  (trainer.train) on config.fold; fold 'all' trains every fold in turn
+  into model_dir/fold{k}, then writes the out-of-fold scores of every
+  training clip (out_of_fold.OUT_OF_FOLD) and the clips whose label looks
+  wrong (label_issues.LABEL_ISSUES) into model_dir. Each step resumes."""
+  one = train if is_recipe(config) else trainer.train
+  if str(config.get("fold", "0")) != "all":
+    return one(config, data_dir, model_dir, strategy)
+  info = data_info.load_data_info(settings.names(data_dir)[0])
+  if not info.folds:
+    raise RecipeError(f"{data_dir} has no fold to validate (every class has "
+                      "one clip); train on everything with --config.fold="
+                      "none")
+  summaries = {}
+  for k in info.folds:
+    fold_config = ml_collections.ConfigDict(config.to_dict())
+    fold_config.fold = str(k)
+    summaries[str(k)] = one(fold_config, data_dir,
+                            out_of_fold.fold_dir(model_dir, k), strategy)
+  table = out_of_fold.write(model_dir, data_dir, strategy)
+  path, count = label_issues.write(model_dir, table)
+  logging.info("out-of-fold scores of %d clips: %s; %d clip(s) whose label "
+               "looks wrong: %s", len(table.fnames), fileio.join(
+                   model_dir, out_of_fold.OUT_OF_FOLD), count, path)
+  return summaries
+
+
 def train(config, data_dir: str, model_dir: str,
           strategy: tf.distribute.Strategy) -> Dict[str, dict]:
   """Trains (or fits) every member in turn into model_dir/<member>;
   {member: its summary}."""
   names = member_names(config)
   if str(config.get("fold", "0")) == "all":
-    raise RecipeError("a recipe trains one fold (--config.fold=k or none); "
-                      "run it once per fold into its own --model_dir")
+    raise RecipeError("fold 'all' trains every fold in turn: run it with "
+                      "tools/train (recipe.train_command)")
   check_weights(config, names)   # one line now, not after a member
   _write_recipe(model_dir, names)
   summaries = {}

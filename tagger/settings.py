@@ -25,6 +25,9 @@ class SettingsError(errors.UserError):
 
 # What config.select_best may monitor (train/validation.py computes them).
 SELECT_BEST = ("val_loss", "val_map3", "val_lwlrap")
+# What a training does with the clips of a label issues file (input/
+# label_fixes.py says what each means).
+LABEL_ISSUE_ACTIONS = ("drop", "weight", "relabel")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +49,14 @@ class RunConfig:
   # "noisy=0.5"; sources not named weigh 1.
   source_weights: str = ""
   verified_weight: float = 1.0  # loss weight of manually verified clips
+  # A label_issues.csv (written by --config.fold=all) whose clips this
+  # training acts on: drop, weight (by issue_weight) or relabel (the
+  # suggested label); manually verified clips only with fix_verified, and
+  # never relabelled.
+  label_issues: str = ""
+  on_label_issue: str = "drop"
+  issue_weight: float = 0.3
+  fix_verified: bool = False
   eval_batch_size: int = 128
   max_steps_per_epoch: int = 0  # 0: whole epochs
   # A checkpoint also every N steps inside an epoch (0: at epoch ends
@@ -66,6 +77,11 @@ class RunConfig:
            "val_loss, val_map3 or (multi-label data) val_lwlrap")
     _check("eval_batch_size", self.eval_batch_size, self.eval_batch_size > 0,
            "above 0")
+    _check("on_label_issue", self.on_label_issue,
+           self.on_label_issue in LABEL_ISSUE_ACTIONS,
+           " or ".join(LABEL_ISSUE_ACTIONS))
+    _check("issue_weight", self.issue_weight,
+           0.0 <= self.issue_weight <= 1.0, "in [0, 1]")
     for name in ("max_steps_per_epoch", "checkpoint_every_steps",
                  "tensorboard_images"):
       _check(name, getattr(self, name), getattr(self, name) >= 0,

@@ -43,8 +43,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   distribute.split_cpu(FLAGS.cpu_replicas)
   strategy = trainer.setup(FLAGS.config, FLAGS.strategy, FLAGS.precision)
-  train = recipe.train if recipe.is_recipe(FLAGS.config) else trainer.train
-  summary = train(FLAGS.config, FLAGS.data_dir, FLAGS.model_dir, strategy)
+  summary = recipe.train_command(FLAGS.config, FLAGS.data_dir,
+                                 FLAGS.model_dir, strategy)
   print(trainer.describe_summary(summary))
 
 

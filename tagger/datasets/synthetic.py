@@ -51,6 +51,14 @@ class SyntheticSet:
   lengths: Optional[Sequence[int]] = None
   learnable: bool = False
   params: FeatureParams = FeatureParams()
+  # Records given a wrong label (the next class) over their true class's
+  # pattern: planted label errors.
+  flipped: Sequence[int] = ()
+
+  def given_label(self, i: int) -> int:
+    """Record i's label as written: its class, or the next if flipped."""
+    true = i % self.num_classes
+    return (true + 1) % self.num_classes if i in self.flipped else true
 
 
 def _record(spec: SyntheticSet, i: int, frames: int, fold: int, labels,
@@ -72,8 +80,8 @@ def _record(spec: SyntheticSet, i: int, frames: int, fold: int, labels,
     pca[1 + (i % spec.num_classes) % max(spec.pca_dim - 1, 1)] += 4.0
   pca[0] = i
   return records.serialize_example(
-      fname=f"clip_{i:06d}.wav", label=int(i % spec.num_classes),
-      label_name=labels[i % spec.num_classes], fold=fold,
+      fname=f"clip_{i:06d}.wav", label=spec.given_label(i),
+      label_name=labels[spec.given_label(i)], fold=fold,
       manually_verified=int(i % 3 != 0), log_mel_db=mel, pca=pca)
 
 
@@ -126,7 +134,7 @@ def write_synthetic_shards(output_dir: str, spec: SyntheticSet
       crop_range=(int(round(p25)), int(max(math.ceil(p75),
                                            round(p25) + 1))),
       num_records=spec.num_records,
-      per_class_counts={l: int(np.sum(index % spec.num_classes == c))
+      per_class_counts={l: sum(spec.given_label(int(i)) == c for i in index)
                         for c, l in enumerate(labels)},
       per_fold_counts={str(f): int(np.sum(
           synthetic_fold(index, spec.num_classes, spec.num_folds) == f))

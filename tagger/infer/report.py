@@ -106,11 +106,12 @@ class ReportWriter:
     os.makedirs(os.path.join(report_dir, CLIPS_DIR), exist_ok=True)
 
   def write(self, scores, truth: Dict[str, Tuple[str, ...]],
-            headline: dict, verified: Optional[Dict[str, bool]] = None
-            ) -> str:
+            headline: dict, verified: Optional[Dict[str, bool]] = None,
+            extra: Sequence[str] = ()) -> str:
     """scores: scorer.Scores (with embeddings, for the nearest training
     clips); truth: fname -> labels (single-label: one); headline: figures
-    and settings shown first. Returns the page's path."""
+    and settings shown first; extra: more sections (HTML), last. Returns
+    the page's path."""
     index = {n: i for i, n in enumerate(scores.fnames)}
     known = [n for n in truth if n in index and truth[n]]
     labels = list(scores.labels)
@@ -131,7 +132,7 @@ class ReportWriter:
     sections = [self._headline(headline), classes,
                 self._worst(known, probs, truth, labels, position,
                             verified or {}, scores),
-                self._undecoded(scores)]
+                self._undecoded(scores), *extra]
     page = report_html.PAGE.format(
         title=_e(headline.get("title", "tagger evaluation")),
         body="\n".join(sections), script=report_html.SCRIPT)
@@ -223,14 +224,14 @@ class ReportWriter:
       for j, s in zip(found[k], similarity[k]):
         name = training.fnames[j]
         verified = "yes" if training.verified[j] else "no"
-        player = self._player(training.audio_dir, name)
+        player = self.player(training.audio_dir, name)
         items.append(f"<li><span class='fname'>{_e(name)}</span>: "
                      f"{_e(training.labels[j])} (verified {verified}, "
                      f"similarity {s:.2f}){player}</li>")
       out.append(f"<ol class='neighbours'>{''.join(items)}</ol>")
     return out
 
-  def _player(self, audio_dir: str, fname: str,
+  def player(self, audio_dir: str, fname: str,
               preload: str = "none") -> str:
     """An audio element for audio_dir/fname by a relative path ('' : no
     such file)."""
@@ -250,7 +251,7 @@ class ReportWriter:
     predictions = "".join(f"<li>{_e(labels[c])} {probs[c]:.3f}</li>"
                           for c in top)
     audio, picture = (("<span class='note'>no audio (not decoded)</span>",
-                       "") if empty else self._media(k, fname))
+                       "") if empty else self.media(k, fname))
     verified = "" if is_verified is None else ("yes" if is_verified else "no")
     return (f"<tr class='clip' data-class='{_e(' '.join(labels_true))}' "
             f"data-verified='{verified}'><td class='fname'>{_e(fname)}</td>"
@@ -258,18 +259,21 @@ class ReportWriter:
             f"</ol></td><td>{audio}</td><td>{picture}</td>"
             f"<td>{_e(verified)}</td><td>{neighbours}</td></tr>")
 
-  def _media(self, k: int, fname: str) -> Tuple[str, str]:
+  def media(self, k: int, fname: str, audio_dir: Optional[str] = None,
+            kind: str = "clip") -> Tuple[str, str]:
     """The clip's player (the audio file itself, by a percent-encoded
-    relative path: the page stays small) and its log-mel picture, where
-    the file can be read."""
-    player = self._player(self.audio_dir, fname, "metadata")
+    relative path: the page stays small) and its log-mel picture
+    (clips/{kind}-{k}.png), where the file (in audio_dir: the scored
+    clips' by default) can be read."""
+    audio_dir = self.audio_dir if audio_dir is None else audio_dir
+    player = self.player(audio_dir, fname, "metadata")
     if not player:
       return "<span class='note'>no audio file</span>", ""
-    source = os.path.join(self.audio_dir, fname)
+    source = os.path.join(audio_dir, fname)
     picture = ""
     png = _log_mel_png(source)
     if png is not None:
-      name = f"{CLIPS_DIR}/clip-{k:05d}.png"
+      name = f"{CLIPS_DIR}/{kind}-{k:05d}.png"
       fileio.atomic_write_bytes(os.path.join(self.dir, name), png)
       picture = f"<img class='logmel' src='{name}' alt='log-mel'>"
     return player + "<span class='duration'></span>", picture
@@ -371,9 +375,10 @@ def _version_and_commit() -> str:
 
 
 def write_report(job, scores: "scorer.Scores", result: dict,
-                 training=None) -> str:
+                 training=None, extra=None) -> str:
   """The evaluation of a score.ScoreJob as an HTML page; its path. training:
-  report.TrainingClips, for each worst clip's nearest training clips."""
+  report.TrainingClips, for each worst clip's nearest training clips;
+  extra(writer) -> more sections (HTML), e.g. report_issues.section."""
   figures = result["evaluation"]
   figure = ({"lwlrap": f"{figures['lwlrap']:.4f}"} if scores.multi_label
             else {"MAP@3": f"{figures['map3']:.4f}"})
@@ -393,8 +398,9 @@ def write_report(job, scores: "scorer.Scores", result: dict,
   audio_dir = job.audio_dir
   if job.data_dir:   # the shards' own audio folder, where it is at hand
     audio_dir = data_info.load_data_info(job.data_dirs[0]).manifest.audio_dir
-  path = ReportWriter(job.report_dir, audio_dir, training=training).write(
+  writer = ReportWriter(job.report_dir, audio_dir, training=training)
+  path = writer.write(
       scores, evaluation.read_labels_csv(job.labels_csv), headline,
-      read_verified(job.labels_csv))
+      read_verified(job.labels_csv), extra(writer) if extra else ())
   logging.info("report: %s", path)
   return path

@@ -18,6 +18,7 @@ from tagger.infer import evaluation
 from tagger.infer import inputs
 from tagger.infer import outputs
 from tagger.infer import report
+from tagger.infer import report_issues
 from tagger.infer import scorer
 from tagger.input import batches as batches_lib
 from tagger.shards import data_info
@@ -178,9 +179,10 @@ def run(job: ScoreJob) -> Tuple[scorer.Scores, dict]:
             job.output, bool(figures.get("multi_label"))))
     result["evaluation"] = figures
   if job.report_dir:
+    training = report.training_clips(groups[0], strategy, job.views)
     result["report"] = report.write_report(
-        job, scores, result, report.training_clips(groups[0], strategy,
-                                                   job.views))
+        job, scores, result, training,
+        report_issues.section_maker(job.model_dirs, training))
   return scores, result
 
 
@@ -206,37 +208,8 @@ def _write_scores(job: ScoreJob, scores: scorer.Scores,
 
 def _shards_of_groups(job: ScoreJob, groups
                       ) -> List[Optional[data_info.DataInfo]]:
-  """Each group's test shards (None for each with --audio_dir): the one
-  --data_dir folder, or of several the one whose features the group's
-  models hear."""
+  """Each group's test shards (None for each with --audio_dir)."""
   if not job.data_dir:
     return [None] * len(groups)
-  infos = [data_info.load_data_info(d) for d in job.data_dirs]
-  if len(infos) == 1 and len(groups) == 1:
-    scorer.check_compatible(groups[0], infos[0].labels)
-    return infos
-  chosen = []
-  for group in groups:
-    wanted = group[0].data.feature_params
-    match = [i for i in infos
-             if dict(i.manifest.feature_params) == dict(wanted or {})]
-    if not match:
-      name = _feature_set_name(wanted)
-      raise scorer.ScoreError(
-          f"{group[0].model_dir} hears the '{name}' features and no "
-          f"--data_dir folder ({job.data_dir}) holds them: make its test "
-          f"shards with make_tfrecords --features={name} --split=test "
-          "--pca_from=<its train shards> and add the folder to --data_dir "
-          "(comma separated)")
-    scorer.check_compatible(group, match[0].labels)
-    chosen.append(match[0])
-  return chosen
-
-
-def _feature_set_name(feature_params: Optional[dict]) -> str:
-  from tagger.audio import params as params_lib  # pylint: disable=g-import-not-at-top
-  if not feature_params:
-    return "reference"
-  return params_lib.preset_name(
-      params_lib.FeatureParams.from_dict(feature_params)) or "custom"
-
+  return scorer.shards_of_groups(
+      [data_info.load_data_info(d) for d in job.data_dirs], groups)

@@ -22,10 +22,12 @@ import tensorflow as tf
 
 from tagger import errors
 from tagger import parallel
+from tagger.audio import params as params_lib
 from tagger.input import batches as batches_lib
 from tagger.model import backbones
 from tagger.model import model_dir as model_dir_lib
 from tagger.model import networks as model_lib
+from tagger.shards import data_info
 from tagger.shards import records
 
 DEFAULT_TRIES = 5
@@ -245,6 +247,39 @@ def feature_groups(models: Sequence[LoadedModel]
                 m.data.num_mels, sorted(m.data.normalization.items())))
     groups.setdefault(key, []).append(m)   # equal keys: compatible
   return list(groups.values())
+
+
+def shards_of_groups(infos: Sequence[data_info.DataInfo], groups
+                     ) -> List[data_info.DataInfo]:
+  """Each model group's shard folder: the one folder given, or of several
+  (one per feature set) the one whose features the group's models hear."""
+  if len(infos) == 1 and len(groups) == 1:
+    check_compatible(groups[0], infos[0].labels)
+    return list(infos)
+  chosen = []
+  for group in groups:
+    wanted = group[0].data.feature_params
+    match = [i for i in infos
+             if dict(i.manifest.feature_params) == dict(wanted or {})]
+    if not match:
+      name = _feature_set_name(wanted)
+      folders = ", ".join(i.data_dir for i in infos)
+      raise ScoreError(
+          f"{group[0].model_dir} hears the '{name}' features and no shard "
+          f"folder given ({folders}) holds them: make its shards with "
+          f"make_tfrecords --features={name} (test shards: --split=test "
+          "--pca_from=<its train shards>) and add the folder to --data_dir "
+          "(comma separated)")
+    check_compatible(group, match[0].labels)
+    chosen.append(match[0])
+  return chosen
+
+
+def _feature_set_name(feature_params: Optional[dict]) -> str:
+  if not feature_params:
+    return "reference"
+  return params_lib.preset_name(
+      params_lib.FeatureParams.from_dict(feature_params)) or "custom"
 
 
 def combine_scores(parts: Sequence["Scores"],

@@ -35,6 +35,8 @@ EPOCH = "epoch"          # int64 []: training batches: the epoch it was made
 # Keys of a model batch (what augment_batch / prepare_eval_batch return).
 TARGET = "target"        # float32 [b, C] one-hot or multi-hot (mixed) labels
 WEIGHT = "verified"      # float32 [b] manually_verified (mixed)
+CLIP_WEIGHT = "clip_weight"  # float32 [b] label fixes' loss weight (mixed;
+                             # only when a training has label fixes)
 
 
 def key(seed: int, index, step) -> tf.Tensor:
@@ -192,6 +194,8 @@ def _side(batch, prefix: str, spec: BatchSpec, aug: settings.AugmentConfig,
   if spec.num_sources > 1:  # one-hot [b, S], mixed as the targets
     side[records.SOURCE] = tf.one_hot(batch[prefix + records.SOURCE],
                                       spec.num_sources)
+  if prefix + CLIP_WEIGHT in batch:   # label fixes: [b], mixed likewise
+    side[CLIP_WEIGHT] = batch[prefix + CLIP_WEIGHT]
   return side
 
 

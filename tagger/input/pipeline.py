@@ -58,6 +58,7 @@ import tensorflow as tf
 from tagger import settings
 from tagger.input import batches
 from tagger.input import data_service
+from tagger.input import label_fixes as label_fixes_lib
 from tagger.input import lengths as lengths_lib
 from tagger.shards import records
 from tagger.shards.data_info import DataInfo
@@ -253,11 +254,15 @@ def train_dataset(info: DataInfo, folds, config: InputConfig,
                   augment_config: AugmentConfig = AugmentConfig(), *,
                   start_epoch: int = 0, num_epochs: Optional[int] = None,
                   input_context: Optional[tf.distribute.InputContext] = None,
-                  max_steps_per_epoch: int = 0) -> tf.data.Dataset:
+                  max_steps_per_epoch: int = 0,
+                  label_fixes: Optional[label_fixes_lib.LabelFixes] = None
+                  ) -> tf.data.Dataset:
   """Paired, bucketed training batches from start_epoch on.
 
   max_steps_per_epoch > 0 ends every epoch after that many global steps
   (the epoch's pairing and lengths stay those of the whole epoch).
+  label_fixes: clips relabelled or weighted (label_fixes.py); the batches
+  carry CLIP_WEIGHT only when there is one.
   Yields host batches (placement 'device': feed them to augment_batch in
   the step) or model batches (placement 'host'). With an input_context the
   batches are per replica, and consecutive batches of one pipeline feed its
@@ -272,7 +277,8 @@ def train_dataset(info: DataInfo, folds, config: InputConfig,
   if config.data_service:  # each worker cuts its own share of the batches
     ds = data_service.split_by_worker(ds)
   ds = ds.map(_host_batch_fn(config, layout, spec,
-                             lengths_lib.length_range(info, config)),
+                             lengths_lib.length_range(info, config),
+                             label_fixes),
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   if config.placement == "host":
     ds = ds.map(lambda batch: {**batches.augment_batch(batch, spec,
@@ -311,11 +317,14 @@ def _paired_epochs(info: DataInfo, folds, config: InputConfig,
 
 
 def _host_batch_fn(config: InputConfig, layout: _Layout, spec,
-                   length_range: Tuple[int, int]):
+                   length_range: Tuple[int, int],
+                   label_fixes: Optional[label_fixes_lib.LabelFixes] = None):
   """(epoch, j, primary, partner) -> the host batch: both windowed at the
-  step's target length, each row's seed, the epoch."""
+  step's target length (with their label fixes, if any), each row's seed,
+  the epoch."""
   lo, hi = length_range
   b = layout.per_replica_batch
+  lookup = label_fixes.lookup() if label_fixes else None
 
   def host_batch(epoch, j, primary, partner):
     step = j // layout.local_replicas
@@ -328,6 +337,9 @@ def _host_batch_fn(config: InputConfig, layout: _Layout, spec,
     for k, v in batches.window_batch(partner, spec, length,
                                      key + [0, 2 << 40]).items():
       out[batches.PARTNER + k] = v
+    if lookup is not None:
+      out = label_fixes_lib.apply(out, primary, lookup)
+      out = label_fixes_lib.apply(out, partner, lookup, batches.PARTNER)
     out[batches.SEED] = batches.row_seeds(key, replica * b, b)
     out[batches.EPOCH] = tf.cast(epoch, tf.int64)
     return out

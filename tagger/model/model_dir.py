@@ -172,7 +172,7 @@ def load(model_dir: str):
 def find(pattern: str) -> List[str]:
   """Model dirs matching a glob (comma-separated globs allowed) that hold
   best weights, sorted; a recipe's dir stands for its members, in their
-  training order."""
+  training order; a dir of folds (--config.fold=all) for its folds."""
   found, members = [], []
   for part in settings.names(pattern):
     matches = tf.io.gfile.glob(fileio.register_filesystem(part)) or []
@@ -181,6 +181,12 @@ def find(pattern: str) -> List[str]:
         members += recipe_members(m)
       elif fileio.exists(fileio.join(m, BEST)):
         found.append(m)
+      else:   # a dir of folds (--config.fold=all): each fold dir
+        for fold in sorted(tf.io.gfile.glob(fileio.join(m, "fold*"))):
+          if fileio.exists(fileio.join(fold, RECIPE)):
+            members += recipe_members(fold)
+          elif fileio.exists(fileio.join(fold, BEST)):
+            found.append(fold)
   found = sorted(set(found)) + [m for m in dict.fromkeys(members)
                                 if m not in found]
   if not found:

@@ -212,6 +212,33 @@ def example_to_numpy(serialized: bytes, pca_dim: int) -> Mapping[str, object]:
   return out
 
 
+def read_headers(serialized: tf.data.Dataset,
+                 multi_label: bool = False) -> Dict[str, np.ndarray]:
+  """Every record's header, in order, as numpy arrays: fname (str), label,
+  fold, manually_verified, empty (no audio, or no frames) and, for
+  multi-label data, labels (a tuple of class indices each)."""
+  keys = (FNAME, LABEL, FOLD, MANUALLY_VERIFIED, EMPTY, NUM_FRAMES) + (
+      (LABELS,) if multi_label else ())
+  spec = {k: header_spec(1)[k] for k in keys}
+  out = {k: [] for k in keys}
+  for batch in serialized.batch(1024).map(
+      lambda s: tf.io.parse_example(s, spec)).as_numpy_iterator():
+    for k in keys:
+      if k == LABELS:   # sparse [b, n] -> each row's indices
+        rows = batch[k].indices[:, 0]
+        out[k] += [tuple(int(v) for v in batch[k].values[rows == r])
+                   for r in range(len(batch[FNAME]))]
+      else:
+        out[k] += batch[k].tolist()
+  headers = {k: np.array(v, np.int64) for k, v in out.items()
+             if k not in (FNAME, LABELS)}
+  headers[FNAME] = np.array([n.decode("utf-8") for n in out[FNAME]], object)
+  headers[EMPTY] = (headers[EMPTY] != 0) | (headers.pop(NUM_FRAMES) == 0)
+  if multi_label:
+    headers[LABELS] = out[LABELS]
+  return headers
+
+
 @dataclasses.dataclass(frozen=True)
 class BatchSpec:
   """What turning records into model inputs needs to know of the data

@@ -17,6 +17,7 @@ from tagger.input import augment as augment_lib
 from tagger.input import batches
 from tagger.input import data_service
 from tagger.input import eval_data
+from tagger.input import label_fixes
 from tagger.input import lengths as lengths_lib
 from tagger.input import pipeline as ip
 from tagger.shards import data_info
@@ -58,6 +59,16 @@ class FoldData:
     self.shortest_length = min(self.eval_lengths + (lengths_lib.length_range(
         self.info, self.input)[0],))
     self.strategy = strategy
+    try:
+      self.label_fixes = label_fixes.from_config(
+          self.run.label_issues, self.info.labels, self.run.on_label_issue,
+          self.run.issue_weight, self.run.fix_verified, self.multi_label)
+    except errors.UserError as e:
+      raise errors.UserError(f"config.label_issues: {e}") from e
+    if self.label_fixes:
+      logging.info("label issues (%s): %s", self.run.label_issues, ", ".join(
+          f"{n} {kind}" for kind, n in label_fixes.count_by_kind(
+              self.label_fixes).items() if n))
     self.replicas = strategy.num_replicas_in_sync
     self.num_pipelines = distribute.num_workers(strategy)
     self.max_steps = self.run.max_steps_per_epoch
@@ -101,7 +112,7 @@ class FoldData:
       return ip.train_dataset(
           self.train_info, self.train_folds, self.input, self.augment,
           start_epoch=start_epoch, input_context=context,
-          max_steps_per_epoch=self.max_steps)
+          max_steps_per_epoch=self.max_steps, label_fixes=self.label_fixes)
     train = self.strategy.distribute_datasets_from_function(train_fn)
     if not self.val_folds:
       return train, None
@@ -121,7 +132,8 @@ class FoldData:
                                 shuffle_buffer=64)
     batch = next(iter(ip.train_dataset(self.train_info, self.train_folds,
                                        small, self.augment,
-                                       start_epoch=epoch, num_epochs=1)))
+                                       start_epoch=epoch, num_epochs=1,
+                                       label_fixes=self.label_fixes)))
     return batches.augment_batch(batch, self.spec,
                                  self.augment)[records.LOG_MEL][:count]
 

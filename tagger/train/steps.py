@@ -35,8 +35,9 @@ def binary_cross_entropy(target: tf.Tensor, probs: tf.Tensor) -> tf.Tensor:
 class WeightedLoss:
   """The loss of one replica's batch: cross-entropy (categorical, or binary
   per class for multi-label data) of each example, weighted by its classes'
-  weights, by verified_weight on manually verified rows and by its source's
-  weight, summed and divided by the global batch."""
+  weights, by verified_weight on manually verified rows, by its source's
+  weight and by its label fix's weight, summed and divided by the global
+  batch."""
   class_weights: np.ndarray      # [C]
   source_weights: np.ndarray     # [S]; one source: unweighted
   verified_weight: float
@@ -54,6 +55,8 @@ class WeightedLoss:
     if len(self.source_weights) > 1:
       weight *= tf.linalg.matvec(batch[records.SOURCE], tf.constant(
           self.source_weights, tf.float32))
+    if batches.CLIP_WEIGHT in batch:   # label fixes (drop: 0)
+      weight *= batch[batches.CLIP_WEIGHT]
     return weight   # [b]
 
   def __call__(self, batch: Dict[str, tf.Tensor], probs: tf.Tensor,

@@ -347,23 +347,14 @@ def setup(config, strategy_name: str = "", precision_name: str = ""):
 
 def train(config: ml_collections.ConfigDict, data_dir: str, model_dir: str,
           strategy: tf.distribute.Strategy) -> dict:
-  """Trains config.fold ('k'; 'all': every fold in turn into
-  model_dir/fold{k}; 'none': every clip, no validation)."""
+  """Trains config.fold ('k'; 'none': every clip, no validation). 'all'
+  (every fold in turn, then the out-of-fold scores) is tools/train's:
+  recipe.train_command."""
   run = settings.run_config(config)
   fold = run.fold
   if fold == "all":
-    info = data_info.load_data_info(data_dir)
-    if not info.folds:
-      raise TrainError(f"{data_dir} has no fold to validate (every class has "
-                       "one clip); train on everything with --config.fold="
-                       "none")
-    results = {}
-    for k in info.folds:
-      fold_config = ml_collections.ConfigDict(config.to_dict())
-      fold_config.fold = str(k)
-      results[str(k)] = train(fold_config, data_dir,
-                              fileio.join(model_dir, f"fold{k}"), strategy)
-    return results
+    raise TrainError("fold 'all' trains every fold in turn: run it with "
+                     "tools/train (recipe.train_command)")
   keras.utils.set_random_seed(run.seed)  # initial weights
   # ...but no TF global seed: tf.data ops take tensor seeds (per epoch),
   # which a global seed breaks; everything random here is seeded itself.
