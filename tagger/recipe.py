@@ -21,17 +21,10 @@ epoch as any run does; so the same command after kill -9 or SIGTERM goes
 on where it stopped, and a finished recipe trains nothing.
 
 A member with model.fit='logistic' (a frozen backbone with a linear head)
-is not trained by SGD: its head is the standardised logistic regression
-(tagger/model/logistic.py) on the frozen backbone's pooled features of
-the training clips (the eval lengths x even windows, as scoring sees
-them), C chosen on the validated fold, then refitted on every clip. That
-head is the frozen-embedding baseline's own fit, so the member matches
-logistic regression on its features by construction, in the time of one
-pass over the training clips (BUILD.md, "One tagger for new audio").
+is fitted, not trained: infer/logistic_member.py.
 """
 
 import itertools
-import time
 from typing import Dict, List
 
 import ml_collections
@@ -44,15 +37,12 @@ from tagger import fileio
 from tagger import settings
 from tagger.infer import inputs
 from tagger.infer import label_issues
+from tagger.infer import logistic_member
 from tagger.infer import out_of_fold
 from tagger.infer import scorer
-from tagger.input import lengths as lengths_lib
 from tagger.model import architecture as architecture_lib
-from tagger.model import logistic
 from tagger.model import model_dir as model_dir_lib
-from tagger.model import networks as model_lib
 from tagger.shards import data_info
-from tagger.shards import records
 from tagger.train import trainer
 
 
@@ -148,7 +138,7 @@ def train(config, data_dir: str, model_dir: str,
     logging.info("member %s of %s: %s", names.index(name) + 1, len(names),
                  name)
     if settings.model_config(member).fit == "logistic":
-      summaries[name] = fit_logistic_member(member, data_dir, member_dir,
+      summaries[name] = logistic_member.fit(member, data_dir, member_dir,
                                             strategy)
     else:
       summaries[name] = trainer.train(member, data_dir, member_dir,
@@ -173,7 +163,7 @@ def choose_members(data_dir: str, model_dir: str, names: List[str],
   if "chosen" in recipe or fold == "none":
     return recipe
   info = data_info.load_data_info(data_dir)
-  fnames, labels, hot, folds, empty = _clip_table(data_dir, info.pca_dim)
+  fnames, labels, hot, folds, empty = logistic_member.clip_table(data_dir, info.pca_dim)
   val = (folds == int(fold)) & ~empty
   scores = {name: _validation_scores(fileio.join(model_dir, name),
                                      data_dir, fnames, val, strategy)
@@ -193,16 +183,13 @@ def choose_members(data_dir: str, model_dir: str, names: List[str],
   return recipe
 
 
-HELD_OUT = "validation_scores.npz"   # a logistic member's held-out scores
-
-
 def _validation_scores(member_dir: str, data_dir: str, fnames: List[str],
                        val: np.ndarray, strategy) -> np.ndarray:
   """A member's log-probabilities [V, C] of the validated clips (val [N]
   of fnames, the shards' order), from a model that never trained on them:
-  a logistic member's held-out fit (HELD_OUT: its head was refitted on
+  a logistic member's held-out fit (logistic_member.HELD_OUT: its head was refitted on
   every clip), any other member's best weights (TTA, as tools/score)."""
-  held_out = fileio.join(member_dir, HELD_OUT)
+  held_out = fileio.join(member_dir, logistic_member.HELD_OUT)
   if fileio.exists(held_out):
     saved = fileio.read_npz(held_out)
     order = {f: i for i, f in enumerate(saved["fname"].tolist())}
@@ -214,7 +201,7 @@ def _validation_scores(member_dir: str, data_dir: str, fnames: List[str],
   summary = fileio.read_json(fileio.join(member_dir, model_dir_lib.SUMMARY))
   if summary.get("fit") == "logistic":
     raise RecipeError(f"{member_dir}: a logistic member fitted before "
-                      f"tagger 0.14 has no {HELD_OUT} (its head saw the "
+                      f"tagger 0.14 has no {logistic_member.HELD_OUT} (its head saw the "
                       "validated clips); remove the folder and run the same "
                       "command to fit it again (a minute)")
   member = scorer.load_model(member_dir)
@@ -260,105 +247,3 @@ def _write_recipe(model_dir: str, names: List[str]) -> None:
     return
   fileio.makedirs(model_dir)
   fileio.write_json(path, {"members": names})
-
-
-def _clip_table(data_dir: str, pca_dim: int):
-  """(fnames, labels [N], hot [N, C] bool, folds [N], empty [N]) of a
-  shard folder's records, in file order (no log-mel decoded)."""
-  info = data_info.load_data_info(data_dir)
-  spec = records.header_spec(pca_dim)
-  dataset = tf.data.TFRecordDataset(info.all_files(),
-                                    compression_type=info.compression)
-  fnames, labels, folds, empty, hot = [], [], [], [], []
-  def parse(serialized):
-    parsed = tf.io.parse_example(serialized, spec)
-    parsed[records.LABELS] = tf.sparse.to_dense(parsed[records.LABELS], -1)
-    return parsed
-  for batch in dataset.batch(1024).map(parse).as_numpy_iterator():
-    fnames += [f.decode("utf-8") for f in batch[records.FNAME]]
-    labels += batch[records.LABEL].tolist()
-    folds += batch[records.FOLD].tolist()
-    empty += (batch[records.EMPTY].astype(bool) |
-              (batch[records.NUM_FRAMES] == 0)).tolist()
-    for row in batch[records.LABELS]:
-      h = np.zeros(info.num_classes, bool)
-      h[row[row >= 0]] = True
-      hot.append(h)
-  return (fnames, np.array(labels), np.array(hot).reshape(-1, info.num_classes),
-          np.array(folds), np.array(empty, bool))
-
-
-def _fit_head(x: np.ndarray, y: np.ndarray, val: np.ndarray,
-              empty: np.ndarray, info: data_info.DataInfo, seed: int):
-  """(C, the validation figure, the validated rows' probabilities [V, C]
-  from the fit that did not see them (None without validation), the
-  logistic regression refitted on every clip with audio at that C) of
-  pooled features x [N, D]: C chosen on the validated rows (val [N] bool;
-  none: C = 1)."""
-  validation, held_out = {}, None
-  if val.any():
-    fit_rows = ~val & ~empty
-    model, c, figure = logistic.fit(x[fit_rows], y[fit_rows], x[val],
-                                    y[val], info.num_classes, seed,
-                                    info.multi_label)
-    validation = {"val_lwlrap" if info.multi_label else "val_map3":
-                  round(float(figure), 6)}
-    held_out = logistic.probabilities(model, x[val], info.num_classes)
-  else:
-    c = 1.0
-  return c, validation, held_out, logistic.fit_at(
-      x[~empty], y[~empty], c, seed, info.multi_label)
-
-
-def fit_logistic_member(config, data_dir: str, model_dir: str,
-                        strategy: tf.distribute.Strategy) -> dict:
-  """A frozen backbone + linear head whose weights are a logistic
-  regression on its pooled features (module doc); writes a model dir."""
-  started = time.time()
-  info = data_info.load_data_info(data_dir)
-  model = settings.model_config(config)
-  run = settings.run_config(config)
-  arch = architecture_lib.architecture_of(model, info, stage2=False)
-  eval_lengths = lengths_lib.eval_lengths(info,
-                                         settings.input_config(config))
-  description = model_dir_lib.data_description(
-      info, 1, eval_lengths, settings.augment_config(config).pad_mode, arch)
-  with strategy.scope():
-    network = model_lib.build_model(
-        arch, architecture_lib.train_options(model, freeze_backbone=True))
-  loaded = scorer.LoadedModel(model_dir, description,
-                                 model_lib.with_embedding(network))
-  scores = scorer.score_records(
-      inputs.shard_records(data_dir), [loaded], strategy,
-      scorer.Views(tta="even"), embeddings=True)
-  fnames, labels, hot, folds, empty = _clip_table(data_dir, info.pca_dim)
-  if fnames != scores.fnames:
-    raise RecipeError(f"{data_dir}: its records changed while read")
-  y = hot.astype(np.int64) if info.multi_label else labels
-  fold = run.fold
-  val = (folds == int(fold)) & ~empty if fold != "none" else np.zeros_like(
-      empty)
-  c, validation, held_out, fitted = _fit_head(scores.embeddings, y, val,
-                                              empty, info, run.seed)
-  kernel, bias = logistic.dense_weights(fitted, info.num_classes)
-  network.get_layer("probs").set_weights([kernel, bias])
-  fileio.makedirs(model_dir)
-  fileio.atomic_write_text(fileio.join(model_dir, model_dir_lib.CONFIG),
-                           config.to_json_best_effort(indent=2))
-  model_dir_lib.write_data(model_dir, description)
-  model_dir_lib.save_weights(network, fileio.join(model_dir,
-                                                  model_dir_lib.BEST))
-  if held_out is not None:   # the refit saw these clips: keep its scores
-    fileio.write_npz(fileio.join(model_dir, HELD_OUT), fname=np.array(
-        [f for f, v in zip(fnames, val) if v]), log_probs=np.log(
-            np.maximum(held_out, 1e-9)).astype(np.float32))
-  summary = {"fold": fold, "stage": 1, "fit": "logistic", "C": c,
-             "train_clips": int((~empty).sum()),
-             "validation_clips": int(val.sum()),
-             "best": {"epoch": 0, "phase": "logistic"},
-             "best_model_validation": validation,
-             "best_weights": fileio.join(model_dir, model_dir_lib.BEST),
-             "parameters": model_lib.parameter_counts(network),
-             "seconds": round(time.time() - started, 1)}
-  fileio.write_json(fileio.join(model_dir, model_dir_lib.SUMMARY), summary)
-  return summary

@@ -32,7 +32,8 @@ is restricted to the classes every source can play. sources.csv
 reports the two groups side by side.
 
 Layout written: train.csv, audio_train/, sample_submission.csv, audio_test/,
-test_labels.csv (the test answers, all correct), sources.csv.
+test_labels.csv (the test answers, all correct), sources.csv,
+wrong_labels.csv (the train rows given a wrong label, and the true one).
 Deterministic by seed for a given fluidsynth, timidity and soundfont
 version.
 
@@ -58,6 +59,9 @@ from tagger.datasets import midi
 from tagger.datasets import recording
 
 RATE = recording.RATE   # every sound is rendered at this rate
+# The train rows given a wrong label (fname, label, true_label): what
+# tools/benchmark_labels checks the label issues found against.
+WRONG_LABELS = "wrong_labels.csv"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -299,7 +303,7 @@ def make_recorded_data(output_dir: str,
   by_group = {}
   for i, clip in enumerate(plan):
     by_group.setdefault(group(clip), []).append(i)
-  wrong = 0
+  wrong, wrong_rows = 0, []
   for i, (split, k, source_index, _) in enumerate(plan):
     under = None
     if rng.uniform() < spec.second_sound:
@@ -318,12 +322,15 @@ def make_recorded_data(output_dir: str,
         label = labels[int(rng.choice([j for j in range(len(labels))
                                        if j != k]))]
         wrong += 1
+        wrong_rows.append([fname, label, labels[k]])
       rows[split].append([fname, label, verified])
     else:
       rows[split].append([fname, label])
     if progress and (i + 1) % 200 == 0:
       print(f"  {i + 1}/{len(plan)} clips", flush=True)
   demo_data.write_layout_csvs(output_dir, labels, rows, source_rows)
+  demo_data.write_csv(os.path.join(output_dir, WRONG_LABELS),
+                      ["fname", "label", "true_label"], wrong_rows)
   return {"train": len(rows["train"]), "test": len(rows["test"]),
           "classes": len(labels), "wrong_train_labels": wrong,
           "cross_source_test": sum(1 for c in plan if c[0] == "test" and

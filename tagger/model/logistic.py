@@ -20,19 +20,21 @@ ABSENT_LOGIT = -30.0   # a class no training row holds: never predicted
 
 
 def fit(x_train, y_train, x_val, y_val, num_classes: int, seed: int,
-        multi_label: bool = False):
+        multi_label: bool = False, sample_weight=None):
   """(pipeline, C, validation figure): C by validation MAP@3 (lwlrap)."""
   best = None
   for c in C_GRID:
-    model = fit_at(x_train, y_train, c, seed, multi_label)
+    model = fit_at(x_train, y_train, c, seed, multi_label, sample_weight)
     score = _figure(model, x_val, y_val, num_classes, multi_label)
     if best is None or score > best[0]:
       best = (score, c, model)
   return best[2], best[1], best[0]
 
 
-def fit_at(x, y, c: float, seed: int, multi_label: bool = False):
-  """The standardised logistic regression at C = c, fitted on x [N, D]."""
+def fit_at(x, y, c: float, seed: int, multi_label: bool = False,
+           sample_weight=None):
+  """The standardised logistic regression at C = c, fitted on x [N, D]
+  (sample_weight [N]: each row's weight in the loss; single-label)."""
   from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
   from sklearn.multiclass import OneVsRestClassifier  # pylint: disable=g-import-not-at-top
   from sklearn.pipeline import make_pipeline  # pylint: disable=g-import-not-at-top
@@ -40,7 +42,11 @@ def fit_at(x, y, c: float, seed: int, multi_label: bool = False):
   linear = LogisticRegression(C=c, max_iter=3000, random_state=seed)
   model = make_pipeline(StandardScaler(), OneVsRestClassifier(linear)
                         if multi_label else linear)
-  return model.fit(x, y)
+  if sample_weight is None:
+    return model.fit(x, y)
+  if multi_label:
+    raise ValueError("sample weights take single-label data")
+  return model.fit(x, y, logisticregression__sample_weight=sample_weight)
 
 
 def _figure(model, x, y, num_classes: int, multi_label: bool) -> float:
