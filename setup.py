@@ -17,6 +17,7 @@ TOOLS = ("make_demo_data", "make_tfrecords", "benchmark_make_tfrecords",
          "benchmark_train", "score", "export", "benchmark_score",
          "benchmark_serving", "benchmark_finetune",
          "make_recorded_data", "make_everyday_data", "benchmark_quality",
+         "benchmark_labels",
          "data_service", "benchmark_data_service", "doctor", "benchmark_gpu")
 
 setuptools.setup(

@@ -40,6 +40,7 @@ from tagger.infer import label_issues
 from tagger.infer import logistic_member
 from tagger.infer import out_of_fold
 from tagger.infer import scorer
+from tagger.input import label_fixes
 from tagger.model import architecture as architecture_lib
 from tagger.model import model_dir as model_dir_lib
 from tagger.shards import data_info
@@ -94,7 +95,7 @@ def train_command(config, data_dir: str, model_dir: str,
   into model_dir/fold{k}, then writes the out-of-fold scores of every
   training clip (out_of_fold.OUT_OF_FOLD) and the clips whose label looks
   wrong (label_issues.LABEL_ISSUES) into model_dir. Each step resumes."""
-  one = train if is_recipe(config) else trainer.train
+  one = train if is_recipe(config) else _train_one
   if str(config.get("fold", "0")) != "all":
     return one(config, data_dir, model_dir, strategy)
   info = data_info.load_data_info(settings.names(data_dir)[0])
@@ -114,6 +115,26 @@ def train_command(config, data_dir: str, model_dir: str,
                "looks wrong: %s", len(table.fnames), fileio.join(
                    model_dir, out_of_fold.OUT_OF_FOLD), count, path)
   return summaries
+
+
+def describe_label_issues(model_dir: str) -> str:
+  """One line: where the out-of-fold scores and the label issues of a
+  --config.fold=all run are, and how many clips look mislabelled."""
+  path = fileio.join(model_dir, label_issues.LABEL_ISSUES)
+  issues = label_fixes.read_csv(path)
+  unverified = sum(not x.manually_verified for x in issues)
+  return (f"{len(issues)} training clip(s) whose label looks wrong "
+          f"({unverified} unverified), worst first: {path}; train again "
+          f"with --config.label_issues={path} to drop them "
+          "(--config.on_label_issue=weight|relabel)")
+
+
+def _train_one(config, data_dir: str, model_dir: str,
+               strategy: tf.distribute.Strategy) -> dict:
+  """One network: trained, or fitted (model.fit='logistic')."""
+  if settings.model_config(config).fit == "logistic":
+    return logistic_member.fit(config, data_dir, model_dir, strategy)
+  return trainer.train(config, data_dir, model_dir, strategy)
 
 
 def train(config, data_dir: str, model_dir: str,
@@ -137,12 +158,7 @@ def train(config, data_dir: str, model_dir: str,
       continue
     logging.info("member %s of %s: %s", names.index(name) + 1, len(names),
                  name)
-    if settings.model_config(member).fit == "logistic":
-      summaries[name] = logistic_member.fit(member, data_dir, member_dir,
-                                            strategy)
-    else:
-      summaries[name] = trainer.train(member, data_dir, member_dir,
-                                      strategy)
+    summaries[name] = _train_one(member, data_dir, member_dir, strategy)
   if config.get("choose_members", False):
     choose_members(data_dir, model_dir, names, str(config.get("fold", "0")),
                    strategy)

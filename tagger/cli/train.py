@@ -9,6 +9,12 @@ finished epoch. Strategy: --strategy=auto|mirrored|multi_worker|one_device
 mixed_float16|mixed_bfloat16. Outputs in --model_dir: best.weights.h5,
 config.json, history.csv, summary.json, confusion_matrix.png, tensorboard/.
 
+--config.fold=all trains every fold in turn into --model_dir/fold{k}, then
+scores each training clip with the fold model that never trained on it
+(out_of_fold.npz, TTA as tools/score) and lists the clips whose label looks
+wrong (label_issues.csv, worst first); --config.label_issues=<that file>
+drops, weights or relabels them in a next training.
+
 A recipe config (configs/cpu.py:new_audio; tagger/recipe.py) trains its
 members in turn into --model_dir/<member>, one model dir that tools/score,
 tools/export and tagger.api take whole; the same command resumes at the
@@ -46,6 +52,8 @@ def main(argv):
   summary = recipe.train_command(FLAGS.config, FLAGS.data_dir,
                                  FLAGS.model_dir, strategy)
   print(trainer.describe_summary(summary))
+  if str(FLAGS.config.get("fold", "0")) == "all":
+    print(recipe.describe_label_issues(FLAGS.model_dir))
 
 
 def run():

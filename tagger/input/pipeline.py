@@ -49,11 +49,13 @@ is reproducible on its own: a resumed run rebuilds the dataset from its
 epoch and gets the batches an uninterrupted run would have had.
 """
 
+import contextlib
 import dataclasses
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.eager import context  # pylint: disable=g-direct-tensorflow-import
 
 from tagger import settings
 from tagger.input import batches
@@ -250,6 +252,25 @@ def _epoch_pairs(info: DataInfo, folds, config: InputConfig, epoch,
   return pairs.take(layout.steps)
 
 
+@contextlib.contextmanager
+def _no_global_seed():
+  """The pipeline is built as if no TF global seed were set, and the
+  caller's is set again after: its shuffles take their own tensor seeds
+  (the order is a function of config.seed alone), and tf.data mixes a
+  global seed into them (a user's tf.random.set_seed(0) made every
+  shuffle fail to build: 'symbolic Tensor as a Python bool')."""
+  saved = (context.global_seed() if tf.executing_eagerly()
+           else tf.compat.v1.get_default_graph().seed)
+  if saved is None:
+    yield
+    return
+  tf.random.set_seed(None)
+  try:
+    yield
+  finally:
+    tf.random.set_seed(saved)
+
+
 def train_dataset(info: DataInfo, folds, config: InputConfig,
                   augment_config: AugmentConfig = AugmentConfig(), *,
                   start_epoch: int = 0, num_epochs: Optional[int] = None,
@@ -273,7 +294,8 @@ def train_dataset(info: DataInfo, folds, config: InputConfig,
                      f"{config.placement!r}")
   layout = _layout(info, folds, config, input_context, max_steps_per_epoch)
   spec = info.batch_spec
-  ds = _paired_epochs(info, folds, config, layout, start_epoch, num_epochs)
+  with _no_global_seed():
+    ds = _paired_epochs(info, folds, config, layout, start_epoch, num_epochs)
   if config.data_service:  # each worker cuts its own share of the batches
     ds = data_service.split_by_worker(ds)
   ds = ds.map(_host_batch_fn(config, layout, spec,
@@ -357,7 +379,9 @@ def pairing_table(info: DataInfo, folds, config: InputConfig, epoch: int,
   if pairing_mode(info, folds, config, layout.num_pipelines) == "global":
     every_record = _every_record(info, folds, _pipeline_shard(layout)
                                  ).get_single_element()
-  names = _epoch_pairs(info, folds, config, epoch, layout, every_record).map(
+  with _no_global_seed():
+    names = _epoch_pairs(info, folds, config, epoch, layout, every_record)
+  names = names.map(
       lambda p, q: (tf.io.parse_example(p, spec)[records.FNAME],
                     tf.io.parse_example(q, spec)[records.FNAME]))
   table = []
