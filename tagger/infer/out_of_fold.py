@@ -13,6 +13,7 @@ from absl import logging
 
 from tagger import fileio
 from tagger import settings
+from tagger.infer import logistic_member
 from tagger.infer import scorer
 from tagger.shards import data_info
 from tagger.shards import records
@@ -106,32 +107,54 @@ def score_fold(fold_model_dir: str, infos: Sequence[data_info.DataInfo],
                fold: int, strategy: tf.distribute.Strategy,
                views: scorer.Views, progress: bool) -> OutOfFold:
   """The clips of one fold scored by its model dir (a recipe dir: its
-  chosen members, each group on the shards of the features it hears)."""
-  dirs = scorer.find_model_dirs(fold_model_dir)
-  with strategy.scope():
-    models = [scorer.load_model(d) for d in dirs]
-  groups = scorer.feature_groups(models)
-  parts = []
-  for group, info in zip(groups, scorer.shards_of_groups(infos, groups)):
-    serialized = tf.data.TFRecordDataset(info.files([fold]),
-                                         info.compression)
-    parts.append(scorer.score_records(serialized, group, strategy, views,
-                                      progress=progress))
-  scores = scorer.combine_scores(parts, [len(g) for g in groups])
+  chosen members, each group on the shards of the features it hears). A
+  logistic member's head was refitted on every clip, its held-out fit's
+  scores (logistic_member.HELD_OUT) stand for it."""
   first = infos[0]
   headers = records.read_headers(tf.data.TFRecordDataset(
       first.files([fold]), first.compression), first.multi_label)
-  order = {f: i for i, f in enumerate(scores.fnames)}
-  rows = [order[f] for f in headers[records.FNAME]]
+  fnames = list(headers[records.FNAME])
+  dirs = scorer.find_model_dirs(fold_model_dir)
+  held = [d for d in dirs
+          if fileio.exists(fileio.join(d, logistic_member.HELD_OUT))]
+  parts, weights = [], []
+  for d in held:
+    parts.append(_held_out_log_probs(d, fnames))
+    weights.append(1)
+  with strategy.scope():
+    models = [scorer.load_model(d) for d in dirs if d not in held]
+  groups = scorer.feature_groups(models) if models else []
+  for group, info in zip(groups, scorer.shards_of_groups(infos, groups)):
+    serialized = tf.data.TFRecordDataset(info.files([fold]),
+                                         info.compression)
+    scores = scorer.score_records(serialized, group, strategy, views,
+                                  progress=progress)
+    order = {f: i for i, f in enumerate(scores.fnames)}
+    parts.append(scores.log_probs[[order[f] for f in fnames]])
+    weights.append(len(group))
+  log_probs = sum(w * p for w, p in zip(weights, parts)) / sum(weights)
   multi = first.multi_label
   label_sets = (list(headers[records.LABELS]) if multi else
                 [(int(l),) for l in headers[records.LABEL]])
   return OutOfFold(
-      headers[records.FNAME], np.full(len(rows), fold, np.int64),
-      headers[records.LABEL] if not multi else np.full(len(rows), -1),
+      headers[records.FNAME], np.full(len(fnames), fold, np.int64),
+      headers[records.LABEL] if not multi else np.full(len(fnames), -1),
       label_sets, headers[records.MANUALLY_VERIFIED].astype(bool),
-      headers[records.EMPTY], scores.log_probs[rows],
-      list(scores.labels), multi)
+      headers[records.EMPTY], log_probs, list(first.labels), multi)
+
+
+def _held_out_log_probs(member_dir: str, fnames: Sequence[str]
+                        ) -> np.ndarray:
+  """[N, C] a fitted member's held-out log-probabilities of these clips
+  (a clip without audio: none were fitted, the uniform)."""
+  saved = fileio.read_npz(fileio.join(member_dir, logistic_member.HELD_OUT))
+  order = {f: i for i, f in enumerate(saved["fname"].tolist())}
+  c = saved["log_probs"].shape[1]
+  out = np.full((len(fnames), c), -np.log(c), np.float64)
+  for i, f in enumerate(fnames):
+    if f in order:
+      out[i] = saved["log_probs"][order[f]]
+  return out
 
 
 def read(model_dir: str) -> Optional[OutOfFold]:

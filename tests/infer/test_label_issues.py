@@ -258,3 +258,27 @@ def test_the_report_shows_the_suspected_clips_worst_first(all_folds, data_dir,
   assert positions == sorted(positions) and issues
   # each row: the nearest training clips of the given and suggested labels
   assert section.count("<ol class='neighbours'>") == 2 * len(issues)
+
+
+def test_a_fitted_member_is_judged_by_its_held_out_fit(data_dir, tmp_path):
+  """A logistic member's head is refitted on every clip at the end; its
+  out-of-fold scores are its held-out fit's, which never saw the clip."""
+  from tagger.infer import logistic_member  # pylint: disable=g-import-not-at-top
+  model_dir = str(tmp_path / "logistic")
+  config = _config(fold="all", **{"model.fit": "logistic",
+                                  "model.head": "linear",
+                                  "model.freeze_backbone": True})
+  recipe.train_command(config, data_dir, model_dir, trainer.setup(config))
+  table = out_of_fold.read(model_dir)
+  for k in range(3):
+    held = np.load(os.path.join(model_dir, f"fold{k}",
+                                logistic_member.HELD_OUT))
+    rows = {f: i for i, f in enumerate(table.fnames)}
+    np.testing.assert_allclose(
+        table.log_probs[[rows[f] for f in held["fname"]]],
+        held["log_probs"], rtol=1e-6)
+  # the planted wrong labels are not echoed back as they would be by a
+  # head that saw them
+  flipped = [i for i, f in enumerate(table.fnames)
+             if int(f[5:11]) in FLIPPED]
+  assert (table.probs[flipped].argmax(axis=1) != table.labels[flipped]).all()
