@@ -313,3 +313,24 @@ def test_waveform_serving_keeps_multi_label_probabilities(trained):
   frames = module.frames(tf.constant(np.tile(wave, 3)), 0.5)
   clip = frames["probabilities"].numpy()
   assert clip.shape == (4,) and not np.isclose(clip.sum(), 1.0)
+
+
+def test_out_of_fold_scores_and_label_issues_of_multi_label_data(trained):
+  from tagger.infer import label_issues  # pylint: disable=g-import-not-at-top
+  from tagger.infer import out_of_fold  # pylint: disable=g-import-not-at-top
+  out, model_dir, _ = trained
+  info = data_info.load_data_info(out)
+  table = out_of_fold.score_fold(model_dir, [info], 0,
+                                 tf.distribute.get_strategy(),
+                                 scorer.Views(tries=1), progress=False)
+  headers = records.read_headers(tf.data.TFRecordDataset(info.files([0])),
+                                 multi_label=True)
+  assert table.multi_label and list(table.fnames) == list(
+      headers[records.FNAME])
+  assert table.label_sets == list(headers[records.LABELS])
+  assert any(len(s) == 2 for s in table.label_sets)   # two-label clips
+  assert ((table.probs >= 0) & (table.probs <= 1)).all()
+  position = {f: i for i, f in enumerate(table.fnames)}
+  for issue in label_issues.find(table):
+    labels = table.label_sets[position[issue.fname]]
+    assert issue.given == tuple(info.labels[c] for c in labels)

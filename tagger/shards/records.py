@@ -221,13 +221,15 @@ def read_headers(serialized: tf.data.Dataset,
       (LABELS,) if multi_label else ())
   spec = {k: header_spec(1)[k] for k in keys}
   out = {k: [] for k in keys}
-  for batch in serialized.batch(1024).map(
-      lambda s: tf.io.parse_example(s, spec)).as_numpy_iterator():
+  def parse(s):
+    parsed = tf.io.parse_example(s, spec)
+    if LABELS in parsed:   # sparse [b, n] -> dense, -1 past each row's end
+      parsed[LABELS] = tf.sparse.to_dense(parsed[LABELS], -1)
+    return parsed
+  for batch in serialized.batch(1024).map(parse).as_numpy_iterator():
     for k in keys:
-      if k == LABELS:   # sparse [b, n] -> each row's indices
-        rows = batch[k].indices[:, 0]
-        out[k] += [tuple(int(v) for v in batch[k].values[rows == r])
-                   for r in range(len(batch[FNAME]))]
+      if k == LABELS:
+        out[k] += [tuple(int(v) for v in row if v >= 0) for row in batch[k]]
       else:
         out[k] += batch[k].tolist()
   headers = {k: np.array(v, np.int64) for k, v in out.items()
