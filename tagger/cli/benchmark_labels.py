@@ -52,7 +52,7 @@ def main(argv):
     config.model.backbone_weights = FLAGS.pretrained_weights
   result = labels.run_benchmark(
       FLAGS.data_dir, FLAGS.workdir, config,
-      [float(p) for p in FLAGS.flips], FLAGS.unverified, FLAGS.num_folds,
+      [float(p) for p in FLAGS.flips if p], FLAGS.unverified, FLAGS.num_folds,
       FLAGS.on_label_issue, FLAGS.seed, FLAGS.num_workers)
   for row in result["rows"]:
     print(labels.describe_row(row))
