@@ -179,7 +179,7 @@ def choose_members(data_dir: str, model_dir: str, names: List[str],
   if "chosen" in recipe or fold == "none":
     return recipe
   info = data_info.load_data_info(data_dir)
-  fnames, labels, hot, folds, empty = logistic_member.clip_table(data_dir, info.pca_dim)
+  fnames, labels, hot, folds, empty = logistic_member.clip_table(data_dir)
   val = (folds == int(fold)) & ~empty
   scores = {name: _validation_scores(fileio.join(model_dir, name),
                                      data_dir, fnames, val, strategy)

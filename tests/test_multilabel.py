@@ -323,8 +323,7 @@ def test_out_of_fold_scores_and_label_issues_of_multi_label_data(trained):
   table = out_of_fold.score_fold(model_dir, [info], 0,
                                  tf.distribute.get_strategy(),
                                  scorer.Views(tries=1), progress=False)
-  headers = records.read_headers(tf.data.TFRecordDataset(info.files([0])),
-                                 multi_label=True)
+  headers = records.read_headers(tf.data.TFRecordDataset(info.files([0])))
   assert table.multi_label and list(table.fnames) == list(
       headers[records.FNAME])
   assert table.label_sets == list(headers[records.LABELS])

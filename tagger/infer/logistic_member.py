@@ -36,30 +36,17 @@ class LogisticError(errors.UserError):
   """A logistic member that cannot be fitted; the message says why."""
 
 
-def clip_table(data_dir: str, pca_dim: int):
+def clip_table(data_dir: str):
   """(fnames, labels [N], hot [N, C] bool, folds [N], empty [N]) of a
-  shard folder's records, in file order (no log-mel decoded)."""
+  shard folder's records, in file order (records.read_headers)."""
   info = data_info.load_data_info(data_dir)
-  spec = records.header_spec(pca_dim)
-  dataset = tf.data.TFRecordDataset(info.all_files(),
-                                    compression_type=info.compression)
-  fnames, labels, folds, empty, hot = [], [], [], [], []
-  def parse(serialized):
-    parsed = tf.io.parse_example(serialized, spec)
-    parsed[records.LABELS] = tf.sparse.to_dense(parsed[records.LABELS], -1)
-    return parsed
-  for batch in dataset.batch(1024).map(parse).as_numpy_iterator():
-    fnames += [f.decode("utf-8") for f in batch[records.FNAME]]
-    labels += batch[records.LABEL].tolist()
-    folds += batch[records.FOLD].tolist()
-    empty += (batch[records.EMPTY].astype(bool) |
-              (batch[records.NUM_FRAMES] == 0)).tolist()
-    for row in batch[records.LABELS]:
-      h = np.zeros(info.num_classes, bool)
-      h[row[row >= 0]] = True
-      hot.append(h)
-  return (fnames, np.array(labels), np.array(hot).reshape(-1, info.num_classes),
-          np.array(folds), np.array(empty, bool))
+  headers = records.read_headers(tf.data.TFRecordDataset(
+      info.all_files(), compression_type=info.compression))
+  hot = np.zeros((len(headers[records.FNAME]), info.num_classes), bool)
+  for row, labels in enumerate(headers[records.LABELS]):
+    hot[row, list(labels)] = True
+  return (list(headers[records.FNAME]), headers[records.LABEL], hot,
+          headers[records.FOLD], headers[records.EMPTY])
 
 
 def _fit_head(x: np.ndarray, y: np.ndarray, val: np.ndarray,
@@ -156,7 +143,7 @@ def fit(config, data_dir: str, model_dir: str,
   loaded = scorer.LoadedModel(model_dir, description,
                                  model_lib.with_embedding(network))
   scores = _frozen_embeddings(data_dir, config, loaded, strategy)
-  fnames, labels, hot, folds, empty = clip_table(data_dir, info.pca_dim)
+  fnames, labels, hot, folds, empty = clip_table(data_dir)
   if fnames != scores.fnames:
     raise LogisticError(f"{data_dir}: its records changed while read")
   y = hot.astype(np.int64) if info.multi_label else labels

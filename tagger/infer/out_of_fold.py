@@ -112,7 +112,7 @@ def score_fold(fold_model_dir: str, infos: Sequence[data_info.DataInfo],
   scores (logistic_member.HELD_OUT) stand for it."""
   first = infos[0]
   headers = records.read_headers(tf.data.TFRecordDataset(
-      first.files([fold]), first.compression), first.multi_label)
+      first.files([fold]), first.compression))
   fnames = list(headers[records.FNAME])
   dirs = scorer.find_model_dirs(fold_model_dir)
   held = [d for d in dirs
@@ -134,12 +134,11 @@ def score_fold(fold_model_dir: str, infos: Sequence[data_info.DataInfo],
     weights.append(len(group))
   log_probs = sum(w * p for w, p in zip(weights, parts)) / sum(weights)
   multi = first.multi_label
-  label_sets = (list(headers[records.LABELS]) if multi else
-                [(int(l),) for l in headers[records.LABEL]])
   return OutOfFold(
       headers[records.FNAME], np.full(len(fnames), fold, np.int64),
       headers[records.LABEL] if not multi else np.full(len(fnames), -1),
-      label_sets, headers[records.MANUALLY_VERIFIED].astype(bool),
+      list(headers[records.LABELS]),
+      headers[records.MANUALLY_VERIFIED].astype(bool),
       headers[records.EMPTY], log_probs, list(first.labels), multi)
 
 

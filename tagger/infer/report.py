@@ -46,17 +46,9 @@ _e = report_html.e
 _figure = report_html.figure
 
 PAGE = "index.html"
-
-
 MAX_CLIPS = 100      # worst clips shown with players and pictures
-
-
 CLIPS_DIR = "clips"
-
-
 NEIGHBOURS = 3       # nearest training clips shown for each
-
-
 MAX_LISTED = 1000    # clips without audio listed by name
 
 
@@ -343,13 +335,9 @@ def training_clips(models: Sequence["scorer.LoadedModel"],
   serialized = tf.data.TFRecordDataset(info.all_files(), info.compression)
   scores = scorer.Scorer(models, strategy, embeddings=True).score(
       serialized, dataclasses.replace(views, tries=1), progress=False)
-  spec = {k: records.feature_spec(1)[k] for k in
-          (records.LABEL_NAME, records.MANUALLY_VERIFIED)}
-  labels, verified = [], []
-  for batch in serialized.batch(1024).map(
-      lambda s: tf.io.parse_example(s, spec)).as_numpy_iterator():
-    labels += [n.decode("utf-8") for n in batch[records.LABEL_NAME]]
-    verified += batch[records.MANUALLY_VERIFIED].astype(bool).tolist()
+  headers = records.read_headers(serialized)
+  labels = list(headers[records.LABEL_NAME])
+  verified = headers[records.MANUALLY_VERIFIED].astype(bool)
   keep = ~scores.empty
   audio_dir = info.manifest.audio_dir
   return TrainingClips(

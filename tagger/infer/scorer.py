@@ -95,16 +95,9 @@ class Scores:
 
 
 def _read_headers(dataset: tf.data.Dataset):
-  """fname, empty and num_frames of every record, in order."""
-  spec = {k: records.feature_spec(1)[k] for k in
-          (records.FNAME, records.EMPTY, records.NUM_FRAMES)}
-  names, empty = [], []
-  for batch in dataset.batch(1024).map(
-      lambda s: tf.io.parse_example(s, spec)).as_numpy_iterator():
-    names += [n.decode("utf-8") for n in batch[records.FNAME]]
-    empty += (batch[records.EMPTY].astype(bool) |
-              (batch[records.NUM_FRAMES] == 0)).tolist()
-  return names, np.array(empty, bool)
+  """fname and empty of every record, in order."""
+  headers = records.read_headers(dataset)
+  return list(headers[records.FNAME]), headers[records.EMPTY]
 
 
 @dataclasses.dataclass(frozen=True)

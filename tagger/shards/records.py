@@ -212,32 +212,36 @@ def example_to_numpy(serialized: bytes, pca_dim: int) -> Mapping[str, object]:
   return out
 
 
-def read_headers(serialized: tf.data.Dataset,
-                 multi_label: bool = False) -> Dict[str, np.ndarray]:
-  """Every record's header, in order, as numpy arrays: fname (str), label,
-  fold, manually_verified, empty (no audio, or no frames) and, for
-  multi-label data, labels (a tuple of class indices each)."""
-  keys = (FNAME, LABEL, FOLD, MANUALLY_VERIFIED, EMPTY, NUM_FRAMES) + (
-      (LABELS,) if multi_label else ())
+def read_headers(serialized: tf.data.Dataset) -> Dict[str, object]:
+  """Every record's header, in order (the one reader of headers in bulk;
+  no log-mel decoded): fname [N] str, label, fold, manually_verified [N]
+  int, empty [N] bool (no audio, or no frames), label_name [N] str and
+  labels: [N] tuples of every class index of the clip (its label alone
+  where the record lists none)."""
+  keys = (FNAME, LABEL, LABEL_NAME, FOLD, MANUALLY_VERIFIED, EMPTY,
+          NUM_FRAMES, LABELS)
   spec = {k: header_spec(1)[k] for k in keys}
-  out = {k: [] for k in keys}
   def parse(s):
     parsed = tf.io.parse_example(s, spec)
-    if LABELS in parsed:   # sparse [b, n] -> dense, -1 past each row's end
-      parsed[LABELS] = tf.sparse.to_dense(parsed[LABELS], -1)
+    # labels: sparse [b, n] -> dense, -1 past each row's end
+    parsed[LABELS] = tf.sparse.to_dense(parsed[LABELS], -1)
     return parsed
+  out = {k: [] for k in keys}
   for batch in serialized.batch(1024).map(parse).as_numpy_iterator():
     for k in keys:
       if k == LABELS:
         out[k] += [tuple(int(v) for v in row if v >= 0) for row in batch[k]]
       else:
         out[k] += batch[k].tolist()
-  headers = {k: np.array(v, np.int64) for k, v in out.items()
-             if k not in (FNAME, LABELS)}
+  headers = {k: np.array(out[k], np.int64)
+             for k in (LABEL, FOLD, MANUALLY_VERIFIED)}
   headers[FNAME] = np.array([n.decode("utf-8") for n in out[FNAME]], object)
-  headers[EMPTY] = (headers[EMPTY] != 0) | (headers.pop(NUM_FRAMES) == 0)
-  if multi_label:
-    headers[LABELS] = out[LABELS]
+  headers[LABEL_NAME] = np.array([n.decode("utf-8") for n in out[LABEL_NAME]],
+                                 object)
+  headers[EMPTY] = ((np.array(out[EMPTY], np.int64) != 0) |
+                    (np.array(out[NUM_FRAMES], np.int64) == 0))
+  headers[LABELS] = [labels or ((label,) if label >= 0 else ())
+                     for labels, label in zip(out[LABELS], out[LABEL])]
   return headers
 
 
