@@ -14,7 +14,7 @@ prepares the next batch while the models run.
 """
 
 import dataclasses
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -62,13 +62,28 @@ def load_model(model_dir: str) -> LoadedModel:
   return LoadedModel(model_dir, data, model_lib.with_embedding(base))
 
 
-def check_compatible(models: Sequence[LoadedModel], info_labels=None):
+# What models scored or served together must share.
+SHARED = ("labels", "num_mels", "normalization", "params")
+
+
+def first_difference(models) -> Optional[Tuple[object, str]]:
+  """(the first model that differs from models[0], in which of SHARED),
+  or None: the one check of scoring (check_compatible) and serving."""
   first = models[0].data
   for m in models[1:]:
-    for key in ("labels", "num_mels", "normalization", "params"):
+    for key in SHARED:
       if getattr(m.data, key) != getattr(first, key):
-        raise ScoreError(f"{m.model_dir} and {models[0].model_dir} differ in "
-                         f"{key}; score models of one dataset together")
+        return m, key
+  return None
+
+
+def check_compatible(models: Sequence[LoadedModel], info_labels=None):
+  differs = first_difference(models)
+  if differs:
+    m, key = differs
+    raise ScoreError(f"{m.model_dir} and {models[0].model_dir} differ in "
+                     f"{key}; score models of one dataset together")
+  first = models[0].data
   if info_labels is not None and list(info_labels) != list(first.labels):
     raise ScoreError("the test shards' labels differ from the models' "
                      "(were they made with --pca_from the same train split?)")

@@ -28,12 +28,13 @@ import tensorflow as tf
 from tagger import errors
 from tagger.audio import graph_features
 from tagger.audio.params import FeatureParams
+from tagger.infer import scorer
 from tagger.input import batches
 from tagger.model import backbones
 from tagger.model import networks as model_lib
 from tagger.shards import records
 
-DEFAULT_TRIES = 5
+DEFAULT_TRIES = scorer.DEFAULT_TRIES   # one default: tools/score's
 DEFAULT_HOP_SECONDS = 0.5
 WINDOWS_PER_BATCH = 64   # frames: windows scored at once (memory bounded)
 
@@ -44,7 +45,6 @@ class ServingError(errors.UserError):
 
 def check_models(models) -> None:
   """Waveform serving: stage-1 models of one dataset with its features."""
-  first = models[0].data
   for m in models:
     if m.stage2:
       raise ServingError(
@@ -55,10 +55,11 @@ def check_models(models) -> None:
     if not m.data.feature_params:
       raise ServingError(f"{m.model_dir}: data.json has no feature "
                          "parameters; re-train with this tagger")
-    for key in ("labels", "num_mels", "normalization", "params"):
-      if getattr(m.data, key) != getattr(first, key):
-        raise ServingError(f"{m.model_dir} and {models[0].model_dir} differ "
-                           f"in {key}; serve models of one dataset together")
+  differs = scorer.first_difference(models)
+  if differs:
+    m, key = differs
+    raise ServingError(f"{m.model_dir} and {models[0].model_dir} differ in "
+                       f"{key}; serve models of one dataset together")
 
 
 class WaveformTagger(tf.Module):
