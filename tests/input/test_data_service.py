@@ -6,6 +6,7 @@ import gc
 import hashlib
 import json
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -23,9 +24,11 @@ def cluster():
   two = data_service.loopback_cluster(2)
   yield two
   # Readers still alive (a trainer's endless iterator in a reference
-  # cycle) hold open requests that a worker's stop waits out: free them.
+  # cycle) hold open requests that a worker's stop waits out (about a
+  # minute): free what can be freed, and stop in the background, so that
+  # the next tests of this worker process need not wait.
   gc.collect()
-  two.stop()
+  threading.Thread(target=two.stop, daemon=True).start()
 
 
 def digest(batch) -> str:
