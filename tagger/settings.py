@@ -289,13 +289,16 @@ def from_mapping(cls, values) -> object:
   return cls(**values)
 
 
-RECIPE_RUN_KEYS = ("fold", "seed", "strategy", "precision", "deterministic")
+RECIPE_RUN_KEYS = ("fold", "seed", "strategy", "precision", "deterministic",
+                   "label_issues", "on_label_issue", "issue_weight",
+                   "fix_verified")
 
 
 def recipe_config(members) -> ml_collections.ConfigDict:
   """A recipe (tagger/recipe.py): members, [(name, training config)] in
   training order, under config.members; the run-level keys (fold, seed,
-  strategy, precision, deterministic) once at the top, every member's."""
+  strategy, precision, deterministic, the label issues' keys) once at the
+  top, every member's."""
   c = ml_collections.ConfigDict()
   defaults = default_config()
   for key in RECIPE_RUN_KEYS:

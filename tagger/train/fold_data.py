@@ -65,6 +65,10 @@ class FoldData:
           self.run.issue_weight, self.run.fix_verified, self.multi_label)
     except errors.UserError as e:
       raise errors.UserError(f"config.label_issues: {e}") from e
+    if self.label_fixes and self.input.data_service:
+      raise errors.UserError("config.label_issues does not work with a "
+                             "tf.data service yet (config.input."
+                             "data_service): train without the service")
     if self.label_fixes:
       logging.info("label issues (%s): %s", self.run.label_issues, ", ".join(
           f"{n} {kind}" for kind, n in label_fixes.count_by_kind(

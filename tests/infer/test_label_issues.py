@@ -282,3 +282,13 @@ def test_a_fitted_member_is_judged_by_its_held_out_fit(data_dir, tmp_path):
   flipped = [i for i, f in enumerate(table.fnames)
              if int(f[5:11]) in FLIPPED]
   assert (table.probs[flipped].argmax(axis=1) != table.labels[flipped]).all()
+
+
+def test_a_recipe_passes_the_label_issues_to_every_member():
+  config = settings.recipe_config([("a", tiny_config()), ("b", tiny_config())])
+  config.label_issues = "runs/all/label_issues.csv"
+  config.on_label_issue = "weight"
+  for name in ("a", "b"):
+    run = settings.run_config(recipe.member_config(config, name))
+    assert (run.label_issues, run.on_label_issue) == (
+        "runs/all/label_issues.csv", "weight")
