@@ -184,7 +184,18 @@ def device_eq(config):
   return config
 
 
-LEVERS = {"mixstyle": mixstyle, "device_eq": device_eq}
+def native(config):
+  """A CNN9 config on aisfx's own front-end (make_tfrecords
+  --features=aisfx): the whole band, no adapter (cpu:frozen+native is the
+  frozen member of new_audio_full_band)."""
+  if "members" in config or not config.model.backbone.startswith("cnn9"):
+    raise ValueError("configs/cpu.py: +native takes one CNN9 config "
+                     "(:pretrained or :frozen)")
+  config.model.backbone = "cnn9_aisfx_native"
+  return full_band(config)
+
+
+LEVERS = {"mixstyle": mixstyle, "device_eq": device_eq, "native": native}
 
 
 def probe():

@@ -41,6 +41,9 @@ flags.DEFINE_enum("on_label_issue", "drop", ["drop", "weight", "relabel"],
                   "What the second training does with the suspected clips.")
 flags.DEFINE_integer("seed", 0, "Which rows are flipped, and to what.")
 flags.DEFINE_integer("num_workers", 0, "Sharding workers (0: all cores).")
+flags.DEFINE_string("features", "reference", "The shards' feature set "
+                    "(make_tfrecords --features): aisfx with "
+                    "--config=cpu:frozen+native.")
 flags.mark_flags_as_required(["data_dir"])
 
 
@@ -53,7 +56,7 @@ def main(argv):
   result = labels.run_benchmark(
       FLAGS.data_dir, FLAGS.workdir, config,
       [float(p) for p in FLAGS.flips if p], FLAGS.unverified, FLAGS.num_folds,
-      FLAGS.on_label_issue, FLAGS.seed, FLAGS.num_workers)
+      FLAGS.on_label_issue, FLAGS.seed, FLAGS.num_workers, FLAGS.features)
   for row in result["rows"]:
     print(labels.describe_row(row))
   print(f"{result['seconds']:.0f} s in all")

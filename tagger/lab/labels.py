@@ -33,6 +33,7 @@ import numpy as np
 
 from tagger import fileio
 from tagger import recipe
+from tagger.audio import params as params_lib
 from tagger.infer import evaluation
 from tagger.infer import label_issues
 from tagger.infer import out_of_fold
@@ -118,12 +119,14 @@ def _write_csv(path: str, header: Sequence[str], rows) -> None:
 
 
 def _shard(csv_path: str, audio_dir: str, output_dir: str, split: str,
-           num_folds: int, num_workers: int, pca_from: str = "") -> str:
+           num_folds: int, num_workers: int, pca_from: str = "",
+           features: str = "reference") -> str:
   if not fileio.exists(fileio.join(output_dir, records.MANIFEST)):
     sharding.make_tfrecords(run_options.Options(
         csv=csv_path, audio_dir=audio_dir, output_dir=output_dir,
         split=split, num_folds=num_folds, num_workers=num_workers,
         pca_from=pca_from or None, progress=False,
+        params=params_lib.preset(features),
         resume=fileio.exists(fileio.join(output_dir, output_folder.STAGING))))
   return output_dir
 
@@ -133,8 +136,9 @@ class _Bench:
 
   def __init__(self, data_dir: str, workdir: str,
                config: ml_collections.ConfigDict, num_folds: int,
-               num_workers: int, action: str):
+               num_workers: int, action: str, features: str):
     self.data_dir, self.workdir, self.config = data_dir, workdir, config
+    self.features = features
     self.num_folds, self.num_workers, self.action = (num_folds, num_workers,
                                                      action)
     self.labels_csv = fileio.join(data_dir, "test_labels.csv")
@@ -155,13 +159,15 @@ class _Bench:
                  sorted(variant.wrong.items()))
     train_dir = _shard(train_csv, fileio.join(self.data_dir, "audio_train"),
                        fileio.join(folder, "tfrecords"), "train",
-                       self.num_folds, self.num_workers)
+                       self.num_folds, self.num_workers,
+                       features=self.features)
     if not self.test_dir:   # once, from the first variant's PCA fit
       self.test_dir = _shard(
           fileio.join(self.data_dir, "sample_submission.csv"),
           fileio.join(self.data_dir, "audio_test"),
           fileio.join(self.workdir, "test_tfrecords"), "test",
-          self.num_folds, self.num_workers, pca_from=train_dir)
+          self.num_folds, self.num_workers, pca_from=train_dir,
+          features=self.features)
     return train_dir
 
   def train(self, train_dir: str, model_dir: str, fold: str,
@@ -194,12 +200,13 @@ def run_benchmark(data_dir: str, workdir: str,
                   flips: Sequence[float] = (0.1, 0.2, 0.4),
                   unverified: float = 0.6, num_folds: int = 4,
                   action: str = "drop", seed: int = 0,
-                  num_workers: int = 0) -> dict:
+                  num_workers: int = 0, features: str = "reference") -> dict:
   """Rows, one per variant: precision and recall of the issues found,
   MAP@3 by group without and with the option, seconds."""
   started = time.time()
   rows_, wrong = read_train(data_dir)
-  bench = _Bench(data_dir, workdir, config, num_folds, num_workers, action)
+  bench = _Bench(data_dir, workdir, config, num_folds, num_workers, action,
+                 features)
   table = []
   for variant in variants(rows_, wrong, flips, unverified, seed):
     train_dir = bench.shards(variant)
