@@ -231,7 +231,8 @@ def test_folds_follow_what_the_classes_allow():
   assert plan.warnings() == []
 
 
-def test_three_clips_a_class_shards_and_trains_every_fold(tmp_path):
+def test_three_clips_a_class_make_three_folds_each_training_the_lonely_class(
+    tmp_path):
   clips = [(f"{l}{i}.wav", l, _clip(i + 3 * k)) for k, l in
            enumerate(["x", "y", "z"]) for i in range(3)]
   clips.append(("only.wav", "lonely", _clip(11)))

@@ -350,6 +350,7 @@ def test_a_probe_trains_the_head_on_the_frozen_backbone(checkpoint,
                           "model.freeze_backbone": True})
   run = trainer.FoldRun(config, data, str(tmp_path / "probe"),
                         trainer.setup(config), 0)
+  head = [w.copy() for w in run.model.get_layer("fc1536").get_weights()]
   run.train()
   cnn9 = run.model.get_layer(model_lib.BACKBONE).get_layer("cnn9")
   np.testing.assert_array_equal(
@@ -359,6 +360,8 @@ def test_a_probe_trains_the_head_on_the_frozen_backbone(checkpoint,
       cnn9.get_layer("cnn9_b1_bn1").get_weights()[2],
       state["embedding_net.conv_block1.bn1.running_mean"])
   assert run.model.get_layer("fc1536").trainable
+  assert any(not np.array_equal(a, b) for a, b in zip(
+      head, run.model.get_layer("fc1536").get_weights()))   # it learned
 
 
 def test_freeze_until_names_a_layer_of_the_backbone():

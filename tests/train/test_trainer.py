@@ -336,7 +336,7 @@ def test_sigterm_inside_an_epoch_checkpoints_and_resumes_exactly(
     except (OSError, ValueError):
       pass
     time.sleep(0.05)
-  time.sleep(random.uniform(0.0, 0.6))
+  time.sleep(random.Random(316).uniform(0.0, 0.6))   # seeded: reproducible
   proc.send_signal(signal.SIGTERM)
   _, err = proc.communicate(timeout=300)
   assert proc.returncode == 75, err[-3000:]
