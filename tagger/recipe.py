@@ -207,13 +207,12 @@ def _validation_scores(member_dir: str, data_dir: str, fnames: List[str],
   every clip), any other member's best weights (TTA, as tools/score)."""
   held_out = fileio.join(member_dir, logistic_member.HELD_OUT)
   if fileio.exists(held_out):
-    saved = fileio.read_npz(held_out)
-    order = {f: i for i, f in enumerate(saved["fname"].tolist())}
-    wanted = [f for f, v in zip(fnames, val) if v]
-    if set(wanted) - set(order):
+    log_probs, found = logistic_member.held_out_log_probs(
+        member_dir, [f for f, v in zip(fnames, val) if v])
+    if not found.all():
       raise RecipeError(f"{held_out} holds other clips than {data_dir}'s "
                         "validated fold")
-    return saved["log_probs"][[order[f] for f in wanted]]
+    return log_probs
   summary = fileio.read_json(fileio.join(member_dir, model_dir_lib.SUMMARY))
   if summary.get("fit") == "logistic":
     raise RecipeError(f"{member_dir}: a logistic member fitted before "

@@ -36,6 +36,21 @@ class LogisticError(errors.UserError):
   """A logistic member that cannot be fitted; the message says why."""
 
 
+def held_out_log_probs(member_dir: str, fnames) -> Tuple[np.ndarray,
+                                                        np.ndarray]:
+  """(log-probabilities [N, C] of these clips by the member's held-out fit,
+  found [N] bool: the clips HELD_OUT holds; the others' rows are the
+  uniform)."""
+  saved = fileio.read_npz(fileio.join(member_dir, HELD_OUT))
+  order = {f: i for i, f in enumerate(saved["fname"].tolist())}
+  c = saved["log_probs"].shape[1]
+  out = np.full((len(fnames), c), -np.log(c), np.float64)
+  found = np.array([f in order for f in fnames], bool)
+  rows = [order[f] for f, k in zip(fnames, found) if k]
+  out[found] = saved["log_probs"][rows]
+  return out, found
+
+
 def clip_table(data_dir: str):
   """(fnames, labels [N], hot [N, C] bool, folds [N], empty [N]) of a
   shard folder's records, in file order (records.read_headers)."""

@@ -119,7 +119,7 @@ def score_fold(fold_model_dir: str, infos: Sequence[data_info.DataInfo],
           if fileio.exists(fileio.join(d, logistic_member.HELD_OUT))]
   parts, weights = [], []
   for d in held:
-    parts.append(_held_out_log_probs(d, fnames))
+    parts.append(logistic_member.held_out_log_probs(d, fnames)[0])
     weights.append(1)
   with strategy.scope():
     models = [scorer.load_model(d) for d in dirs if d not in held]
@@ -140,20 +140,6 @@ def score_fold(fold_model_dir: str, infos: Sequence[data_info.DataInfo],
       list(headers[records.LABELS]),
       headers[records.MANUALLY_VERIFIED].astype(bool),
       headers[records.EMPTY], log_probs, list(first.labels), multi)
-
-
-def _held_out_log_probs(member_dir: str, fnames: Sequence[str]
-                        ) -> np.ndarray:
-  """[N, C] a fitted member's held-out log-probabilities of these clips
-  (a clip without audio: none were fitted, the uniform)."""
-  saved = fileio.read_npz(fileio.join(member_dir, logistic_member.HELD_OUT))
-  order = {f: i for i, f in enumerate(saved["fname"].tolist())}
-  c = saved["log_probs"].shape[1]
-  out = np.full((len(fnames), c), -np.log(c), np.float64)
-  for i, f in enumerate(fnames):
-    if f in order:
-      out[i] = saved["log_probs"][order[f]]
-  return out
 
 
 def read(model_dir: str) -> Optional[OutOfFold]:

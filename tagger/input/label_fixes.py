@@ -159,8 +159,8 @@ def fixes(issues: Sequence[LabelIssue], class_names: Sequence[str],
     if action == "relabel":
       if len(x.suggested) != 1 or x.suggested[0] not in position:
         raise LabelIssuesError(
-            f"{source}: {x.fname}'s suggested label {','.join(x.suggested)!r}"
-            " is not one class of the data")
+            f"{source}: the suggested label {','.join(x.suggested)!r} of "
+            f"{x.fname!r} is not one class of the data")
       chosen[x.fname] = (position[x.suggested[0]], 1.0)
     else:
       chosen[x.fname] = (-1, 0.0 if action == "drop" else float(weight))

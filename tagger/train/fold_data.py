@@ -70,6 +70,7 @@ class FoldData:
                              "tf.data service yet (config.input."
                              "data_service): train without the service")
     if self.label_fixes:
+      self._warn_unknown_clips()
       logging.info("label issues (%s): %s", self.run.label_issues, ", ".join(
           f"{n} {kind}" for kind, n in label_fixes.count_by_kind(
               self.label_fixes).items() if n))
@@ -77,6 +78,17 @@ class FoldData:
     self.num_pipelines = distribute.num_workers(strategy)
     self.max_steps = self.run.max_steps_per_epoch
     warn_thin_classes(self.info, data_dir)
+
+  def _warn_unknown_clips(self) -> None:
+    """A label issues file of other data acts on nothing: said, not
+    silent."""
+    known = set(records.read_headers(tf.data.TFRecordDataset(
+        self.info.all_files(), self.info.compression))[records.FNAME])
+    unknown = [f for f in self.label_fixes.fnames if f not in known]
+    if unknown:
+      logging.warning("%d clip(s) of %s are not in these shards (%r, ...): "
+                      "nothing is done to them", len(unknown),
+                      self.run.label_issues, unknown[0])
 
   @functools.cached_property
   def steps_per_epoch(self) -> int:
